@@ -1,0 +1,3 @@
+//! One module per `slipway` subcommand group.
+
+pub mod vhdx;

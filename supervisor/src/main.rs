@@ -1,0 +1,71 @@
+//! `slipwayd`: runs Kubernetes node VMs from signed Slipway images on a hyperconverged host.
+//!
+//! Exit codes: 0 success, 1 failure (one sentence and its causes on stderr), 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use images::terminal::{self, LogFormat};
+
+/// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
+#[derive(Debug, Parser)]
+#[command(name = "slipwayd", version, propagate_version = true)]
+struct Cli {
+    /// Log line format on stderr: human or json.
+    #[arg(long, global = true, default_value = "human", value_name = "FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the supervisor for the nodes described in a host config.
+    Run {
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+    },
+    /// Show the nodes of a running supervisor.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the UEFI firmware node VMs would boot with.
+    Firmware,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    terminal::init_logging(cli.log_format, "info");
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Status { .. } => Err(anyhow::anyhow!(
+            "no supervisor to ask: `slipwayd run` is not implemented yet (issue 6: node VMs, D-Bus API)"
+        )),
+        Command::Firmware => firmware(),
+    };
+    terminal::finish("slipwayd", result)
+}
+
+fn run(config: &Path) -> anyhow::Result<()> {
+    bail!(
+        "cannot supervise the nodes in {}: the supervision loop is not implemented yet (issue 6); today Slipway builds and inspects images with `slipway vhdx`",
+        config.display()
+    )
+}
+
+fn firmware() -> anyhow::Result<()> {
+    let dirs: Vec<&Path> = firmware::DEFAULT_SEARCH_DIRS
+        .iter()
+        .map(Path::new)
+        .collect();
+    let ovmf = firmware::find_ovmf(&dirs)?;
+    println!("code  {}", ovmf.code.display());
+    println!("vars  {}", ovmf.vars.display());
+    Ok(())
+}
