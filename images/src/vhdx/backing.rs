@@ -27,6 +27,8 @@ pub struct Overlay {
     data: Vec<Vec<u8>>,
     /// Logical file size after the replay (the file may have grown).
     size: u64,
+    /// One past the last byte any write touched.
+    written_end: u64,
 }
 
 impl Overlay {
@@ -36,6 +38,7 @@ impl Overlay {
             ranges: BTreeMap::new(),
             data: Vec::new(),
             size,
+            written_end: 0,
         }
     }
 
@@ -67,6 +70,7 @@ impl Overlay {
             return;
         }
         self.grow_to(end);
+        self.written_end = self.written_end.max(end);
         // Cut every existing range that overlaps [start, end), keeping its outside parts.
         let overlapping: Vec<u64> = self
             .ranges
@@ -165,6 +169,17 @@ impl Backing {
         self.overlay
             .as_ref()
             .map_or(self.file_size, Overlay::size)
+            .max(self.file_size)
+    }
+
+    /// The size up to which bytes really exist: the file, or the end of the last replayed
+    /// write. A log may claim a larger file (LastFileOffset), but structures that must be
+    /// read into memory (metadata, BAT) are only accepted below this size, so a hostile
+    /// log cannot make the reader allocate for bytes that are not there.
+    pub fn materialized_size(&self) -> u64 {
+        self.overlay
+            .as_ref()
+            .map_or(0, |o| o.written_end)
             .max(self.file_size)
     }
 

@@ -98,7 +98,7 @@ pub fn bat_findings(
             continue;
         }
         let start = entry.file_offset();
-        let end = start + len;
+        let end = start.saturating_add(len);
         if start < HEADER_AREA_SIZE {
             push(
                 &mut findings,

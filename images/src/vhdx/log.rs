@@ -261,7 +261,7 @@ pub fn active_sequence(log: &[u8], log_guid: Guid) -> Vec<Entry> {
         while let Some(entry) = at(pos) {
             if chain
                 .last()
-                .is_some_and(|prev| entry.sequence != prev.sequence + 1)
+                .is_some_and(|prev| prev.sequence.checked_add(1) != Some(entry.sequence))
             {
                 break;
             }

@@ -303,7 +303,11 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, Error> {
 
     let regions = load_region_tables(&backing, &mut notes)?;
     let file_size = backing.size();
-    let log_range = header.log_offset..header.log_offset + u64::from(header.log_length);
+    let structure_limit = backing.materialized_size();
+    let log_range = header.log_offset
+        ..header
+            .log_offset
+            .saturating_add(u64::from(header.log_length));
     for entry in &regions.entries {
         if entry.file_offset < log_range.end && entry.end() > log_range.start {
             return Err(Error::PlaceStructure {
@@ -329,15 +333,17 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, Error> {
         &backing,
         meta_region.file_offset,
         u64::from(meta_region.length),
-        file_size,
+        structure_limit,
     )?;
 
     let entries = meta.geometry.bat_entries();
     let bat_bytes = entries * 8;
-    if bat_bytes > u64::from(bat_region.length) || bat_region.file_offset + bat_bytes > file_size {
+    if bat_bytes > u64::from(bat_region.length)
+        || bat_region.file_offset + bat_bytes > structure_limit
+    {
         return Err(Error::PlaceStructure {
             what: format!(
-                "the BAT needs {bat_bytes} bytes for {entries} entries; its region holds {} bytes at {:#x} in a {file_size}-byte file",
+                "the BAT needs {bat_bytes} bytes for {entries} entries; its region holds {} bytes at {:#x} in a {structure_limit}-byte file",
                 bat_region.length, bat_region.file_offset
             ),
         });
