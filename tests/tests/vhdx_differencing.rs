@@ -110,6 +110,40 @@ fn a_child_reads_through_to_its_base_and_keeps_its_own_writes() {
         "{info}"
     );
     assert!(info.contains("base.vhdx"), "{info}");
+    let base_guid = Vhdx::open(&base)
+        .unwrap()
+        .header()
+        .data_write_guid
+        .to_string()
+        .to_lowercase();
+    assert!(
+        info.contains(&format!("Parent identifier\t: {base_guid}")),
+        "{info}"
+    );
+
+    // libvhdi, an independent reader, sees the same guest content through the chain.
+    let mount = dir.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    // vhdimount joins the parent's file name to the child path's directory; given a bare
+    // name (run from the child's directory) it opens the recorded absolute path as is.
+    run(Command::new("vhdimount")
+        .current_dir(vm.parent().unwrap())
+        .arg("os.vhdx")
+        .arg(&mount));
+    let _unmount = Unmount(mount.clone());
+    assert!(
+        same_content(&expected, &mount.join("vhdi2")),
+        "libvhdi reads the chain differently"
+    );
+}
+
+/// Unmounts a FUSE mount when dropped, so a failed assertion leaves nothing mounted.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
 fn writer_refuses_unaligned(vm: &Path) -> bool {

@@ -2,7 +2,8 @@
 //!
 //! The child records the parent's DataWriteGuid as `parent_linkage` and two ways to find it:
 //! `relative_path` (from the child's directory, Windows separators, as Hyper-V writes it) and
-//! `absolute_win32_path`. Readers try the relative path first, so a directory holding a base
+//! `absolute_win32_path`. The linkage is written lower-case in braces, as MS-VHDX 2.6.2.6.3
+//! specifies (libvhdi refuses upper case); readers compare case-insensitively. Readers try the relative path first, so a directory holding a base
 //! and its children can be moved as a whole.
 
 use std::path::{Component, Path, PathBuf};
@@ -64,7 +65,10 @@ pub fn create(parent: &Path, child: &Path, options: &ChildOptions) -> Result<Sum
         entries: vec![
             (
                 locator_key::PARENT_LINKAGE.into(),
-                format!("{{{}}}", base.header().data_write_guid),
+                format!(
+                    "{{{}}}",
+                    base.header().data_write_guid.to_string().to_lowercase()
+                ),
             ),
             (
                 locator_key::RELATIVE_PATH.into(),

@@ -6,7 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::reader::{self, Vhdx};
-use super::writer::{is_zero, sync_parent, temporary_path};
+use super::stream::{AlignedBuf, nonzero_runs, with_background_sync};
+use super::writer::{sync_parent, temporary_path};
 
 const CHUNK: usize = 1 << 20;
 
@@ -16,6 +17,9 @@ pub enum Error {
     /// Reading the VHDX failed.
     #[error(transparent)]
     ReadImage(#[from] reader::Error),
+    /// Syncing the raw file in the background failed.
+    #[error("sync the exported file to disk")]
+    SyncRaw(#[from] io::Error),
     /// Writing the raw file failed.
     #[error("{action} {path}")]
     WriteRaw {
@@ -44,27 +48,31 @@ pub fn export(
         source,
     };
     let g = vhdx.geometry();
-    let mut buf = vec![0u8; CHUNK];
-    let mut written = 0;
-    for block in 0..g.data_blocks() {
-        let start = block * g.block_bytes();
-        if vhdx.block_may_hold_data(block) {
-            let end = start + g.block_len(block);
-            let mut pos = start;
-            while pos < end {
-                let n = usize::try_from((end - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
-                let chunk = &mut buf[..n];
-                vhdx.read_at(chunk, pos)?;
-                if !is_zero(chunk) {
-                    out.write_all_at(chunk, pos)
-                        .map_err(|e| fail("write to", e))?;
-                    written += n as u64;
+    let mut buf = AlignedBuf::new(CHUNK);
+    let written = with_background_sync(out, |sync| -> Result<u64, Error> {
+        let mut written = 0;
+        for block in 0..g.data_blocks() {
+            let start = block * g.block_bytes();
+            if vhdx.block_may_hold_data(block) {
+                let end = start + g.block_len(block);
+                let mut pos = start;
+                while pos < end {
+                    let n = usize::try_from((end - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
+                    let chunk = buf.slice_mut(n);
+                    vhdx.read_at(chunk, pos)?;
+                    for (lo, hi) in nonzero_runs(chunk) {
+                        out.write_all_at(&chunk[lo..hi], pos + lo as u64)
+                            .map_err(|e| fail("write to", e))?;
+                        written += (hi - lo) as u64;
+                        sync.wrote((hi - lo) as u64);
+                    }
+                    pos += n as u64;
                 }
-                pos += n as u64;
             }
+            progress(start + g.block_len(block));
         }
-        progress(start + g.block_len(block));
-    }
+        Ok(written)
+    })?;
     out.set_len(g.virtual_size)
         .map_err(|e| fail("set the size of", e))?;
     Ok(written)

@@ -17,6 +17,7 @@ pub mod info;
 mod layout;
 pub mod log;
 pub mod reader;
+pub(crate) mod stream;
 pub mod update;
 pub mod writer;
 

@@ -22,6 +22,7 @@ use super::format::{
     MetadataEntry, MetadataTable, ParentLocator, PayloadState, REGION_TABLE_OFFSETS, RegionEntry,
     RegionTable, item, region,
 };
+use super::stream::{AlignedBuf, nonzero_runs, with_background_sync};
 use crate::guid::{Guid, RandomGuidError};
 
 /// Default block size: 1 MiB, Microsoft's advice for Linux guests.
@@ -33,8 +34,6 @@ const METADATA_LENGTH: u32 = 1 << 20;
 const BAT_OFFSET: u64 = 3 * MIB;
 /// Size of the read buffer; a block is processed in pieces of at most this size.
 const CHUNK: u64 = MIB;
-/// Granularity of the zero check inside a chunk.
-const ZERO_CHECK: usize = 4096;
 
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +77,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Syncing the output in the background failed.
+    #[error("sync the output to disk")]
+    SyncOutput(#[from] io::Error),
     /// No random identifiers could be had.
     #[error("make identifiers for the new disk")]
     MakeIdentity(#[source] RandomGuidError),
@@ -216,32 +218,38 @@ pub fn write(
     let data_start = BAT_OFFSET + bat_len;
     let mut blocks = BlockPlacer::new(geometry, data_start, options.fixed);
 
-    let mut buf = vec![0u8; usize::try_from(CHUNK).unwrap_or(1 << 20)];
-    let mut virtual_pos = 0u64;
-    for extent in extents {
-        for (data_at, len, source) in data_pieces(extent)? {
-            // Walk the piece in chunks that never cross a 1 MiB (hence block) boundary.
-            let mut done = 0;
-            while done < len {
-                let vpos = virtual_pos + data_at + done;
-                let n = (CHUNK - vpos % CHUNK).min(len - done);
-                let chunk = &mut buf[..usize::try_from(n).unwrap_or(0)];
-                source.read(chunk, done)?;
-                if !is_zero(chunk) {
-                    let file_offset = blocks.place(vpos);
-                    out.write_all_at(chunk, file_offset)
-                        .map_err(|source| Error::WriteOutput {
-                            what: "payload data",
-                            offset: file_offset,
-                            source,
-                        })?;
+    let mut buf = AlignedBuf::new(usize::try_from(CHUNK).unwrap_or(1 << 20));
+    with_background_sync(out, |sync| -> Result<(), Error> {
+        let mut virtual_pos = 0u64;
+        for extent in extents {
+            for (data_at, len, source) in data_pieces(extent)? {
+                // Walk the piece in chunks that never cross a 1 MiB (hence block) boundary.
+                let mut done = 0;
+                while done < len {
+                    let vpos = virtual_pos + data_at + done;
+                    let n = (CHUNK - vpos % CHUNK).min(len - done);
+                    let chunk = buf.slice_mut(usize::try_from(n).unwrap_or(0));
+                    source.read(chunk, done)?;
+                    // Only the non-zero runs are written: zeros inside an allocated block
+                    // stay holes in the output, which read back as zeros.
+                    for (lo, hi) in nonzero_runs(chunk) {
+                        let file_offset = blocks.place(vpos + lo as u64);
+                        out.write_all_at(&chunk[lo..hi], file_offset)
+                            .map_err(|source| Error::WriteOutput {
+                                what: "payload data",
+                                offset: file_offset,
+                                source,
+                            })?;
+                        sync.wrote((hi - lo) as u64);
+                    }
+                    done += n;
+                    progress(vpos + n);
                 }
-                done += n;
-                progress(vpos + n);
             }
+            virtual_pos += extent.len();
         }
-        virtual_pos += extent.len();
-    }
+        Ok(())
+    })?;
     progress(virtual_size);
 
     let (bat, file_end) = blocks.finish();
@@ -385,12 +393,6 @@ fn blocks_allocated(bat: &[BatEntry], g: &Geometry) -> u64 {
         .count() as u64
 }
 
-/// True when every byte is zero; checks 4 KiB at a time so the inner loop vectorises.
-pub(crate) fn is_zero(buf: &[u8]) -> bool {
-    buf.chunks(ZERO_CHECK)
-        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
-}
-
 /// Decides where each payload block goes and builds the BAT.
 struct BlockPlacer {
     geometry: Geometry,
@@ -409,6 +411,18 @@ impl BlockPlacer {
                 let index = usize::try_from(geometry.payload_index(block)).unwrap_or(0);
                 bat[index] = BatEntry::payload(PayloadState::FullyPresent, next_free);
                 next_free += geometry.block_bytes();
+            }
+        }
+        if geometry.has_parent {
+            // A differencing disk gets a zeroed sector-bitmap block per chunk up front
+            // (1 MiB per 4 GiB with 512-byte sectors). Valid per the specification, it
+            // spares the first write an allocation, and libvhdi (20210425) needs it: it
+            // reads a bitmap even for chunks whose bitmap entry is "not present", from
+            // file offset 0, and then serves sectors of the child's own header as data.
+            for chunk in 0..geometry.bitmap_blocks() {
+                let index = usize::try_from(geometry.bitmap_index(chunk)).unwrap_or(0);
+                bat[index] = BatEntry::new(6, next_free);
+                next_free += super::format::SECTOR_BITMAP_BLOCK_SIZE;
             }
         }
         BlockPlacer {
@@ -565,14 +579,6 @@ pub fn data_ranges(file: &File, offset: u64, len: u64) -> io::Result<Vec<(u64, u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn zero_check_sees_a_single_byte() {
-        let mut buf = vec![0u8; 3 * 4096 + 17];
-        assert!(is_zero(&buf));
-        buf[3 * 4096 + 16] = 1;
-        assert!(!is_zero(&buf));
-    }
 
     #[test]
     fn data_ranges_skip_holes() {
