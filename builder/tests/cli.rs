@@ -80,3 +80,31 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(event["fields"]["message"], "converted");
     assert_eq!(event["fields"]["virtual_size"], 1 << 20);
 }
+
+#[test]
+fn check_prints_one_line_per_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![7u8; 3 << 20]).unwrap();
+    let vhdx = dir.path().join("disk.vhdx");
+    let (r, v) = (raw.to_str().unwrap(), vhdx.to_str().unwrap());
+    assert_eq!(slipway(&["vhdx", "convert", r, v]).status.code(), Some(0));
+    let out = slipway(&["vhdx", "check", v]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("clean"));
+    // Point blocks 1 and 2 at block 0's data (BAT at 3 MiB, data from 4 MiB): two overlaps.
+    let file = std::fs::OpenOptions::new().write(true).open(&vhdx).unwrap();
+    let entry = ((4u64 << 20) | 6).to_le_bytes();
+    std::os::unix::fs::FileExt::write_all_at(&file, &entry, (3 << 20) + 8).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &entry, (3 << 20) + 16).unwrap();
+    let out = slipway(&["vhdx", "check", v]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains("overlapping")), "{lines:?}");
+    assert!(
+        text(&out.stderr).contains("2 problem(s) found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
