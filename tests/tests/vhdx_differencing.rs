@@ -95,6 +95,20 @@ fn a_child_reads_through_to_its_base_and_keeps_its_own_writes() {
             .all(|b| b.state == images::vhdx::format::PayloadState::PartiallyPresent)
     );
 
+    // The streaming view reads the same bytes as the export.
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut cursor = opened.cursor();
+        cursor.seek(SeekFrom::Start(MIB - 1024)).unwrap();
+        let mut got = vec![0u8; 8192];
+        cursor.read_exact(&mut got).unwrap();
+        assert_eq!(got, vec![0xCC; 8192]);
+        cursor.seek(SeekFrom::End(-512)).unwrap();
+        let mut tail = Vec::new();
+        cursor.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, vec![0xDD; 512]);
+    }
+
     // A grandchild over the written child reads the same.
     let top = dir.path().join("vm").join("top.vhdx");
     child::create(&vm, &top, &ChildOptions::default()).unwrap();

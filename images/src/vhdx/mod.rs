@@ -21,5 +21,5 @@ pub(crate) mod stream;
 pub mod update;
 pub mod writer;
 
-pub use reader::{AllocatedBlock, Kind, Vhdx};
+pub use reader::{AllocatedBlock, Cursor, Kind, Vhdx};
 pub use writer::{Extent, Identity, Options};

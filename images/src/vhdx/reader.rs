@@ -874,3 +874,48 @@ pub struct AllocatedBlock {
     /// Fully or partially present.
     pub state: PayloadState,
 }
+
+/// A `Read + Seek` view of a VHDX's guest content, for code that wants a stream.
+#[derive(Debug)]
+pub struct Cursor<'a> {
+    vhdx: &'a Vhdx,
+    pos: u64,
+}
+
+impl Vhdx {
+    /// A `Read + Seek` view of the guest content, starting at offset 0.
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor { vhdx: self, pos: 0 }
+    }
+}
+
+impl std::io::Read for Cursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.vhdx.geometry.virtual_size.saturating_sub(self.pos);
+        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        self.vhdx
+            .read_at(&mut buf[..n], self.pos)
+            .map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Cursor<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let size = self.vhdx.geometry.virtual_size;
+        let target = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the disk",
+            )
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}
