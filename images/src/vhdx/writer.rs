@@ -535,7 +535,8 @@ fn data_pieces(extent: &Extent) -> Result<Vec<(u64, u64, PieceSource<'_>)>, Erro
     Ok(match extent {
         Extent::Zero(_) => Vec::new(),
         Extent::Bytes(bytes) => vec![(0, bytes.len() as u64, PieceSource::Bytes(bytes))],
-        Extent::File { file, offset, len } => data_ranges(file, *offset, *len)
+        Extent::File { file, offset, len } => check_input_size(file, *offset, *len)
+            .and_then(|()| data_ranges(file, *offset, *len))
             .map_err(|source| Error::ReadInput {
                 offset: *offset,
                 len: *len,
@@ -545,6 +546,22 @@ fn data_pieces(extent: &Extent) -> Result<Vec<(u64, u64, PieceSource<'_>)>, Erro
             .map(|(start, n)| (start - offset, n, PieceSource::File(file, start)))
             .collect(),
     })
+}
+
+/// Refuses an extent that reaches past the end of its file: holes past the end would
+/// otherwise read as zeros and hide a truncated input.
+fn check_input_size(mut file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // Seeking to the end gives the size of regular files and block devices alike.
+    let size = io::Seek::seek(&mut file, io::SeekFrom::End(0))?;
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the extent ({len} bytes at {offset:#x}) reaches past the end of its {size}-byte input"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The data (non-hole) ranges of `file` within `[offset, offset + len)`, as (start, length).
@@ -579,6 +596,26 @@ pub fn data_ranges(file: &File, offset: u64, len: u64) -> io::Result<Vec<(u64, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_extent_past_the_end_of_its_file_is_refused() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(MIB).unwrap();
+        let out = tempfile::tempfile().unwrap();
+        let extents = [Extent::File {
+            file: Arc::new(file),
+            offset: 0,
+            len: 2 * MIB,
+        }];
+        let err = write(
+            &out,
+            &extents,
+            &Options::new(Identity::derived("t")),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::ReadInput { .. }), "{err:?}");
+    }
 
     #[test]
     fn data_ranges_skip_holes() {
