@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use images::vhdx::writer::data_ranges;
+use images::vhdx::Options;
+use images::vhdx::writer::{self, Extent, Summary, data_ranges};
 
 /// Runs a command, panicking with its output when it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
@@ -78,6 +79,18 @@ pub fn make_raw(path: &Path, size: u64, chunks: &[(u64, u64)], seed: u64) {
         file.write_all_at(&buf, offset).unwrap();
     }
     file.sync_all().unwrap();
+}
+
+/// Converts the whole raw file `raw` into a VHDX at `vhdx` with our streaming writer.
+pub fn convert(raw: &Path, vhdx: &Path, options: &Options) -> Summary {
+    let file = File::open(raw).unwrap();
+    let len = file.metadata().unwrap().len();
+    let extents = [Extent::File {
+        file: std::sync::Arc::new(file),
+        offset: 0,
+        len,
+    }];
+    writer::write_file(vhdx, &extents, options, &mut |_| {}).unwrap()
 }
 
 /// Writes `bytes` at `offset` of an existing file.

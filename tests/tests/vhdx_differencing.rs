@@ -8,7 +8,7 @@ use std::process::Command;
 
 use images::vhdx::child::{self, ChildOptions};
 use images::vhdx::update::ChildWriter;
-use images::vhdx::{Extent, Identity, Options, Vhdx, check, export, reader, writer};
+use images::vhdx::{Identity, Options, Vhdx, check, export, reader};
 use tests::{chain, make_raw, patch, run, same_content};
 
 const MIB: u64 = 1 << 20;
@@ -26,19 +26,8 @@ fn make_base(dir: &Path, name: &str, seed: u64) -> (std::path::PathBuf, std::pat
         seed,
     );
     let vhdx = dir.join(format!("{name}.vhdx"));
-    let file = std::sync::Arc::new(std::fs::File::open(&raw).unwrap());
     let options = Options::new(Identity::random().unwrap());
-    writer::write_file(
-        &vhdx,
-        &[Extent::File {
-            file,
-            offset: 0,
-            len: 64 * MIB + 512,
-        }],
-        &options,
-        &mut |_| {},
-    )
-    .unwrap();
+    tests::convert(&raw, &vhdx, &options);
     (raw, vhdx)
 }
 

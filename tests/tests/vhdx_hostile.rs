@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use images::vhdx::format::{
     BatEntry, HEADER_OFFSETS, PayloadState, REGION_TABLE_OFFSETS, RegionEntry, RegionTable, item,
 };
-use images::vhdx::{Extent, Identity, Options, Vhdx, check, writer};
+use images::vhdx::{Identity, Options, Vhdx, check};
 use tests::{chain, make_raw, patch, read};
 
 const MIB: u64 = 1 << 20;
@@ -20,18 +20,7 @@ fn good(dir: &Path, name: &str) -> PathBuf {
     let raw = dir.join(format!("{name}.raw"));
     make_raw(&raw, 8 * MIB, &[(0, MIB), (2 * MIB, MIB)], 11);
     let vhdx = dir.join(format!("{name}.vhdx"));
-    let file = std::sync::Arc::new(std::fs::File::open(&raw).unwrap());
-    writer::write_file(
-        &vhdx,
-        &[Extent::File {
-            file,
-            offset: 0,
-            len: 8 * MIB,
-        }],
-        &Options::new(Identity::derived(name)),
-        &mut |_| {},
-    )
-    .unwrap();
+    tests::convert(&raw, &vhdx, &Options::new(Identity::derived(name)));
     vhdx
 }
 

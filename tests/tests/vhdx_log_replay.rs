@@ -9,7 +9,7 @@ use std::path::Path;
 use images::guid::Guid;
 use images::vhdx::format::{BatEntry, HEADER_OFFSETS, HEADER_SIZE, Header, PayloadState};
 use images::vhdx::log::{EntryBuilder, Write};
-use images::vhdx::{Extent, Identity, Options, Vhdx, export, update, writer};
+use images::vhdx::{Identity, Options, Vhdx, export, update};
 use tests::{make_raw, patch, qemu_img, read, run, same_content};
 
 const MIB: u64 = 1 << 20;
@@ -30,18 +30,7 @@ fn make_dirty(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let raw = dir.join("before.raw");
     make_raw(&raw, 8 * MIB, &[(0, MIB), (2 * MIB, MIB)], 7);
     let vhdx = dir.join("dirty.vhdx");
-    let file = std::sync::Arc::new(std::fs::File::open(&raw).unwrap());
-    writer::write_file(
-        &vhdx,
-        &[Extent::File {
-            file,
-            offset: 0,
-            len: 8 * MIB,
-        }],
-        &Options::new(Identity::derived("log")),
-        &mut |_| {},
-    )
-    .unwrap();
+    tests::convert(&raw, &vhdx, &Options::new(Identity::derived("log")));
     // Our writer's layout: block 0 at 4 MiB, block 2 at 5 MiB, file ends at 6 MiB.
     assert_eq!(std::fs::metadata(&vhdx).unwrap().len(), 6 * MIB);
 
@@ -206,18 +195,7 @@ fn a_header_naming_a_log_without_entries_is_refused() {
     let raw = dir.path().join("r.raw");
     make_raw(&raw, 4 * MIB, &[(0, 4096)], 1);
     let vhdx = dir.path().join("x.vhdx");
-    let file = std::sync::Arc::new(std::fs::File::open(&raw).unwrap());
-    writer::write_file(
-        &vhdx,
-        &[Extent::File {
-            file,
-            offset: 0,
-            len: 4 * MIB,
-        }],
-        &Options::new(Identity::derived("x")),
-        &mut |_| {},
-    )
-    .unwrap();
+    tests::convert(&raw, &vhdx, &Options::new(Identity::derived("x")));
     set_log_guid(&vhdx, Guid::derived("test", b"missing"));
     let err = Vhdx::open(&vhdx).unwrap_err();
     assert!(
