@@ -135,19 +135,7 @@ pub fn same_content(a: &Path, b: &Path) -> bool {
     true
 }
 
-/// SHA-free fingerprint of a whole (small) file, to prove it was not modified.
-pub fn contents(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap()
-}
-
-/// An error and its causes on one line, as a user would read them.
+/// An error and its causes on one line, as `slipway vhdx check` prints them.
 pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    images::vhdx::check::error_line(error)
 }

@@ -43,8 +43,8 @@ pub fn check(path: &Path) -> Report {
     report
 }
 
-/// An error and its causes on one line.
-fn error_line(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, outermost first, joined by ": ".
+pub fn error_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {
