@@ -2,9 +2,18 @@
 //!
 //! Exit codes: 0 success, 1 failure (one sentence and its causes on stderr), 2 usage error.
 
+mod build;
 mod commands;
+mod cpio;
+mod diff;
+mod events;
+mod lock;
 mod progress;
+mod recipe;
+mod sbom;
 mod size;
+mod sources;
+mod uki;
 
 use std::process::ExitCode;
 
@@ -27,6 +36,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build a node image from a recipe: NAME-VERSION.vhdx, .manifest.json and .spdx.json.
+    ///
+    /// Stages are cached by the digest of their inputs: a rebuild with nothing changed reuses
+    /// everything. Inputs are pinned in the lock file beside the recipe.
+    Build(commands::build::BuildArgs),
+    /// Resolve every input of a recipe again and rewrite its lock file.
+    Lock(commands::build::LockArgs),
+    /// Say what changed between two builds (packages, kernel, Kubernetes, files).
+    Diff(commands::build::DiffArgs),
     /// Read, write, check and convert VHDX disk images.
     #[command(subcommand)]
     Vhdx(commands::vhdx::VhdxCommand),
@@ -36,6 +54,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     terminal::init_logging(cli.log_format, "info");
     let result = match cli.command {
+        Command::Build(args) => commands::build::run_build(args),
+        Command::Lock(args) => commands::build::run_lock(args),
+        Command::Diff(args) => commands::build::run_diff(args),
         Command::Vhdx(command) => commands::vhdx::run(command),
     };
     terminal::finish("slipway", result)

@@ -14,3 +14,14 @@ pub fn bytes(total: u64, message: &str) -> ProgressBar {
     bar.set_message(message.to_owned());
     bar
 }
+
+/// A spinner with a message, for stages whose size is not known.
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

@@ -1,3 +1,4 @@
 //! One module per `slipway` subcommand group.
 
+pub mod build;
 pub mod vhdx;

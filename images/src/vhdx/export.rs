@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::reader::{self, Vhdx};
 use super::stream::{AlignedBuf, nonzero_runs, with_background_sync};
-use super::writer::{sync_parent, temporary_path};
+use crate::atomic::{sync_parent, temporary_path};
 
 const CHUNK: usize = 1 << 20;
 

@@ -23,6 +23,7 @@ use super::format::{
     RegionTable, item, region,
 };
 use super::stream::{AlignedBuf, nonzero_runs, with_background_sync};
+use crate::atomic::{sync_parent, temporary_path};
 use crate::guid::{Guid, RandomGuidError};
 
 /// Default block size: 1 MiB, Microsoft's advice for Linux guests.
@@ -355,24 +356,6 @@ pub fn write_file(
         let _ignored = std::fs::remove_file(&tmp);
     }
     result
-}
-
-/// `DIR/.NAME.PID.tmp`, hidden and unique per process.
-pub(crate) fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// Syncs the directory holding `path`, so a rename into it is durable.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }
 
 fn write_at(out: &File, bytes: &[u8], offset: u64, what: &'static str) -> Result<(), Error> {

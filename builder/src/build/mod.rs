@@ -1,0 +1,735 @@
+//! `slipway build`: recipe → sources → root tree → filesystem + dm-verity → initrd → UKI on an
+//! EFI system partition → GPT disk streamed into the VHDX writer → manifest and SBOM.
+//!
+//! Each stage is cached under the digest of its inputs ([`stage`]); a rebuild with nothing
+//! changed reuses every stage, and a changed file reruns only the stages that depend on it.
+
+pub mod fs;
+pub mod initrd;
+mod output;
+mod stage;
+pub mod tree;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use images::disk::{self, ATTR_READ_ONLY, Partition, types};
+use images::guid::Guid;
+use images::manifest::{self, Manifest};
+use images::vhdx::{self, Extent, Identity};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::events::Events;
+use crate::lock::Lock;
+use crate::recipe::{self, Content, Filesystem, Recipe};
+use crate::sources::{self, Artifact, Fetched, Policy, hex};
+use crate::uki;
+use stage::{Key, Stages};
+
+/// Bumped whenever a stage's output for the same inputs changes, to invalidate caches.
+const STAGE_FORMAT: &str = "slipway-stages-1";
+
+/// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the FAT epoch.
+pub const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// Where systemd-boot-efi puts the x86-64 UKI stub.
+const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// GPT names the initrd looks for.
+const ROOT_NAME: &str = "slipway-root";
+const VERITY_NAME: &str = "slipway-root-verity";
+
+/// Errors of a build.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The recipe is invalid.
+    #[error(transparent)]
+    Recipe(#[from] recipe::Error),
+    /// The lock file.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::Error),
+    /// Fetching sources.
+    #[error(transparent)]
+    Sources(#[from] sources::Error),
+    /// Assembling a tree.
+    #[error(transparent)]
+    Tree(#[from] tree::Error),
+    /// Making a filesystem.
+    #[error(transparent)]
+    Fs(#[from] fs::Error),
+    /// Making the initrd.
+    #[error(transparent)]
+    Initrd(#[from] initrd::Error),
+    /// Making the UKI.
+    #[error("cannot build the unified kernel image")]
+    Uki(#[from] uki::Error),
+    /// The stub package has no stub.
+    #[error("source {0} has no {STUB_PATH}: is it systemd-boot-efi?")]
+    FindStub(String),
+    /// Laying out the disk.
+    #[error("cannot lay out the disk")]
+    Disk(#[from] disk::Error),
+    /// Writing the VHDX.
+    #[error("cannot write the VHDX")]
+    Vhdx(#[from] vhdx::writer::Error),
+    /// A stage's files.
+    #[error("stage {stage}: cannot {action} {path}")]
+    StageIo {
+        /// Stage name.
+        stage: &'static str,
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a build is asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Cache directory.
+    pub cache: PathBuf,
+    /// How to treat the lock.
+    pub policy: Policy,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Built {
+    /// The VHDX.
+    pub vhdx: PathBuf,
+    /// The manifest.
+    pub manifest_path: PathBuf,
+    /// The SBOM.
+    pub sbom: PathBuf,
+    /// The manifest's content.
+    pub manifest: Manifest,
+    /// Stages taken from the cache.
+    pub cached_stages: usize,
+    /// Stages run.
+    pub run_stages: usize,
+}
+
+/// Image timestamps: `SOURCE_DATE_EPOCH` when set, else [`DEFAULT_EPOCH`].
+pub fn epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_EPOCH)
+}
+
+/// Facts the root stage records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RootFacts {
+    verity: fs::Verity,
+}
+
+/// Facts the initrd stage records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KernelFacts {
+    version: String,
+}
+
+/// Facts the ESP stage records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EspFacts {
+    cmdline: String,
+    uki_sha256: String,
+}
+
+/// Facts the disk stage records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DiskStageFacts {
+    disk_guid: String,
+    partitions: Vec<manifest::PartitionFacts>,
+    virtual_size: u64,
+    file_size: u64,
+    sha256: String,
+}
+
+/// Runs a build.
+pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
+    let recipe = Recipe::load(&request.recipe)?;
+    let lock = Lock::read(&recipe.lock_path())?;
+    let (inputs, new_lock) = sources::fetch_all(
+        &recipe,
+        lock.as_ref(),
+        request.policy,
+        &request.cache,
+        events,
+    )?;
+    if request.policy != Policy::Locked && lock.as_ref() != Some(&new_lock) {
+        new_lock.write(&recipe.lock_path())?;
+        tracing::info!(lock = %recipe.lock_path().display(), "lock file updated");
+    }
+    let epoch = epoch();
+    let stages = Stages::open(&request.cache.join("stages"))?;
+    let stem = recipe.stem();
+
+    // Root filesystem and its verity hash tree.
+    let mut key = Key::new(STAGE_FORMAT, "root");
+    key.add(&epoch.to_string())
+        .add(&stem)
+        .add(&format!("{:?}", recipe.root.filesystem));
+    for layer in &recipe.root.layers {
+        key.add(layer.get_ref())
+            .add(&inputs[layer.get_ref()].sha256);
+    }
+    for file in &recipe.root.files {
+        key.add(&format!(
+            "{:?} {:o} {}:{}",
+            file, file.mode, file.uid, file.gid
+        ));
+        if let Content::Source(name) = &file.content {
+            key.add(&inputs[name].sha256);
+        }
+    }
+    let root_key = key.finish();
+    let root_dir = stages.get_or_make("root", &root_key, events, |dir| {
+        make_root(&recipe, &inputs, dir, epoch, &root_key)
+    })?;
+    let root_facts: RootFacts = stage::read_facts(&root_dir, "root")?;
+
+    // Kernel and initrd.
+    let kernel_input = &inputs[recipe.kernel.source.get_ref()];
+    let mut key = Key::new(STAGE_FORMAT, "initrd");
+    key.add(&epoch.to_string())
+        .add(&kernel_input.sha256)
+        .add(initrd::INIT);
+    for layer in &recipe.kernel.initrd {
+        key.add(&inputs[layer.get_ref()].sha256);
+    }
+    for module in &recipe.kernel.modules {
+        key.add(module);
+    }
+    let initrd_key = key.finish();
+    let initrd_dir = stages.get_or_make("initrd", &initrd_key, events, |dir| {
+        make_initrd(&recipe, &inputs, dir, epoch)
+    })?;
+    let kernel_facts: KernelFacts = stage::read_facts(&initrd_dir, "initrd")?;
+
+    // UKI on the EFI system partition.
+    let cmdline = format!(
+        "{} slipway.roothash={} slipway.verity={}:{} slipway.rootfs={}",
+        recipe.kernel.cmdline.trim(),
+        root_facts.verity.root_hash,
+        root_facts.verity.data_blocks,
+        root_facts.verity.salt,
+        fs_name(recipe.root.filesystem),
+    );
+    let osrel = os_release(&recipe);
+    let stub_input = &inputs[recipe.kernel.stub.get_ref()];
+    let mut key = Key::new(STAGE_FORMAT, "esp");
+    key.add(&epoch.to_string())
+        .add(&initrd_key)
+        .add(&stub_input.sha256)
+        .add(&cmdline)
+        .add(&osrel)
+        .add(&recipe.disk.esp_size.get_ref().to_string());
+    let esp_key = key.finish();
+    let esp_dir = stages.get_or_make("esp", &esp_key, events, |dir| {
+        make_esp(
+            &recipe,
+            stub_input,
+            &initrd_dir,
+            &kernel_facts,
+            dir,
+            &cmdline,
+            &osrel,
+            epoch,
+            &esp_key,
+        )
+    })?;
+    let esp_facts: EspFacts = stage::read_facts(&esp_dir, "esp")?;
+
+    // GPT disk streamed into the VHDX writer.
+    let mut key = Key::new(STAGE_FORMAT, "disk");
+    key.add(&root_key)
+        .add(&esp_key)
+        .add(&stem)
+        .add(&recipe.disk.size.get_ref().to_string())
+        .add(&recipe.disk.block_size.to_string());
+    let disk_key = key.finish();
+    let disk_dir = stages.get_or_make("disk", &disk_key, events, |dir| {
+        make_disk(&recipe, &root_dir, &esp_dir, dir, events)
+    })?;
+    let disk_facts: DiskStageFacts = stage::read_facts(&disk_dir, "disk")?;
+
+    let manifest = Manifest {
+        schema: manifest::SCHEMA.to_owned(),
+        name: recipe.image.name.get_ref().clone(),
+        version: recipe.image.version.get_ref().clone(),
+        os: recipe.image.os.name().to_owned(),
+        arch: recipe.image.arch.name().to_owned(),
+        kubernetes: Some(recipe.image.kubernetes.get_ref().clone()).filter(|k| k != "none"),
+        components: components(&recipe, &inputs, &kernel_facts),
+        inputs: manifest_inputs(&inputs),
+        packages: packages(&recipe, &inputs),
+        files: placed_files(&recipe, &inputs),
+        disk: manifest::DiskFacts {
+            file: format!("{stem}.vhdx"),
+            sha256: disk_facts.sha256.clone(),
+            file_size: disk_facts.file_size,
+            virtual_size: disk_facts.virtual_size,
+            block_size: recipe.disk.block_size,
+            logical_sector_size: 512,
+            disk_guid: disk_facts.disk_guid.clone(),
+            partitions: disk_facts.partitions.clone(),
+            verity: manifest::VerityFacts {
+                root_hash: root_facts.verity.root_hash.clone(),
+                salt: root_facts.verity.salt.clone(),
+                algorithm: "sha256".to_owned(),
+                data_block_size: 4096,
+                hash_block_size: 4096,
+                data_blocks: root_facts.verity.data_blocks,
+            },
+        },
+        boot: manifest::Boot {
+            firmware: "uefi".to_owned(),
+            secure_boot: "none".to_owned(),
+            kernel: kernel_facts.version.clone(),
+            cmdline: esp_facts.cmdline.clone(),
+            uki_sha256: esp_facts.uki_sha256.clone(),
+        },
+        build: manifest::BuildFacts {
+            slipway: env!("CARGO_PKG_VERSION").to_owned(),
+            source_date_epoch: epoch,
+        },
+    };
+    let (vhdx, manifest_path, sbom) =
+        output::publish(&request.out, &stem, &disk_dir.join("image.vhdx"), &manifest)?;
+    Ok(Built {
+        vhdx,
+        manifest_path,
+        sbom,
+        manifest,
+        cached_stages: stages.cached(),
+        run_stages: stages.run(),
+    })
+}
+
+fn fs_name(filesystem: Filesystem) -> &'static str {
+    match filesystem {
+        Filesystem::Erofs => "erofs",
+        Filesystem::Ext4 => "ext4",
+    }
+}
+
+/// A GUID or salt derived from the image identity and a stage key: stable across builds of the
+/// same inputs, different for different images.
+fn derived(what: &str, key: &str) -> Guid {
+    Guid::derived(&format!("slipway.build.{what}"), key.as_bytes())
+}
+
+fn io_err(
+    stage: &'static str,
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::StageIo {
+        stage,
+        action,
+        path,
+        source,
+    }
+}
+
+fn make_root(
+    recipe: &Recipe,
+    inputs: &BTreeMap<String, Fetched>,
+    dir: &Path,
+    epoch: u64,
+    key: &str,
+) -> Result<(), Error> {
+    let staging = dir.join("tree");
+    std::fs::create_dir(&staging).map_err(io_err("root", "create", &staging))?;
+    let tree = tree::Tree::new(&staging);
+    for layer in &recipe.root.layers {
+        tree.unpack(&inputs[layer.get_ref()])?;
+    }
+    for file in &recipe.root.files {
+        let source = match &file.content {
+            Content::Source(name) => match &inputs[name].artifact {
+                Artifact::File(path) => Some(path.as_path()),
+                _ => return Err(Error::Tree(tree::Error::UseFileAsLayer(name.clone()))),
+            },
+            _ => None,
+        };
+        tree.place(file, source)?;
+    }
+    let env = format!(
+        "SLIPWAY_IMAGE_NAME={}\nSLIPWAY_IMAGE_VERSION={}\n",
+        recipe.image.name.get_ref(),
+        recipe.image.version.get_ref()
+    );
+    tree.write_file("etc/slipway/image.env", env.as_bytes())?;
+    let image = dir.join("root.img");
+    let uuid = derived("root-fs-uuid", key);
+    match recipe.root.filesystem {
+        Filesystem::Erofs => fs::erofs(&staging, &image, uuid, epoch)?,
+        Filesystem::Ext4 => fs::ext4(&staging, &image, uuid, epoch)?,
+    }
+    std::fs::remove_dir_all(&staging).map_err(io_err("root", "remove", &staging))?;
+    let salt = hex(&Sha256::digest(
+        format!("slipway.verity-salt {key}").as_bytes(),
+    ));
+    let verity = fs::verity(
+        &image,
+        &dir.join("verity.img"),
+        &salt,
+        derived("verity-uuid", key),
+    )?;
+    stage::write_facts(dir, "root", &RootFacts { verity })
+}
+
+fn make_initrd(
+    recipe: &Recipe,
+    inputs: &BTreeMap<String, Fetched>,
+    dir: &Path,
+    epoch: u64,
+) -> Result<(), Error> {
+    let kernel_root = dir.join("kernel-package");
+    let initrd_root = dir.join("initrd-tree");
+    for d in [&kernel_root, &initrd_root] {
+        std::fs::create_dir(d).map_err(io_err("initrd", "create", d))?;
+    }
+    tree::Tree::new(&kernel_root).unpack(&inputs[recipe.kernel.source.get_ref()])?;
+    let kernel = initrd::Kernel::find(&kernel_root)?;
+    let modules = kernel.modules(&recipe.kernel.modules)?;
+    let initrd_tree = tree::Tree::new(&initrd_root);
+    for layer in &recipe.kernel.initrd {
+        initrd_tree.unpack(&inputs[layer.get_ref()])?;
+    }
+    let archive = initrd::archive(&initrd_root, &kernel, &modules, epoch)?;
+    let initrd_path = dir.join("initrd.cpio");
+    std::fs::write(&initrd_path, archive).map_err(io_err("initrd", "write", &initrd_path))?;
+    let vmlinuz = dir.join("vmlinuz");
+    std::fs::copy(&kernel.image, &vmlinuz).map_err(io_err(
+        "initrd",
+        "copy the kernel to",
+        &vmlinuz,
+    ))?;
+    for d in [&kernel_root, &initrd_root] {
+        std::fs::remove_dir_all(d).map_err(io_err("initrd", "remove", d))?;
+    }
+    stage::write_facts(
+        dir,
+        "initrd",
+        &KernelFacts {
+            version: kernel.version,
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_esp(
+    recipe: &Recipe,
+    stub_input: &Fetched,
+    initrd_dir: &Path,
+    kernel: &KernelFacts,
+    dir: &Path,
+    cmdline: &str,
+    osrel: &str,
+    epoch: u64,
+    key: &str,
+) -> Result<(), Error> {
+    let stub_root = dir.join("stub-package");
+    std::fs::create_dir(&stub_root).map_err(io_err("esp", "create", &stub_root))?;
+    tree::Tree::new(&stub_root).unpack(stub_input)?;
+    let stub_path = stub_root.join(STUB_PATH);
+    let stub = std::fs::read(&stub_path).map_err(|_| Error::FindStub(stub_input.name.clone()))?;
+    let read = |name: &str| {
+        let path = initrd_dir.join(name);
+        std::fs::read(&path).map_err(io_err("esp", "read", &path))
+    };
+    let (linux, initrd) = (read("vmlinuz")?, read("initrd.cpio")?);
+    let uname = format!("{}\n", kernel.version);
+    let sections = [
+        uki::Section {
+            name: ".osrel",
+            data: osrel.as_bytes(),
+        },
+        uki::Section {
+            name: ".cmdline",
+            data: cmdline.as_bytes(),
+        },
+        uki::Section {
+            name: ".uname",
+            data: uname.as_bytes(),
+        },
+        uki::Section {
+            name: ".initrd",
+            data: &initrd,
+        },
+        uki::Section {
+            name: ".linux",
+            data: &linux,
+        },
+    ];
+    let image = uki::build(&stub, &sections)?;
+    let uki_sha256 = hex(&Sha256::digest(&image));
+    let uki_path = dir.join("BOOTX64.EFI");
+    std::fs::write(&uki_path, &image).map_err(io_err("esp", "write", &uki_path))?;
+    std::fs::remove_dir_all(&stub_root).map_err(io_err("esp", "remove", &stub_root))?;
+    let volume_id = u32::from_le_bytes(
+        derived("esp-volume-id", key).to_bytes()[..4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
+    fs::vfat(
+        &dir.join("esp.img"),
+        *recipe.disk.esp_size.get_ref(),
+        volume_id,
+        &[("::/EFI/BOOT/BOOTX64.EFI", &uki_path)],
+        epoch,
+    )?;
+    stage::write_facts(
+        dir,
+        "esp",
+        &EspFacts {
+            cmdline: cmdline.to_owned(),
+            uki_sha256,
+        },
+    )
+}
+
+fn make_disk(
+    recipe: &Recipe,
+    root_dir: &Path,
+    esp_dir: &Path,
+    dir: &Path,
+    events: &Events,
+) -> Result<(), Error> {
+    let file_extent = |path: PathBuf| -> Result<Extent, Error> {
+        let file = std::fs::File::open(&path).map_err(io_err("disk", "open", &path))?;
+        let len = file
+            .metadata()
+            .map_err(io_err("disk", "stat", &path))?
+            .len();
+        Ok(Extent::File {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        })
+    };
+    let key = recipe.stem();
+    let partition = |type_guid, name: &str, attributes, content: Extent, size| Partition {
+        type_guid,
+        unique_guid: derived(&format!("partition {name}"), &key),
+        name: name.to_owned(),
+        attributes,
+        content: vec![content],
+        size,
+    };
+    let mut layout = disk::Layout::new(derived("disk-guid", &key));
+    layout.disk_size = Some(*recipe.disk.size.get_ref());
+    layout.partitions = vec![
+        partition(
+            types::ESP,
+            "ESP",
+            0,
+            file_extent(esp_dir.join("esp.img"))?,
+            None,
+        ),
+        partition(
+            types::ROOT_X86_64,
+            ROOT_NAME,
+            ATTR_READ_ONLY,
+            file_extent(root_dir.join("root.img"))?,
+            None,
+        ),
+        partition(
+            types::ROOT_X86_64_VERITY,
+            VERITY_NAME,
+            ATTR_READ_ONLY,
+            file_extent(root_dir.join("verity.img"))?,
+            None,
+        ),
+    ];
+    let laid = match disk::layout(layout) {
+        Ok(laid) => laid,
+        Err(disk::Error::FitPartitions { needed, disk_size }) => {
+            return Err(Error::Recipe(recipe.error_at(
+                &recipe.disk.size.span(),
+                format!(
+                    "the disk is too small for its content: {} needed, size is {}; raise [disk] size",
+                    crate::size::human(needed),
+                    crate::size::human(disk_size)
+                ),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let contents = ["vfat", fs_name(recipe.root.filesystem), "verity"];
+    let partitions = laid
+        .partitions
+        .iter()
+        .zip(contents)
+        .map(|(p, content)| manifest::PartitionFacts {
+            number: p.number,
+            name: p.name.clone(),
+            type_guid: p.type_guid.to_string(),
+            guid: p.unique_guid.to_string(),
+            offset: p.offset,
+            size: p.size,
+            content: content.to_owned(),
+        })
+        .collect();
+    let mut options = vhdx::Options::new(Identity::derived(&key));
+    options.block_size = recipe.disk.block_size;
+    let stage = events.stage("vhdx", Some(laid.size));
+    let path = dir.join("image.vhdx");
+    let summary =
+        vhdx::writer::write_file(&path, &laid.extents, &options, &mut |n| stage.progress(n))?;
+    stage.done();
+    let sha256 = sources::digest_file(&path)?;
+    stage::write_facts(
+        dir,
+        "disk",
+        &DiskStageFacts {
+            disk_guid: derived("disk-guid", &key).to_string(),
+            partitions,
+            virtual_size: summary.virtual_size,
+            file_size: summary.file_size,
+            sha256,
+        },
+    )
+}
+
+fn os_release(recipe: &Recipe) -> String {
+    format!(
+        "ID=slipway\nNAME=\"Slipway {name}\"\nPRETTY_NAME=\"Slipway {name} {version}\"\n\
+         IMAGE_ID={name}\nIMAGE_VERSION={version}\n",
+        name = recipe.image.name.get_ref(),
+        version = recipe.image.version.get_ref()
+    )
+}
+
+fn components(
+    recipe: &Recipe,
+    inputs: &BTreeMap<String, Fetched>,
+    kernel: &KernelFacts,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert("kernel".to_owned(), kernel.version.clone());
+    for fetched in inputs.values() {
+        match &fetched.artifact {
+            Artifact::Deb { version, .. } => {
+                out.insert(fetched.name.clone(), version.clone());
+            }
+            Artifact::DebianTree { packages, .. } => {
+                let asked: Vec<&String> = recipe
+                    .sources
+                    .get(&fetched.name)
+                    .map(|s| match &s.kind {
+                        recipe::SourceKind::Debian { packages, .. } => packages.iter().collect(),
+                        _ => Vec::new(),
+                    })
+                    .unwrap_or_default();
+                for line in packages {
+                    if let Some((name, version)) = line.split_once(' ')
+                        && asked.iter().any(|a| *a == name)
+                    {
+                        out.insert(name.to_owned(), version.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if recipe.image.kubernetes.get_ref() != "none" {
+        out.insert(
+            "kubernetes".to_owned(),
+            recipe.image.kubernetes.get_ref().clone(),
+        );
+    }
+    out
+}
+
+fn manifest_inputs(inputs: &BTreeMap<String, Fetched>) -> Vec<manifest::Input> {
+    inputs
+        .values()
+        .map(|f| {
+            let (kind, origin, version) = match &f.artifact {
+                Artifact::Deb {
+                    package, version, ..
+                } => ("deb", package.clone(), Some(version.clone())),
+                Artifact::DebianTree { .. } => ("debian", "mmdebstrap".to_owned(), None),
+                Artifact::File(p) | Artifact::Tar(p) | Artifact::Dir(p) => (
+                    "file",
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    None,
+                ),
+            };
+            manifest::Input {
+                name: f.name.clone(),
+                kind: kind.to_owned(),
+                sha256: f.sha256.clone(),
+                origin,
+                version,
+            }
+        })
+        .collect()
+}
+
+fn packages(recipe: &Recipe, inputs: &BTreeMap<String, Fetched>) -> BTreeMap<String, String> {
+    let used: Vec<&String> = recipe
+        .root
+        .layers
+        .iter()
+        .chain(&recipe.kernel.initrd)
+        .map(|s| s.get_ref())
+        .chain([recipe.kernel.source.get_ref(), recipe.kernel.stub.get_ref()])
+        .collect();
+    let mut out = BTreeMap::new();
+    for name in used {
+        match &inputs[name].artifact {
+            Artifact::Deb {
+                package, version, ..
+            } => {
+                out.insert(package.clone(), version.clone());
+            }
+            Artifact::DebianTree { packages, .. } => {
+                for line in packages {
+                    if let Some((n, v)) = line.split_once(' ') {
+                        out.insert(n.to_owned(), v.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn placed_files(recipe: &Recipe, inputs: &BTreeMap<String, Fetched>) -> BTreeMap<String, String> {
+    recipe
+        .root
+        .files
+        .iter()
+        .map(|f| {
+            let what = match &f.content {
+                Content::Source(name) => inputs[name].sha256.clone(),
+                Content::Text(text) => hex(&Sha256::digest(text.as_bytes())),
+                Content::Symlink(target) => format!("-> {target}"),
+                Content::Dir => "dir".to_owned(),
+            };
+            (
+                f.path.as_str().to_owned(),
+                format!("{what} {:04o} {}:{}", f.mode, f.uid, f.gid),
+            )
+        })
+        .collect()
+}

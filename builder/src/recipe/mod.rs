@@ -1,0 +1,798 @@
+//! Recipe format v1: what goes into a node image, as a reviewable TOML file.
+//!
+//! Parsing is strict: unknown keys are refused, and every error names `file:line:column` and says
+//! what was expected. Everything a recipe names that later becomes a path (image name, source
+//! paths, destination paths inside the image) is validated here, so later stages can trust it.
+//! The complete format is documented in the README ("Recipe format").
+
+mod paths;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use paths::{ImagePath, RecipePath};
+
+use crate::size::parse_size;
+
+/// The only recipe format this build understands.
+pub const FORMAT: u32 = 1;
+
+/// A recipe error: where in which file, and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The recipe file could not be read.
+    #[error("cannot read recipe {path}")]
+    ReadRecipe {
+        /// The recipe file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The recipe is not valid.
+    #[error("{location}: {message}")]
+    Invalid {
+        /// `file:line:column`.
+        location: Location,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// A place in a recipe file, 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The recipe file.
+    pub path: PathBuf,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column in characters, from 1.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+    }
+}
+
+/// A parsed and validated recipe.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe file.
+    pub path: PathBuf,
+    /// Its text (for error locations found later, e.g. a disk too small for its content).
+    pub text: String,
+    /// The image's identity.
+    pub image: Image,
+    /// Named inputs.
+    pub sources: BTreeMap<String, Source>,
+    /// The read-only root filesystem.
+    pub root: Root,
+    /// Kernel, initrd and command line (the unified kernel image).
+    pub kernel: Kernel,
+    /// Disk layout.
+    pub disk: Disk,
+}
+
+/// Identity of the image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Image name: lowercase letters, digits, `-`, `.`, `_` (it becomes a file name).
+    pub name: Spanned<String>,
+    /// Image version, same characters as the name.
+    pub version: Spanned<String>,
+    /// Operating system.
+    pub os: Os,
+    /// CPU architecture.
+    pub arch: Arch,
+    /// Kubernetes version the image carries, or `"none"`.
+    pub kubernetes: Spanned<String>,
+}
+
+/// Operating system of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    /// Linux.
+    Linux,
+}
+
+impl Os {
+    /// The name recipes and manifests use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Os::Linux => "linux",
+        }
+    }
+}
+
+/// CPU architecture of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Arch {
+    /// 64-bit x86.
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    /// The name recipes and manifests use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+        }
+    }
+}
+
+/// One named input.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where it is declared.
+    pub span: Range<usize>,
+    /// What it is.
+    pub kind: SourceKind,
+}
+
+/// The kinds of input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A Debian binary package from the host's configured archive, resolved and pinned by the lock.
+    Deb {
+        /// Package name.
+        package: String,
+        /// When the package is a metapackage: follow its dependency whose name starts with this.
+        follow: Option<String>,
+    },
+    /// A Debian root tree made by mmdebstrap.
+    Debian {
+        /// Suite, e.g. `bookworm`.
+        suite: String,
+        /// mmdebstrap variant.
+        variant: String,
+        /// Packages to include.
+        packages: Vec<String>,
+    },
+    /// A file or directory beside the recipe.
+    Path {
+        /// Relative to the recipe's directory.
+        path: RecipePath,
+        /// Unpack it as a tar archive (optionally gzip-compressed) when used as a layer.
+        unpack: bool,
+    },
+    /// A download with a pinned digest.
+    Url {
+        /// The URL.
+        url: String,
+        /// Expected sha256, lowercase hex.
+        sha256: String,
+        /// Unpack it as a tar archive (optionally gzip-compressed) when used as a layer.
+        unpack: bool,
+    },
+}
+
+/// The root filesystem.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// Filesystem type.
+    pub filesystem: Filesystem,
+    /// Sources unpacked into the tree, in order.
+    pub layers: Vec<Spanned<String>>,
+    /// Files, directories and links placed after the layers.
+    pub files: Vec<FileSpec>,
+}
+
+/// Filesystem of the root partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    /// EROFS (the default: read-only, compact, reproducible).
+    Erofs,
+    /// ext4, mounted read-only.
+    Ext4,
+}
+
+/// One entry placed in the root tree.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// Destination inside the image.
+    pub path: ImagePath,
+    /// What to place.
+    pub content: Content,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+}
+
+/// What a [`FileSpec`] places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The content of a `path` or `url` source (a file).
+    Source(String),
+    /// Inline text.
+    Text(String),
+    /// A symbolic link to this target.
+    Symlink(String),
+    /// An empty directory.
+    Dir,
+}
+
+/// The unified kernel image.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// `deb` source holding `/boot/vmlinuz-*` and its modules.
+    pub source: Spanned<String>,
+    /// `deb` source holding systemd's EFI stub.
+    pub stub: Spanned<String>,
+    /// Kernel command line (Slipway appends the verity parameters).
+    pub cmdline: String,
+    /// Modules the initrd loads, with their dependencies.
+    pub modules: Vec<String>,
+    /// Sources unpacked into the initrd (busybox, dmsetup and its libraries).
+    pub initrd: Vec<Spanned<String>>,
+}
+
+/// Disk layout.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// Virtual size of the disk.
+    pub size: Spanned<u64>,
+    /// Size of the EFI system partition.
+    pub esp_size: Spanned<u64>,
+    /// VHDX block size.
+    pub block_size: u32,
+}
+
+impl Recipe {
+    /// Reads and validates the recipe at `path`.
+    pub fn load(path: &Path) -> Result<Recipe, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadRecipe {
+            path: path.to_owned(),
+            source,
+        })?;
+        Recipe::parse(path, &text)
+    }
+
+    /// Validates recipe `text` read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Recipe, Error> {
+        let raw: raw::Recipe = toml::from_str(text).map_err(|e| Error::Invalid {
+            location: locate(path, text, e.span().map_or(0, |s| s.start)),
+            message: e.message().trim_end().to_owned(),
+        })?;
+        Validator { path, text }.recipe(raw)
+    }
+
+    /// The directory relative `path` sources are found in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Where byte `span.start` of the recipe is.
+    pub fn location(&self, span: &Range<usize>) -> Location {
+        locate(&self.path, &self.text, span.start)
+    }
+
+    /// An error located at byte `span.start` of the recipe.
+    pub fn error_at(&self, span: &Range<usize>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            location: self.location(span),
+            message: message.into(),
+        }
+    }
+
+    /// `NAME-VERSION`, the stem of every output file.
+    pub fn stem(&self) -> String {
+        format!(
+            "{}-{}",
+            self.image.name.get_ref(),
+            self.image.version.get_ref()
+        )
+    }
+
+    /// The lock file beside the recipe: `NAME.lock` for `NAME.toml`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("lock")
+    }
+}
+
+/// Turns a byte offset into `file:line:column`.
+fn locate(path: &Path, text: &str, offset: usize) -> Location {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Location {
+        path: path.to_owned(),
+        line,
+        column: before[line_start..].chars().count() + 1,
+    }
+}
+
+/// The shapes serde reads, before validation.
+mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Recipe {
+        pub format: Spanned<u32>,
+        pub image: super::Image,
+        #[serde(default)]
+        pub sources: BTreeMap<Spanned<String>, Spanned<Source>>,
+        pub root: Root,
+        pub kernel: Kernel,
+        pub disk: Disk,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Source {
+        pub deb: Option<String>,
+        pub follow: Option<String>,
+        pub debian: Option<String>,
+        pub variant: Option<String>,
+        pub packages: Option<Vec<String>>,
+        pub path: Option<String>,
+        pub url: Option<String>,
+        pub sha256: Option<Spanned<String>>,
+        pub unpack: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Root {
+        #[serde(default = "erofs")]
+        pub filesystem: super::Filesystem,
+        #[serde(default)]
+        pub layers: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub files: Vec<Spanned<File>>,
+    }
+
+    fn erofs() -> super::Filesystem {
+        super::Filesystem::Erofs
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub path: Spanned<String>,
+        pub source: Option<String>,
+        pub text: Option<String>,
+        pub symlink: Option<String>,
+        pub dir: Option<bool>,
+        pub mode: Option<Spanned<String>>,
+        pub owner: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Kernel {
+        pub source: Spanned<String>,
+        pub stub: Spanned<String>,
+        pub cmdline: Spanned<String>,
+        #[serde(default)]
+        pub modules: Vec<String>,
+        #[serde(default)]
+        pub initrd: Vec<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Disk {
+        pub size: Spanned<String>,
+        pub esp_size: Option<Spanned<String>>,
+        pub block_size: Option<Spanned<String>>,
+    }
+}
+
+/// Default EFI system partition size: room for a UKI with a large initrd.
+const DEFAULT_ESP_SIZE: u64 = 64 << 20;
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, span: &Range<usize>, message: impl Into<String>) -> Result<T, Error> {
+        Err(Error::Invalid {
+            location: locate(self.path, self.text, span.start),
+            message: message.into(),
+        })
+    }
+
+    fn recipe(&self, raw: raw::Recipe) -> Result<Recipe, Error> {
+        if *raw.format.get_ref() != FORMAT {
+            return self.err(
+                &raw.format.span(),
+                format!(
+                    "recipe format {} is not supported: this slipway reads format {FORMAT}",
+                    raw.format.get_ref()
+                ),
+            );
+        }
+        self.name(&raw.image.name, "image name")?;
+        self.name(&raw.image.version, "image version")?;
+        let k8s = raw.image.kubernetes.get_ref();
+        if k8s != "none" && !is_version(k8s) {
+            return self.err(
+                &raw.image.kubernetes.span(),
+                format!("kubernetes = {k8s:?}: expected a version like \"1.31.2\" or \"none\""),
+            );
+        }
+        let mut sources = BTreeMap::new();
+        for (name, source) in raw.sources {
+            self.name(&name, "source name")?;
+            let span = source.span();
+            let kind = self.source(source.into_inner(), &span)?;
+            sources.insert(name.into_inner(), Source { span, kind });
+        }
+        let known = |r: &Spanned<String>, what: &str| -> Result<(), Error> {
+            if sources.contains_key(r.get_ref()) {
+                Ok(())
+            } else {
+                let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+                self.err(
+                    &r.span(),
+                    format!(
+                        "{what} names source {:?}, which [sources] does not declare (declared: {})",
+                        r.get_ref(),
+                        names.join(", ")
+                    ),
+                )
+            }
+        };
+        for layer in &raw.root.layers {
+            known(layer, "root layer")?;
+        }
+        let mut files = Vec::new();
+        for file in raw.root.files {
+            let span = file.span();
+            let file = file.into_inner();
+            if let Some(source) = &file.source {
+                known(&Spanned::new(span.clone(), source.clone()), "file")?;
+            }
+            files.push(self.file(file, &span)?);
+        }
+        for name in [&raw.kernel.source, &raw.kernel.stub] {
+            known(name, "kernel")?;
+            if !matches!(sources[name.get_ref()].kind, SourceKind::Deb { .. }) {
+                return self.err(
+                    &name.span(),
+                    format!("kernel source {:?} must be a `deb` source", name.get_ref()),
+                );
+            }
+        }
+        for layer in &raw.kernel.initrd {
+            known(layer, "initrd layer")?;
+        }
+        for module in &raw.kernel.modules {
+            if module.is_empty()
+                || !module
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return self.err(
+                    &raw.kernel.cmdline.span(),
+                    format!("kernel module name {module:?} is not a module name"),
+                );
+            }
+        }
+        let cmdline = raw.kernel.cmdline.get_ref();
+        if cmdline.contains(['\n', '\0'])
+            || cmdline
+                .split_whitespace()
+                .any(|a| a.starts_with("roothash="))
+        {
+            return self.err(
+                &raw.kernel.cmdline.span(),
+                "cmdline must be one line and must not set roothash= (Slipway adds it)",
+            );
+        }
+        Ok(Recipe {
+            path: self.path.to_owned(),
+            text: self.text.to_owned(),
+            image: raw.image,
+            sources,
+            root: Root {
+                filesystem: raw.root.filesystem,
+                layers: raw.root.layers,
+                files,
+            },
+            kernel: Kernel {
+                source: raw.kernel.source,
+                stub: raw.kernel.stub,
+                cmdline: raw.kernel.cmdline.into_inner(),
+                modules: raw.kernel.modules,
+                initrd: raw.kernel.initrd,
+            },
+            disk: self.disk(raw.disk)?,
+        })
+    }
+
+    fn name(&self, name: &Spanned<String>, what: &str) -> Result<(), Error> {
+        let n = name.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
+            });
+        if ok {
+            Ok(())
+        } else {
+            self.err(
+                &name.span(),
+                format!(
+                    "{what} {n:?} is not allowed: use 1 to 64 lowercase letters, digits, '-', '.' \
+                     or '_', starting with a letter or digit"
+                ),
+            )
+        }
+    }
+
+    fn source(&self, s: raw::Source, span: &Range<usize>) -> Result<SourceKind, Error> {
+        let kinds = [
+            s.deb.is_some(),
+            s.debian.is_some(),
+            s.path.is_some(),
+            s.url.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return self.err(
+                span,
+                "a source needs exactly one of `deb`, `debian`, `path` or `url`",
+            );
+        }
+        let only = |allowed: &[&str]| -> Result<(), Error> {
+            let present = [
+                ("follow", s.follow.is_some()),
+                ("variant", s.variant.is_some()),
+                ("packages", s.packages.is_some()),
+                ("sha256", s.sha256.is_some()),
+                ("unpack", s.unpack.is_some()),
+            ];
+            for (key, is) in present {
+                if is && !allowed.contains(&key) {
+                    return self.err(
+                        span,
+                        format!("key `{key}` does not apply to this kind of source"),
+                    );
+                }
+            }
+            Ok(())
+        };
+        if let Some(package) = s.deb {
+            only(&["follow"])?;
+            if !is_package(&package) {
+                return self.err(span, format!("{package:?} is not a Debian package name"));
+            }
+            return Ok(SourceKind::Deb {
+                package,
+                follow: s.follow,
+            });
+        }
+        if let Some(suite) = s.debian {
+            only(&["variant", "packages"])?;
+            let packages = s.packages.unwrap_or_default();
+            if !is_package(&suite) {
+                return self.err(span, format!("{suite:?} is not a Debian suite name"));
+            }
+            if let Some(bad) = packages.iter().find(|p| !is_package(p)) {
+                return self.err(span, format!("{bad:?} is not a Debian package name"));
+            }
+            let variant = s.variant.unwrap_or_else(|| "minbase".to_owned());
+            if ![
+                "extract",
+                "custom",
+                "essential",
+                "apt",
+                "required",
+                "minbase",
+                "buildd",
+                "important",
+                "debootstrap",
+                "standard",
+            ]
+            .contains(&variant.as_str())
+            {
+                return self.err(span, format!("{variant:?} is not an mmdebstrap variant"));
+            }
+            return Ok(SourceKind::Debian {
+                suite,
+                variant,
+                packages,
+            });
+        }
+        if let Some(path) = s.path {
+            only(&["unpack"])?;
+            let path = RecipePath::new(&path).or_else(|why| self.err(span, why))?;
+            return Ok(SourceKind::Path {
+                path,
+                unpack: s.unpack.unwrap_or(false),
+            });
+        }
+        let url = s.url.unwrap_or_default();
+        only(&["sha256", "unpack"])?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return self.err(
+                span,
+                format!("url {url:?} must start with https:// or http://"),
+            );
+        }
+        let Some(sha256) = s.sha256 else {
+            return self.err(
+                span,
+                format!(
+                    "url source {url:?} needs `sha256 = \"<64 hex digits>\"`: downloads are pinned"
+                ),
+            );
+        };
+        let digest = sha256.get_ref();
+        if digest.len() != 64
+            || !digest
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
+            return self.err(
+                &sha256.span(),
+                format!("sha256 {digest:?} is not a sha256: expected 64 lowercase hex digits"),
+            );
+        }
+        Ok(SourceKind::Url {
+            url,
+            sha256: digest.clone(),
+            unpack: s.unpack.unwrap_or(false),
+        })
+    }
+
+    fn file(&self, f: raw::File, span: &Range<usize>) -> Result<FileSpec, Error> {
+        let path = ImagePath::new(f.path.get_ref()).or_else(|why| self.err(&f.path.span(), why))?;
+        let contents = [
+            f.source.is_some(),
+            f.text.is_some(),
+            f.symlink.is_some(),
+            f.dir == Some(true),
+        ];
+        if contents.iter().filter(|c| **c).count() != 1 {
+            return self.err(
+                span,
+                "a file needs exactly one of `source`, `text`, `symlink` or `dir = true`",
+            );
+        }
+        let content = if let Some(s) = f.source {
+            Content::Source(s)
+        } else if let Some(t) = f.text {
+            Content::Text(t)
+        } else if let Some(target) = f.symlink {
+            if target.is_empty() || target.contains('\0') {
+                return self.err(span, "symlink target must be a non-empty path");
+            }
+            Content::Symlink(target)
+        } else {
+            Content::Dir
+        };
+        let default_mode = if content == Content::Dir {
+            0o755
+        } else {
+            0o644
+        };
+        let mode = match &f.mode {
+            None => default_mode,
+            Some(m) => match u32::from_str_radix(m.get_ref(), 8) {
+                Ok(v) if v <= 0o7777 && !m.get_ref().is_empty() => v,
+                _ => {
+                    return self.err(
+                        &m.span(),
+                        format!(
+                            "mode {:?} is not a mode: expected octal digits like \"0755\"",
+                            m.get_ref()
+                        ),
+                    );
+                }
+            },
+        };
+        let (uid, gid) = match &f.owner {
+            None => (0, 0),
+            Some(o) => match parse_owner(o.get_ref()) {
+                Some(ids) => ids,
+                None => {
+                    return self.err(
+                        &o.span(),
+                        format!(
+                            "owner {:?} is not an owner: expected \"root\" or \"UID:GID\" (numbers)",
+                            o.get_ref()
+                        ),
+                    );
+                }
+            },
+        };
+        Ok(FileSpec {
+            path,
+            content,
+            mode,
+            uid,
+            gid,
+        })
+    }
+
+    fn disk(&self, d: raw::Disk) -> Result<Disk, Error> {
+        let size = |s: &Spanned<String>| -> Result<Spanned<u64>, Error> {
+            match parse_size(s.get_ref()) {
+                Ok(v) if v % 512 == 0 && v > 0 => Ok(Spanned::new(s.span(), v)),
+                Ok(_) => self.err(
+                    &s.span(),
+                    format!(
+                        "size {:?} must be a non-zero multiple of 512 bytes",
+                        s.get_ref()
+                    ),
+                ),
+                Err(why) => self.err(&s.span(), why),
+            }
+        };
+        let block_size = match &d.block_size {
+            None => images::vhdx::writer::DEFAULT_BLOCK_SIZE,
+            Some(b) => match parse_size(b.get_ref()) {
+                Ok(v) if v.is_power_of_two() && (1 << 20..=256 << 20).contains(&v) => {
+                    u32::try_from(v).unwrap_or(images::vhdx::writer::DEFAULT_BLOCK_SIZE)
+                }
+                _ => {
+                    return self.err(
+                        &b.span(),
+                        format!(
+                            "block-size {:?}: expected a power of two from 1M to 256M",
+                            b.get_ref()
+                        ),
+                    );
+                }
+            },
+        };
+        Ok(Disk {
+            size: size(&d.size)?,
+            esp_size: match &d.esp_size {
+                Some(s) => size(s)?,
+                None => Spanned::new(d.size.span(), DEFAULT_ESP_SIZE),
+            },
+            block_size,
+        })
+    }
+}
+
+fn parse_owner(text: &str) -> Option<(u32, u32)> {
+    if text == "root" {
+        return Some((0, 0));
+    }
+    let (u, g) = text.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+/// Debian package and suite names: lowercase letters, digits, `+ - .`, starting alphanumeric.
+fn is_package(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+}
+
+fn is_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! The node-image manifest: what an image is, what went into it and how its disk is laid out.
+//! The builder writes it beside the VHDX; hosts read it (signed) before they boot anything.
+//!
+//! Compatibility rule: `schema` names the format. Readers refuse a schema they do not know.
+//! Fields may be added within a schema (readers ignore unknown fields); renaming or removing a
+//! field, or changing its meaning, takes a new schema name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The schema this build writes and reads.
+pub const SCHEMA: &str = "slipway.node-image.v1";
+
+/// Errors reading a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}")]
+    ReadManifest {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a manifest.
+    #[error("{path} is not a node-image manifest")]
+    ParseManifest {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another schema.
+    #[error("{path} has schema {found:?}; this build reads {SCHEMA:?}")]
+    MatchSchema {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Schema found.
+        found: String,
+    },
+}
+
+/// A node-image manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Image name.
+    pub name: String,
+    /// Image version.
+    pub version: String,
+    /// Operating system (`linux`).
+    pub os: String,
+    /// CPU architecture (`x86_64`).
+    pub arch: String,
+    /// Kubernetes version, if the image carries one.
+    pub kubernetes: Option<String>,
+    /// Versions of the parts that matter to operators (`kernel`, `containerd`, ...).
+    pub components: BTreeMap<String, String>,
+    /// Every build input with its digest.
+    pub inputs: Vec<Input>,
+    /// Every Debian package installed in the root or initrd, as `name` → `version`.
+    pub packages: BTreeMap<String, String>,
+    /// Files the recipe placed, as image path → sha256 (links: `-> target`; dirs: `dir`).
+    pub files: BTreeMap<String, String>,
+    /// The disk.
+    pub disk: DiskFacts,
+    /// How the image boots.
+    pub boot: Boot,
+    /// How it was built.
+    pub build: BuildFacts,
+}
+
+/// One build input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// Source name in the recipe.
+    pub name: String,
+    /// `deb`, `debian`, `path` or `url`.
+    pub kind: String,
+    /// sha256 of what was used.
+    pub sha256: String,
+    /// Package, URL or path.
+    pub origin: String,
+    /// Package version, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Disk facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskFacts {
+    /// The VHDX file name.
+    pub file: String,
+    /// sha256 of the VHDX file.
+    pub sha256: String,
+    /// Size of the VHDX file.
+    pub file_size: u64,
+    /// Guest-visible size.
+    pub virtual_size: u64,
+    /// VHDX block size.
+    pub block_size: u32,
+    /// Logical sector size.
+    pub logical_sector_size: u32,
+    /// GPT disk GUID.
+    pub disk_guid: String,
+    /// Partitions in table order.
+    pub partitions: Vec<PartitionFacts>,
+    /// dm-verity of the root partition.
+    pub verity: VerityFacts,
+}
+
+/// One partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionFacts {
+    /// Partition number (1-based).
+    pub number: usize,
+    /// GPT name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Unique GUID.
+    pub guid: String,
+    /// Offset in bytes.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Filesystem or content (`vfat`, `erofs`, `ext4`, `verity`).
+    pub content: String,
+}
+
+/// dm-verity parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerityFacts {
+    /// Root hash, lowercase hex.
+    pub root_hash: String,
+    /// Salt, lowercase hex.
+    pub salt: String,
+    /// Hash algorithm.
+    pub algorithm: String,
+    /// Data block size.
+    pub data_block_size: u32,
+    /// Hash block size.
+    pub hash_block_size: u32,
+    /// Data blocks covered.
+    pub data_blocks: u64,
+}
+
+/// Boot facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boot {
+    /// `uefi`.
+    pub firmware: String,
+    /// Whether the image needs Secure Boot keys (`none` until the UKI is signed).
+    pub secure_boot: String,
+    /// Kernel version (`uname -r`).
+    pub kernel: String,
+    /// The full kernel command line in the UKI.
+    pub cmdline: String,
+    /// sha256 of the UKI.
+    pub uki_sha256: String,
+}
+
+/// Build facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildFacts {
+    /// The builder's version.
+    pub slipway: String,
+    /// Timestamp used for every file in the image.
+    pub source_date_epoch: u64,
+}
+
+impl Manifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn read(path: &Path) -> Result<Manifest, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadManifest {
+            path: path.to_owned(),
+            source,
+        })?;
+        Manifest::from_slice(&bytes).map_err(|e| match e {
+            SliceError::Parse(source) => Error::ParseManifest {
+                path: path.to_owned(),
+                source,
+            },
+            SliceError::Schema(found) => Error::MatchSchema {
+                path: path.to_owned(),
+                found,
+            },
+        })
+    }
+
+    fn from_slice(bytes: &[u8]) -> Result<Manifest, SliceError> {
+        #[derive(Deserialize)]
+        struct Head {
+            schema: String,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(SliceError::Parse)?;
+        if head.schema != SCHEMA {
+            return Err(SliceError::Schema(head.schema));
+        }
+        serde_json::from_slice(bytes).map_err(SliceError::Parse)
+    }
+
+    /// The canonical JSON text (pretty, keys in declaration order, trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+enum SliceError {
+    Parse(serde_json::Error),
+    Schema(String),
+}
