@@ -115,7 +115,8 @@ fn tamper(vhdx: &Path, manifest: &Value, dir: &Path) -> PathBuf {
         root["size"].as_u64().unwrap(),
     );
     let bytes = std::fs::read(&raw).unwrap();
-    let partition = &bytes[offset as usize..(offset + size) as usize];
+    let range = usize::try_from(offset).unwrap()..usize::try_from(offset + size).unwrap();
+    let partition = &bytes[range];
     let needle = b"slipway-node: booted";
     let at = partition
         .windows(needle.len())
