@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// tiny-linux copied into a temporary directory with `edit` applied to the recipe text, and a
@@ -22,7 +25,11 @@ impl Case {
         let dir = tempfile::tempdir().unwrap();
         let recipes = repo().join("recipes");
         std::fs::create_dir_all(dir.path().join("tiny-linux")).unwrap();
-        std::fs::copy(recipes.join("tiny-linux/init"), dir.path().join("tiny-linux/init")).unwrap();
+        std::fs::copy(
+            recipes.join("tiny-linux/init"),
+            dir.path().join("tiny-linux/init"),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(recipes.join("tiny-linux.toml")).unwrap();
         std::fs::write(dir.path().join("tiny-linux.toml"), edit(text)).unwrap();
         let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slipway-downloads");
@@ -43,14 +50,22 @@ impl Case {
             .env("SLIPWAY_CACHE", self.path("cache"))
             .output()
             .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// Builds and expects failure; returns stderr, having checked no output looks finished.
     fn build_fails(&self, extra: &[&str]) -> String {
         let recipe = self.path("tiny-linux.toml");
         let out = self.path("out");
-        let mut args = vec!["build", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "build",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         let (success, stderr) = self.slipway(&args);
         assert!(!success, "the build should fail");
@@ -73,10 +88,21 @@ impl Case {
 
 #[test]
 fn a_missing_source_file_is_named_with_its_location() {
-    let case = Case::new(|t| t.replace("path = \"tiny-linux/init\"", "path = \"tiny-linux/no-such-init\""));
+    let case = Case::new(|t| {
+        t.replace(
+            "path = \"tiny-linux/init\"",
+            "path = \"tiny-linux/no-such-init\"",
+        )
+    });
     let stderr = case.build_fails(&[]);
-    assert!(stderr.contains(&case.location("{ path = \"tiny-linux/no-such")), "{stderr}");
-    assert!(stderr.contains("source init: cannot read") && stderr.contains("no-such-init"), "{stderr}");
+    assert!(
+        stderr.contains(&case.location("{ path = \"tiny-linux/no-such")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("source init: cannot read") && stderr.contains("no-such-init"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -84,19 +110,34 @@ fn a_disk_too_small_for_its_content_says_how_much_is_needed() {
     let case = Case::new(|t| t.replace("size = \"256M\"", "size = \"66M\""));
     let stderr = case.build_fails(&[]);
     assert!(stderr.contains(&case.location("\"66M\"")), "{stderr}");
-    assert!(stderr.contains("the disk is too small for its content") && stderr.contains("raise [disk] size"), "{stderr}");
+    assert!(
+        stderr.contains("the disk is too small for its content")
+            && stderr.contains("raise [disk] size"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn locked_builds_refuse_inputs_the_lock_does_not_pin() {
     let case = Case::new(|t| t);
-    std::fs::copy(repo().join("recipes/tiny-linux.lock"), case.path("tiny-linux.lock")).unwrap();
+    std::fs::copy(
+        repo().join("recipes/tiny-linux.lock"),
+        case.path("tiny-linux.lock"),
+    )
+    .unwrap();
     // A source the lock has never seen.
     let recipe = case.path("tiny-linux.toml");
     let text = std::fs::read_to_string(&recipe).unwrap();
-    std::fs::write(&recipe, text.replace("[root]", "[sources.cpio]\ndeb = \"cpio\"\n\n[root]")).unwrap();
+    std::fs::write(
+        &recipe,
+        text.replace("[root]", "[sources.cpio]\ndeb = \"cpio\"\n\n[root]"),
+    )
+    .unwrap();
     let stderr = case.build_fails(&["--locked"]);
-    assert!(stderr.contains("source cpio: the lock does not cover it"), "{stderr}");
+    assert!(
+        stderr.contains("source cpio: the lock does not cover it"),
+        "{stderr}"
+    );
     assert!(stderr.contains("no longer matches"), "{stderr}");
 }
 
@@ -114,21 +155,34 @@ fn a_package_whose_digest_differs_from_the_lock_is_refused() {
     forged.replace_range(digest_at..digest_at + 64, &"0".repeat(64));
     std::fs::write(&lock_path, forged).unwrap();
     let stderr = case.build_fails(&["--locked"]);
-    assert!(stderr.contains("busybox-static") && stderr.contains("refusing it"), "{stderr}");
+    assert!(
+        stderr.contains("busybox-static") && stderr.contains("refusing it"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn an_archive_entry_leaving_the_tree_is_refused() {
     let case = Case::new(|t| {
         t.replace("layers = [\"busybox\"]", "layers = [\"busybox\", \"evil\"]")
-            .replace("[root]", "[sources.evil]\npath = \"evil.tar\"\nunpack = true\n\n[root]")
+            .replace(
+                "[root]",
+                "[sources.evil]\npath = \"evil.tar\"\nunpack = true\n\n[root]",
+            )
     });
     let script = "import tarfile,io,sys\nt=tarfile.open(sys.argv[1],'w')\ni=tarfile.TarInfo('../../escaped')\n\
                   i.size=4\nt.addfile(i,io.BytesIO(b'evil'))\nt.close()\n";
-    let status = Command::new("python3").args(["-c", script]).arg(case.path("evil.tar")).status().unwrap();
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(case.path("evil.tar"))
+        .status()
+        .unwrap();
     assert!(status.success());
     let stderr = case.build_fails(&[]);
-    assert!(stderr.contains("source evil: path \"../../escaped\" leaves the tree"), "{stderr}");
+    assert!(
+        stderr.contains("source evil: path \"../../escaped\" leaves the tree"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -145,11 +199,23 @@ fn unreachable_downloads_are_listed_with_where_to_place_them() {
         )
     });
     let stderr = case.build_fails(&[]);
-    assert!(stderr.contains("2 source(s) could not be downloaded"), "{stderr}");
+    assert!(
+        stderr.contains("2 source(s) could not be downloaded"),
+        "{stderr}"
+    );
     let cache = case.path("cache");
-    let place = format!("place the file (sha256 {digest}) at {}/urls/{digest}", cache.display());
-    assert!(stderr.contains("source kubelet: http://127.0.0.1:9/kubelet") && stderr.contains(&place), "{stderr}");
-    assert!(stderr.contains("source kubeadm: http://127.0.0.1:9/kubeadm"), "{stderr}");
+    let place = format!(
+        "place the file (sha256 {digest}) at {}/urls/{digest}",
+        cache.display()
+    );
+    assert!(
+        stderr.contains("source kubelet: http://127.0.0.1:9/kubelet") && stderr.contains(&place),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("source kubeadm: http://127.0.0.1:9/kubeadm"),
+        "{stderr}"
+    );
 
     // Placed by hand with the wrong content: refused by its digest.
     std::fs::create_dir_all(cache.join("urls")).unwrap();
@@ -161,7 +227,11 @@ fn unreachable_downloads_are_listed_with_where_to_place_them() {
 #[test]
 fn a_typo_in_a_recipe_exits_1_with_its_location() {
     let case = Case::new(|t| t.replace("cmdline =", "cmdlin ="));
-    let (success, stderr) = case.slipway(&["build", case.path("tiny-linux.toml").to_str().unwrap()]);
+    let (success, stderr) =
+        case.slipway(&["build", case.path("tiny-linux.toml").to_str().unwrap()]);
     assert!(!success);
-    assert!(stderr.contains(&case.location("cmdlin =")) && stderr.contains("unknown field `cmdlin`"), "{stderr}");
+    assert!(
+        stderr.contains(&case.location("cmdlin =")) && stderr.contains("unknown field `cmdlin`"),
+        "{stderr}"
+    );
 }

@@ -61,7 +61,8 @@ device=/dev/mapper/slipway-root
 [ -b "$device" ] || device=/dev/dm-0
 $B mount -t "$fstype" -o ro "$device" /newroot ||
 	fail "cannot mount the verity root: its content does not match the root hash (tampered or corrupt image)"
-[ -x /newroot/sbin/init ] || fail "the root has no /sbin/init"
+# /sbin/init may be an absolute link, which only resolves once the root is /.
+[ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "the root has no /sbin/init"
 echo "slipway-initrd: root verified against $roothash"
 $B umount /sys /proc
 $B umount -l /dev

@@ -181,8 +181,10 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         .add(&stem)
         .add(&format!("{:?}", recipe.root.filesystem));
     for layer in &recipe.root.layers {
-        key.add(layer.get_ref())
-            .add(&inputs[layer.get_ref()].sha256);
+        let into = layer.into.as_ref().map_or("/", |p| p.as_str());
+        key.add(layer.source.get_ref())
+            .add(into)
+            .add(&inputs[layer.source.get_ref()].sha256);
     }
     for file in &recipe.root.files {
         key.add(&format!(
@@ -355,7 +357,8 @@ fn make_root(
     std::fs::create_dir(&staging).map_err(io_err("root", "create", &staging))?;
     let tree = tree::Tree::new(&staging);
     for layer in &recipe.root.layers {
-        tree.unpack(&inputs[layer.get_ref()])?;
+        let into = layer.into.as_ref().map_or("", |p| p.relative());
+        tree.unpack(&inputs[layer.source.get_ref()], Path::new(into))?;
     }
     for file in &recipe.root.files {
         let source = match &file.content {
@@ -403,12 +406,12 @@ fn make_initrd(
     for d in [&kernel_root, &initrd_root] {
         std::fs::create_dir(d).map_err(io_err("initrd", "create", d))?;
     }
-    tree::Tree::new(&kernel_root).unpack(&inputs[recipe.kernel.source.get_ref()])?;
+    tree::Tree::new(&kernel_root).unpack(&inputs[recipe.kernel.source.get_ref()], Path::new(""))?;
     let kernel = initrd::Kernel::find(&kernel_root)?;
     let modules = kernel.modules(&recipe.kernel.modules)?;
     let initrd_tree = tree::Tree::new(&initrd_root);
     for layer in &recipe.kernel.initrd {
-        initrd_tree.unpack(&inputs[layer.get_ref()])?;
+        initrd_tree.unpack(&inputs[layer.get_ref()], Path::new(""))?;
     }
     let archive = initrd::archive(&initrd_root, &kernel, &modules, epoch)?;
     let initrd_path = dir.join("initrd.cpio");
@@ -445,7 +448,7 @@ fn make_esp(
 ) -> Result<(), Error> {
     let stub_root = dir.join("stub-package");
     std::fs::create_dir(&stub_root).map_err(io_err("esp", "create", &stub_root))?;
-    tree::Tree::new(&stub_root).unpack(stub_input)?;
+    tree::Tree::new(&stub_root).unpack(stub_input, Path::new(""))?;
     let stub_path = stub_root.join(STUB_PATH);
     let stub = std::fs::read(&stub_path).map_err(|_| Error::FindStub(stub_input.name.clone()))?;
     let read = |name: &str| {
@@ -689,6 +692,7 @@ fn packages(recipe: &Recipe, inputs: &BTreeMap<String, Fetched>) -> BTreeMap<Str
         .root
         .layers
         .iter()
+        .map(|l| &l.source)
         .chain(&recipe.kernel.initrd)
         .map(|s| s.get_ref())
         .chain([recipe.kernel.source.get_ref(), recipe.kernel.stub.get_ref()])

@@ -76,8 +76,8 @@ impl Tree {
         }
     }
 
-    /// Unpacks a fetched input as a layer.
-    pub fn unpack(&self, input: &Fetched) -> Result<(), Error> {
+    /// Unpacks a fetched input as a layer under `into` (relative to the root; empty for `/`).
+    pub fn unpack(&self, input: &Fetched, into: &Path) -> Result<(), Error> {
         let origin = format!("source {}", input.name);
         match &input.artifact {
             Artifact::Deb { path, .. } => {
@@ -92,7 +92,7 @@ impl Tree {
                         source,
                     })?;
                 let result = match child.stdout.take() {
-                    Some(stdout) => self.unpack_tar(stdout, &origin),
+                    Some(stdout) => self.unpack_tar(stdout, into, &origin),
                     None => Ok(()),
                 };
                 let output = child
@@ -125,18 +125,18 @@ impl Tree {
                     buf.starts_with(&[0x1f, 0x8b])
                 };
                 if gzip {
-                    self.unpack_tar(flate2::read::GzDecoder::new(reader), &origin)
+                    self.unpack_tar(flate2::read::GzDecoder::new(reader), into, &origin)
                 } else {
-                    self.unpack_tar(reader, &origin)
+                    self.unpack_tar(reader, into, &origin)
                 }
             }
-            Artifact::Dir(dir) => self.copy_dir(dir, &origin),
+            Artifact::Dir(dir) => self.copy_dir(dir, into, &origin),
             Artifact::File(_) => Err(Error::UseFileAsLayer(input.name.clone())),
         }
     }
 
-    /// Unpacks a tar stream, confining every entry to the tree.
-    pub fn unpack_tar(&self, reader: impl Read, origin: &str) -> Result<(), Error> {
+    /// Unpacks a tar stream under `into`, confining every entry to the tree.
+    pub fn unpack_tar(&self, reader: impl Read, into: &Path, origin: &str) -> Result<(), Error> {
         let read_err = |source| Error::ReadArchive {
             origin: origin.to_owned(),
             source,
@@ -149,6 +149,7 @@ impl Tree {
             if rel.as_os_str().is_empty() {
                 continue; // "./" itself
             }
+            let rel = into.join(rel);
             let header = entry.header();
             let mode = header.mode().map_err(read_err)? & 0o7777;
             let (uid, gid) = (
@@ -183,7 +184,7 @@ impl Tree {
                     .map_err(read_err)?
                     .unwrap_or_default()
                     .into_owned();
-                let target = self.resolve(&confine(&target, origin)?, origin)?;
+                let target = self.resolve_parent(&confine(&target, origin)?, origin)?;
                 remove_existing(&dest).map_err(write_err)?;
                 fs::hard_link(&target, &dest).map_err(write_err)?;
                 continue;
@@ -202,7 +203,7 @@ impl Tree {
         Ok(())
     }
 
-    fn copy_dir(&self, dir: &Path, origin: &str) -> Result<(), Error> {
+    fn copy_dir(&self, dir: &Path, into: &Path, origin: &str) -> Result<(), Error> {
         // A directory is packed into a tar stream in memory order and unpacked like any layer,
         // so the same confinement applies.
         let mut builder = tar::Builder::new(Vec::new());
@@ -217,7 +218,7 @@ impl Tree {
             origin: origin.to_owned(),
             source,
         })?;
-        self.unpack_tar(bytes.as_slice(), origin)
+        self.unpack_tar(bytes.as_slice(), into, origin)
     }
 
     /// Places one recipe file; `source` is the fetched file for `Content::Source`.
@@ -425,7 +426,7 @@ mod tests {
         fs::create_dir(&root).unwrap();
         let tar = tar_with(&[("../escape", tar::EntryType::Regular, "x")]);
         let err = Tree::new(&root)
-            .unpack_tar(tar.as_slice(), "layer")
+            .unpack_tar(tar.as_slice(), Path::new(""), "layer")
             .unwrap_err();
         assert!(err.to_string().contains("leaves the tree"), "{err}");
         assert!(!dir.path().join("escape").exists());
@@ -446,7 +447,7 @@ mod tests {
             ("up/second", tar::EntryType::Regular, "payload"),
         ]);
         Tree::new(&root)
-            .unpack_tar(tar.as_slice(), "layer")
+            .unpack_tar(tar.as_slice(), Path::new(""), "layer")
             .unwrap();
         assert_eq!(
             fs::read_dir(&outside).unwrap().count(),

@@ -182,9 +182,18 @@ pub struct Root {
     /// Filesystem type.
     pub filesystem: Filesystem,
     /// Sources unpacked into the tree, in order.
-    pub layers: Vec<Spanned<String>>,
+    pub layers: Vec<Layer>,
     /// Files, directories and links placed after the layers.
     pub files: Vec<FileSpec>,
+}
+
+/// A source unpacked into the root tree.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The source's name.
+    pub source: Spanned<String>,
+    /// Where in the image its content goes (`/` when unset).
+    pub into: Option<ImagePath>,
 }
 
 /// Filesystem of the root partition.
@@ -353,8 +362,10 @@ mod raw {
     pub struct Root {
         #[serde(default = "erofs")]
         pub filesystem: super::Filesystem,
+        /// `"name"` or `{ source = "name", into = "/usr/bin" }`, checked in [`super::Validator`]
+        /// (an untagged enum would lose the spans).
         #[serde(default)]
-        pub layers: Vec<Spanned<String>>,
+        pub layers: Vec<Spanned<toml::Value>>,
         #[serde(default)]
         pub files: Vec<Spanned<File>>,
     }
@@ -453,8 +464,11 @@ impl Validator<'_> {
                 )
             }
         };
-        for layer in &raw.root.layers {
-            known(layer, "root layer")?;
+        let mut layers = Vec::new();
+        for layer in raw.root.layers {
+            let layer = self.layer(layer)?;
+            known(&layer.source, "root layer")?;
+            layers.push(layer);
         }
         let mut files = Vec::new();
         for file in raw.root.files {
@@ -507,7 +521,7 @@ impl Validator<'_> {
             sources,
             root: Root {
                 filesystem: raw.root.filesystem,
-                layers: raw.root.layers,
+                layers,
                 files,
             },
             kernel: Kernel {
@@ -519,6 +533,33 @@ impl Validator<'_> {
             },
             disk: self.disk(raw.disk)?,
         })
+    }
+
+    fn layer(&self, layer: Spanned<toml::Value>) -> Result<Layer, Error> {
+        let span = layer.span();
+        let expected = "a layer is a source name or { source = \"NAME\", into = \"/PATH\" }";
+        match layer.into_inner() {
+            toml::Value::String(name) => Ok(Layer {
+                source: Spanned::new(span, name),
+                into: None,
+            }),
+            toml::Value::Table(table) => {
+                if let Some(key) = table.keys().find(|k| *k != "source" && *k != "into") {
+                    return self.err(&span, format!("unknown key `{key}` in a layer: {expected}"));
+                }
+                let (Some(toml::Value::String(source)), Some(toml::Value::String(into))) =
+                    (table.get("source"), table.get("into"))
+                else {
+                    return self.err(&span, expected);
+                };
+                let into = ImagePath::new(into).or_else(|why| self.err(&span, why))?;
+                Ok(Layer {
+                    source: Spanned::new(span, source.clone()),
+                    into: Some(into),
+                })
+            }
+            _ => self.err(&span, expected),
+        }
     }
 
     fn name(&self, name: &Spanned<String>, what: &str) -> Result<(), Error> {

@@ -199,3 +199,34 @@ fn a_source_of_two_kinds_is_refused() {
     );
     assert!(m.contains("exactly one of"), "{m}");
 }
+
+#[test]
+fn a_layer_placed_outside_the_root_is_refused() {
+    let m = error_at(
+        "layers = [\"busybox\"]",
+        "layers = [{ source = \"busybox\", into = \"/usr/../../x\" }]",
+        "{ source = \"busybox\"",
+    );
+    assert!(m.contains("escapes the image's root"), "{m}");
+    let placed = parse_edited(
+        "layers = [\"busybox\"]",
+        "layers = [{ source = \"busybox\", into = \"/opt/bb\" }]",
+    )
+    .unwrap();
+    assert_eq!(
+        placed.root.layers[0].into.as_ref().unwrap().as_str(),
+        "/opt/bb"
+    );
+}
+
+#[test]
+fn a_layer_of_the_wrong_shape_is_refused() {
+    let m = error_at("layers = [\"busybox\"]", "layers = [42]", "42");
+    assert!(m.contains("a layer is a source name or"), "{m}");
+    let m = error_at(
+        "layers = [\"busybox\"]",
+        "layers = [{ source = \"busybox\", to = \"/x\" }]",
+        "{ source",
+    );
+    assert!(m.contains("unknown key `to`"), "{m}");
+}
