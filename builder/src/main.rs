@@ -13,7 +13,6 @@ mod recipe;
 mod sbom;
 mod size;
 mod sources;
-mod uki;
 
 use std::process::ExitCode;
 

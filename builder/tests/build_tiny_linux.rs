@@ -197,6 +197,33 @@ fn tiny_linux_boots_refuses_tampering_and_rebuilds_identically() {
     let mut good = Guest::boot_uefi(&vhdx_a, "vhdx");
     let mut bad = Guest::boot_uefi(&tampered, "vhdx");
 
+    // The same image with an ext4 root, on request.
+    let e = tempfile::tempdir().unwrap();
+    let (cache_e, recipe_e, out_e) = (cache(e.path()), recipe_copy(e.path()), e.path().join("out"));
+    std::fs::copy(
+        recipe_a.with_extension("lock"),
+        recipe_e.with_extension("lock"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&recipe_e)
+        .unwrap()
+        .replace("filesystem = \"erofs\"", "filesystem = \"ext4\"")
+        .replace("modules = [", "modules = [\"ext4\", ");
+    std::fs::write(&recipe_e, text).unwrap();
+    build(&cache_e, &recipe_e, &out_e, &["--locked"]);
+    let manifest_e = manifest(&out_e, stem);
+    assert!(
+        manifest_e["boot"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("slipway.rootfs=ext4")
+    );
+    assert_ne!(
+        manifest_e["disk"]["verity"]["root_hash"],
+        manifest_a["disk"]["verity"]["root_hash"]
+    );
+    let mut ext4 = Guest::boot_uefi(&out_e.join(format!("{stem}.vhdx")), "vhdx");
+
     // Meanwhile: the same recipe in another directory, later, with a cold stage cache.
     std::thread::sleep(Duration::from_secs(1));
     let b = tempfile::tempdir().unwrap();
@@ -237,6 +264,12 @@ fn tiny_linux_boots_refuses_tampering_and_rebuilds_identically() {
         found.as_deref(),
         Some(BOOTED),
         "the image did not boot:\n{console}"
+    );
+    let (found, console) = ext4.wait_for(&[BOOTED], BOOT_TIMEOUT);
+    assert_eq!(
+        found.as_deref(),
+        Some(BOOTED),
+        "the ext4 image did not boot:\n{console}"
     );
     let (found, console) = bad.wait_for(
         &[

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod disk;
 pub mod guid;
 pub mod manifest;
+pub mod uki;
 pub mod vhdx;
 
 #[cfg(feature = "cli")]

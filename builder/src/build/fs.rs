@@ -66,11 +66,37 @@ where
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Makes an EROFS image of `tree` at `out`.
-pub fn erofs(tree: &Path, out: &Path, uuid: Guid, epoch: u64) -> Result<(), Error> {
+/// The Debian packages whose tools make the filesystems and the initrd.
+const TOOL_PACKAGES: &[&str] = &[
+    "erofs-utils",
+    "e2fsprogs",
+    "cryptsetup-bin",
+    "dosfstools",
+    "mtools",
+    "kmod",
+    "dpkg",
+];
+
+/// `package version` of every tool package, one per line: part of every stage key, so a tool
+/// upgrade (which may change the bytes it writes) invalidates the stages it made.
+pub fn toolchain() -> String {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${Version}\n"])
+        .args(TOOL_PACKAGES)
+        .output();
+    match output {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(_) => "unknown".to_owned(),
+    }
+}
+
+/// Makes an EROFS image of `tree` at `out`. `all_root` records every file as owned by root
+/// (for builds that do not run as root, whose staging tree cannot hold other owners).
+pub fn erofs(tree: &Path, out: &Path, uuid: Guid, epoch: u64, all_root: bool) -> Result<(), Error> {
+    let owners: &[&str] = if all_root { &["--all-root"] } else { &[] };
     run(
         "mkfs.erofs",
-        [
+        owners.iter().map(OsStr::new).chain([
             format!("-T{epoch}").as_ref(),
             format!("-U{}", uuid.to_string().to_lowercase()).as_ref(),
             // No extended attributes: the build host's labels do not belong in the image.
@@ -78,7 +104,7 @@ pub fn erofs(tree: &Path, out: &Path, uuid: Guid, epoch: u64) -> Result<(), Erro
             OsStr::new("--quiet"),
             out.as_os_str(),
             tree.as_os_str(),
-        ],
+        ]),
         &[("SOURCE_DATE_EPOCH", epoch.to_string())],
     )?;
     Ok(())

@@ -25,7 +25,7 @@ use crate::events::Events;
 use crate::lock::Lock;
 use crate::recipe::{self, Content, Filesystem, Recipe};
 use crate::sources::{self, Artifact, Fetched, Policy, hex};
-use crate::uki;
+use images::uki;
 use stage::{Key, Stages};
 
 /// Bumped whenever a stage's output for the same inputs changes, to invalidate caches.
@@ -173,11 +173,19 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     }
     let epoch = epoch();
     let stages = Stages::open(&request.cache.join("stages"))?;
+    // The tools' versions and ours are inputs of every stage.
+    let tools = format!("slipway {}\n{}", env!("CARGO_PKG_VERSION"), fs::toolchain());
+    let as_root = rustix::process::geteuid().is_root();
+    if !as_root && recipe.root.files.iter().any(|f| f.uid != 0 || f.gid != 0) {
+        tracing::warn!("not running as root: every file in the image will be owned by root");
+    }
     let stem = recipe.stem();
 
     // Root filesystem and its verity hash tree.
     let mut key = Key::new(STAGE_FORMAT, "root");
-    key.add(&epoch.to_string())
+    key.add(&tools)
+        .add(if as_root { "owners kept" } else { "all root" })
+        .add(&epoch.to_string())
         .add(&stem)
         .add(&format!("{:?}", recipe.root.filesystem));
     for layer in &recipe.root.layers {
@@ -197,14 +205,15 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     }
     let root_key = key.finish();
     let root_dir = stages.get_or_make("root", &root_key, events, |dir| {
-        make_root(&recipe, &inputs, dir, epoch, &root_key)
+        make_root(&recipe, &inputs, dir, epoch, &root_key, !as_root)
     })?;
     let root_facts: RootFacts = stage::read_facts(&root_dir, "root")?;
 
     // Kernel and initrd.
     let kernel_input = &inputs[recipe.kernel.source.get_ref()];
     let mut key = Key::new(STAGE_FORMAT, "initrd");
-    key.add(&epoch.to_string())
+    key.add(&tools)
+        .add(&epoch.to_string())
         .add(&kernel_input.sha256)
         .add(initrd::INIT);
     for layer in &recipe.kernel.initrd {
@@ -231,7 +240,8 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     let osrel = os_release(&recipe);
     let stub_input = &inputs[recipe.kernel.stub.get_ref()];
     let mut key = Key::new(STAGE_FORMAT, "esp");
-    key.add(&epoch.to_string())
+    key.add(&tools)
+        .add(&epoch.to_string())
         .add(&initrd_key)
         .add(&stub_input.sha256)
         .add(&cmdline)
@@ -239,23 +249,24 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         .add(&recipe.disk.esp_size.get_ref().to_string());
     let esp_key = key.finish();
     let esp_dir = stages.get_or_make("esp", &esp_key, events, |dir| {
-        make_esp(
-            &recipe,
-            stub_input,
-            &initrd_dir,
-            &kernel_facts,
-            dir,
-            &cmdline,
-            &osrel,
+        let esp = Esp {
+            size: *recipe.disk.esp_size.get_ref(),
+            stub: stub_input,
+            initrd_dir: &initrd_dir,
+            kernel: &kernel_facts,
+            cmdline: &cmdline,
+            osrel: &osrel,
             epoch,
-            &esp_key,
-        )
+            key: &esp_key,
+        };
+        make_esp(&esp, dir)
     })?;
     let esp_facts: EspFacts = stage::read_facts(&esp_dir, "esp")?;
 
     // GPT disk streamed into the VHDX writer.
     let mut key = Key::new(STAGE_FORMAT, "disk");
-    key.add(&root_key)
+    key.add(&tools)
+        .add(&root_key)
         .add(&esp_key)
         .add(&stem)
         .add(&recipe.disk.size.get_ref().to_string())
@@ -352,6 +363,7 @@ fn make_root(
     dir: &Path,
     epoch: u64,
     key: &str,
+    all_root: bool,
 ) -> Result<(), Error> {
     let staging = dir.join("tree");
     std::fs::create_dir(&staging).map_err(io_err("root", "create", &staging))?;
@@ -379,7 +391,7 @@ fn make_root(
     let image = dir.join("root.img");
     let uuid = derived("root-fs-uuid", key);
     match recipe.root.filesystem {
-        Filesystem::Erofs => fs::erofs(&staging, &image, uuid, epoch)?,
+        Filesystem::Erofs => fs::erofs(&staging, &image, uuid, epoch, all_root)?,
         Filesystem::Ext4 => fs::ext4(&staging, &image, uuid, epoch)?,
     }
     std::fs::remove_dir_all(&staging).map_err(io_err("root", "remove", &staging))?;
@@ -434,18 +446,33 @@ fn make_initrd(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn make_esp(
-    recipe: &Recipe,
-    stub_input: &Fetched,
-    initrd_dir: &Path,
-    kernel: &KernelFacts,
-    dir: &Path,
-    cmdline: &str,
-    osrel: &str,
+/// What the ESP stage reads.
+struct Esp<'a> {
+    /// Partition size.
+    size: u64,
+    /// The systemd-boot-efi package.
+    stub: &'a Fetched,
+    /// The initrd stage (kernel and initrd).
+    initrd_dir: &'a Path,
+    kernel: &'a KernelFacts,
+    cmdline: &'a str,
+    osrel: &'a str,
     epoch: u64,
-    key: &str,
-) -> Result<(), Error> {
+    /// The stage key (seeds the FAT volume ID).
+    key: &'a str,
+}
+
+fn make_esp(esp: &Esp<'_>, dir: &Path) -> Result<(), Error> {
+    let Esp {
+        size,
+        stub: stub_input,
+        initrd_dir,
+        kernel,
+        cmdline,
+        osrel,
+        epoch,
+        key,
+    } = *esp;
     let stub_root = dir.join("stub-package");
     std::fs::create_dir(&stub_root).map_err(io_err("esp", "create", &stub_root))?;
     tree::Tree::new(&stub_root).unpack(stub_input, Path::new(""))?;
@@ -491,7 +518,7 @@ fn make_esp(
     );
     fs::vfat(
         &dir.join("esp.img"),
-        *recipe.disk.esp_size.get_ref(),
+        size,
         volume_id,
         &[("::/EFI/BOOT/BOOTX64.EFI", &uki_path)],
         epoch,
