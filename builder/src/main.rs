@@ -44,6 +44,16 @@ enum Command {
     Lock(commands::build::LockArgs),
     /// Say what changed between two builds (packages, kernel, Kubernetes, files).
     Diff(commands::build::DiffArgs),
+    /// Make a signing key pair (cosign-compatible public key; private key 0600).
+    Keygen(commands::publish::KeygenArgs),
+    /// Sign a built image (writes NAME-VERSION.sig.json beside it).
+    Sign(commands::publish::SignArgs),
+    /// Check a built image: its VHDX against its manifest, its signature against a key.
+    Verify(commands::publish::VerifyArgs),
+    /// Publish an image as a signed OCI artifact to oci:PATH[:TAG] or a registry.
+    Push(commands::publish::PushArgs),
+    /// Fetch an image, refusing it unless a trusted key signed it and every digest matches.
+    Pull(commands::publish::PullArgs),
     /// Read, write, check and convert VHDX disk images.
     #[command(subcommand)]
     Vhdx(commands::vhdx::VhdxCommand),
@@ -56,6 +66,11 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run_build(args),
         Command::Lock(args) => commands::build::run_lock(args),
         Command::Diff(args) => commands::build::run_diff(args),
+        Command::Keygen(args) => commands::publish::keygen(args),
+        Command::Sign(args) => commands::publish::sign(args),
+        Command::Verify(args) => commands::publish::verify(args),
+        Command::Push(args) => commands::publish::push(args),
+        Command::Pull(args) => commands::publish::pull(args),
         Command::Vhdx(command) => commands::vhdx::run(command),
     };
     terminal::finish("slipway", result)

@@ -9,6 +9,8 @@ pub mod atomic;
 pub mod disk;
 pub mod guid;
 pub mod manifest;
+pub mod oci;
+pub mod sign;
 pub mod uki;
 pub mod vhdx;
 

@@ -193,6 +193,14 @@ impl Manifest {
         })
     }
 
+    /// Parses and checks manifest bytes; the error says why they are refused.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, String> {
+        Manifest::from_slice(bytes).map_err(|e| match e {
+            SliceError::Parse(e) => e.to_string(),
+            SliceError::Schema(found) => format!("schema {found:?}, expected {SCHEMA:?}"),
+        })
+    }
+
     fn from_slice(bytes: &[u8]) -> Result<Manifest, SliceError> {
         #[derive(Deserialize)]
         struct Head {

@@ -3,7 +3,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod image;
 pub mod qemu;
+pub mod registry;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -31,6 +31,11 @@ pub struct BuildArgs {
     /// One JSON event per line on stdout (for CI systems) instead of progress bars.
     #[arg(long)]
     json: bool,
+    /// Sign the image with this private key (writes NAME-VERSION.sig.json).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    passphrase: crate::commands::publish::Passphrase,
 }
 
 /// Arguments of `slipway lock`.
@@ -71,6 +76,12 @@ fn cache_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// Runs `slipway build`.
 pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let events = Events::new(args.json);
+    // Read the key first: a wrong passphrase should not cost a build.
+    let key = args
+        .key
+        .as_ref()
+        .map(|k| args.passphrase.read_key(k))
+        .transpose()?;
     let request = Request {
         recipe: args.recipe.clone(),
         out: args.out,
@@ -83,6 +94,13 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     };
     let built = build::build(&request, &events)
         .with_context(|| format!("cannot build {}", args.recipe.display()))?;
+    let signature = match &key {
+        Some(key) => {
+            let image = images::oci::transfer::LocalImage::open(&built.manifest_path)?;
+            Some(images::oci::transfer::sign_local(&image, key)?)
+        }
+        None => None,
+    };
     events.finished(serde_json::json!({
         "vhdx": built.vhdx,
         "manifest": built.manifest_path,
@@ -98,6 +116,9 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         println!("  root hash  {}", built.manifest.disk.verity.root_hash);
         println!("  manifest   {}", built.manifest_path.display());
         println!("  sbom       {}", built.sbom.display());
+        if let Some(signature) = &signature {
+            println!("  signature  {}", signature.display());
+        }
         println!(
             "  stages     {} run, {} from the cache",
             built.run_stages, built.cached_stages

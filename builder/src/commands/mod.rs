@@ -1,4 +1,5 @@
 //! One module per `slipway` subcommand group.
 
 pub mod build;
+pub mod publish;
 pub mod vhdx;

@@ -1,0 +1,213 @@
+//! `slipway keygen`, `sign`, `verify`, `push` and `pull`: signed node images in an OCI layout
+//! (the embedded default) or a registry.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use images::oci::transfer::{self, LocalImage};
+use images::oci::{self, Reference};
+use images::sign::{PrivateKey, PublicKey};
+use zeroize::Zeroizing;
+
+use crate::progress;
+
+/// Where a private key's passphrase comes from.
+#[derive(Debug, Args)]
+pub struct Passphrase {
+    /// Read the key's passphrase from this file (first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_env")]
+    passphrase_file: Option<PathBuf>,
+    /// Read the key's passphrase from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+}
+
+impl Passphrase {
+    fn get(&self) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+        if let Some(path) = &self.passphrase_file {
+            let text =
+                Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the passphrase file {}", path.display())
+                })?);
+            let line = text.lines().next().unwrap_or("");
+            return Ok(Some(Zeroizing::new(line.as_bytes().to_vec())));
+        }
+        if let Some(var) = &self.passphrase_env {
+            let value = std::env::var(var).with_context(|| {
+                format!("the environment variable {var} (the key's passphrase) is not set")
+            })?;
+            return Ok(Some(Zeroizing::new(value.into_bytes())));
+        }
+        Ok(None)
+    }
+
+    /// Reads the private key at `path` with this passphrase.
+    pub fn read_key(&self, path: &Path) -> anyhow::Result<PrivateKey> {
+        let passphrase = self.get()?;
+        Ok(PrivateKey::read(
+            path,
+            passphrase.as_ref().map(|p| p.as_slice()),
+        )?)
+    }
+}
+
+/// Arguments of `slipway keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (mode 0600); the public key goes to PATH.pub.
+    path: PathBuf,
+    #[command(flatten)]
+    passphrase: Passphrase,
+}
+
+/// Arguments of `slipway sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The image: NAME-VERSION.manifest.json or its .vhdx.
+    image: PathBuf,
+    /// The private key.
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    passphrase: Passphrase,
+}
+
+/// Arguments of `slipway verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image: NAME-VERSION.manifest.json or its .vhdx.
+    image: PathBuf,
+    /// The public key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+}
+
+/// Arguments of `slipway push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image: NAME-VERSION.manifest.json or its .vhdx.
+    image: PathBuf,
+    /// Destination: oci:PATH[:TAG] (a local OCI layout) or HOST[:PORT]/REPO[:TAG].
+    reference: Reference,
+    /// Sign the pushed artifact with this private key (cosign's signature layout).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    passphrase: Passphrase,
+    /// Talk to the registry over plain HTTP (only for loopback or lab registries).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+/// Arguments of `slipway pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Source: oci:PATH[:TAG] or HOST[:PORT]/REPO[:TAG].
+    reference: Reference,
+    /// Directory to place NAME-VERSION.vhdx and .manifest.json in.
+    dir: PathBuf,
+    /// Trusted public key(s); the image must be signed by one of them.
+    #[arg(long, required = true)]
+    key: Vec<PathBuf>,
+    /// Talk to the registry over plain HTTP (only for loopback or lab registries).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+/// Runs `slipway keygen`.
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    if args.path.exists() {
+        anyhow::bail!(
+            "{} exists: refusing to overwrite a key",
+            args.path.display()
+        );
+    }
+    let passphrase = args.passphrase.get()?;
+    let key = PrivateKey::generate()?;
+    let public = key.write(&args.path, passphrase.as_ref().map(|p| p.as_slice()))?;
+    println!(
+        "private key {} (0600{})",
+        args.path.display(),
+        if passphrase.is_some() {
+            ", encrypted"
+        } else {
+            ""
+        }
+    );
+    println!("public key  {}", public.display());
+    println!("key id      {}", key.public().key_id());
+    Ok(())
+}
+
+/// Runs `slipway sign`.
+pub fn sign(args: SignArgs) -> anyhow::Result<()> {
+    let key = args.passphrase.read_key(&args.key)?;
+    let image = LocalImage::open(&args.image)?;
+    let path = transfer::sign_local(&image, &key)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Runs `slipway verify`.
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let key = PublicKey::read(&args.key)?;
+    let image = LocalImage::open(&args.image)?;
+    let digest = transfer::verify_local(&image, &key)
+        .with_context(|| format!("{} does not verify", args.image.display()))?;
+    println!(
+        "{}: verified: artifact {digest}, VHDX sha256:{}, key {}",
+        image.manifest_path.display(),
+        image.manifest.disk.sha256,
+        key.key_id()
+    );
+    Ok(())
+}
+
+/// Runs `slipway push`.
+pub fn push(args: PushArgs) -> anyhow::Result<()> {
+    let key = args
+        .key
+        .as_ref()
+        .map(|k| args.passphrase.read_key(k))
+        .transpose()?;
+    let image = LocalImage::open(&args.image)?;
+    let mut repo = oci::open(&args.reference, true, args.plain_http)?;
+    let bar = progress::bytes(image.vhdx_size, "push");
+    let pushed = transfer::push(
+        &image,
+        repo.as_mut(),
+        &args.reference,
+        key.as_ref(),
+        &mut |n| bar.set_position(n),
+    )
+    .with_context(|| format!("cannot push {} to {}", args.image.display(), args.reference))?;
+    bar.finish_and_clear();
+    println!(
+        "{}@{}{}",
+        args.reference,
+        pushed.digest,
+        if pushed.signed { " (signed)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Runs `slipway pull`.
+pub fn pull(args: PullArgs) -> anyhow::Result<()> {
+    let keys = args
+        .key
+        .iter()
+        .map(|k| PublicKey::read(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut repo = oci::open(&args.reference, false, args.plain_http)?;
+    let bar = progress::spinner("pull");
+    let pulled = transfer::pull(repo.as_mut(), &args.reference, &args.dir, &keys, &mut |n| {
+        bar.set_position(n)
+    })
+    .with_context(|| format!("cannot pull {}", args.reference))?;
+    bar.finish_and_clear();
+    println!("{}", pulled.vhdx.display());
+    println!("  artifact   {}", pulled.digest);
+    println!("  signed by  {}", pulled.key_id);
+    Ok(())
+}

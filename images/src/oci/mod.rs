@@ -1,0 +1,301 @@
+//! Node images as OCI artifacts, pushed to and pulled from a local OCI image layout (the
+//! embedded default) or a registry. Every byte is checked against its digest before it is
+//! visible at the destination, and every size a server or file declares bounds what is read.
+
+pub mod artifact;
+pub mod layout;
+pub mod reference;
+pub mod registry;
+pub mod transfer;
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use reference::{Reference, Tag};
+
+/// Largest manifest (or signature payload, or config) read: 4 MiB, as registries cap them.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Errors of publishing and fetching.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No layout at the path.
+    #[error("{0} is not an OCI image layout (no oci-layout file)")]
+    FindLayout(PathBuf),
+    /// A local file could not be read.
+    #[error("cannot read {path}")]
+    ReadLocal {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A local file could not be written.
+    #[error("cannot write {path}")]
+    WriteLocal {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A digest string is malformed.
+    #[error("{0:?} is not a sha256 digest")]
+    ParseDigest(String),
+    /// Content does not match its digest or size.
+    #[error("blob {digest} does not match: got {size} bytes with digest {actual}; refusing it")]
+    VerifyBlob {
+        /// Expected digest.
+        digest: String,
+        /// Digest of what arrived.
+        actual: String,
+        /// Bytes that arrived.
+        size: u64,
+    },
+    /// More data than declared.
+    #[error("the {what} is larger than {limit} bytes (declared or allowed): refusing it")]
+    LimitSize {
+        /// What was being read.
+        what: &'static str,
+        /// Declared size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// A JSON document is not what it should be.
+    #[error("the {what} is not valid: {why}")]
+    ParseDocument {
+        /// Which document.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// Nothing under the tag.
+    #[error("{0} does not exist")]
+    FindTag(String),
+    /// The artifact is not a node image.
+    #[error("{reference} is not a Slipway node image (artifact type {found:?})")]
+    MatchArtifact {
+        /// The reference.
+        reference: String,
+        /// What it is.
+        found: Option<String>,
+    },
+    /// No signature, or none by a trusted key.
+    #[error("{reference} ({digest}) has no signature by a trusted key: {why}")]
+    VerifySignature {
+        /// The reference.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// Why each candidate failed.
+        why: String,
+    },
+    /// The node manifest disagrees with the artifact.
+    #[error("the node-image manifest does not describe this artifact: {0}")]
+    MatchManifest(String),
+    /// A transfer failed.
+    #[error("{what} failed")]
+    Transfer {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where blob bytes come from.
+#[derive(Debug, Clone, Copy)]
+pub enum BlobSource<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// A file.
+    File(&'a Path),
+}
+
+/// Where blob bytes go; a sink may already hold a prefix (a resumed download).
+pub trait BlobSink {
+    /// How many bytes it already holds.
+    fn resume_from(&self) -> u64;
+    /// Appends bytes.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+impl BlobSink for Vec<u8> {
+    fn resume_from(&self) -> u64 {
+        self.len() as u64
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// A file being downloaded, hashed as it grows; reopened, it hashes what it holds and goes on.
+pub struct FileSink {
+    file: std::fs::File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl FileSink {
+    /// Opens (or creates) the partial file `path`.
+    pub fn open(path: &Path) -> io::Result<FileSink> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok(FileSink { file, hasher, len })
+    }
+
+    /// Syncs the file and returns `sha256:HEX` of all it holds and its length.
+    pub fn finish(self) -> io::Result<(String, u64)> {
+        self.file.sync_all()?;
+        Ok((
+            format!("sha256:{}", artifact::hex(&self.hasher.finalize())),
+            self.len,
+        ))
+    }
+}
+
+impl BlobSink for FileSink {
+    fn resume_from(&self) -> u64 {
+        self.len
+    }
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// A place blobs and manifests are published to and fetched from.
+pub trait Repository {
+    /// Whether the blob is present.
+    fn has_blob(&mut self, digest: &str) -> Result<bool, Error>;
+    /// Stores a blob of `size` bytes with `digest`; refuses content that does not match.
+    fn put_blob(
+        &mut self,
+        digest: &str,
+        size: u64,
+        source: BlobSource<'_>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Error>;
+    /// Stores a manifest under `tag`; returns its digest.
+    fn put_manifest(
+        &mut self,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<String, Error>;
+    /// The manifest under `tag`, if any (at most [`MAX_MANIFEST`] bytes).
+    fn get_manifest(&mut self, tag: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Appends the blob's bytes from `out.resume_from()` on; never more than `size` in all.
+    fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error>;
+}
+
+/// The hex part of a `sha256:` digest, checked (64 lowercase hex digits: safe as a file name).
+pub fn check_digest(digest: &str) -> Result<&str, Error> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(Error::ParseDigest(digest.to_owned())),
+    }
+}
+
+/// `sha256:HEX` and the length of a file.
+pub fn digest_file(path: &Path) -> Result<(String, u64), Error> {
+    let fail = |source| Error::ReadLocal {
+        path: path.to_owned(),
+        source,
+    };
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((format!("sha256:{}", artifact::hex(&hasher.finalize())), len))
+}
+
+/// Copies at most `remaining` bytes from `reader` to `out`; more than that is an error (a
+/// server or file that sends endless data is cut off at the declared size).
+pub fn copy_bounded(
+    reader: &mut dyn Read,
+    out: &mut dyn BlobSink,
+    remaining: u64,
+) -> Result<(), Error> {
+    let mut left = remaining;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let want =
+            usize::try_from(left.saturating_add(1).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = reader
+            .read(&mut buf[..want])
+            .map_err(|source| Error::Transfer {
+                what: "reading a blob".into(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n as u64 > left {
+            return Err(Error::LimitSize {
+                what: "blob",
+                size: remaining,
+                limit: remaining,
+            });
+        }
+        out.append(&buf[..n]).map_err(|source| Error::Transfer {
+            what: "writing a blob".into(),
+            source,
+        })?;
+        left -= n as u64;
+    }
+}
+
+/// Opens the repository a reference names (`plain_http` for registries without TLS).
+pub fn open(
+    reference: &Reference,
+    create: bool,
+    plain_http: bool,
+) -> Result<Box<dyn Repository>, Error> {
+    match reference {
+        Reference::Layout { path, .. } => Ok(Box::new(layout::Layout::open(path, create)?)),
+        Reference::Registry {
+            host, repository, ..
+        } => Ok(Box::new(registry::Registry::new(
+            host, repository, plain_http,
+        ))),
+    }
+}

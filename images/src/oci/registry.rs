@@ -1,0 +1,462 @@
+//! An OCI distribution-spec registry client on a blocking HTTP stack. Blobs are uploaded in
+//! chunks (POST, PATCH with Content-Range, PUT ?digest=) and downloaded with Range, so both
+//! directions stream in bounded memory; after a failure the upload asks the registry how much it
+//! holds (GET on the upload URL) and the download asks for the rest (Range: bytes=N-), instead
+//! of starting again. Bearer-token and basic auth come from the usual credential files.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use ureq::Agent;
+use ureq::http::Response;
+
+use super::artifact::{IMAGE_INDEX, IMAGE_MANIFEST};
+use super::{BlobSink, BlobSource, Error, MAX_MANIFEST, Repository, check_digest, copy_bounded};
+
+/// Upload chunk size: what one PATCH carries (held in memory once).
+const CHUNK: usize = 8 << 20;
+/// Attempts per request before a transfer gives up.
+const MAX_ATTEMPTS: u32 = 8;
+/// First retry delay; doubles up to [`MAX_BACKOFF`], with jitter.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A repository in a registry.
+pub struct Registry {
+    agent: Agent,
+    base: String,
+    host: String,
+    repository: String,
+    authorization: Option<String>,
+    /// Bytes sent in upload bodies (what a resume saves is measured against this).
+    pub bytes_sent: u64,
+    /// Blob bytes received.
+    pub bytes_received: u64,
+}
+
+fn transfer(what: impl Into<String>, why: impl std::fmt::Display) -> Error {
+    Error::Transfer {
+        what: what.into(),
+        source: std::io::Error::other(why.to_string()),
+    }
+}
+
+impl Registry {
+    /// A client for `host/repository`; `plain_http` only when asked (loopback tests, labs).
+    pub fn new(host: &str, repository: &str, plain_http: bool) -> Registry {
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_recv_body(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let scheme = if plain_http { "http" } else { "https" };
+        Registry {
+            agent,
+            base: format!("{scheme}://{host}/v2/{repository}"),
+            host: host.to_owned(),
+            repository: repository.to_owned(),
+            authorization: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// Sends a request built by `make` (given the current Authorization header), retrying
+    /// transport errors with backoff and answering one 401 challenge.
+    fn send(
+        &mut self,
+        what: &str,
+        mut make: impl FnMut(&Agent, Option<&str>) -> Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response<ureq::Body>, Error> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            match make(&self.agent, self.authorization.as_deref()) {
+                Ok(response) if response.status() == 401 && !challenged => {
+                    challenged = true;
+                    let header = response
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    self.authorization = Some(self.authorize(&header)?);
+                }
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(transfer(what, e));
+                    }
+                    tracing::warn!(%what, attempt, error = %e, "registry request failed; retrying");
+                    backoff(attempt);
+                }
+            }
+        }
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: basic credentials, or a bearer token from the
+    /// realm (asked with the basic credentials when there are any).
+    fn authorize(&self, challenge: &str) -> Result<String, Error> {
+        let basic = credentials(&self.host);
+        if challenge.to_ascii_lowercase().starts_with("basic") {
+            return basic.map(|b| format!("Basic {b}")).ok_or_else(|| {
+                transfer(
+                    format!("logging in to {}", self.host),
+                    "the registry wants credentials and none are configured",
+                )
+            });
+        }
+        let param = |name: &str| {
+            challenge.split(',').find_map(|part| {
+                let part = part
+                    .trim()
+                    .trim_start_matches("Bearer ")
+                    .trim_start_matches("bearer ");
+                let (k, v) = part.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+            })
+        };
+        let realm = param("realm")
+            .ok_or_else(|| transfer("logging in", format!("unusable challenge {challenge:?}")))?;
+        let mut url = format!("{realm}?scope=repository:{}:pull,push", self.repository);
+        if let Some(service) = param("service") {
+            url.push_str(&format!("&service={service}"));
+        }
+        let mut request = self.agent.get(&url);
+        if let Some(b) = &basic {
+            request = request.header("Authorization", format!("Basic {b}"));
+        }
+        let response = request
+            .call()
+            .map_err(|e| transfer("fetching a registry token", e))?;
+        if response.status() != 200 {
+            return Err(transfer(
+                "fetching a registry token",
+                format!("HTTP {}", response.status()),
+            ));
+        }
+        let mut body = String::new();
+        response
+            .into_body()
+            .into_reader()
+            .take(MAX_MANIFEST)
+            .read_to_string(&mut body)
+            .map_err(|e| transfer("reading a registry token", e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| transfer("reading a registry token", e))?;
+        let token = json["token"]
+            .as_str()
+            .or(json["access_token"].as_str())
+            .ok_or_else(|| transfer("reading a registry token", "no token"))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            let origin = self.base.split("/v2/").next().unwrap_or(&self.base);
+            format!("{origin}{location}")
+        }
+    }
+
+    /// Starts an upload session; returns its URL.
+    fn start_upload(&mut self) -> Result<String, Error> {
+        let url = format!("{}/blobs/uploads/", self.base);
+        let response = self.send("starting an upload", |agent, auth| {
+            with_auth(agent.post(&url), auth).send_empty()
+        })?;
+        if response.status() != 202 {
+            return Err(transfer(
+                "starting an upload",
+                format!("HTTP {}", response.status()),
+            ));
+        }
+        location(&response)
+            .map(|l| self.absolute(&l))
+            .ok_or_else(|| transfer("starting an upload", "no Location"))
+    }
+
+    /// How many bytes the session at `url` holds (`None` when the registry lost it).
+    fn upload_offset(&mut self, url: &str) -> Result<Option<u64>, Error> {
+        let response = self.send("asking an upload's status", |agent, auth| {
+            with_auth(agent.get(url), auth).call()
+        })?;
+        match response.status().as_u16() {
+            204 | 202 => {
+                let range = response
+                    .headers()
+                    .get("range")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                // "0-N" means N + 1 bytes; an absent or "0-0"-less header means none yet.
+                Ok(Some(
+                    range
+                        .rsplit('-')
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map_or(0, |n| n + 1),
+                ))
+            }
+            404 => Ok(None),
+            code => Err(transfer(
+                "asking an upload's status",
+                format!("HTTP {code}"),
+            )),
+        }
+    }
+}
+
+fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => request.header("Authorization", a),
+        None => request,
+    }
+}
+
+fn location(response: &Response<ureq::Body>) -> Option<String> {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn backoff(attempt: u32) {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(5))
+        .min(MAX_BACKOFF);
+    let mut jitter = [0u8; 1];
+    let _ = getrandom::fill(&mut jitter);
+    std::thread::sleep(base + base * u32::from(jitter[0]) / 512);
+}
+
+/// base64 `user:password` for `host` from `$REGISTRY_AUTH_FILE`, containers' auth.json or
+/// Docker's config.json (the `auth` field each of them keeps per registry).
+fn credentials(host: &str) -> Option<String> {
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(std::path::PathBuf::from(f));
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(std::path::Path::new(&d).join("containers/auth.json"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        files.push(std::path::Path::new(&h).join(".docker/config.json"));
+    }
+    files.iter().find_map(|file| {
+        let text = std::fs::read_to_string(file).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["auths"][host]["auth"].as_str().map(str::to_owned)
+    })
+}
+
+impl Repository for Registry {
+    fn has_blob(&mut self, digest: &str) -> Result<bool, Error> {
+        check_digest(digest)?;
+        let url = format!("{}/blobs/{digest}", self.base);
+        let response = self.send("checking a blob", |agent, auth| {
+            with_auth(agent.head(&url), auth).call()
+        })?;
+        Ok(response.status() == 200)
+    }
+
+    fn put_blob(
+        &mut self,
+        digest: &str,
+        size: u64,
+        source: BlobSource<'_>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Error> {
+        if self.has_blob(digest)? {
+            progress(size);
+            return Ok(());
+        }
+        let mut file = match source {
+            BlobSource::File(p) => Some(File::open(p).map_err(|source| Error::ReadLocal {
+                path: p.to_owned(),
+                source,
+            })?),
+            BlobSource::Bytes(_) => None,
+        };
+        let mut url = self.start_upload()?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        let mut failures = 0;
+        while offset < size {
+            let len = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let chunk: &[u8] = match (&mut file, source) {
+                (Some(f), _) => {
+                    f.seek(SeekFrom::Start(offset))
+                        .and_then(|_| f.read_exact(&mut buf[..len]))
+                        .map_err(|e| transfer("reading the blob", e))?;
+                    &buf[..len]
+                }
+                (None, BlobSource::Bytes(b)) => &b[usize::try_from(offset).unwrap_or(0)..][..len],
+                (None, BlobSource::File(_)) => &[],
+            };
+            let end = offset + len as u64 - 1;
+            let target = url.clone();
+            let auth = self.authorization.clone();
+            let result = with_auth(self.agent.patch(&target), auth.as_deref())
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Range", format!("{offset}-{end}"))
+                .send(chunk);
+            match result {
+                Ok(r) if r.status() == 202 => {
+                    self.bytes_sent += len as u64;
+                    offset = end + 1;
+                    url = location(&r).map(|l| self.absolute(&l)).unwrap_or(url);
+                    progress(offset);
+                    failures = 0;
+                }
+                other => {
+                    failures += 1;
+                    if failures >= MAX_ATTEMPTS {
+                        let why = match other {
+                            Ok(r) => format!("HTTP {}", r.status()),
+                            Err(e) => e.to_string(),
+                        };
+                        return Err(transfer(format!("uploading {digest}"), why));
+                    }
+                    tracing::warn!(%digest, offset, "upload interrupted; asking the registry where to resume");
+                    backoff(failures);
+                    // Resume where the registry says it is; a lost session starts over.
+                    match self.upload_offset(&url) {
+                        Ok(Some(held)) => offset = held,
+                        Ok(None) => {
+                            url = self.start_upload()?;
+                            offset = 0;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let finish = format!("{url}{separator}digest={digest}");
+        let response = self.send("finishing an upload", |agent, auth| {
+            with_auth(agent.put(&finish), auth).send_empty()
+        })?;
+        if response.status() != 201 {
+            return Err(transfer(
+                format!("finishing the upload of {digest}"),
+                format!("HTTP {}", response.status()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn put_manifest(
+        &mut self,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+        _artifact_type: Option<&str>,
+    ) -> Result<String, Error> {
+        let url = format!("{}/manifests/{tag}", self.base);
+        let response = self.send("pushing a manifest", |agent, auth| {
+            with_auth(agent.put(&url), auth)
+                .header("Content-Type", media_type)
+                .send(bytes)
+        })?;
+        if response.status() != 201 {
+            return Err(transfer(
+                format!("pushing manifest {tag}"),
+                format!("HTTP {}", response.status()),
+            ));
+        }
+        Ok(super::artifact::digest_of(bytes))
+    }
+
+    fn get_manifest(&mut self, tag: &str) -> Result<Option<Vec<u8>>, Error> {
+        let url = format!("{}/manifests/{tag}", self.base);
+        let accept = format!("{IMAGE_MANIFEST}, {IMAGE_INDEX}");
+        let response = self.send("fetching a manifest", |agent, auth| {
+            with_auth(agent.get(&url), auth)
+                .header("Accept", &accept)
+                .call()
+        })?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            code => {
+                return Err(transfer(
+                    format!("fetching manifest {tag}"),
+                    format!("HTTP {code}"),
+                ));
+            }
+        }
+        let mut bytes = Vec::new();
+        let mut reader = response.into_body().into_reader();
+        copy_bounded(&mut reader, &mut bytes, MAX_MANIFEST)?;
+        Ok(Some(bytes))
+    }
+
+    fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error> {
+        check_digest(digest)?;
+        let url = format!("{}/blobs/{digest}", self.base);
+        let mut failures = 0;
+        loop {
+            let from = out.resume_from();
+            if from >= size {
+                return Ok(());
+            }
+            let response = self.send("fetching a blob", |agent, auth| {
+                let request = with_auth(agent.get(&url), auth);
+                if from > 0 {
+                    request.header("Range", format!("bytes={from}-")).call()
+                } else {
+                    request.call()
+                }
+            })?;
+            let status = response.status().as_u16();
+            let mut reader = response.into_body().into_reader();
+            let result = match status {
+                206 => copy_bounded(&mut reader, out, size - from),
+                200 => {
+                    // The whole blob again: skip what is already held.
+                    let skipped =
+                        std::io::copy(&mut (&mut reader).take(from), &mut std::io::sink())
+                            .map_err(|e| transfer("fetching a blob", e))?;
+                    self.bytes_received += skipped;
+                    copy_bounded(&mut reader, out, size - from)
+                }
+                code => {
+                    return Err(transfer(
+                        format!("fetching blob {digest}"),
+                        format!("HTTP {code}"),
+                    ));
+                }
+            };
+            self.bytes_received += out.resume_from() - from;
+            match result {
+                Err(Error::Transfer { .. }) if failures + 1 < MAX_ATTEMPTS => {
+                    failures += 1;
+                    tracing::warn!(%digest, held = out.resume_from(), "download interrupted; resuming");
+                    backoff(failures);
+                }
+                other => {
+                    other?;
+                    if out.resume_from() < size {
+                        failures += 1;
+                        if failures >= MAX_ATTEMPTS {
+                            return Err(transfer(
+                                format!("fetching blob {digest}"),
+                                "the registry keeps ending the blob early",
+                            ));
+                        }
+                        backoff(failures);
+                        continue;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
