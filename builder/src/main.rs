@@ -54,6 +54,8 @@ enum Command {
     Push(commands::publish::PushArgs),
     /// Fetch an image, refusing it unless a trusted key signed it and every digest matches.
     Pull(commands::publish::PullArgs),
+    /// Point a channel (stable, beta, ...) at a published image with a signed release index.
+    Promote(commands::publish::PromoteArgs),
     /// Read, write, check and convert VHDX disk images.
     #[command(subcommand)]
     Vhdx(commands::vhdx::VhdxCommand),
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::publish::verify(args),
         Command::Push(args) => commands::publish::push(args),
         Command::Pull(args) => commands::publish::pull(args),
+        Command::Promote(args) => commands::publish::promote(args),
         Command::Vhdx(command) => commands::vhdx::run(command),
     };
     terminal::finish("slipway", result)

@@ -113,6 +113,89 @@ pub struct PullArgs {
     /// Talk to the registry over plain HTTP (only for loopback or lab registries).
     #[arg(long)]
     plain_http: bool,
+    /// Follow this channel: pull the image its signed index names (REF's tag is ignored).
+    #[arg(long)]
+    channel: Option<String>,
+    /// Where the highest channel index versions seen are kept [default: DIR/channels.json].
+    #[arg(long, requires = "channel")]
+    state: Option<PathBuf>,
+}
+
+/// Arguments of `slipway promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The image to promote: oci:PATH:TAG or HOST[:PORT]/REPO:TAG.
+    reference: Reference,
+    /// The channel, e.g. stable.
+    #[arg(long)]
+    channel: String,
+    /// The private key that signs the channel index.
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    passphrase: Passphrase,
+    /// How long the index is valid: consumers refuse it afterwards (a freeze attack).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    valid_for: u64,
+    /// Talk to the registry over plain HTTP (only for loopback or lab registries).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+/// `30d`, `12h`, `90m`, `45s` → seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (number, unit) = text.split_at(
+        text.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .len(),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30d, 12h, 90m"))?;
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(format!("{text:?}: use d, h, m or s")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `slipway promote`.
+pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
+    let key = args.passphrase.read_key(&args.key)?;
+    let mut repo = oci::open(&args.reference, false, args.plain_http)?;
+    let index = oci::channel::promote(
+        repo.as_mut(),
+        &args.reference,
+        &args.channel,
+        &key,
+        now(),
+        args.valid_for,
+    )
+    .with_context(|| {
+        format!(
+            "cannot promote {} to channel {}",
+            args.reference, args.channel
+        )
+    })?;
+    println!(
+        "channel {} version {} -> {} {} ({}), expires at {}",
+        index.channel,
+        index.version,
+        index.image.name,
+        index.image.version,
+        index.image.digest,
+        index.expires
+    );
+    Ok(())
 }
 
 /// Runs `slipway keygen`.

@@ -182,6 +182,22 @@ impl Repository for Layout {
     }
 
     fn get_manifest(&mut self, tag: &str) -> Result<Option<Vec<u8>>, Error> {
+        if tag.starts_with("sha256:") {
+            let path = self.blob_path(tag)?;
+            let Ok(meta) = std::fs::metadata(&path) else {
+                return Ok(None);
+            };
+            if meta.len() > super::MAX_MANIFEST {
+                return Err(Error::LimitSize {
+                    what: "manifest",
+                    size: meta.len(),
+                    limit: super::MAX_MANIFEST,
+                });
+            }
+            let mut bytes = Vec::new();
+            self.read_blob(tag, meta.len(), &mut bytes)?;
+            return Ok(Some(bytes));
+        }
         let index = self.read_index()?;
         let Some(found) = index
             .manifests

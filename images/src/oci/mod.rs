@@ -3,6 +3,7 @@
 //! visible at the destination, and every size a server or file declares bounds what is read.
 
 pub mod artifact;
+pub mod channel;
 pub mod layout;
 pub mod reference;
 pub mod registry;
@@ -206,7 +207,8 @@ pub trait Repository {
         media_type: &str,
         artifact_type: Option<&str>,
     ) -> Result<String, Error>;
-    /// The manifest under `tag`, if any (at most [`MAX_MANIFEST`] bytes).
+    /// The manifest under `tag` (or with digest `sha256:...`), if any (at most
+    /// [`MAX_MANIFEST`] bytes).
     fn get_manifest(&mut self, tag: &str) -> Result<Option<Vec<u8>>, Error>;
     /// Appends the blob's bytes from `out.resume_from()` on; never more than `size` in all.
     fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error>;

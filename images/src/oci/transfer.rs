@@ -270,10 +270,39 @@ pub fn pull(
     keys: &[PublicKey],
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pulled, Error> {
+    pull_named(
+        repo,
+        reference,
+        reference.tag().as_str(),
+        dir,
+        keys,
+        progress,
+    )
+}
+
+/// As [`pull`], for the manifest named `name` (a tag, or a digest `sha256:...`) in
+/// `reference`'s repository.
+pub fn pull_named(
+    repo: &mut dyn Repository,
+    reference: &Reference,
+    name: &str,
+    dir: &Path,
+    keys: &[PublicKey],
+    progress: &mut dyn FnMut(u64),
+) -> Result<Pulled, Error> {
     let bytes = repo
-        .get_manifest(reference.tag().as_str())?
-        .ok_or_else(|| Error::FindTag(reference.to_string()))?;
+        .get_manifest(name)?
+        .ok_or_else(|| Error::FindTag(format!("{}:{name}", reference.repository_name())))?;
     let digest = digest_of(&bytes);
+    // A manifest asked for by digest must have that digest (a mix-and-match server may answer
+    // with another, validly signed, image).
+    if name.starts_with("sha256:") && digest != name {
+        return Err(Error::VerifyBlob {
+            digest: name.to_owned(),
+            actual: digest,
+            size: bytes.len() as u64,
+        });
+    }
     let art: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| Error::ParseDocument {
         what: "artifact manifest",
         why: e.to_string(),
