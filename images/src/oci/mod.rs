@@ -229,25 +229,63 @@ pub fn check_digest(digest: &str) -> Result<&str, Error> {
     }
 }
 
-/// `sha256:HEX` and the length of a file.
+/// `sha256:HEX` and the length of a file. One thread reads while this one hashes (the hash
+/// is the bottleneck; overlapping the reads gains their whole cost), through two 4 MiB buffers.
 pub fn digest_file(path: &Path) -> Result<(String, u64), Error> {
+    const BUF: usize = 4 << 20;
     let fail = |source| Error::ReadLocal {
         path: path.to_owned(),
         source,
     };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        let _ = empty_tx.send(vec![0u8; BUF]);
+    }
+    let reader = std::thread::spawn(move || {
+        while let Ok(mut buf) = empty_rx.recv() {
+            buf.resize(BUF, 0);
+            match read_full(&mut file, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if full_tx.send(Ok(buf)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = full_tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
     let mut hasher = Sha256::new();
     let mut len = 0u64;
-    let mut file = std::fs::File::open(path).map_err(fail)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(fail)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
+    for chunk in full_rx {
+        let chunk = chunk.map_err(fail)?;
+        hasher.update(&chunk);
+        len += chunk.len() as u64;
+        let _ = empty_tx.send(chunk);
     }
+    drop(empty_tx);
+    let _ = reader.join();
     Ok((format!("sha256:{}", artifact::hex(&hasher.finalize())), len))
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Copies at most `remaining` bytes from `reader` to `out`; more than that is an error (a

@@ -8,14 +8,16 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use ureq::Agent;
 use ureq::http::Response;
+use ureq::{Agent, SendBody};
 
 use super::artifact::{IMAGE_INDEX, IMAGE_MANIFEST};
 use super::{BlobSink, BlobSource, Error, MAX_MANIFEST, Repository, check_digest, copy_bounded};
 
-/// Upload chunk size: what one PATCH carries (held in memory once).
-const CHUNK: usize = 8 << 20;
+/// What one PATCH carries at most, streamed from the source (never held in memory). A registry
+/// commits an upload's data when a PATCH completes, so this is how much a failure can cost;
+/// each PATCH costs the registry a round trip and a commit, so smaller is slower.
+const CHUNK: u64 = 32 << 20;
 /// Attempts per request before a transfer gives up.
 const MAX_ATTEMPTS: u32 = 8;
 /// First retry delay; doubles up to [`MAX_BACKOFF`], with jitter.
@@ -212,6 +214,23 @@ impl Registry {
     }
 }
 
+/// Counts what the HTTP stack reads from the blob (the bytes sent) and reports progress.
+struct Counting<'a> {
+    inner: &'a mut dyn Read,
+    count: u64,
+    base: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        (self.progress)(self.base + self.count);
+        Ok(n)
+    }
+}
+
 fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
     match auth {
         Some(a) => request.header("Authorization", a),
@@ -277,42 +296,45 @@ impl Repository for Registry {
             progress(size);
             return Ok(());
         }
-        let mut file = match source {
-            BlobSource::File(p) => Some(File::open(p).map_err(|source| Error::ReadLocal {
-                path: p.to_owned(),
-                source,
-            })?),
-            BlobSource::Bytes(_) => None,
-        };
         let mut url = self.start_upload()?;
         let mut offset = 0u64;
-        let mut buf = vec![0u8; CHUNK];
         let mut failures = 0;
         while offset < size {
-            let len = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
-            let chunk: &[u8] = match (&mut file, source) {
-                (Some(f), _) => {
-                    f.seek(SeekFrom::Start(offset))
-                        .and_then(|_| f.read_exact(&mut buf[..len]))
+            // One PATCH of up to CHUNK bytes streamed from `offset`. After a failure the registry
+            // says how much it holds, and the next PATCH starts there.
+            let len = (size - offset).min(CHUNK);
+            let mut reader: Box<dyn Read> = match source {
+                BlobSource::File(p) => {
+                    let mut file = File::open(p).map_err(|source| Error::ReadLocal {
+                        path: p.to_owned(),
+                        source,
+                    })?;
+                    file.seek(SeekFrom::Start(offset))
                         .map_err(|e| transfer("reading the blob", e))?;
-                    &buf[..len]
+                    Box::new(file.take(len))
                 }
-                (None, BlobSource::Bytes(b)) => &b[usize::try_from(offset).unwrap_or(0)..][..len],
-                (None, BlobSource::File(_)) => &[],
+                BlobSource::Bytes(b) => {
+                    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                    let end = usize::try_from(offset + len).unwrap_or(usize::MAX);
+                    Box::new(b.get(start..end).unwrap_or(&[]))
+                }
             };
-            let end = offset + len as u64 - 1;
-            let target = url.clone();
-            let auth = self.authorization.clone();
-            let result = with_auth(self.agent.patch(&target), auth.as_deref())
+            let mut counting = Counting {
+                inner: &mut reader,
+                count: 0,
+                base: offset,
+                progress: &mut *progress,
+            };
+            let result = with_auth(self.agent.patch(&url), self.authorization.as_deref())
                 .header("Content-Type", "application/octet-stream")
-                .header("Content-Range", format!("{offset}-{end}"))
-                .send(chunk);
+                .header("Content-Range", format!("{offset}-{}", offset + len - 1))
+                .header("Content-Length", len.to_string())
+                .send(SendBody::from_reader(&mut counting));
+            self.bytes_sent += counting.count;
             match result {
                 Ok(r) if r.status() == 202 => {
-                    self.bytes_sent += len as u64;
-                    offset = end + 1;
                     url = location(&r).map(|l| self.absolute(&l)).unwrap_or(url);
-                    progress(offset);
+                    offset += len;
                     failures = 0;
                 }
                 other => {
@@ -327,13 +349,12 @@ impl Repository for Registry {
                     tracing::warn!(%digest, offset, "upload interrupted; asking the registry where to resume");
                     backoff(failures);
                     // Resume where the registry says it is; a lost session starts over.
-                    match self.upload_offset(&url) {
-                        Ok(Some(held)) => offset = held,
-                        Ok(None) => {
+                    match self.upload_offset(&url)? {
+                        Some(held) => offset = held.min(size),
+                        None => {
                             url = self.start_upload()?;
                             offset = 0;
                         }
-                        Err(_) => {}
                     }
                 }
             }
