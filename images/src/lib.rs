@@ -1,9 +1,11 @@
 //! The Slipway node image as data.
 //!
 //! This crate holds everything both programs need to know about a node image: the VHDX
-//! container it ships in ([`vhdx`]), the GPT disk inside it as a list of extents ([`disk`]),
-//! and the identifiers those formats use ([`guid`]). Manifests, signatures and distribution
-//! land here as their issues are built.
+//! container it ships in ([`vhdx`]), the GPT disk inside it as a list of extents ([`disk`]), the
+//! unified kernel image it boots ([`uki`]), the manifest that describes it ([`manifest`]), its
+//! signatures ([`sign`]), its distribution as an OCI artifact with channels ([`oci`]), the host's
+//! content store ([`store`]), and the identifiers and atomic files they use ([`guid`],
+//! [`atomic`]).
 
 pub mod atomic;
 pub mod disk;
@@ -11,6 +13,7 @@ pub mod guid;
 pub mod manifest;
 pub mod oci;
 pub mod sign;
+pub mod store;
 pub mod uki;
 pub mod vhdx;
 

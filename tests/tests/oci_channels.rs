@@ -223,3 +223,95 @@ fn an_image_the_channel_does_not_name_is_refused() {
     );
     assert_empty(&out);
 }
+
+#[test]
+fn the_host_store_keeps_pulled_images_and_collects_the_unused() {
+    use std::collections::BTreeSet;
+
+    use images::store::Store;
+    let world = World::new();
+    let keys = [world.signer.public()];
+    let store = Store::open(&world.dir.path().join("host")).unwrap();
+    let reference = self_ref(&world.store, "x");
+
+    let v1 = world.promote("1.0.0", &world.signer, NOW, 30 * DAY);
+    let first = store
+        .pull_channel(
+            &mut world.layout(),
+            &reference,
+            "stable",
+            &keys,
+            NOW,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(first.digest, v1.image.digest);
+    assert!(first.vhdx.exists());
+
+    // Held: a second pull needs no blob from the repository.
+    let blob = world
+        .store
+        .join("blobs/sha256")
+        .join(&first.manifest.disk.sha256);
+    let saved = std::fs::read(&blob).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    let again = store
+        .pull_channel(
+            &mut world.layout(),
+            &reference,
+            "stable",
+            &keys,
+            NOW,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(again.vhdx, first.vhdx);
+    std::fs::write(&blob, saved).unwrap();
+
+    // A failed pull leaves the store as it was.
+    let v2 = world.promote("2.0.0", &world.signer, NOW + DAY, 30 * DAY);
+    let image2 = LocalImage::open(&world.dir.path().join("node-2.0.0.manifest.json")).unwrap();
+    let blob2 = world
+        .store
+        .join("blobs/sha256")
+        .join(&image2.manifest.disk.sha256);
+    let good = std::fs::read(&blob2).unwrap();
+    let mut bad = good.clone();
+    bad[4096] ^= 0xff;
+    std::fs::write(&blob2, &bad).unwrap();
+    assert!(
+        store
+            .pull_channel(
+                &mut world.layout(),
+                &reference,
+                "stable",
+                &keys,
+                NOW + DAY,
+                &mut |_| {}
+            )
+            .is_err()
+    );
+    assert_eq!(
+        store.images().unwrap(),
+        BTreeSet::from([v1.image.digest.clone()])
+    );
+    std::fs::write(&blob2, &good).unwrap();
+    let second = store
+        .pull_channel(
+            &mut world.layout(),
+            &reference,
+            "stable",
+            &keys,
+            NOW + DAY,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(second.digest, v2.image.digest);
+
+    // Only what is still referenced survives a collection.
+    let removed = store
+        .collect_garbage(&BTreeSet::from([v2.image.digest.clone()]))
+        .unwrap();
+    assert_eq!(removed, vec![v1.image.digest]);
+    assert!(!first.vhdx.exists() && second.vhdx.exists());
+}
