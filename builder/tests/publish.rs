@@ -136,6 +136,56 @@ fn sign_verify_push_pull_through_the_local_layout() {
     assert!(err.contains("no signature by a trusted key"), "{err}");
     assert!(!d.join("host2/node-2026.11.0.vhdx").exists());
 
+    // Through a channel: promote, then pull what it names; the state remembers the version.
+    let out = ok(slipway(
+        d,
+        &[
+            "promote",
+            "oci:store:stable",
+            "--channel",
+            "stable",
+            "--key",
+            "release.key",
+            passphrase[0],
+            passphrase[1],
+        ],
+    ));
+    assert!(
+        out.contains("channel stable version 1 -> node 2026.11.0"),
+        "{out}"
+    );
+    let out = ok(slipway(
+        d,
+        &[
+            "pull",
+            "oci:store",
+            "host3",
+            "--channel",
+            "stable",
+            "--key",
+            "release.key.pub",
+        ],
+    ));
+    assert!(out.contains("channel stable version 1"), "{out}");
+    assert!(
+        std::fs::read_to_string(d.join("host3/channels.json"))
+            .unwrap()
+            .contains("stable")
+    );
+    let err = fails(slipway(
+        d,
+        &[
+            "pull",
+            "oci:store",
+            "host4",
+            "--channel",
+            "beta",
+            "--key",
+            "release.key.pub",
+        ],
+    ));
+    assert!(err.contains("channel beta does not exist"), "{err}");
+
     // A manifest edited after signing no longer verifies.
     let manifest = d.join("node-2026.11.0.manifest.json");
     let text = std::fs::read_to_string(&manifest)

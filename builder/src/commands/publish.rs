@@ -284,10 +284,49 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut repo = oci::open(&args.reference, false, args.plain_http)?;
     let bar = progress::spinner("pull");
-    let pulled = transfer::pull(repo.as_mut(), &args.reference, &args.dir, &keys, &mut |n| {
-        bar.set_position(n)
-    })
-    .with_context(|| format!("cannot pull {}", args.reference))?;
+    let mut progress = |n| bar.set_position(n);
+    let pulled = match &args.channel {
+        Some(channel) => {
+            let state = args
+                .state
+                .clone()
+                .unwrap_or_else(|| args.dir.join("channels.json"));
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("cannot create {}", args.dir.display()))?;
+            let consumer = oci::channel::Consumer {
+                keys: &keys,
+                state: &state,
+                now: now(),
+            };
+            let (index, pulled) = oci::channel::pull(
+                repo.as_mut(),
+                &args.reference,
+                channel,
+                &consumer,
+                &args.dir,
+                &mut progress,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot pull channel {channel} of {}",
+                    args.reference.repository_name()
+                )
+            })?;
+            println!(
+                "channel {channel} version {} (expires at {})",
+                index.version, index.expires
+            );
+            pulled
+        }
+        None => transfer::pull(
+            repo.as_mut(),
+            &args.reference,
+            &args.dir,
+            &keys,
+            &mut progress,
+        )
+        .with_context(|| format!("cannot pull {}", args.reference))?,
+    };
     bar.finish_and_clear();
     println!("{}", pulled.vhdx.display());
     println!("  artifact   {}", pulled.digest);
