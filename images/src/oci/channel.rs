@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::artifact::{IMAGE_MANIFEST, ImageManifest, digest_of};
 use super::transfer::{self, verify_signature};
-use super::{BlobSource, Error, MAX_MANIFEST, Reference, Repository, Tag, check_digest};
+use super::{Error, MAX_MANIFEST, Reference, Repository, Tag, check_digest};
 use crate::sign::{PrivateKey, PublicKey};
 
 /// Schema of a channel index.
@@ -246,12 +246,7 @@ pub fn promote(
         layers: Vec::new(),
         annotations: BTreeMap::new(),
     };
-    repo.put_blob(
-        &manifest.config.digest,
-        manifest.config.size,
-        BlobSource::Bytes(&config),
-        &mut |_| {},
-    )?;
+    repo.put_bytes(&manifest.config, &config)?;
     let manifest_digest = repo.put_manifest(
         tag.as_str(),
         &manifest.to_bytes(),

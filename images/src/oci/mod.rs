@@ -199,6 +199,15 @@ pub trait Repository {
         source: BlobSource<'_>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), Error>;
+    /// Stores the small blob `bytes` that `descriptor` describes.
+    fn put_bytes(&mut self, descriptor: &artifact::Descriptor, bytes: &[u8]) -> Result<(), Error> {
+        self.put_blob(
+            &descriptor.digest,
+            descriptor.size,
+            BlobSource::Bytes(bytes),
+            &mut |_| {},
+        )
+    }
     /// Stores a manifest under `tag`; returns its digest.
     fn put_manifest(
         &mut self,

@@ -122,12 +122,7 @@ pub fn push(
     // manifest's sha256, and both destinations refuse content that does not hash to it.
     let art = image.artifact();
     let bytes = art.to_bytes();
-    repo.put_blob(
-        &art.config.digest,
-        art.config.size,
-        BlobSource::Bytes(&image.manifest_bytes),
-        &mut |_| {},
-    )?;
+    repo.put_bytes(&art.config, &image.manifest_bytes)?;
     let layer = &art.layers[0];
     repo.put_blob(
         &layer.digest,
@@ -160,18 +155,8 @@ pub fn sign(
     let payload = SimpleSigning::new(&reference.repository_name(), digest).to_bytes();
     let signature = key.sign(&payload);
     let (manifest, config) = signature_manifest(&payload, &signature);
-    repo.put_blob(
-        &manifest.config.digest,
-        manifest.config.size,
-        BlobSource::Bytes(&config),
-        &mut |_| {},
-    )?;
-    repo.put_blob(
-        &manifest.layers[0].digest,
-        manifest.layers[0].size,
-        BlobSource::Bytes(&payload),
-        &mut |_| {},
-    )?;
+    repo.put_bytes(&manifest.config, &config)?;
+    repo.put_bytes(&manifest.layers[0], &payload)?;
     repo.put_manifest(
         &signature_tag(digest),
         &manifest.to_bytes(),
