@@ -9,6 +9,8 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use images::terminal::{self, LogFormat};
 
+mod config;
+
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
 #[derive(Debug, Parser)]
 #[command(name = "slipwayd", version, propagate_version = true)]
@@ -35,6 +37,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate a host config and print the plan: clusters, nodes, roles and addresses.
+    CheckConfig {
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+    },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
 }
@@ -47,16 +55,53 @@ fn main() -> ExitCode {
         Command::Status { .. } => Err(anyhow::anyhow!(
             "no supervisor to ask: `slipwayd run` is not implemented yet (issue 6: node VMs, D-Bus API)"
         )),
+        Command::CheckConfig { config } => check_config(&config),
         Command::Firmware => firmware(),
     };
     terminal::finish("slipwayd", result)
 }
 
 fn run(config: &Path) -> anyhow::Result<()> {
+    config::HostConfig::load(config)?;
     bail!(
         "cannot supervise the nodes in {}: the supervision loop is not implemented yet (issue 6); today Slipway builds and inspects images with `slipway vhdx`",
         config.display()
     )
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = config::HostConfig::load(path)?;
+    println!(
+        "host {} (state in {})",
+        config.name,
+        config.state_dir.display()
+    );
+    println!(
+        "images from {} channel {}",
+        config.source.reference, config.source.channel
+    );
+    for cluster in config.clusters.values() {
+        println!(
+            "cluster {}: Kubernetes {}, endpoint {}, nodes on {} (gateway {})",
+            cluster.name,
+            cluster.kubernetes,
+            cluster.control_plane_endpoint,
+            cluster.network,
+            cluster.gateway
+        );
+    }
+    for node in config.nodes.values() {
+        println!(
+            "  {:<16} {:<14} {:<15} {} cpus, {} MiB, state disk {} MiB",
+            node.name,
+            node.role.to_string(),
+            node.address.to_string(),
+            node.cpus,
+            node.memory >> 20,
+            node.state_disk >> 20
+        );
+    }
+    Ok(())
 }
 
 fn firmware() -> anyhow::Result<()> {

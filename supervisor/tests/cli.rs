@@ -30,7 +30,8 @@ fn an_unknown_flag_exits_2() {
 
 #[test]
 fn run_says_plainly_that_it_is_not_built_yet() {
-    let out = slipwayd(&["run", "--config", "/nonexistent/host.toml"]);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml");
+    let out = slipwayd(&["run", "--config", example]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -38,4 +39,28 @@ fn run_says_plainly_that_it_is_not_built_yet() {
         "{err}"
     );
     assert!(err.contains("not implemented yet"), "{err}");
+    let out = slipwayd(&["run", "--config", "/nonexistent/host.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read host config /nonexistent/host.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_plan() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml");
+    let out = slipwayd(&["check-config", "--config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("cluster lab: Kubernetes 1.32.10"), "{plan}");
+    assert!(
+        plan.lines()
+            .any(|l| l.contains("worker-2") && l.contains("10.44.0.12")),
+        "{plan}"
+    );
 }

@@ -1,0 +1,529 @@
+//! `host.toml`: what one host runs. Parsed strictly (unknown keys refused) and validated as a
+//! whole, every error located as `file:line:column` with what was expected. Each node gets its
+//! address from its cluster's static pool here, so the whole plan is known before anything boots.
+
+mod net;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use net::{Cidr, Pool};
+
+/// The host config format this build reads.
+pub const FORMAT: u32 = 1;
+
+/// A config error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read host config {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Line, from 1.
+        line: usize,
+        /// Column, from 1.
+        column: usize,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// A validated host config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The host's name.
+    pub name: String,
+    /// Where slipwayd keeps images, disks, PKI and state.
+    pub state_dir: PathBuf,
+    /// Where images come from.
+    pub source: Source,
+    /// The hypervisor.
+    pub hypervisor: Hypervisor,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Node VMs by name, each with its address.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+/// The image source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// `oci:PATH` or `HOST[:PORT]/REPO`.
+    pub reference: String,
+    /// The channel followed.
+    pub channel: String,
+    /// Trusted public keys.
+    pub keys: Vec<PathBuf>,
+    /// Plain HTTP to the registry.
+    pub plain_http: bool,
+}
+
+/// The hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// QEMU with this acceleration.
+    Qemu(Accel),
+    /// Hyper-V (Windows hosts).
+    HyperV,
+}
+
+/// QEMU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when a probe shows it works, TCG otherwise.
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// TCG only.
+    Tcg,
+}
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Name.
+    pub name: String,
+    /// Kubernetes version.
+    pub kubernetes: String,
+    /// `address:port` of the API server.
+    pub control_plane_endpoint: String,
+    /// Pod network.
+    pub pod_cidr: Cidr,
+    /// Service network.
+    pub service_cidr: Cidr,
+    /// The node network.
+    pub network: Cidr,
+    /// Its gateway (the host side).
+    pub gateway: std::net::Ipv4Addr,
+    /// Addresses nodes get, in order.
+    pub pool: Pool,
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs the control plane (the first one initialises the cluster).
+    ControlPlane,
+    /// Runs workloads.
+    Worker,
+}
+
+/// A node VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Name (a DNS label; the VM's and the Kubernetes node's name).
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its role.
+    pub role: Role,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// State disk size in bytes.
+    pub state_disk: u64,
+    /// Its address on the cluster's network.
+    pub address: std::net::Ipv4Addr,
+}
+
+mod raw {
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub format: Spanned<u32>,
+        pub host: Host,
+        pub source: Source,
+        pub hypervisor: Hypervisor,
+        #[serde(default)]
+        pub clusters: Vec<Spanned<Cluster>>,
+        #[serde(default)]
+        pub nodes: Vec<Spanned<Node>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Host {
+        pub name: Spanned<String>,
+        pub state_dir: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Source {
+        pub reference: Spanned<String>,
+        pub channel: Spanned<String>,
+        pub keys: Spanned<Vec<String>>,
+        #[serde(default)]
+        pub plain_http: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Hypervisor {
+        pub kind: Spanned<String>,
+        pub accel: Option<super::Accel>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Cluster {
+        pub name: Spanned<String>,
+        pub kubernetes: Spanned<String>,
+        pub control_plane_endpoint: Spanned<String>,
+        pub pod_cidr: Spanned<String>,
+        pub service_cidr: Spanned<String>,
+        pub network: Network,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Network {
+        pub cidr: Spanned<String>,
+        pub gateway: Spanned<String>,
+        pub pool: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Node {
+        pub name: Spanned<String>,
+        pub cluster: Spanned<String>,
+        pub role: super::Role,
+        #[serde(default = "two")]
+        pub cpus: Spanned<u32>,
+        pub memory: Spanned<String>,
+        pub state_disk: Spanned<String>,
+    }
+
+    fn two() -> Spanned<u32> {
+        Spanned::new(0..0, 2)
+    }
+}
+
+impl HostConfig {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<HostConfig, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        HostConfig::parse(path, &text)
+    }
+
+    /// Validates config `text` read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<HostConfig, Error> {
+        let v = Validator { path, text };
+        let raw: raw::Config = toml::from_str(text)
+            .map_err(|e| v.error(&e.span().unwrap_or(0..0), e.message().trim_end().to_owned()))?;
+        v.config(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> Error {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Error::Invalid {
+            path: self.path.to_owned(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            message: message.into(),
+        }
+    }
+
+    fn label(&self, name: &Spanned<String>, what: &str) -> Result<String, Error> {
+        let n = name.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 63
+            && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(n.clone())
+        } else {
+            Err(self.error(
+                &name.span(),
+                format!(
+                    "{what} {n:?} is not a DNS label: 1 to 63 lowercase letters, digits and '-'"
+                ),
+            ))
+        }
+    }
+
+    fn size(&self, text: &Spanned<String>, what: &str, min: u64) -> Result<u64, Error> {
+        let t = text.get_ref().trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let shift = match t[digits..].to_ascii_uppercase().as_str() {
+            "M" | "MIB" => 20,
+            "G" | "GIB" => 30,
+            "T" | "TIB" => 40,
+            _ => 64,
+        };
+        let value = t[..digits]
+            .parse::<u64>()
+            .ok()
+            .filter(|_| shift < 64)
+            .and_then(|n| n.checked_mul(1 << shift));
+        match value {
+            Some(v) if v >= min => Ok(v),
+            _ => Err(self.error(
+                &text.span(),
+                format!(
+                    "{what} {t:?}: expected a size like \"2G\" or \"512M\", at least {} MiB",
+                    min >> 20
+                ),
+            )),
+        }
+    }
+
+    fn config(&self, raw: raw::Config) -> Result<HostConfig, Error> {
+        if *raw.format.get_ref() != FORMAT {
+            return Err(self.error(
+                &raw.format.span(),
+                format!(
+                    "host config format {} is not supported: this slipwayd reads format {FORMAT}",
+                    raw.format.get_ref()
+                ),
+            ));
+        }
+        let name = self.label(&raw.host.name, "host name")?;
+        let state_dir = PathBuf::from(raw.host.state_dir.get_ref());
+        if !state_dir.is_absolute() {
+            return Err(self.error(
+                &raw.host.state_dir.span(),
+                "state-dir must be an absolute path",
+            ));
+        }
+        let reference = raw.source.reference.get_ref();
+        let reference_ok = reference.starts_with("oci:") || reference.contains('/');
+        if !reference_ok || reference.contains(['@', ' ']) {
+            return Err(self.error(&raw.source.reference.span(), format!("reference {reference:?}: expected oci:PATH or HOST[:PORT]/REPOSITORY (the channel picks the image)")));
+        }
+        let channel = raw.source.channel.get_ref();
+        if channel.is_empty()
+            || !channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(self.error(
+                &raw.source.channel.span(),
+                format!("channel {channel:?}: letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if raw.source.keys.get_ref().is_empty() {
+            return Err(self.error(
+                &raw.source.keys.span(),
+                "keys: at least one trusted public key: slipwayd boots nothing unsigned",
+            ));
+        }
+        let hypervisor = match raw.hypervisor.kind.get_ref().as_str() {
+            "qemu" => Hypervisor::Qemu(raw.hypervisor.accel.unwrap_or(Accel::Auto)),
+            "hyperv" if raw.hypervisor.accel.is_none() => Hypervisor::HyperV,
+            "hyperv" => {
+                return Err(self.error(&raw.hypervisor.kind.span(), "accel applies to qemu only"));
+            }
+            other => {
+                return Err(self.error(
+                    &raw.hypervisor.kind.span(),
+                    format!("hypervisor {other:?}: expected \"qemu\" or \"hyperv\""),
+                ));
+            }
+        };
+
+        let mut clusters = BTreeMap::new();
+        for spanned in raw.clusters {
+            let span = spanned.span();
+            let c = spanned.into_inner();
+            let name = self.label(&c.name, "cluster name")?;
+            let cidr = |s: &Spanned<String>| {
+                Cidr::parse(s.get_ref()).map_err(|why| self.error(&s.span(), why))
+            };
+            let network = cidr(&c.network.cidr)?;
+            let gateway: std::net::Ipv4Addr =
+                c.network.gateway.get_ref().parse().map_err(|_| {
+                    self.error(
+                        &c.network.gateway.span(),
+                        "gateway: expected an IPv4 address",
+                    )
+                })?;
+            if !network.contains(gateway) {
+                return Err(self.error(
+                    &c.network.gateway.span(),
+                    format!("gateway {gateway} is outside the network {network}"),
+                ));
+            }
+            let pool = Pool::parse(c.network.pool.get_ref())
+                .map_err(|why| self.error(&c.network.pool.span(), why))?;
+            if !network.contains(pool.first)
+                || !network.contains(pool.last)
+                || pool.contains(gateway)
+            {
+                return Err(self.error(
+                    &c.network.pool.span(),
+                    format!(
+                        "pool {pool} must lie inside {network} and leave out the gateway {gateway}"
+                    ),
+                ));
+            }
+            let kubernetes = c.kubernetes.get_ref();
+            let parts: Vec<&str> = kubernetes.split('.').collect();
+            if parts.len() != 3
+                || !parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+            {
+                return Err(self.error(
+                    &c.kubernetes.span(),
+                    format!("kubernetes {kubernetes:?}: expected a version like \"1.32.10\""),
+                ));
+            }
+            let endpoint = c.control_plane_endpoint.get_ref();
+            if endpoint
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(self.error(
+                    &c.control_plane_endpoint.span(),
+                    format!("control-plane-endpoint {endpoint:?}: expected ADDRESS:PORT"),
+                ));
+            }
+            if clusters.contains_key(&name) {
+                return Err(self.error(&span, format!("cluster {name} is declared twice")));
+            }
+            clusters.insert(
+                name.clone(),
+                Cluster {
+                    name,
+                    kubernetes: kubernetes.clone(),
+                    control_plane_endpoint: endpoint.clone(),
+                    pod_cidr: cidr(&c.pod_cidr)?,
+                    service_cidr: cidr(&c.service_cidr)?,
+                    network,
+                    gateway,
+                    pool,
+                },
+            );
+        }
+
+        let mut nodes = BTreeMap::new();
+        let mut next: BTreeMap<String, u32> = BTreeMap::new();
+        let mut control_planes: BTreeSet<String> = BTreeSet::new();
+        for spanned in raw.nodes {
+            let span = spanned.span();
+            let n = spanned.into_inner();
+            let name = self.label(&n.name, "node name")?;
+            let cluster = clusters.get(n.cluster.get_ref()).ok_or_else(|| {
+                self.error(
+                    &n.cluster.span(),
+                    format!(
+                        "node {name} names cluster {:?}, which [[clusters]] does not declare",
+                        n.cluster.get_ref()
+                    ),
+                )
+            })?;
+            if nodes.contains_key(&name) {
+                return Err(self.error(&span, format!("node {name} is declared twice")));
+            }
+            let cpus = *n.cpus.get_ref();
+            if !(1..=256).contains(&cpus) {
+                return Err(self.error(&n.cpus.span(), format!("cpus {cpus}: expected 1 to 256")));
+            }
+            let index = next.entry(cluster.name.clone()).or_insert(0);
+            let address = cluster.pool.nth(*index).ok_or_else(|| {
+                self.error(
+                    &span,
+                    format!(
+                        "cluster {}'s pool {} has no address left for node {name}",
+                        cluster.name, cluster.pool
+                    ),
+                )
+            })?;
+            *index += 1;
+            if n.role == Role::ControlPlane {
+                control_planes.insert(cluster.name.clone());
+            }
+            nodes.insert(
+                name.clone(),
+                Node {
+                    name,
+                    cluster: cluster.name.clone(),
+                    role: n.role,
+                    cpus,
+                    memory: self.size(&n.memory, "memory", 256 << 20)?,
+                    state_disk: self.size(&n.state_disk, "state-disk", 64 << 20)?,
+                    address,
+                },
+            );
+        }
+        for cluster in clusters.values() {
+            let has_nodes = nodes.values().any(|n| n.cluster == cluster.name);
+            if has_nodes && !control_planes.contains(&cluster.name) {
+                return Err(self.error(
+                    &(0..0),
+                    format!(
+                        "cluster {} has nodes but no control-plane node",
+                        cluster.name
+                    ),
+                ));
+            }
+        }
+        Ok(HostConfig {
+            name,
+            state_dir,
+            source: Source {
+                reference: reference.clone(),
+                channel: channel.clone(),
+                keys: raw
+                    .source
+                    .keys
+                    .into_inner()
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                plain_http: raw.source.plain_http,
+            },
+            hypervisor,
+            clusters,
+            nodes,
+        })
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

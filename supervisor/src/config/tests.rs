@@ -1,0 +1,154 @@
+//! host.toml: the example parses into the expected plan; each kind of mistake is located.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../examples/host.toml");
+
+fn edited(from: &str, to: &str) -> Result<HostConfig, Error> {
+    assert_eq!(EXAMPLE.matches(from).count(), 1, "{from:?} must occur once");
+    HostConfig::parse(Path::new("host.toml"), &EXAMPLE.replacen(from, to, 1))
+}
+
+/// The error text, checked to start at the first occurrence of `at` in the edited text.
+fn error_at(from: &str, to: &str, at: &str) -> String {
+    let message = edited(from, to).expect_err("must be refused").to_string();
+    let text = EXAMPLE.replacen(from, to, 1);
+    let offset = text.find(at).expect("marker");
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+    assert!(
+        message.starts_with(&format!("host.toml:{line}:{column}: ")),
+        "expected {line}:{column} in {message:?}"
+    );
+    message
+}
+
+#[test]
+fn the_example_is_a_plan_with_addresses() {
+    let config = HostConfig::parse(Path::new("host.toml"), EXAMPLE).unwrap();
+    assert_eq!(config.name, "hci-01");
+    assert_eq!(config.hypervisor, Hypervisor::Qemu(Accel::Auto));
+    let lab = &config.clusters["lab"];
+    assert_eq!(lab.network.to_string(), "10.44.0.0/24");
+    let addresses: Vec<(&str, Ipv4Addr, Role)> = config
+        .nodes
+        .values()
+        .map(|n| (n.name.as_str(), n.address, n.role))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            ("cp-1", Ipv4Addr::new(10, 44, 0, 10), Role::ControlPlane),
+            ("worker-1", Ipv4Addr::new(10, 44, 0, 11), Role::Worker),
+            ("worker-2", Ipv4Addr::new(10, 44, 0, 12), Role::Worker),
+        ]
+    );
+    assert_eq!(config.nodes["worker-1"].cpus, 2, "cpus default to 2");
+    assert_eq!(config.nodes["cp-1"].memory, 2 << 30);
+}
+
+#[test]
+fn mistakes_are_located_and_explained() {
+    let cases = [
+        (
+            "state-dir = ",
+            "state-dri = ",
+            "state-dri",
+            "unknown field `state-dri`",
+        ),
+        ("format = 1", "format = 2", "2", "format 2 is not supported"),
+        (
+            "name = \"hci-01\"",
+            "name = \"HCI_01\"",
+            "\"HCI_01\"",
+            "is not a DNS label",
+        ),
+        (
+            "kind = \"qemu\"",
+            "kind = \"xen\"",
+            "\"xen\"",
+            "expected \"qemu\" or \"hyperv\"",
+        ),
+        (
+            "accel = \"auto\"",
+            "accel = \"fast\"",
+            "\"fast\"",
+            "unknown variant `fast`",
+        ),
+        (
+            "keys = [\"/etc/slipway/release.key.pub\"]",
+            "keys = []",
+            "[]",
+            "boots nothing unsigned",
+        ),
+        (
+            "cluster = \"lab\"\nrole = \"control-plane\"",
+            "cluster = \"lbs\"\nrole = \"control-plane\"",
+            "\"lbs\"",
+            "does not declare",
+        ),
+        (
+            "gateway = \"10.44.0.1\"",
+            "gateway = \"10.45.0.1\"",
+            "\"10.45.0.1\"",
+            "outside the network",
+        ),
+        (
+            "pool = \"10.44.0.10-10.44.0.50\"",
+            "pool = \"10.44.0.10-10.44.0.11\"",
+            "{\n",
+            "",
+        ),
+        (
+            "pod-cidr = \"10.244.0.0/16\"",
+            "pod-cidr = \"10.244.0.1/16\"",
+            "\"10.244.0.1/16\"",
+            "host bits set",
+        ),
+        (
+            "memory = \"2G\"",
+            "memory = \"2Q\"",
+            "\"2Q\"",
+            "expected a size like",
+        ),
+        (
+            "role = \"control-plane\"",
+            "role = \"master\"",
+            "\"master\"",
+            "unknown variant `master`",
+        ),
+        (
+            "kubernetes = \"1.32.10\"",
+            "kubernetes = \"latest\"",
+            "\"latest\"",
+            "expected a version",
+        ),
+    ];
+    for (from, to, at, expected) in cases {
+        if at == "{\n" {
+            // The pool runs out at the third node: located at that node's table.
+            let message = edited(from, to).unwrap_err().to_string();
+            assert!(
+                message.contains("has no address left for node worker-2"),
+                "{message}"
+            );
+            continue;
+        }
+        let message = error_at(from, to, at);
+        assert!(message.contains(expected), "{from:?} -> {message}");
+    }
+}
+
+#[test]
+fn a_cluster_needs_a_control_plane() {
+    let message = edited("role = \"control-plane\"", "role = \"worker\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("cluster lab has nodes but no control-plane node"),
+        "{message}"
+    );
+}
