@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use images::terminal::{self, LogFormat};
 
 mod config;
+mod pki;
+mod seed;
 
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
 #[derive(Debug, Parser)]
@@ -43,6 +45,14 @@ enum Command {
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
     },
+    /// Generate each cluster's PKI (once) and write every node's NoCloud seed into the state
+    /// directory: the kubeadm documents for its role, its address, and the digest its beacon
+    /// must echo.
+    Seed {
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+    },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
 }
@@ -56,6 +66,7 @@ fn main() -> ExitCode {
             "no supervisor to ask: `slipwayd run` is not implemented yet (issue 6: node VMs, D-Bus API)"
         )),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Seed { config } => write_seeds(&config),
         Command::Firmware => firmware(),
     };
     terminal::finish("slipwayd", result)
@@ -99,6 +110,35 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
             node.cpus,
             node.memory >> 20,
             node.state_disk >> 20
+        );
+    }
+    Ok(())
+}
+
+fn write_seeds(path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = config::HostConfig::load(path)?;
+    for node in config.nodes.values() {
+        let pki_dir = config
+            .state_dir
+            .join("clusters")
+            .join(&node.cluster)
+            .join("pki");
+        let pki = pki::ensure(&pki_dir, &node.cluster)?;
+        let seed = seed::render(&config, node, &pki)?;
+        let dir = config.state_dir.join("nodes").join(&node.name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let image = dir.join("seed.img");
+        seed::write_image(&seed, &image)?;
+        println!(
+            "{:<16} {:<14} {:<15} mac {} {} kubeadm sha256 {}",
+            node.name,
+            node.role.to_string(),
+            node.address.to_string(),
+            seed.mac,
+            image.display(),
+            seed.kubeadm_sha256
         );
     }
     Ok(())

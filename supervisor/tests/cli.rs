@@ -64,3 +64,48 @@ fn check_config_prints_the_plan() {
         "{plan}"
     );
 }
+
+#[test]
+fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
+            .unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        example.replace(
+            "/var/lib/slipway",
+            dir.path().join("state").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = slipwayd(&["seed", "--config", config.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first.lines().count(), 3, "{first}");
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        let seed = dir.path().join("state/nodes").join(node).join("seed.img");
+        assert_eq!(
+            std::fs::metadata(&seed).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let token = dir.path().join("state/clusters/lab/pki/bootstrap-token");
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secret = std::fs::read_to_string(&token).unwrap();
+    assert!(!first.contains(secret.trim()), "secrets are never printed");
+    // The PKI is made once: the same documents (and digests) the second time.
+    assert_eq!(run(), first);
+}

@@ -1,0 +1,142 @@
+//! Seeds: each role gets exactly its documents, pinned to the cluster's CA; the disk is a
+//! CIDATA FAT that the real tools read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::config::HostConfig;
+
+fn three_node_config() -> HostConfig {
+    let text = include_str!("../../examples/host.toml").replace(
+        "[[nodes]]\nname = \"worker-1\"",
+        "[[nodes]]\nname = \"cp-2\"\ncluster = \"lab\"\nrole = \"control-plane\"\nmemory = \"2G\"\nstate-disk = \"8G\"\n\n[[nodes]]\nname = \"worker-1\"",
+    );
+    HostConfig::parse(Path::new("host.toml"), &text).unwrap()
+}
+
+#[test]
+fn each_role_gets_its_documents() {
+    let config = three_node_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let kinds = |name: &str| -> Vec<&'static str> {
+        let node = &config.nodes[name];
+        documents(&config, &config.clusters["lab"], node, &pki)
+            .iter()
+            .map(Document::kind)
+            .collect()
+    };
+    assert_eq!(
+        kinds("cp-1"),
+        [
+            "InitConfiguration",
+            "ClusterConfiguration",
+            "KubeletConfiguration"
+        ]
+    );
+    assert_eq!(kinds("cp-2"), ["JoinConfiguration"]);
+    assert_eq!(kinds("worker-1"), ["JoinConfiguration"]);
+
+    let cp2 = render(&config, &config.nodes["cp-2"], &pki).unwrap();
+    assert!(
+        cp2.kubeadm_yaml
+            .contains(&format!("certificateKey: {}", pki.certificate_key.expose()))
+    );
+    assert!(
+        cp2.kubeadm_yaml
+            .contains("advertiseAddress: \"10.44.0.11\""),
+        "{}",
+        cp2.kubeadm_yaml.as_str()
+    );
+    let worker = render(&config, &config.nodes["worker-1"], &pki).unwrap();
+    assert!(
+        worker.kubeadm_yaml.contains(&pki.ca_cert_hash),
+        "{}",
+        worker.kubeadm_yaml.as_str()
+    );
+    assert!(
+        worker
+            .kubeadm_yaml
+            .contains("apiServerEndpoint: 10.44.0.10:6443"),
+        "{}",
+        worker.kubeadm_yaml.as_str()
+    );
+    assert!(
+        !worker.kubeadm_yaml.contains("certificateKey"),
+        "workers never get the certificate key"
+    );
+    let cp1 = render(&config, &config.nodes["cp-1"], &pki).unwrap();
+    assert!(cp1.kubeadm_yaml.contains("kubernetesVersion: v1.32.10"));
+    assert!(
+        cp1.network_config.contains("- 10.44.0.10/24")
+            && cp1.network_config.contains("via: 10.44.0.1")
+    );
+    assert_ne!(cp1.mac, worker.mac);
+    // The digest the beacon must echo is the digest of exactly these bytes.
+    assert_eq!(
+        cp1.kubeadm_sha256,
+        kubeadm::ca_cert_hash(cp1.kubeadm_yaml.as_bytes()).trim_start_matches("sha256:")
+    );
+    // Control-plane nodes carry the CAs (so kubeadm init uses the CA workers pin); workers never.
+    assert_eq!(cp1.pki_files.len(), 8);
+    assert!(
+        cp1.user_data
+            .contains("path: /etc/kubernetes/pki/ca.key\n    permissions: \"0600\"")
+    );
+    assert!(worker.pki_files.is_empty() && !worker.user_data.contains("ca.key"));
+    assert!(
+        worker.kubeadm_yaml.contains("name: node-ip"),
+        "{}",
+        worker.kubeadm_yaml.as_str()
+    );
+}
+
+#[test]
+fn the_seed_is_a_private_cidata_disk() {
+    let config = three_node_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let seed = render(&config, &config.nodes["cp-1"], &pki).unwrap();
+    let path = dir.path().join("seed.img");
+    write_image(&seed, &path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let label = Command::new("fatlabel").arg(&path).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "CIDATA");
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let read = |name: &str| {
+        let out = Command::new("mtype")
+            .args(["-i"])
+            .arg(&path)
+            .arg(format!("::/{name}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(read("kubeadm.yaml"), seed.kubeadm_yaml.as_str());
+    assert!(read("user-data").starts_with("#cloud-config\nwrite_files:"));
+    assert_eq!(read("meta-data"), seed.meta_data);
+    assert_eq!(
+        read("pki/etcd/ca.crt").as_bytes(),
+        std::fs::read(dir.path().join("pki/etcd/ca.crt")).unwrap()
+    );
+    // The cloud-config carries the same documents, indented as a block scalar.
+    let user_data: serde_json::Value = serde_saphyr::from_str(&read("user-data")).unwrap();
+    assert_eq!(
+        user_data["write_files"][0]["content"].as_str().unwrap(),
+        seed.kubeadm_yaml.as_str()
+    );
+}
