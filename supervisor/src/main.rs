@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 use images::terminal::{self, LogFormat};
 
 mod config;
+mod driver;
 mod pki;
 mod seed;
+mod up;
 
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
 #[derive(Debug, Parser)]
@@ -53,6 +55,19 @@ enum Command {
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
     },
+    /// One pass of what `run` will do continuously: pull the image the channel names, write
+    /// the seeds, start the node VMs that are not running, and wait for every node's beacon.
+    Up {
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+    },
+    /// Stop every node VM of a host config (ACPI power-down, then quit); state disks stay.
+    Down {
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+    },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
 }
@@ -67,6 +82,8 @@ fn main() -> ExitCode {
         )),
         Command::CheckConfig { config } => check_config(&config),
         Command::Seed { config } => write_seeds(&config),
+        Command::Up { config } => up::up(&config),
+        Command::Down { config } => up::down(&config),
         Command::Firmware => firmware(),
     };
     terminal::finish("slipwayd", result)

@@ -1,0 +1,3 @@
+//! Hypervisor drivers.
+
+pub mod qemu;

@@ -1,0 +1,406 @@
+//! Node VMs under QEMU: q35 + OVMF (a vars store per VM), the OS disk as a qcow2 overlay over
+//! the immutable VHDX base (QEMU cannot open differencing VHDX), a state disk created once and
+//! never deleted by an image change, the NoCloud seed read-only, the serial console in a log
+//! file, QMP on a unix socket, and the beacon on the virtio-serial port org.slipway.beacon.
+//! VMs run detached (`-daemonize`): slipwayd finds them again by their pid file and QMP socket,
+//! so its own restart neither reboots nor duplicates a VM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// How long a QMP command may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the QEMU driver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tool failed.
+    #[error("{tool} failed for VM {vm}: {stderr}")]
+    RunTool {
+        /// The program.
+        tool: &'static str,
+        /// The VM.
+        vm: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// Files or sockets.
+    #[error("VM {vm}: cannot {action} {path}")]
+    Access {
+        /// The VM.
+        vm: String,
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QMP said no.
+    #[error("VM {vm}: QMP {command} failed: {message}")]
+    Qmp {
+        /// The VM.
+        vm: String,
+        /// The command.
+        command: String,
+        /// Its error.
+        message: String,
+    },
+    /// No beacon in time.
+    #[error("VM {vm} sent no beacon within {seconds} s (see its console log {log})")]
+    WaitBeacon {
+        /// The VM.
+        vm: String,
+        /// The deadline.
+        seconds: u64,
+        /// The serial log.
+        log: PathBuf,
+    },
+}
+
+/// QEMU acceleration actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Emulation.
+    Tcg,
+}
+
+/// What a VM is made of.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// VM name.
+    pub name: String,
+    /// Its run directory (sockets, logs, overlay, vars, state disk).
+    pub dir: PathBuf,
+    /// The image's VHDX (the overlay's backing file; never written).
+    pub base: PathBuf,
+    /// The seed disk.
+    pub seed: PathBuf,
+    /// State disk size (used once, when it is created).
+    pub state_disk: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// MAC address.
+    pub mac: String,
+    /// OVMF code (read-only).
+    pub ovmf_code: PathBuf,
+    /// OVMF vars template (copied once per VM).
+    pub ovmf_vars: PathBuf,
+    /// Acceleration.
+    pub accel: Accel,
+}
+
+impl Spec {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The serial console log.
+    pub fn console_log(&self) -> PathBuf {
+        self.path("console.log")
+    }
+
+    fn access(&self, action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let (vm, path) = (self.name.clone(), path.to_owned());
+        move |source| Error::Access {
+            vm,
+            action,
+            path,
+            source,
+        }
+    }
+
+    fn run(&self, tool: &'static str, args: &[&str]) -> Result<(), Error> {
+        let output = Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(self.access("run", Path::new(tool)))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::RunTool {
+                tool,
+                vm: self.name.clone(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// Makes the VM's disks: a fresh qcow2 overlay over the base (the OS disk is disposable), the
+/// state disk only if it does not exist, the vars store only if it does not exist.
+pub fn prepare(spec: &Spec) -> Result<(), Error> {
+    std::fs::create_dir_all(&spec.dir).map_err(spec.access("create", &spec.dir))?;
+    let overlay = spec.path("os.qcow2");
+    let _ = std::fs::remove_file(&overlay);
+    let base = spec.base.to_string_lossy().into_owned();
+    spec.run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &base,
+            "-F",
+            "vhdx",
+            &overlay.to_string_lossy(),
+        ],
+    )?;
+    let state = spec.path("state.raw");
+    if !state.exists() {
+        let file = std::fs::File::create(&state).map_err(spec.access("create", &state))?;
+        file.set_len(spec.state_disk)
+            .map_err(spec.access("size", &state))?;
+    }
+    let vars = spec.path("vars.fd");
+    if !vars.exists() {
+        std::fs::copy(&spec.ovmf_vars, &vars)
+            .map_err(spec.access("copy the OVMF vars to", &vars))?;
+    }
+    Ok(())
+}
+
+/// Starts the VM detached; returns once QEMU has daemonised.
+pub fn start(spec: &Spec) -> Result<(), Error> {
+    let p = |name: &str| spec.path(name).to_string_lossy().into_owned();
+    let accel = match spec.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let args: Vec<String> = vec![
+        "-name".into(),
+        spec.name.clone(),
+        "-machine".into(),
+        format!("q35,accel={accel}"),
+        "-m".into(),
+        format!("{}M", spec.memory >> 20),
+        "-smp".into(),
+        spec.cpus.to_string(),
+        "-display".into(),
+        "none".into(),
+        "-daemonize".into(),
+        "-pidfile".into(),
+        p("qemu.pid"),
+        "-drive".into(),
+        format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            spec.ovmf_code.display()
+        ),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", p("vars.fd")),
+        "-drive".into(),
+        format!("file={},format=qcow2,if=none,id=os", p("os.qcow2")),
+        "-device".into(),
+        "virtio-blk-pci,drive=os,bootindex=0".into(),
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=state", p("state.raw")),
+        "-device".into(),
+        "virtio-blk-pci,drive=state,serial=slipway-state".into(),
+        "-drive".into(),
+        format!(
+            "file={},format=raw,if=none,id=seed,readonly=on",
+            spec.seed.display()
+        ),
+        "-device".into(),
+        "virtio-blk-pci,drive=seed".into(),
+        // User-mode networking: the node's traffic stays inside its QEMU process. The shared
+        // cluster network (a bridge in a namespace, or VDE) is the next step.
+        "-netdev".into(),
+        "user,id=net0".into(),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=net0,mac={}", spec.mac),
+        "-device".into(),
+        "virtio-serial-pci".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=beacon,path={},server=on,wait=off",
+            p("beacon.sock")
+        ),
+        "-device".into(),
+        "virtserialport,chardev=beacon,name=org.slipway.beacon".into(),
+        "-serial".into(),
+        format!("file:{}", p("console.log")),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p("qmp.sock")),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spec.run("qemu-system-x86_64", &args)
+}
+
+/// The pid of the VM's QEMU, if it is running.
+pub fn running(spec: &Spec) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(spec.path("qemu.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    // The pid must still be this VM's QEMU (pids are reused).
+    let text = String::from_utf8_lossy(&cmdline);
+    text.contains("qemu-system")
+        .then_some(pid)
+        .filter(|_| text.contains(&*spec.dir.to_string_lossy()))
+}
+
+/// A QMP connection.
+pub struct Qmp {
+    vm: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects to the VM's QMP socket and negotiates capabilities.
+    pub fn connect(spec: &Spec) -> Result<Qmp, Error> {
+        let path = spec.path("qmp.sock");
+        let stream = UnixStream::connect(&path).map_err(spec.access("connect to", &path))?;
+        stream
+            .set_read_timeout(Some(QMP_TIMEOUT))
+            .map_err(spec.access("configure", &path))?;
+        let writer = stream
+            .try_clone()
+            .map_err(spec.access("configure", &path))?;
+        let mut qmp = Qmp {
+            vm: spec.name.clone(),
+            reader: BufReader::new(stream),
+            writer,
+        };
+        qmp.read_line("greeting")?;
+        qmp.execute("qmp_capabilities")?;
+        Ok(qmp)
+    }
+
+    fn read_line(&mut self, what: &str) -> Result<serde_json::Value, Error> {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .map_err(|source| Error::Access {
+                vm: self.vm.clone(),
+                action: "read QMP",
+                path: PathBuf::from(what),
+                source,
+            })?;
+        serde_json::from_str(&line).map_err(|e| Error::Qmp {
+            vm: self.vm.clone(),
+            command: what.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Runs a QMP command; returns its `return` value.
+    pub fn execute(&mut self, command: &str) -> Result<serde_json::Value, Error> {
+        let request = format!("{{\"execute\":\"{command}\"}}\n");
+        self.writer
+            .write_all(request.as_bytes())
+            .map_err(|source| Error::Access {
+                vm: self.vm.clone(),
+                action: "write QMP",
+                path: PathBuf::from(command),
+                source,
+            })?;
+        loop {
+            let reply = self.read_line(command)?;
+            if let Some(value) = reply.get("return") {
+                return Ok(value.clone());
+            }
+            if let Some(error) = reply.get("error") {
+                return Err(Error::Qmp {
+                    vm: self.vm.clone(),
+                    command: command.into(),
+                    message: error.to_string(),
+                });
+            }
+            // An asynchronous event: keep reading.
+        }
+    }
+
+    /// `query-status`: QEMU's run state (`running`, `paused`, ...).
+    pub fn status(&mut self) -> Result<String, Error> {
+        Ok(self.execute("query-status")?["status"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned())
+    }
+}
+
+/// Stops the VM: ACPI power-down, then `quit` when it has not gone by `deadline`.
+pub fn stop(spec: &Spec, deadline: Duration) -> Result<(), Error> {
+    let Some(pid) = running(spec) else {
+        return Ok(());
+    };
+    if let Ok(mut qmp) = Qmp::connect(spec) {
+        let _ = qmp.execute("system_powerdown");
+    }
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tracing::warn!(vm = %spec.name, "no ACPI power-down within the deadline: quitting");
+    if let Ok(mut qmp) = Qmp::connect(spec) {
+        let _ = qmp.execute("quit");
+    }
+    Ok(())
+}
+
+/// What a node says on its beacon port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Beacon {
+    /// `ready`.
+    pub event: String,
+    /// Image name.
+    pub image: String,
+    /// Image version.
+    pub version: String,
+    /// The dm-verity root hash the node booted.
+    pub root_hash: String,
+    /// sha256 of the kubeadm documents it received.
+    pub kubeadm_sha256: String,
+    /// Its address.
+    #[serde(default)]
+    pub address: String,
+}
+
+/// Waits up to `deadline` for the VM's beacon.
+pub fn wait_beacon(spec: &Spec, deadline: Duration) -> Result<Beacon, Error> {
+    let path = spec.path("beacon.sock");
+    let start = Instant::now();
+    let stream = loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(_) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(spec.access("connect to", &path)(e)),
+        }
+    };
+    let remaining = deadline
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_secs(1));
+    stream
+        .set_read_timeout(Some(remaining))
+        .map_err(spec.access("configure", &path))?;
+    let mut line = String::new();
+    let timeout = || Error::WaitBeacon {
+        vm: spec.name.clone(),
+        seconds: deadline.as_secs(),
+        log: spec.console_log(),
+    };
+    BufReader::new(stream)
+        .take(64 << 10)
+        .read_line(&mut line)
+        .map_err(|_| timeout())?;
+    serde_json::from_str(line.trim()).map_err(|_| timeout())
+}
