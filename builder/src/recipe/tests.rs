@@ -158,15 +158,19 @@ fn an_undeclared_source_is_refused() {
 
 #[test]
 fn a_bad_mode_is_refused() {
-    let m = error_at("mode = \"0755\"", "mode = \"rwxr-xr-x\"", "\"rwxr-xr-x\"");
+    let m = error_at(
+        "source = \"init\", mode = \"0755\"",
+        "source = \"init\", mode = \"rwxr-xr-x\"",
+        "\"rwxr-xr-x\"",
+    );
     assert!(m.contains("expected octal digits"), "{m}");
 }
 
 #[test]
 fn a_bad_owner_is_refused() {
     let m = error_at(
-        "mode = \"0755\"",
-        "mode = \"0755\", owner = \"alice\"",
+        "source = \"init\", mode = \"0755\"",
+        "source = \"init\", mode = \"0755\", owner = \"alice\"",
         "\"alice\"",
     );
     assert!(m.contains("expected \"root\" or \"UID:GID\""), "{m}");
