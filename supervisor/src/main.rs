@@ -136,17 +136,12 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = config::HostConfig::load(path)?;
     for node in config.nodes.values() {
-        let pki_dir = config
-            .state_dir
-            .join("clusters")
-            .join(&node.cluster)
-            .join("pki");
-        let pki = pki::ensure(&pki_dir, &node.cluster)?;
-        let seed = seed::render(&config, node, &pki)?;
-        let dir = config.state_dir.join("nodes").join(&node.name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let image = dir.join("seed.img");
+        let seed = seed::for_node(&config, node)?;
+        let image = seed::image_path(&config, node);
+        if let Some(dir) = image.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         seed::write_image(&seed, &image)?;
         println!(
             "{:<16} {:<14} {:<15} mac {} {} kubeadm sha256 {}",

@@ -14,7 +14,7 @@ use images::store::Store;
 
 use crate::config::{self, HostConfig, Hypervisor};
 use crate::driver::qemu::{self, Accel, Spec};
-use crate::{pki, seed};
+use crate::seed;
 
 /// How long a node may take to send its beacon (TCG boots take about 15 s each; several
 /// share two cores).
@@ -111,13 +111,7 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
 
     let mut waiting = Vec::new();
     for node in config.nodes.values() {
-        let pki_dir = config
-            .state_dir
-            .join("clusters")
-            .join(&node.cluster)
-            .join("pki");
-        let pki = pki::ensure(&pki_dir, &node.cluster)?;
-        let seed = seed::render(&config, node, &pki)?;
+        let seed = seed::for_node(&config, node)?;
         let spec = spec(&config, node, &image.vhdx, &seed.mac, accel)?;
         if let Some(pid) = qemu::running(&spec) {
             let status = qemu::Qmp::connect(&spec).and_then(|mut q| q.status());

@@ -173,6 +173,26 @@ pub fn documents(
     })]
 }
 
+/// The seed of `node`, with its cluster's PKI (made on first use) from the state directory.
+pub fn for_node(config: &HostConfig, node: &Node) -> anyhow::Result<Seed> {
+    let pki_dir = config
+        .state_dir
+        .join("clusters")
+        .join(&node.cluster)
+        .join("pki");
+    let pki = crate::pki::ensure(&pki_dir, &node.cluster)?;
+    Ok(render(config, node, &pki)?)
+}
+
+/// Where `node`'s seed disk lives: `STATE/nodes/NODE/seed.img`.
+pub fn image_path(config: &HostConfig, node: &Node) -> std::path::PathBuf {
+    config
+        .state_dir
+        .join("nodes")
+        .join(&node.name)
+        .join("seed.img")
+}
+
 /// Renders the seed of `node`.
 pub fn render(
     config: &HostConfig,
