@@ -36,10 +36,21 @@ fn accel(config: &HostConfig) -> anyhow::Result<Accel> {
         Hypervisor::Qemu(config::Accel::Kvm) => Ok(Accel::Kvm),
         Hypervisor::Qemu(config::Accel::Tcg) => Ok(Accel::Tcg),
         Hypervisor::Qemu(config::Accel::Auto) => {
-            // /dev/kvm can exist and still hang guests (as on the machines this was built on);
-            // until the probe with a deadline lands, auto means TCG, and says so.
-            tracing::info!("accel auto: using TCG (the KVM probe is not implemented yet)");
-            Ok(Accel::Tcg)
+            let dirs: Vec<&Path> = firmware::DEFAULT_SEARCH_DIRS
+                .iter()
+                .map(Path::new)
+                .collect();
+            let ovmf = firmware::find_ovmf(&dirs)?;
+            if qemu::probe("kvm", &ovmf.code, &ovmf.vars, qemu::PROBE_DEADLINE) {
+                tracing::info!("accel auto: the KVM probe ran a guest: using KVM");
+                Ok(Accel::Kvm)
+            } else {
+                tracing::info!(
+                    deadline_s = qemu::PROBE_DEADLINE.as_secs(),
+                    "accel auto: the KVM probe failed or hung past its deadline: using TCG"
+                );
+                Ok(Accel::Tcg)
+            }
         }
     }
 }
