@@ -13,6 +13,7 @@ use images::sign::PublicKey;
 use images::store::Store;
 
 use crate::config::{self, HostConfig, Hypervisor};
+use crate::driver::network::Switch;
 use crate::driver::qemu::{self, Accel, Spec};
 use crate::seed;
 
@@ -77,6 +78,7 @@ fn spec(
         cpus: node.cpus,
         memory: node.memory,
         mac: seed_mac.to_owned(),
+        network: Switch::new(&config.state_dir, &node.cluster).socket(),
         ovmf_code: ovmf.code,
         ovmf_vars: ovmf.vars,
         accel,
@@ -120,6 +122,11 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
         image.manifest.name, image.manifest.version, image.digest
     );
 
+    for cluster in config.clusters.values() {
+        if config.nodes.values().any(|n| n.cluster == cluster.name) {
+            Switch::new(&config.state_dir, &cluster.name).ensure()?;
+        }
+    }
     let mut waiting = Vec::new();
     for node in config.nodes.values() {
         let seed = seed::for_node(&config, node)?;
@@ -142,7 +149,11 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
         let expected = seed.kubeadm_sha256.clone();
         let node = node.clone();
         waiting.push(std::thread::spawn(move || {
-            (node, expected, qemu::wait_beacon(&spec, BEACON_DEADLINE))
+            (
+                node,
+                expected,
+                qemu::wait_beacon(&spec, BEACON_DEADLINE, |b| b.endpoint == "reachable"),
+            )
         }));
     }
     let mut failures = 0;
@@ -158,7 +169,8 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
             Ok(b) => {
                 let root_ok = b.root_hash == image.manifest.disk.verity.root_hash;
                 let docs_ok = b.kubeadm_sha256 == expected;
-                if !(root_ok && docs_ok) {
+                let reach_ok = b.endpoint == "reachable";
+                if !(root_ok && docs_ok && reach_ok) {
                     failures += 1;
                 }
                 println!(
@@ -172,10 +184,10 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
                         b.version,
                         if root_ok { "" } else { " (OTHER ROOT)" }
                     ),
-                    if docs_ok {
-                        "ready: digest matches"
-                    } else {
-                        "MISMATCH"
+                    match (docs_ok, reach_ok) {
+                        (true, true) => "ready: digest matches, endpoint reachable",
+                        (true, false) => "digest matches, ENDPOINT UNREACHABLE",
+                        (false, _) => "MISMATCH",
                     }
                 );
             }
@@ -209,6 +221,9 @@ pub fn down(path: &Path) -> anyhow::Result<()> {
         };
         result?;
         println!("{name:<16} stopped");
+    }
+    for cluster in config.clusters.values() {
+        Switch::new(&config.state_dir, &cluster.name).stop();
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `slipwayd up` with real components: tiny-linux built, signed, pushed to a local OCI layout
 //! and promoted; three node VMs (QEMU + OVMF, TCG) boot from it with their seeds and report
-//! ready with exactly their role's kubeadm documents; a second `up` leaves them alone; `down`
-//! stops them and keeps their state disks.
+//! ready with exactly their role's kubeadm documents, reaching the control-plane endpoint over
+//! the cluster's switch; a second `up` leaves them alone; `down` stops them and keeps their
+//! state disks.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 

@@ -1,3 +1,4 @@
-//! Hypervisor drivers.
+//! Hypervisor drivers and the node network.
 
+pub mod network;
 pub mod qemu;

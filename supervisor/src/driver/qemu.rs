@@ -92,6 +92,8 @@ pub struct Spec {
     pub memory: u64,
     /// MAC address.
     pub mac: String,
+    /// The cluster's VDE switch socket directory.
+    pub network: PathBuf,
     /// OVMF code (read-only).
     pub ovmf_code: PathBuf,
     /// OVMF vars template (copied once per VM).
@@ -215,10 +217,9 @@ pub fn start(spec: &Spec) -> Result<(), Error> {
         ),
         "-device".into(),
         "virtio-blk-pci,drive=seed".into(),
-        // User-mode networking: the node's traffic stays inside its QEMU process. The shared
-        // cluster network (a bridge in a namespace, or VDE) is the next step.
+        // The cluster's VDE switch: nodes of one cluster reach each other, nothing else.
         "-netdev".into(),
-        "user,id=net0".into(),
+        format!("vde,id=net0,sock={}", spec.network.display()),
         "-device".into(),
         format!("virtio-net-pci,netdev=net0,mac={}", spec.mac),
         "-device".into(),
@@ -373,12 +374,25 @@ pub struct Beacon {
     /// Its address.
     #[serde(default)]
     pub address: String,
+    /// Whether it reaches its cluster's control-plane endpoint (`reachable`/`unreachable`).
+    #[serde(default)]
+    pub endpoint: String,
 }
 
-/// Waits up to `deadline` for the VM's beacon.
-pub fn wait_beacon(spec: &Spec, deadline: Duration) -> Result<Beacon, Error> {
+/// Waits up to `deadline` for a beacon from the VM that satisfies `wanted` (nodes repeat their
+/// beacon as a heartbeat); returns the last one heard when none did.
+pub fn wait_beacon(
+    spec: &Spec,
+    deadline: Duration,
+    wanted: impl Fn(&Beacon) -> bool,
+) -> Result<Beacon, Error> {
     let path = spec.path("beacon.sock");
     let start = Instant::now();
+    let timeout = || Error::WaitBeacon {
+        vm: spec.name.clone(),
+        seconds: deadline.as_secs(),
+        log: spec.console_log(),
+    };
     let stream = loop {
         match UnixStream::connect(&path) {
             Ok(s) => break s,
@@ -386,23 +400,26 @@ pub fn wait_beacon(spec: &Spec, deadline: Duration) -> Result<Beacon, Error> {
             Err(e) => return Err(spec.access("connect to", &path)(e)),
         }
     };
-    let remaining = deadline
-        .saturating_sub(start.elapsed())
-        .max(Duration::from_secs(1));
     stream
-        .set_read_timeout(Some(remaining))
+        .set_read_timeout(Some(Duration::from_secs(15)))
         .map_err(spec.access("configure", &path))?;
-    let mut line = String::new();
-    let timeout = || Error::WaitBeacon {
-        vm: spec.name.clone(),
-        seconds: deadline.as_secs(),
-        log: spec.console_log(),
-    };
-    BufReader::new(stream)
-        .take(64 << 10)
-        .read_line(&mut line)
-        .map_err(|_| timeout())?;
-    serde_json::from_str(line.trim()).map_err(|_| timeout())
+    let mut reader = BufReader::new(stream);
+    let mut last = None;
+    while start.elapsed() < deadline {
+        let mut line = String::new();
+        match (&mut reader).take(64 << 10).read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        if let Ok(beacon) = serde_json::from_str::<Beacon>(line.trim()) {
+            if wanted(&beacon) {
+                return Ok(beacon);
+            }
+            last = Some(beacon);
+        }
+    }
+    last.ok_or_else(timeout)
 }
 
 /// How long the KVM probe may take before KVM counts as hung (OVMF reaches its boot manager in
