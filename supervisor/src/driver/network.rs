@@ -51,15 +51,7 @@ impl Switch {
 
     /// The switch's pid, if it runs.
     pub fn running(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let text = String::from_utf8_lossy(&cmdline);
-        (text.contains("vde_switch") && text.contains(&*self.socket().to_string_lossy()))
-            .then_some(pid)
+        super::live_pid(&self.pidfile(), "vde_switch", &self.socket())
     }
 
     /// Starts the switch unless it runs.

@@ -242,17 +242,7 @@ pub fn start(spec: &Spec) -> Result<(), Error> {
 
 /// The pid of the VM's QEMU, if it is running.
 pub fn running(spec: &Spec) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(spec.path("qemu.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    // The pid must still be this VM's QEMU (pids are reused).
-    let text = String::from_utf8_lossy(&cmdline);
-    text.contains("qemu-system")
-        .then_some(pid)
-        .filter(|_| text.contains(&*spec.dir.to_string_lossy()))
+    super::live_pid(&spec.path("qemu.pid"), "qemu-system", &spec.dir)
 }
 
 /// A QMP connection.
