@@ -12,6 +12,7 @@ use images::terminal::{self, LogFormat};
 mod config;
 mod driver;
 mod pki;
+mod reconcile;
 mod seed;
 mod up;
 

@@ -4,6 +4,7 @@
 //! each node's beacon, checking that it booted this image's root and received exactly its own
 //! kubeadm documents.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use images::store::Store;
 use crate::config::{self, HostConfig, Hypervisor};
 use crate::driver::network::Switch;
 use crate::driver::qemu::{self, Accel, Spec};
+use crate::reconcile::{self, Action, Observed};
 use crate::seed;
 
 /// How long a node may take to send its beacon (TCG boots take about 15 s each; several
@@ -127,11 +129,22 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
             Switch::new(&config.state_dir, &cluster.name).ensure()?;
         }
     }
+    // Wanted (the config) against seen (VM directories, running or not): what to do.
+    let wanted: BTreeSet<String> = config.nodes.keys().cloned().collect();
+    let actions = reconcile::decide(&wanted, &observe(&config));
+    for action in &actions {
+        if let Action::Stop(name) = action {
+            let dir = config.state_dir.join("nodes").join(name);
+            qemu::stop_dir(name, &dir, POWERDOWN_DEADLINE)?;
+            println!("{name:<16} stopped: no longer in the config (its state disk stays)");
+        }
+    }
     let mut waiting = Vec::new();
     for node in config.nodes.values() {
         let seed = seed::for_node(&config, node)?;
         let spec = spec(&config, node, &image.vhdx, &seed.mac, accel)?;
-        if let Some(pid) = qemu::running(&spec) {
+        let keep = actions.contains(&Action::Keep(node.name.clone()));
+        if let (true, Some(pid)) = (keep, qemu::running(&spec)) {
             let status = qemu::Qmp::connect(&spec).and_then(|mut q| q.status());
             let status = status.unwrap_or_else(|e| format!("QMP unreachable: {e}"));
             println!(
@@ -201,6 +214,29 @@ pub fn up(path: &Path) -> anyhow::Result<()> {
         bail!("{failures} node(s) did not report ready with the expected image and documents");
     }
     Ok(())
+}
+
+/// What the state directory holds: every node VM directory, running or not.
+fn observe(config: &HostConfig) -> BTreeMap<String, Observed> {
+    let dir = config.state_dir.join("nodes");
+    let mut seen = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let path = entry.path();
+        let running =
+            crate::driver::live_pid(&path.join("qemu.pid"), "qemu-system", &path).is_some();
+        seen.insert(
+            name,
+            if running {
+                Observed::Running
+            } else {
+                Observed::Stopped
+            },
+        );
+    }
+    seen
 }
 
 /// Runs `slipwayd down`: stops every node VM (their state disks stay).

@@ -1,8 +1,8 @@
 //! `slipwayd up` with real components: tiny-linux built, signed, pushed to a local OCI layout
 //! and promoted; three node VMs (QEMU + OVMF, TCG) boot from it with their seeds and report
 //! ready with exactly their role's kubeadm documents, reaching the control-plane endpoint over
-//! the cluster's switch; a second `up` leaves them alone; `down` stops them and keeps their
-//! state disks.
+//! the cluster's switch; a second `up` leaves them alone; removing a node from the config
+//! stops it; `down` stops the rest; state disks stay.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -137,6 +137,21 @@ fn three_nodes_boot_from_the_channel_and_report_ready() {
     let again = ok(slipwayd(&["up", "--config", "host.toml"]));
     assert_eq!(again.matches("already running").count(), 3, "{again}");
     assert_eq!(qemu_processes(&state), 3, "a VM was duplicated");
+
+    // Removing a node from the config stops it and keeps its state disk.
+    let config = std::fs::read_to_string(d.join("host.toml")).unwrap();
+    let at = config.find("[[nodes]]\nname = \"worker-2\"").unwrap();
+    std::fs::write(d.join("host.toml"), &config[..at]).unwrap();
+    let third = ok(slipwayd(&["up", "--config", "host.toml"]));
+    assert!(
+        third.contains("worker-2         stopped: no longer in the config"),
+        "{third}"
+    );
+    assert_eq!(qemu_processes(&state), 2);
+    assert!(
+        state.join("nodes/worker-2/state.raw").exists(),
+        "a removed node keeps its state disk"
+    );
 
     drop(guard);
     assert_eq!(qemu_processes(&state), 0, "down left VMs running");

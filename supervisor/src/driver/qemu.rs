@@ -255,16 +255,24 @@ pub struct Qmp {
 impl Qmp {
     /// Connects to the VM's QMP socket and negotiates capabilities.
     pub fn connect(spec: &Spec) -> Result<Qmp, Error> {
-        let path = spec.path("qmp.sock");
-        let stream = UnixStream::connect(&path).map_err(spec.access("connect to", &path))?;
+        Qmp::connect_path(&spec.name, &spec.path("qmp.sock"))
+    }
+
+    /// Connects to the QMP socket at `path` of VM `vm`.
+    pub fn connect_path(vm: &str, path: &Path) -> Result<Qmp, Error> {
+        let access = |action, source| Error::Access {
+            vm: vm.to_owned(),
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        let stream = UnixStream::connect(path).map_err(|e| access("connect to", e))?;
         stream
             .set_read_timeout(Some(QMP_TIMEOUT))
-            .map_err(spec.access("configure", &path))?;
-        let writer = stream
-            .try_clone()
-            .map_err(spec.access("configure", &path))?;
+            .map_err(|e| access("configure", e))?;
+        let writer = stream.try_clone().map_err(|e| access("configure", e))?;
         let mut qmp = Qmp {
-            vm: spec.name.clone(),
+            vm: vm.to_owned(),
             reader: BufReader::new(stream),
             writer,
         };
@@ -328,10 +336,16 @@ impl Qmp {
 
 /// Stops the VM: ACPI power-down, then `quit` when it has not gone by `deadline`.
 pub fn stop(spec: &Spec, deadline: Duration) -> Result<(), Error> {
-    let Some(pid) = running(spec) else {
+    stop_dir(&spec.name, &spec.dir, deadline)
+}
+
+/// As [`stop`], for the VM `name` whose run directory is `dir` (a node no longer configured).
+pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error> {
+    let Some(pid) = super::live_pid(&dir.join("qemu.pid"), "qemu-system", dir) else {
         return Ok(());
     };
-    if let Ok(mut qmp) = Qmp::connect(spec) {
+    let connect = || Qmp::connect_path(name, &dir.join("qmp.sock"));
+    if let Ok(mut qmp) = connect() {
         let _ = qmp.execute("system_powerdown");
     }
     let start = Instant::now();
@@ -341,8 +355,8 @@ pub fn stop(spec: &Spec, deadline: Duration) -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    tracing::warn!(vm = %spec.name, "no ACPI power-down within the deadline: quitting");
-    if let Ok(mut qmp) = Qmp::connect(spec) {
+    tracing::warn!(vm = %name, "no ACPI power-down within the deadline: quitting");
+    if let Ok(mut qmp) = connect() {
         let _ = qmp.execute("quit");
     }
     Ok(())
