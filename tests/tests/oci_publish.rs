@@ -335,7 +335,9 @@ fn transfers_resume_after_the_registry_is_killed() {
     let reference: Reference = format!("{host}/nodes/big:1.0.0").parse().unwrap();
     let signer = key();
 
-    // Push: the registry dies once a third is uploaded and comes back a second later.
+    // Push: the registry dies as the second chunk starts (the first one committed: docker-registry
+    // cancels a session whose file holds part of an unfinished chunk, so a kill in the middle of
+    // a chunk costs that session) and comes back a second later.
     let mut client = Client::new(&host, "nodes/big", true);
     let mut killed_at = None;
     let pushed = {
@@ -346,7 +348,7 @@ fn transfers_resume_after_the_registry_is_killed() {
             &reference,
             Some(&signer),
             &mut |offset| {
-                if killed_at.is_none() && offset > size / 3 {
+                if killed_at.is_none() && offset > images::oci::registry::CHUNK {
                     killed_at = Some(offset);
                     registry.lock().unwrap().kill();
                     let registry = Arc::clone(&registry);

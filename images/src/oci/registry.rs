@@ -17,7 +17,7 @@ use super::{BlobSink, BlobSource, Error, MAX_MANIFEST, Repository, check_digest,
 /// What one PATCH carries at most, streamed from the source (never held in memory). A registry
 /// commits an upload's data when a PATCH completes, so this is how much a failure can cost;
 /// each PATCH costs the registry a round trip and a commit, so smaller is slower.
-const CHUNK: u64 = 32 << 20;
+pub const CHUNK: u64 = 32 << 20;
 /// Attempts per request before a transfer gives up.
 const MAX_ATTEMPTS: u32 = 8;
 /// First retry delay; doubles up to [`MAX_BACKOFF`], with jitter.
