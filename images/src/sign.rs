@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::oci::artifact::hex;
+
 /// The `type` cosign writes in a simple-signing payload.
 pub const COSIGN_TYPE: &str = "cosign container image signature";
 
@@ -277,10 +279,6 @@ impl SimpleSigning {
         }
         Ok(payload)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

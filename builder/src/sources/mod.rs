@@ -6,7 +6,6 @@ mod debian;
 mod url;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -366,23 +365,19 @@ fn resolve_deb(
     Ok((c.package, c.version, c.sha256, path))
 }
 
-/// sha256 of a file, lowercase hex.
+/// sha256 of a file, lowercase hex (the image library's reader, which overlaps reading and
+/// hashing).
 pub fn digest_file(path: &Path) -> Result<String, Error> {
-    let fail = |source| Error::ReadFile {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(fail)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(fail)?;
-        if n == 0 {
-            break;
+    match images::oci::digest_file(path) {
+        Ok((digest, _)) => Ok(digest.trim_start_matches("sha256:").to_owned()),
+        Err(images::oci::Error::ReadLocal { path, source }) => {
+            Err(Error::ReadFile { path, source })
         }
-        hasher.update(&buf[..n]);
+        Err(other) => Err(Error::ReadFile {
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        }),
     }
-    Ok(hex(&hasher.finalize()))
 }
 
 /// sha256 over a directory: each entry's relative path, kind, mode and content, in sorted order.
@@ -431,7 +426,4 @@ pub fn digest_tree(root: &Path) -> Result<String, Error> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use images::oci::artifact::hex;
