@@ -9,12 +9,15 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use images::terminal::{self, LogFormat};
 
+mod api;
+mod beacon;
 mod config;
 mod driver;
+mod metrics;
 mod pki;
 mod reconcile;
+mod run;
 mod seed;
-mod up;
 
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
 #[derive(Debug, Parser)]
@@ -30,17 +33,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the supervisor for the nodes described in a host config.
+    /// Supervise the node VMs of a host config until SIGTERM: pull and verify the image the
+    /// channel names, keep every configured node running from it, listen to their beacons,
+    /// serve the D-Bus API and the metrics. The VMs outlive slipwayd; a new `run` re-attaches.
     Run {
-        /// The host config (host.toml).
+        /// The host config (host.toml); SIGHUP or an edit re-reads it.
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
+        /// D-Bus address to serve org.slipway.Supervisor1 on (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+        /// Loopback address and port for Prometheus metrics (port 0: any free port; the
+        /// MetricsAddress property says which).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9756")]
+        metrics: std::net::SocketAddr,
     },
-    /// Show the nodes of a running supervisor.
+    /// Show the nodes of a running supervisor (asks it over D-Bus).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+        /// Wait up to SECONDS until every configured node is ready (exit 1 if not), then show.
+        #[arg(long, value_name = "SECONDS")]
+        wait_ready: Option<u64>,
+    },
+    /// Ask a running supervisor to re-read its host config and reconcile now (as SIGHUP does).
+    Reload {
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
     },
     /// Validate a host config and print the plan: clusters, nodes, roles and addresses.
     CheckConfig {
@@ -56,15 +80,18 @@ enum Command {
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
     },
-    /// One pass of what `run` will do continuously: pull the image the channel names, write
-    /// the seeds, start the node VMs that are not running, and wait for every node's beacon.
-    Up {
+    /// Stop every node VM of a host config (ACPI power-down, then quit); state disks stay.
+    /// Refused while `slipwayd run` supervises the host (it would start them again).
+    Down {
         /// The host config (host.toml).
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
     },
-    /// Stop every node VM of a host config (ACPI power-down, then quit); state disks stay.
-    Down {
+    /// Delete the disks, seed and logs of a node that is no longer in the host config and
+    /// whose VM has stopped. Nothing else ever deletes a state disk.
+    Purge {
+        /// The node.
+        node: String,
         /// The host config (host.toml).
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
@@ -77,25 +104,59 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     terminal::init_logging(cli.log_format, "info");
     let result = match cli.command {
-        Command::Run { config } => run(&config),
-        Command::Status { .. } => Err(anyhow::anyhow!(
-            "no supervisor to ask: `slipwayd run` is not implemented yet (issue 6: node VMs, D-Bus API)"
-        )),
+        Command::Run {
+            config,
+            bus,
+            metrics,
+        } => run::run(&run::Options {
+            config,
+            bus,
+            metrics,
+        }),
+        Command::Status {
+            json,
+            bus,
+            wait_ready,
+        } => status(bus.as_deref(), json, wait_ready),
+        Command::Reload { bus } => api::Client::connect(bus.as_deref()).and_then(|c| c.reload()),
         Command::CheckConfig { config } => check_config(&config),
         Command::Seed { config } => write_seeds(&config),
-        Command::Up { config } => up::up(&config),
-        Command::Down { config } => up::down(&config),
+        Command::Down { config } => run::down(&config),
+        Command::Purge { node, config } => run::purge(&config, &node),
         Command::Firmware => firmware(),
     };
     terminal::finish("slipwayd", result)
 }
 
-fn run(config: &Path) -> anyhow::Result<()> {
-    config::HostConfig::load(config)?;
-    bail!(
-        "cannot supervise the nodes in {}: the supervision loop is not implemented yet (issue 6); today Slipway builds and inspects images with `slipway vhdx`",
-        config.display()
-    )
+fn status(bus: Option<&str>, json: bool, wait_ready: Option<u64>) -> anyhow::Result<()> {
+    let client = api::Client::connect(bus)?;
+    let mut status = client.status()?;
+    let all_ready = |s: &api::Status| {
+        s.nodes
+            .iter()
+            .filter(|n| !n.role.is_empty())
+            .all(|n| n.state == "ready")
+            && s.nodes.iter().any(|n| !n.role.is_empty())
+    };
+    if let Some(seconds) = wait_ready {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while !all_ready(&status) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            status = client.status()?;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", api::table(&status));
+    }
+    if wait_ready.is_some() && !all_ready(&status) {
+        bail!(
+            "not every node is ready after {} s",
+            wait_ready.unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

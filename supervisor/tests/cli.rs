@@ -29,20 +29,47 @@ fn an_unknown_flag_exits_2() {
 }
 
 #[test]
-fn run_says_plainly_that_it_is_not_built_yet() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml");
-    let out = slipwayd(&["run", "--config", example]);
+fn run_refuses_a_bad_config_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
+            .unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        example
+            .replace("/var/lib/slipway", state.to_str().unwrap())
+            .replace("cpus = 2", "cpus = \"two\""),
+    )
+    .unwrap();
+    let out = slipwayd(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("slipwayd: error: cannot supervise"),
+        err.starts_with(&format!("slipwayd: error: {}:", config.display())),
         "{err}"
     );
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(!state.exists(), "a refused config must start nothing");
     let out = slipwayd(&["run", "--config", "/nonexistent/host.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot read host config /nonexistent/host.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_without_a_supervisor_says_so() {
+    let bus = tests::dbus::Bus::start();
+    let out = slipwayd(&["status", "--bus", &bus.address]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer from slipwayd"), "{err}");
+    let out = slipwayd(&["status", "--bus", "unix:path=/nonexistent/bus"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the bus at unix:path=/nonexistent/bus"),
         "{err}"
     );
 }
@@ -108,4 +135,46 @@ fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
     assert!(!first.contains(secret.trim()), "secrets are never printed");
     // The PKI is made once: the same documents (and digests) the second time.
     assert_eq!(run(), first);
+
+    // Every user-data is a valid cloud-config to Debian's cloud-init (which also refuses a
+    // broken one: the check can fail).
+    let schema = |path: &std::path::Path| {
+        Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(path)
+            .output()
+            .expect("cloud-init (./scripts/setup installs it)")
+    };
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        let seed = dir.path().join("state/nodes").join(node).join("seed.img");
+        let user_data = dir.path().join(format!("{node}.user-data"));
+        let copied = Command::new("mcopy")
+            .arg("-i")
+            .arg(&seed)
+            .arg("::/user-data")
+            .arg(&user_data)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let out = schema(&user_data);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Valid"),
+            "{node}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if node == "worker-1" {
+            let text = std::fs::read_to_string(&user_data).unwrap();
+            let broken = dir.path().join("broken.user-data");
+            std::fs::write(
+                &broken,
+                text.replacen("permissions: \"0600\"", "permissions: [6]", 1),
+            )
+            .unwrap();
+            assert!(
+                !schema(&broken).status.success(),
+                "cloud-init accepted a broken write_files"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod dbus;
 pub mod image;
 pub mod qemu;
 pub mod registry;

@@ -5,13 +5,11 @@
 //! VMs run detached (`-daemonize`): slipwayd finds them again by their pid file and QMP socket,
 //! so its own restart neither reboots nor duplicates a VM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
 
 /// How long a QMP command may take.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,16 +49,6 @@ pub enum Error {
         command: String,
         /// Its error.
         message: String,
-    },
-    /// No beacon in time.
-    #[error("VM {vm} sent no beacon within {seconds} s (see its console log {log})")]
-    WaitBeacon {
-        /// The VM.
-        vm: String,
-        /// The deadline.
-        seconds: u64,
-        /// The serial log.
-        log: PathBuf,
     },
 }
 
@@ -105,11 +93,6 @@ pub struct Spec {
 impl Spec {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    /// The serial console log.
-    pub fn console_log(&self) -> PathBuf {
-        self.path("console.log")
     }
 
     fn access(&self, action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -253,11 +236,6 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Connects to the VM's QMP socket and negotiates capabilities.
-    pub fn connect(spec: &Spec) -> Result<Qmp, Error> {
-        Qmp::connect_path(&spec.name, &spec.path("qmp.sock"))
-    }
-
     /// Connects to the QMP socket at `path` of VM `vm`.
     pub fn connect_path(vm: &str, path: &Path) -> Result<Qmp, Error> {
         let access = |action, source| Error::Access {
@@ -334,12 +312,8 @@ impl Qmp {
     }
 }
 
-/// Stops the VM: ACPI power-down, then `quit` when it has not gone by `deadline`.
-pub fn stop(spec: &Spec, deadline: Duration) -> Result<(), Error> {
-    stop_dir(&spec.name, &spec.dir, deadline)
-}
-
-/// As [`stop`], for the VM `name` whose run directory is `dir` (a node no longer configured).
+/// Stops the VM `name` whose run directory is `dir`: ACPI power-down, then `quit` when it has
+/// not gone by `deadline`.
 pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error> {
     let Some(pid) = super::live_pid(&dir.join("qemu.pid"), "qemu-system", dir) else {
         return Ok(());
@@ -360,70 +334,6 @@ pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error>
         let _ = qmp.execute("quit");
     }
     Ok(())
-}
-
-/// What a node says on its beacon port.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Beacon {
-    /// `ready`.
-    pub event: String,
-    /// Image name.
-    pub image: String,
-    /// Image version.
-    pub version: String,
-    /// The dm-verity root hash the node booted.
-    pub root_hash: String,
-    /// sha256 of the kubeadm documents it received.
-    pub kubeadm_sha256: String,
-    /// Its address.
-    #[serde(default)]
-    pub address: String,
-    /// Whether it reaches its cluster's control-plane endpoint (`reachable`/`unreachable`).
-    #[serde(default)]
-    pub endpoint: String,
-}
-
-/// Waits up to `deadline` for a beacon from the VM that satisfies `wanted` (nodes repeat their
-/// beacon as a heartbeat); returns the last one heard when none did.
-pub fn wait_beacon(
-    spec: &Spec,
-    deadline: Duration,
-    wanted: impl Fn(&Beacon) -> bool,
-) -> Result<Beacon, Error> {
-    let path = spec.path("beacon.sock");
-    let start = Instant::now();
-    let timeout = || Error::WaitBeacon {
-        vm: spec.name.clone(),
-        seconds: deadline.as_secs(),
-        log: spec.console_log(),
-    };
-    let stream = loop {
-        match UnixStream::connect(&path) {
-            Ok(s) => break s,
-            Err(_) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => return Err(spec.access("connect to", &path)(e)),
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(spec.access("configure", &path))?;
-    let mut reader = BufReader::new(stream);
-    let mut last = None;
-    while start.elapsed() < deadline {
-        let mut line = String::new();
-        match (&mut reader).take(64 << 10).read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => continue,
-        }
-        if let Ok(beacon) = serde_json::from_str::<Beacon>(line.trim()) {
-            if wanted(&beacon) {
-                return Ok(beacon);
-            }
-            last = Some(beacon);
-        }
-    }
-    last.ok_or_else(timeout)
 }
 
 /// How long the KVM probe may take before KVM counts as hung (OVMF reaches its boot manager in

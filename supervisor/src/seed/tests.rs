@@ -140,3 +140,37 @@ fn the_seed_is_a_private_cidata_disk() {
         seed.kubeadm_yaml.as_str()
     );
 }
+
+/// The documents each role gets, with the cluster's secrets replaced by placeholders, against
+/// golden files reviewed against kubeadm's v1beta4 types.go (`SLIPWAY_BLESS=1` rewrites them
+/// after a deliberate change; review the diff).
+#[test]
+fn each_role_matches_its_golden_file() {
+    let config = three_node_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/seed/golden");
+    for (node, file) in [
+        ("cp-1", "init-control-plane.yaml"),
+        ("cp-2", "join-control-plane.yaml"),
+        ("worker-1", "join-worker.yaml"),
+    ] {
+        let seed = render(&config, &config.nodes[node], &pki).unwrap();
+        let text = seed
+            .kubeadm_yaml
+            .replace(pki.bootstrap_token.expose(), "TOKEN")
+            .replace(pki.certificate_key.expose(), "CERTIFICATE-KEY")
+            .replace(&pki.ca_cert_hash, "sha256:CA-HASH");
+        let path = golden.join(file);
+        if std::env::var_os("SLIPWAY_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            expected,
+            "{node}'s documents differ from {}",
+            path.display()
+        );
+    }
+}

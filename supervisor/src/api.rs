@@ -1,0 +1,333 @@
+//! The supervisor's local API: the D-Bus service `org.slipway.Supervisor1` at
+//! `/org/slipway/Supervisor1` (on the system bus, or a bus address given on the command line),
+//! and its client, `slipwayd status`. The service reads a snapshot the supervision loop keeps
+//! up to date; it never acts on the VMs itself (`Reload` only asks the loop for a pass).
+//!
+//! On the system bus slipwayd must be allowed to own the name: install
+//! `supervisor/dbus/org.slipway.Supervisor1.conf` into `/etc/dbus-1/system.d/`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::Type;
+
+/// The well-known bus name.
+pub const NAME: &str = "org.slipway.Supervisor1";
+/// The object path.
+pub const PATH: &str = "/org/slipway/Supervisor1";
+
+/// One node as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// `control-plane` or `worker` (empty for a node no longer configured).
+    pub role: String,
+    /// `waiting`, `starting`, `ready`, `unreachable`, `mismatch`, `silent`, `exited`,
+    /// `failed`, `stopping` or `removed`.
+    pub state: String,
+    /// Why it is in that state, when it is not `ready`.
+    pub reason: String,
+    /// The image it runs: `NAME VERSION`.
+    pub image: String,
+    /// The image's artifact digest.
+    pub digest: String,
+    /// Its address (from the config; confirmed by its beacon).
+    pub address: String,
+    /// When its last beacon came (Unix seconds; 0: never).
+    pub last_beacon: i64,
+    /// The guest's uptime in that beacon, in seconds.
+    pub uptime: u64,
+    /// Its QEMU process (0: none).
+    pub pid: u32,
+}
+
+/// Running totals, for the metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Reconcile passes run.
+    pub passes: u64,
+    /// Beacons heard.
+    pub beacons: u64,
+    /// Beacons that did not match what the node was sent.
+    pub mismatches: u64,
+    /// Times the channel's image was refused.
+    pub refusals: u64,
+    /// VMs started.
+    pub starts: u64,
+}
+
+/// What the supervisor shows: the API's and the metrics' one source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// Host name.
+    pub host: String,
+    /// The image the channel names, verified: `NAME VERSION DIGEST`; empty when none.
+    pub image: String,
+    /// What keeps the supervisor from doing its job (an image refused, a bad config reload).
+    pub problem: String,
+    /// Where the metrics are served.
+    pub metrics: String,
+    /// Every node: configured ones and those kept for a purge.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Totals.
+    pub counters: Counters,
+}
+
+/// The snapshot, shared between the loop, the D-Bus service and the metrics server.
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<Mutex<Snapshot>>);
+
+impl Shared {
+    /// The snapshot, locked (a poisoned lock still holds a usable snapshot).
+    pub fn lock(&self) -> MutexGuard<'_, Snapshot> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The D-Bus object.
+struct Supervisor1 {
+    shared: Shared,
+    reload: Reload,
+}
+
+/// What a `Reload` call does: asks the loop for a pass; false when the loop has ended.
+pub type Reload = Box<dyn Fn() -> bool + Send + Sync>;
+
+#[zbus::interface(name = "org.slipway.Supervisor1")]
+impl Supervisor1 {
+    /// Host, image, problem and nodes in one consistent answer (what `slipwayd status` shows).
+    fn status(&self) -> Status {
+        let snapshot = self.shared.lock();
+        Status {
+            host: snapshot.host.clone(),
+            image: snapshot.image.clone(),
+            problem: snapshot.problem.clone(),
+            nodes: snapshot.nodes.values().cloned().collect(),
+        }
+    }
+
+    /// Every node with its state, image, address and last beacon.
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.shared.lock().nodes.values().cloned().collect()
+    }
+
+    /// One node.
+    fn node(&self, name: &str) -> zbus::fdo::Result<NodeInfo> {
+        self.shared
+            .lock()
+            .nodes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| zbus::fdo::Error::InvalidArgs(format!("no node named {name}")))
+    }
+
+    /// Re-reads the host config and reconciles now (as SIGHUP does).
+    fn reload(&self) -> zbus::fdo::Result<()> {
+        if (self.reload)() {
+            Ok(())
+        } else {
+            Err(zbus::fdo::Error::Failed(
+                "the supervisor is stopping".into(),
+            ))
+        }
+    }
+
+    /// The host's name.
+    #[zbus(property)]
+    fn host(&self) -> String {
+        self.shared.lock().host.clone()
+    }
+
+    /// The verified image the channel names (`NAME VERSION DIGEST`), empty when none.
+    #[zbus(property)]
+    fn image(&self) -> String {
+        self.shared.lock().image.clone()
+    }
+
+    /// What keeps the supervisor from its job, empty when nothing does.
+    #[zbus(property)]
+    fn problem(&self) -> String {
+        self.shared.lock().problem.clone()
+    }
+
+    /// The loopback address the Prometheus metrics are served on.
+    #[zbus(property)]
+    fn metrics_address(&self) -> String {
+        self.shared.lock().metrics.clone()
+    }
+
+    /// A node changed state.
+    #[zbus(signal)]
+    async fn node_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        state: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+}
+
+fn describe(bus: Option<&str>) -> String {
+    bus.map_or_else(
+        || "the system bus".to_owned(),
+        |a| format!("the bus at {a}"),
+    )
+}
+
+fn builder(bus: Option<&str>) -> zbus::Result<zbus::blocking::connection::Builder<'static>> {
+    match bus {
+        Some(address) => zbus::blocking::connection::Builder::address(address),
+        None => zbus::blocking::connection::Builder::system(),
+    }
+}
+
+/// The service, connected and serving.
+pub struct Service {
+    connection: zbus::blocking::Connection,
+}
+
+impl Service {
+    /// Connects to `bus` (the system bus when `None`), owns [`NAME`] and serves the snapshot.
+    /// A `Reload` call runs `reload`.
+    pub fn start(bus: Option<&str>, shared: Shared, reload: Reload) -> anyhow::Result<Service> {
+        let connection = builder(bus)
+            .and_then(|b| b.name(NAME))
+            .and_then(|b| b.serve_at(PATH, Supervisor1 { shared, reload }))
+            .and_then(zbus::blocking::connection::Builder::build)
+            .with_context(|| {
+                format!(
+                    "cannot serve {NAME} on {} (on the system bus, install supervisor/dbus/{NAME}.conf; or give --bus ADDRESS)",
+                    describe(bus)
+                )
+            })?;
+        Ok(Service { connection })
+    }
+
+    /// Emits `NodeChanged` for `node`.
+    pub fn node_changed(&self, node: &NodeInfo) {
+        let sent = SignalEmitter::new(self.connection.inner(), PATH).and_then(|emitter| {
+            zbus::block_on(Supervisor1::node_changed(
+                &emitter,
+                &node.name,
+                &node.state,
+                &node.reason,
+            ))
+        });
+        if let Err(e) = sent {
+            tracing::warn!(node = %node.name, "cannot emit NodeChanged: {e}");
+        }
+    }
+}
+
+#[zbus::proxy(
+    interface = "org.slipway.Supervisor1",
+    default_service = "org.slipway.Supervisor1",
+    default_path = "/org/slipway/Supervisor1",
+    gen_async = false,
+    blocking_name = "SupervisorProxy"
+)]
+trait Supervisor1 {
+    fn status(&self) -> zbus::Result<Status>;
+    fn reload(&self) -> zbus::Result<()>;
+}
+
+/// What `slipwayd status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Type)]
+pub struct Status {
+    /// Host name.
+    pub host: String,
+    /// The verified image the channel names.
+    pub image: String,
+    /// What keeps the supervisor from its job.
+    pub problem: String,
+    /// The nodes.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// A client of a running supervisor.
+pub struct Client {
+    proxy: SupervisorProxy<'static>,
+    bus: String,
+}
+
+impl Client {
+    /// Connects to the supervisor on `bus` (the system bus when `None`).
+    pub fn connect(bus: Option<&str>) -> anyhow::Result<Client> {
+        let connection = builder(bus)
+            .and_then(zbus::blocking::connection::Builder::build)
+            .with_context(|| format!("cannot connect to {}", describe(bus)))?;
+        let proxy = SupervisorProxy::new(&connection)
+            .with_context(|| format!("cannot make a {NAME} proxy"))?;
+        Ok(Client {
+            proxy,
+            bus: describe(bus),
+        })
+    }
+
+    /// The supervisor's view now.
+    pub fn status(&self) -> anyhow::Result<Status> {
+        self.proxy
+            .status()
+            .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
+    }
+
+    /// Asks for a reload and a pass.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.proxy
+            .reload()
+            .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
+    }
+}
+
+/// `status` as a table for people.
+pub fn table(status: &Status) -> String {
+    use std::fmt::Write;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    let mut out = String::new();
+    let image = if status.image.is_empty() {
+        "none verified"
+    } else {
+        &status.image
+    };
+    let _ = writeln!(out, "host {}: image {image}", status.host);
+    if !status.problem.is_empty() {
+        let _ = writeln!(out, "problem: {}", status.problem);
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:<14} {:<12} {:<16} {:<22} {:>7} {:>7}  REASON",
+        "NODE", "ROLE", "STATE", "ADDRESS", "IMAGE", "UPTIME", "BEACON"
+    );
+    for n in &status.nodes {
+        let beacon = if n.last_beacon == 0 {
+            "never".to_owned()
+        } else {
+            format!("{}s ago", (now - n.last_beacon).max(0))
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<14} {:<12} {:<16} {:<22} {:>6}s {:>7}  {}",
+            n.name,
+            if n.role.is_empty() { "-" } else { &n.role },
+            n.state,
+            n.address,
+            n.image,
+            n.uptime,
+            beacon,
+            n.reason
+        );
+    }
+    out
+}

@@ -1,0 +1,259 @@
+//! Prometheus metrics over HTTP on a loopback address: `GET /metrics` answers the OpenMetrics
+//! text format (prometheus-client encodes it) from the supervisor's snapshot. The server is a
+//! thread with one connection at a time: a scraper every few seconds is all it serves.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::{Shared, Snapshot};
+
+/// The longest request head read.
+const MAX_REQUEST: u64 = 8 << 10;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Binds `address` (which must be a loopback address; port 0 picks one) and serves the metrics
+/// from a thread; returns the address bound.
+pub fn serve(address: SocketAddr, shared: Shared) -> anyhow::Result<SocketAddr> {
+    if !address.ip().is_loopback() {
+        bail!(
+            "the metrics address {address} is not a loopback address: metrics are served on loopback only"
+        );
+    }
+    let listener = TcpListener::bind(address)
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the metrics address")?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if let Err(e) = answer(stream, &shared) {
+                tracing::debug!("a metrics request failed: {e}");
+            }
+        }
+    });
+    Ok(bound)
+}
+
+fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut reader = (&stream).take(MAX_REQUEST);
+    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        if reader.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (status, kind, body) = match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => {
+            let snapshot = shared.lock().clone();
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                render(&snapshot),
+            )
+        }
+        (Some("GET"), Some(_)) => ("404 Not Found", "text/plain", "try /metrics\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics\n".into(),
+        ),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let metric = Counter::<u64>::default();
+    metric.inc_by(value);
+    registry.register(name, help, metric);
+}
+
+/// The metrics of `snapshot`, encoded.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    let states: Family<Labels, Gauge> = Family::default();
+    let ready: Family<Labels, Gauge> = Family::default();
+    let beacon: Family<Labels, Gauge> = Family::default();
+    let uptime: Family<Labels, Gauge> = Family::default();
+    for state in [
+        "waiting",
+        "starting",
+        "ready",
+        "unreachable",
+        "mismatch",
+        "silent",
+        "exited",
+        "failed",
+        "stopping",
+        "removed",
+    ] {
+        let count = snapshot.nodes.values().filter(|n| n.state == state).count();
+        states
+            .get_or_create(&vec![("state", state.to_owned())])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    for node in snapshot.nodes.values() {
+        let labels = vec![
+            ("node", node.name.clone()),
+            ("cluster", node.cluster.clone()),
+            ("role", node.role.clone()),
+        ];
+        ready
+            .get_or_create(&labels)
+            .set(i64::from(node.state == "ready"));
+        let name = vec![("node", node.name.clone())];
+        beacon.get_or_create(&name).set(node.last_beacon);
+        uptime
+            .get_or_create(&name)
+            .set(i64::try_from(node.uptime).unwrap_or(i64::MAX));
+    }
+    registry.register("slipway_nodes", "Node VMs by state", states);
+    registry.register("slipway_node_ready", "1 when the node reports ready", ready);
+    registry.register(
+        "slipway_node_last_beacon_timestamp_seconds",
+        "When the node's last beacon came (Unix time; 0: never)",
+        beacon,
+    );
+    registry.register(
+        "slipway_node_guest_uptime_seconds",
+        "The guest's uptime in its last beacon",
+        uptime,
+    );
+    let image: Family<Labels, Gauge> = Family::default();
+    let mut parts = snapshot.image.split_whitespace();
+    if let (Some(name), Some(version), Some(digest)) = (parts.next(), parts.next(), parts.next()) {
+        image
+            .get_or_create(&vec![
+                ("name", name.to_owned()),
+                ("version", version.to_owned()),
+                ("digest", digest.to_owned()),
+            ])
+            .set(1);
+    }
+    registry.register(
+        "slipway_image_info",
+        "The verified image the channel names",
+        image,
+    );
+    let problem = Gauge::<i64>::default();
+    problem.set(i64::from(!snapshot.problem.is_empty()));
+    registry.register(
+        "slipway_problem",
+        "1 while something keeps the supervisor from its job (see slipwayd status)",
+        problem,
+    );
+    let c = &snapshot.counters;
+    counter(
+        &mut registry,
+        "slipway_reconcile_passes",
+        "Reconcile passes run",
+        c.passes,
+    );
+    counter(&mut registry, "slipway_beacons", "Beacons heard", c.beacons);
+    counter(
+        &mut registry,
+        "slipway_beacon_mismatches",
+        "Beacons whose image or kubeadm digest differed from what was sent",
+        c.mismatches,
+    );
+    counter(
+        &mut registry,
+        "slipway_image_refusals",
+        "Times the channel's image was refused (signature, digest, channel checks)",
+        c.refusals,
+    );
+    counter(
+        &mut registry,
+        "slipway_vm_starts",
+        "Node VMs started",
+        c.starts,
+    );
+    let rss = Gauge::<f64, AtomicU64>::default();
+    rss.set(resident_bytes());
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory of slipwayd",
+        rss,
+    );
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+/// slipwayd's resident set size, from /proc/self/statm (pages of 4 KiB on x86-64).
+fn resident_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // Exact below 2^53 bytes.
+    #[allow(clippy::cast_precision_loss)]
+    let bytes = (pages * 4096) as f64;
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NodeInfo;
+
+    #[test]
+    fn every_node_and_state_is_counted_and_label_values_are_escaped() {
+        let mut snapshot = Snapshot {
+            image: "tiny-linux 2026.11.0 sha256:ab".into(),
+            ..Snapshot::default()
+        };
+        for (name, state) in [("cp-1", "ready"), ("w-1", "ready"), ("w\"2", "starting")] {
+            snapshot.nodes.insert(
+                name.into(),
+                NodeInfo {
+                    name: name.into(),
+                    state: state.into(),
+                    ..NodeInfo::default()
+                },
+            );
+        }
+        snapshot.counters.beacons = 7;
+        let text = render(&snapshot);
+        assert!(
+            text.contains("slipway_nodes{state=\"ready\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_nodes{state=\"starting\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("slipway_beacons_total 7\n"), "{text}");
+        assert!(text.contains("node=\"w\\\"2\""), "{text}");
+        assert!(text.contains("version=\"2026.11.0\""), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn metrics_are_refused_off_loopback() {
+        let e = serve("0.0.0.0:0".parse().unwrap(), Shared::default()).unwrap_err();
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+    }
+}
