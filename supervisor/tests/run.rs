@@ -331,8 +331,9 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let mut first = Supervisor::start(d, address, "run-1.log");
+    // Declared before the supervisors, so dropped after them: `down` is refused while one runs.
     let _down = Down(d.to_owned());
+    let mut first = Supervisor::start(d, address, "run-1.log");
     let (ready, _) = wait_for(
         d,
         address,
