@@ -129,8 +129,7 @@ fn main() -> ExitCode {
 }
 
 fn status(bus: Option<&str>, json: bool, wait_ready: Option<u64>) -> anyhow::Result<()> {
-    let client = api::Client::connect(bus)?;
-    let mut status = client.status()?;
+    use std::time::{Duration, Instant};
     let all_ready = |s: &api::Status| {
         s.nodes
             .iter()
@@ -138,23 +137,27 @@ fn status(bus: Option<&str>, json: bool, wait_ready: Option<u64>) -> anyhow::Res
             .all(|n| n.state == "ready")
             && s.nodes.iter().any(|n| !n.role.is_empty())
     };
-    if let Some(seconds) = wait_ready {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
-        while !all_ready(&status) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            status = client.status()?;
+    let ask = || api::Client::connect(bus).and_then(|c| c.status());
+    // Waiting also covers a supervisor that has not reached the bus yet.
+    let deadline = wait_ready.map(|s| Instant::now() + Duration::from_secs(s));
+    let status = loop {
+        let answer = ask();
+        let waiting = deadline.is_some_and(|d| Instant::now() < d);
+        match answer {
+            Ok(status) if !waiting || all_ready(&status) => break status,
+            Err(e) if !waiting => return Err(e),
+            _ => std::thread::sleep(Duration::from_millis(500)),
         }
-    }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", api::table(&status));
     }
-    if wait_ready.is_some() && !all_ready(&status) {
-        bail!(
-            "not every node is ready after {} s",
-            wait_ready.unwrap_or(0)
-        );
+    if let Some(seconds) = wait_ready
+        && !all_ready(&status)
+    {
+        bail!("not every node is ready after {seconds} s");
     }
     Ok(())
 }
