@@ -1,7 +1,7 @@
 //! What to do, as a pure function of what is wanted (the host config) and what is seen (the VMs
-//! found in the state directory, running or not). No side effects here: `up` (and the loop that
-//! will run it on every event) carries the actions out, and rebuilds this view every time, so a
-//! restart of slipwayd changes nothing.
+//! found in the state directory, running or not). No side effects here: the supervision loop
+//! (`run`) carries the actions out and rebuilds this view on every pass, so a restart of
+//! slipwayd changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
