@@ -38,6 +38,10 @@ pub struct Beacon {
     /// Whether it reaches its cluster's control-plane endpoint (`reachable`/`unreachable`).
     #[serde(default)]
     pub endpoint: String,
+    /// Whether it reaches the host at its gateway address (`reachable`/`unreachable`; empty
+    /// when the image does not say).
+    #[serde(default)]
+    pub host: String,
     /// Seconds since the guest booted.
     #[serde(default)]
     pub uptime: f64,

@@ -125,6 +125,12 @@ fn judge(beacon: &Beacon, booted: Option<&Booted>, documents: &str) -> (&'static
             "it cannot reach its cluster's control-plane endpoint".into(),
         );
     }
+    if beacon.host == "unreachable" {
+        return (
+            "unreachable",
+            "it cannot reach the host at its gateway address".into(),
+        );
+    }
     ("ready", String::new())
 }
 
@@ -360,7 +366,13 @@ impl Supervisor {
             .get(name)
             .with_context(|| format!("node {name} is not configured"))?;
         // The cluster's switch comes up with its first VM (and stays: it outlives slipwayd).
-        Switch::new(&self.config.state_dir, &node.cluster).ensure()?;
+        let cluster = self
+            .config
+            .clusters
+            .get(&node.cluster)
+            .with_context(|| format!("cluster {} is not configured", node.cluster))?;
+        Switch::new(&self.config.state_dir, &node.cluster)
+            .ensure(cluster.gateway, cluster.network.prefix)?;
         let seed = seed::for_node(&self.config, node)?;
         let spec = spec(&self.config, node, &image.vhdx, &seed.mac, accel)?;
         std::fs::create_dir_all(&spec.dir)
@@ -833,6 +845,7 @@ mod tests {
             kubeadm_sha256: "dd".into(),
             address: "10.44.0.10/24".into(),
             endpoint: "reachable".into(),
+            host: "reachable".into(),
             uptime: 30.0,
         }
     }
@@ -864,5 +877,12 @@ mod tests {
             ..beacon()
         };
         assert_eq!(judge(&cut_off, Some(&booted()), "dd").0, "unreachable");
+        let no_host = Beacon {
+            host: "unreachable".into(),
+            ..beacon()
+        };
+        let (state, reason) = judge(&no_host, Some(&booted()), "dd");
+        assert_eq!(state, "unreachable");
+        assert!(reason.contains("host"), "{reason}");
     }
 }

@@ -114,9 +114,12 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(d: &Path, bus: &str, log: &str) -> Supervisor {
+    /// Starts `slipwayd run`, inside `netns` when given (where it may make its taps).
+    fn start(d: &Path, bus: &str, log: &str, netns: Option<&tests::netns::Netns>) -> Supervisor {
         let log = std::fs::File::create(d.join(log)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_slipwayd"))
+        let program = env!("CARGO_BIN_EXE_slipwayd");
+        let mut command = netns.map_or_else(|| Command::new(program), |n| n.command(program));
+        let child = command
             .current_dir(d)
             .args(["run", "--config", "host.toml", "--metrics", "127.0.0.1:0"])
             .args(["--bus", bus])
@@ -220,16 +223,17 @@ fn busctl(bus: &str, args: &[&str]) -> String {
         .unwrap())
 }
 
-fn scrape(address: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+/// `GET /metrics` from inside `netns` (the supervisor's loopback is there).
+fn scrape(netns: &tests::netns::Netns, address: &str) -> String {
+    let script = "import sys, urllib.request\n\
+        r = urllib.request.urlopen('http://' + sys.argv[1] + '/metrics')\n\
+        assert r.status == 200 and r.headers['Content-Type'].startswith('application/openmetrics-text')\n\
+        sys.stdout.write(r.read().decode())";
+    ok(netns
+        .command("/usr/bin/python3")
+        .args(["-c", script, address])
+        .output()
+        .unwrap())
 }
 
 /// The samples of an OpenMetrics text, as parsed by the Prometheus Python client's parser
@@ -322,6 +326,9 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     let bus = tests::dbus::Bus::start();
     let address = bus.address.as_str();
     let nodes = ["cp-1", "worker-1", "worker-2"];
+    // The supervisor gives the host the cluster's gateway address on a tap: in a namespace of
+    // the test's own, never in this machine's.
+    let netns = tests::netns::Netns::create();
 
     let mut monitor = Command::new("dbus-monitor")
         .arg("--address")
@@ -333,7 +340,7 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     let started = Instant::now();
     // Declared before the supervisors, so dropped after them: `down` is refused while one runs.
     let _down = Down(d.to_owned());
-    let mut first = Supervisor::start(d, address, "run-1.log");
+    let mut first = Supervisor::start(d, address, "run-1.log", Some(&netns));
     let (ready, _) = wait_for(
         d,
         address,
@@ -368,6 +375,10 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         let digest = images::oci::artifact::hex(&Sha256::digest(&documents));
         let said = console_beacon(&state, name);
         assert_eq!(said["kubeadm_sha256"], digest, "{name}: {said:#}");
+        assert_eq!(
+            said["host"], "reachable",
+            "{name} reaches the host: {said:#}"
+        );
         let text = String::from_utf8(documents).unwrap();
         assert!(text.contains(&format!("kind: {kind}")), "{name}:\n{text}");
         let init = text.contains("kind: InitConfiguration");
@@ -437,7 +448,7 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         .to_owned();
 
     // Metrics, through a real parser (which refuses a text cut short).
-    let text = scrape(&metrics_address);
+    let text = scrape(&netns, &metrics_address);
     let samples = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(samples["slipway_nodes{state=\"ready\"}"], 3.0, "{text}");
     assert_eq!(
@@ -504,7 +515,7 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     .0;
     first.kill();
     let killed = Instant::now();
-    let _successor = Supervisor::start(d, address, "run-2.log");
+    let _successor = Supervisor::start(d, address, "run-2.log", Some(&netns));
     let (after, _) = wait_for(d, address, Duration::from_secs(30), "ready again", |s| {
         all_ready(s, &nodes)
             && nodes.iter().all(|n| {
@@ -619,7 +630,7 @@ fn an_image_that_fails_a_check_is_never_booted_and_status_says_why() {
             host_config(&state, &store, &d.join("release.key.pub")),
         )
         .unwrap();
-        let _run = Supervisor::start(d, &bus.address, &format!("{case}.log"));
+        let _run = Supervisor::start(d, &bus.address, &format!("{case}.log"), None);
         let (status, _) = wait_for(d, &bus.address, Duration::from_secs(60), case, |s| {
             s["nodes"].as_array().unwrap().len() == 3
         });

@@ -5,6 +5,7 @@
 
 pub mod dbus;
 pub mod image;
+pub mod netns;
 pub mod qemu;
 pub mod registry;
 

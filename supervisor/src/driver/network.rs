@@ -1,11 +1,17 @@
 //! A cluster's node network on this host: a VDE switch (Debian's vde2) per cluster, listening
 //! on a unix socket directory in the state directory, that every node VM of the cluster plugs
-//! into. Nodes reach each other on their static addresses; nothing is configured in the host's
-//! own network namespace. The switch runs detached, like the VMs, and survives slipwayd.
+//! into, and the host's link to it: a tap device (vde_plug2tap plugs it into the switch) that
+//! holds the cluster's gateway address in slipwayd's network namespace. Nodes reach each other
+//! on their static addresses and the host at the gateway. Making the tap needs CAP_NET_ADMIN
+//! (slipwayd runs as root on a host; tests run it in a network namespace of their own). The
+//! switch and the plug run detached, like the VMs, and survive slipwayd.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 /// Errors of the node network.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +23,20 @@ pub enum Error {
     StartSwitch {
         /// The cluster.
         cluster: String,
+        /// Why.
+        why: String,
+    },
+    /// The host link failed.
+    #[error(
+        "cannot give this host the gateway address {gateway} on cluster {cluster}'s network: {why} (slipwayd needs CAP_NET_ADMIN for its tap device {tap})"
+    )]
+    HostLink {
+        /// The cluster.
+        cluster: String,
+        /// The gateway address.
+        gateway: String,
+        /// The tap device.
+        tap: String,
         /// Why.
         why: String,
     },
@@ -54,8 +74,57 @@ impl Switch {
         super::live_pid(&self.pidfile(), "vde_switch", &self.socket())
     }
 
-    /// Starts the switch unless it runs.
-    pub fn ensure(&self) -> Result<(), Error> {
+    /// The host's tap device on the switch: `slw-` and 8 hex digits of the cluster name (device
+    /// names have at most 15 bytes).
+    pub fn tap(&self) -> String {
+        let digest = Sha256::digest(self.cluster.as_bytes());
+        format!(
+            "slw-{:02x}{:02x}{:02x}{:02x}",
+            digest[0], digest[1], digest[2], digest[3]
+        )
+    }
+
+    fn plug_pidfile(&self) -> PathBuf {
+        self.dir.join("host-link.pid")
+    }
+
+    /// Starts the switch and the host's link to it, holding `gateway` in a network of
+    /// `prefix` bits, unless they run.
+    pub fn ensure(&self, gateway: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        self.ensure_switch()?;
+        let tap = self.tap();
+        let fail = |why: String| Error::HostLink {
+            cluster: self.cluster.clone(),
+            gateway: gateway.to_string(),
+            tap: tap.clone(),
+            why,
+        };
+        let device = Path::new("/sys/class/net").join(&tap);
+        if super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket()).is_none() {
+            let _ = std::fs::remove_file(self.plug_pidfile());
+            run(Command::new("vde_plug2tap")
+                .arg("-s")
+                .arg(self.socket())
+                .arg("-P")
+                .arg(self.plug_pidfile())
+                .arg("-d")
+                .arg(&tap))
+            .map_err(|e| fail(format!("vde_plug2tap: {e}")))?;
+            let start = Instant::now();
+            while !device.exists() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    return Err(fail("the tap device did not appear within 10 s".into()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let address = format!("{gateway}/{prefix}");
+        run(Command::new("ip").args(["address", "replace", &address, "dev", &tap]))
+            .and_then(|()| run(Command::new("ip").args(["link", "set", &tap, "up"])))
+            .map_err(|e| fail(format!("ip: {e}")))
+    }
+
+    fn ensure_switch(&self) -> Result<(), Error> {
         if self.running().is_some() {
             return Ok(());
         }
@@ -88,10 +157,21 @@ impl Switch {
         Ok(())
     }
 
-    /// Stops the switch.
+    /// Stops the host link (its tap goes with it) and the switch.
     pub fn stop(&self) {
-        if let Some(pid) = self.running() {
+        let plug = super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket());
+        for pid in [plug, self.running()].into_iter().flatten() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
+    }
+}
+
+/// Runs a command; its stderr is the error.
+fn run(command: &mut Command) -> Result<(), String> {
+    let output = command.output().map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
 }
