@@ -151,7 +151,10 @@ struct Supervisor {
     stamp: Option<SystemTime>,
     accel: Option<Accel>,
     image: Option<StoredImage>,
+    /// What the last pass could not do (the image refused); cleared by each pass.
     problem: String,
+    /// Why host.toml as it is now is not in force; cleared when it loads again.
+    config_problem: String,
     nodes: BTreeMap<String, Tracked>,
     counters: Counters,
     events: Sender<Event>,
@@ -168,6 +171,7 @@ impl Supervisor {
             accel: None,
             image: None,
             problem: String::new(),
+            config_problem: String::new(),
             nodes: BTreeMap::new(),
             counters: Counters::default(),
             events,
@@ -182,11 +186,12 @@ impl Supervisor {
                 tracing::info!(config = %self.path.display(), "host config reloaded");
                 self.config = config;
                 self.accel = None;
+                self.config_problem.clear();
             }
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 tracing::error!("{e:#}: keeping the previous config");
-                self.problem = format!("{e:#} (the previous config stays in force)");
+                self.config_problem = format!("{e:#} (the previous config stays in force)");
             }
         }
     }
@@ -566,7 +571,11 @@ impl Supervisor {
             image: self.image.as_ref().map_or_else(String::new, |i| {
                 format!("{} {} {}", i.manifest.name, i.manifest.version, i.digest)
             }),
-            problem: self.problem.clone(),
+            problem: [self.config_problem.as_str(), self.problem.as_str()]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
             metrics: metrics.to_owned(),
             nodes: self
                 .nodes

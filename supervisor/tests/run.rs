@@ -562,6 +562,22 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     ok(slipwayd(d, &["purge", "worker-2", "--config", "host.toml"]));
     assert!(!state.join("nodes/worker-2").exists());
 
+    // A host.toml that no longer loads is reported, and the config in force stays.
+    std::fs::write(
+        d.join("host.toml"),
+        host.replace("cpus = 2", "cpus = \"two\""),
+    )
+    .unwrap();
+    ok(slipwayd(d, &["reload", "--bus", address]));
+    let (broken, _) = wait_for(d, address, Duration::from_secs(30), "config problem", |s| {
+        s["problem"]
+            .as_str()
+            .unwrap()
+            .contains("previous config stays in force")
+    });
+    assert_eq!(node(&broken, "cp-1")["state"], "ready", "{broken:#}");
+    assert_eq!(qemu_pids(&state).len(), 2);
+
     // Added back, and asked to reload at once: it boots from the channel's image.
     std::fs::write(d.join("host.toml"), &host).unwrap();
     ok(slipwayd(d, &["reload", "--bus", address]));
