@@ -35,9 +35,15 @@ pub fn serve(address: SocketAddr, shared: Shared) -> anyhow::Result<SocketAddr> 
         .local_addr()
         .context("cannot read the metrics address")?;
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            if let Err(e) = answer(stream, &shared) {
-                tracing::debug!("a metrics request failed: {e}");
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => {
+                    if let Err(e) = answer(stream, &shared) {
+                        tracing::debug!("a metrics request failed: {e}");
+                    }
+                }
+                // Out of file descriptors, say: wait instead of spinning.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
     });
@@ -50,7 +56,12 @@ fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     let mut reader = (&stream).take(MAX_REQUEST);
+    // One slow client must not hold the server: the whole head within the timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
         if reader.read(&mut byte)? == 0 {
             break;
         }

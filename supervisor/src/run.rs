@@ -37,6 +37,9 @@ const SILENCE: Duration = Duration::from_secs(20);
 /// How long a node may take from start to its first beacon before it is reported `silent`
 /// (TCG boots take about 15 s each; several share two cores).
 const BOOT_DEADLINE: Duration = Duration::from_secs(300);
+/// The least time between two starts of one node's VM (one that dies at once is not restarted
+/// on every check).
+const RESTART_BACKOFF: Duration = Duration::from_secs(60);
 /// How long an ACPI power-down may take before QEMU is told to quit.
 const POWERDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -79,6 +82,8 @@ struct Tracked {
     booted: Option<Booted>,
     heard: Option<Instant>,
     since: Option<Instant>,
+    /// When this slipwayd last started its VM.
+    started: Option<Instant>,
     listener: Option<Listener>,
 }
 
@@ -182,6 +187,15 @@ impl Supervisor {
     fn reload(&mut self) {
         self.stamp = modified(&self.path);
         match HostConfig::load(&self.path) {
+            Ok(config) if config.state_dir != self.config.state_dir => {
+                self.config_problem = format!(
+                    "{}: state-dir changed from {} to {}: restart slipwayd to move a host (the previous config stays in force)",
+                    self.path.display(),
+                    self.config.state_dir.display(),
+                    config.state_dir.display()
+                );
+                tracing::error!("{}", self.config_problem);
+            }
             Ok(config) => {
                 tracing::info!(config = %self.path.display(), "host config reloaded");
                 self.config = config;
@@ -299,6 +313,8 @@ impl Supervisor {
                         l.stop();
                     }
                     tracked.info.pid = 0;
+                    tracked.info.role.clear();
+                    tracked.info.cluster.clear();
                     tracked.set("removed", removed_reason());
                 }
             }
@@ -333,6 +349,19 @@ impl Supervisor {
             }
             return;
         };
+        if let Some((_, tracked)) = self.tracked(name)
+            && tracked
+                .started
+                .is_some_and(|t| t.elapsed() < RESTART_BACKOFF)
+        {
+            if tracked.info.state != "exited" {
+                tracked.set(
+                    "exited",
+                    "its VM stopped; it is started again at most once a minute",
+                );
+            }
+            return;
+        }
         let result = self.boot(name, &image);
         let events = self.events.clone();
         let dir = self.node_dir(name);
@@ -349,6 +378,7 @@ impl Supervisor {
                 tracked.documents = documents;
                 tracked.heard = None;
                 tracked.since = Some(Instant::now());
+                tracked.started = Some(Instant::now());
                 tracked.set("starting", "booting; waiting for its first beacon");
                 listen(tracked, name, &dir, events);
                 self.counters.starts += 1;
@@ -380,7 +410,7 @@ impl Supervisor {
             .ensure(cluster.gateway, cluster.network.prefix)?;
         let seed = seed::for_node(&self.config, node)?;
         let spec = spec(&self.config, node, &image.vhdx, &seed.mac, accel)?;
-        std::fs::create_dir_all(&spec.dir)
+        qemu::private_dir(&spec.dir)
             .with_context(|| format!("cannot create {}", spec.dir.display()))?;
         seed::write_image(&seed, &spec.seed)?;
         qemu::prepare(&spec)?;
@@ -413,7 +443,10 @@ impl Supervisor {
         };
         match documents {
             Some(Ok(documents)) => tracked.documents = documents,
-            Some(Err(e)) => tracked.set("failed", format!("cannot render its seed: {e:#}")),
+            Some(Err(e)) => {
+                tracked.set("failed", format!("cannot render its seed: {e:#}"));
+                return;
+            }
             None => {}
         }
         if tracked.booted.is_none() {
@@ -430,7 +463,9 @@ impl Supervisor {
         tracked.info.pid =
             crate::driver::live_pid(&dir.join("qemu.pid"), "qemu-system", &dir).unwrap_or(0);
         // QEMU can run and its guest not: a KVM or TCG internal error pauses the VM.
-        match qemu::Qmp::connect_path(name, &dir.join("qmp.sock")).and_then(|mut q| q.status()) {
+        // A short timeout: a hung QEMU must not hold the loop.
+        let qmp = qemu::Qmp::connect_path(name, &dir.join("qmp.sock"), Duration::from_secs(2));
+        match qmp.and_then(|mut q| q.status()) {
             Ok(status) if status == "running" => {}
             Ok(status) => {
                 tracked.set("failed", format!("QEMU runs but its VM is {status}"));
@@ -438,10 +473,13 @@ impl Supervisor {
             }
             Err(e) => tracing::warn!(node = %name, "QMP: {e}"),
         }
-        if matches!(
-            tracked.info.state.as_str(),
-            "" | "exited" | "failed" | "waiting"
-        ) {
+        // Configured again while it was being stopped, or after: it is ours again.
+        if tracked.is_leaving()
+            || matches!(
+                tracked.info.state.as_str(),
+                "" | "exited" | "failed" | "waiting"
+            )
+        {
             tracked.since = Some(Instant::now());
             tracked.set(
                 "starting",
@@ -462,6 +500,9 @@ impl Supervisor {
         if tracked.info.state == "stopping" {
             return;
         }
+        // No longer configured: no role (status and metrics count configured nodes by it).
+        tracked.info.role.clear();
+        tracked.info.cluster.clear();
         if let Some(l) = tracked.listener.take() {
             l.stop();
         }
@@ -481,6 +522,10 @@ impl Supervisor {
     }
 
     fn stopped(&mut self, name: &str) {
+        // Configured again meanwhile: the next pass starts it; it is not removed.
+        if self.config.nodes.contains_key(name) {
+            return;
+        }
         if let Some(tracked) = self.nodes.get_mut(name) {
             tracked.info.pid = 0;
             tracked.set("removed", removed_reason());
@@ -555,8 +600,8 @@ impl Supervisor {
                 tracked.set(
                     "silent",
                     format!(
-                        "no beacon for {} s (see {})",
-                        quiet.as_secs(),
+                        "no beacon for over {} s (see {})",
+                        limit.as_secs(),
                         dir.join("console.log").display()
                     ),
                 );
@@ -666,7 +711,7 @@ struct HostLock {
 
 impl HostLock {
     fn take(state_dir: &Path, what: &str) -> anyhow::Result<HostLock> {
-        std::fs::create_dir_all(state_dir)
+        qemu::private_dir(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
         let path = state_dir.join("slipwayd.lock");
         let file = std::fs::OpenOptions::new()

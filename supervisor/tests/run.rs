@@ -9,6 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -379,6 +380,11 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
             said["host"], "reachable",
             "{name} reaches the host: {said:#}"
         );
+        // The node's directory holds its state disk (the guest's /var) and console: root's.
+        for (path, mode) in [("", 0o700), ("state.raw", 0o600), ("console.log", 0o600)] {
+            let meta = std::fs::metadata(state.join("nodes").join(name).join(path)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}/{path}");
+        }
         let text = String::from_utf8(documents).unwrap();
         assert!(text.contains(&format!("kind: {kind}")), "{name}:\n{text}");
         let init = text.contains("kind: InitConfiguration");

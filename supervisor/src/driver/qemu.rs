@@ -6,6 +6,7 @@
 //! so its own restart neither reboots nor duplicates a VM.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,7 +126,9 @@ impl Spec {
 /// Makes the VM's disks: a fresh qcow2 overlay over the base (the OS disk is disposable), the
 /// state disk only if it does not exist, the vars store only if it does not exist.
 pub fn prepare(spec: &Spec) -> Result<(), Error> {
-    std::fs::create_dir_all(&spec.dir).map_err(spec.access("create", &spec.dir))?;
+    // The VM's directory holds its state disk (the guest's /var: kubeconfigs, keys) and its
+    // console log: the host's root alone reads them.
+    private_dir(&spec.dir).map_err(spec.access("create", &spec.dir))?;
     let overlay = spec.path("os.qcow2");
     let _ = std::fs::remove_file(&overlay);
     let base = spec.base.to_string_lossy().into_owned();
@@ -145,10 +148,23 @@ pub fn prepare(spec: &Spec) -> Result<(), Error> {
     )?;
     let state = spec.path("state.raw");
     if !state.exists() {
-        let file = std::fs::File::create(&state).map_err(spec.access("create", &state))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&state)
+            .map_err(spec.access("create", &state))?;
         file.set_len(spec.state_disk)
             .map_err(spec.access("size", &state))?;
     }
+    // QEMU appends to an existing log and keeps its mode.
+    let log = spec.path("console.log");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&log)
+        .map_err(spec.access("create", &log))?;
     let vars = spec.path("vars.fd");
     if !vars.exists() {
         std::fs::copy(&spec.ovmf_vars, &vars)
@@ -236,8 +252,8 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Connects to the QMP socket at `path` of VM `vm`.
-    pub fn connect_path(vm: &str, path: &Path) -> Result<Qmp, Error> {
+    /// Connects to the QMP socket at `path` of VM `vm`; each answer may take `timeout`.
+    pub fn connect_path(vm: &str, path: &Path, timeout: Duration) -> Result<Qmp, Error> {
         let access = |action, source| Error::Access {
             vm: vm.to_owned(),
             action,
@@ -246,7 +262,7 @@ impl Qmp {
         };
         let stream = UnixStream::connect(path).map_err(|e| access("connect to", e))?;
         stream
-            .set_read_timeout(Some(QMP_TIMEOUT))
+            .set_read_timeout(Some(timeout))
             .map_err(|e| access("configure", e))?;
         let writer = stream.try_clone().map_err(|e| access("configure", e))?;
         let mut qmp = Qmp {
@@ -318,7 +334,7 @@ pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error>
     let Some(pid) = super::live_pid(&dir.join("qemu.pid"), "qemu-system", dir) else {
         return Ok(());
     };
-    let connect = || Qmp::connect_path(name, &dir.join("qmp.sock"));
+    let connect = || Qmp::connect_path(name, &dir.join("qmp.sock"), QMP_TIMEOUT);
     if let Ok(mut qmp) = connect() {
         let _ = qmp.execute("system_powerdown");
     }
@@ -394,6 +410,14 @@ pub fn probe(accel: &str, code: &Path, vars: &Path, deadline: Duration) -> bool 
     let _ = child.kill();
     let _ = child.wait();
     works
+}
+
+/// Creates `dir` (and its parents) readable by its owner alone; an existing one is left as it is.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(test)]
