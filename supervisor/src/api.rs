@@ -96,10 +96,13 @@ impl Shared {
 struct Supervisor1 {
     shared: Shared,
     reload: Reload,
+    purge: Purge,
 }
 
 /// What a `Reload` call does: asks the loop for a pass; false when the loop has ended.
 pub type Reload = Box<dyn Fn() -> bool + Send + Sync>;
+/// What a `Purge` call does: asks the loop to purge a node; false when the loop has ended.
+pub type Purge = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[zbus::interface(name = "org.slipway.Supervisor1")]
 impl Supervisor1 {
@@ -132,6 +135,32 @@ impl Supervisor1 {
     /// Re-reads the host config and reconciles now (as SIGHUP does).
     fn reload(&self) -> zbus::fdo::Result<()> {
         if (self.reload)() {
+            Ok(())
+        } else {
+            Err(zbus::fdo::Error::Failed(
+                "the supervisor is stopping".into(),
+            ))
+        }
+    }
+
+    /// Deletes the disks of a node no longer in host.toml whose VM has stopped (state
+    /// `removed`). Queued: the node leaves `Status` once done, or its reason says why not.
+    fn purge(&self, name: &str) -> zbus::fdo::Result<()> {
+        match self.shared.lock().nodes.get(name) {
+            None => {
+                return Err(zbus::fdo::Error::InvalidArgs(format!(
+                    "no node named {name}"
+                )));
+            }
+            Some(node) if node.state != "removed" => {
+                return Err(zbus::fdo::Error::Failed(format!(
+                    "node {name} is {}: only a node removed from host.toml whose VM has stopped can be purged",
+                    node.state
+                )));
+            }
+            Some(_) => {}
+        }
+        if (self.purge)(name) {
             Ok(())
         } else {
             Err(zbus::fdo::Error::Failed(
@@ -195,11 +224,25 @@ pub struct Service {
 
 impl Service {
     /// Connects to `bus` (the system bus when `None`), owns [`NAME`] and serves the snapshot.
-    /// A `Reload` call runs `reload`.
-    pub fn start(bus: Option<&str>, shared: Shared, reload: Reload) -> anyhow::Result<Service> {
+    /// A `Reload` call runs `reload`, a `Purge` call `purge`.
+    pub fn start(
+        bus: Option<&str>,
+        shared: Shared,
+        reload: Reload,
+        purge: Purge,
+    ) -> anyhow::Result<Service> {
         let connection = builder(bus)
             .and_then(|b| b.name(NAME))
-            .and_then(|b| b.serve_at(PATH, Supervisor1 { shared, reload }))
+            .and_then(|b| {
+                b.serve_at(
+                    PATH,
+                    Supervisor1 {
+                        shared,
+                        reload,
+                        purge,
+                    },
+                )
+            })
             .and_then(zbus::blocking::connection::Builder::build)
             .with_context(|| {
                 format!(
@@ -236,6 +279,7 @@ impl Service {
 trait Supervisor1 {
     fn status(&self) -> zbus::Result<Status>;
     fn reload(&self) -> zbus::Result<()>;
+    fn purge(&self, name: &str) -> zbus::Result<()>;
 }
 
 /// What `slipwayd status` shows.
@@ -276,6 +320,13 @@ impl Client {
         self.proxy
             .status()
             .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
+    }
+
+    /// Asks the supervisor to purge node `name`.
+    pub fn purge(&self, name: &str) -> anyhow::Result<()> {
+        self.proxy
+            .purge(name)
+            .with_context(|| format!("slipwayd refused to purge node {name}"))
     }
 
     /// Asks for a reload and a pass.

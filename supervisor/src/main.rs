@@ -95,6 +95,10 @@ enum Command {
         /// The host config (host.toml).
         #[arg(long, short, default_value = "/etc/slipway/host.toml")]
         config: PathBuf,
+        /// D-Bus address of the running supervisor, which does the purge when there is one
+        /// (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
     },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Seed { config } => write_seeds(&config),
         Command::Down { config } => run::down(&config),
-        Command::Purge { node, config } => run::purge(&config, &node),
+        Command::Purge { node, config, bus } => run::purge(&config, &node, bus.as_deref()),
         Command::Firmware => firmware(),
     };
     terminal::finish("slipwayd", result)

@@ -58,6 +58,7 @@ pub struct Options {
 enum Event {
     Heard(String, Heard),
     Stopped(String),
+    Purge(String),
     Reload,
     Quit,
 }
@@ -532,6 +533,25 @@ impl Supervisor {
         }
     }
 
+    /// A purge asked over D-Bus: done here, between passes, with the config in force.
+    fn purge(&mut self, name: &str) {
+        match purge_node(&self.config, name) {
+            Ok(()) => {
+                tracing::info!(node = %name, "purged: its disks, seed and logs are deleted");
+                if let Some(l) = self.nodes.remove(name).and_then(|t| t.listener) {
+                    l.stop();
+                }
+            }
+            Err(e) => {
+                tracing::error!(node = %name, "purge refused: {e:#}");
+                if let Some(tracked) = self.nodes.get_mut(name) {
+                    let state = tracked.info.state.clone();
+                    tracked.set(&state, format!("purge refused: {e:#}"));
+                }
+            }
+        }
+    }
+
     fn heard(&mut self, name: &str, heard: Heard) {
         let Some(tracked) = self.nodes.get_mut(name) else {
             return;
@@ -711,6 +731,22 @@ struct HostLock {
 
 impl HostLock {
     fn take(state_dir: &Path, what: &str) -> anyhow::Result<HostLock> {
+        match HostLock::try_take(state_dir)? {
+            Some(lock) => Ok(lock),
+            None => {
+                let path = state_dir.join("slipwayd.lock");
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "cannot {what}: slipwayd run (pid {}) supervises {}; stop it first (SIGTERM leaves the VMs running)",
+                    holder.trim(),
+                    state_dir.display()
+                )
+            }
+        }
+    }
+
+    /// The lock, or None when a supervisor holds it.
+    fn try_take(state_dir: &Path) -> anyhow::Result<Option<HostLock>> {
         qemu::private_dir(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
         let path = state_dir.join("slipwayd.lock");
@@ -722,17 +758,12 @@ impl HostLock {
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         if file.try_lock().is_err() {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "cannot {what}: slipwayd run (pid {}) supervises {}; stop it first (SIGTERM leaves the VMs running)",
-                holder.trim(),
-                state_dir.display()
-            );
+            return Ok(None);
         }
         file.set_len(0)
             .and_then(|()| std::fs::write(&path, std::process::id().to_string()))
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(HostLock { _file: file })
+        Ok(Some(HostLock { _file: file }))
     }
 }
 
@@ -766,10 +797,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let shared = Shared::default();
     let metrics = metrics::serve(options.metrics, shared.clone())?.to_string();
     let reload = events.clone();
+    let purge = events.clone();
     let service = api::Service::start(
         options.bus.as_deref(),
         shared.clone(),
         Box::new(move || reload.send(Event::Reload).is_ok()),
+        Box::new(move |name: &str| purge.send(Event::Purge(name.to_owned())).is_ok()),
     )?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -817,6 +850,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             }
             Ok(Event::Heard(name, heard)) => supervisor.heard(&name, heard),
             Ok(Event::Stopped(name)) => supervisor.stopped(&name),
+            Ok(Event::Purge(name)) => supervisor.purge(&name),
             Err(RecvTimeoutError::Timeout) => {}
         }
         if Instant::now() >= next_check {
@@ -861,14 +895,12 @@ pub fn down(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `slipwayd purge NODE`: deletes the disks of a node that is no longer configured and
-/// whose VM does not run.
-pub fn purge(path: &Path, name: &str) -> anyhow::Result<()> {
-    let config = HostConfig::load(path)?;
+/// Deletes the disks, seed and logs of node `name` of `config`, which must no longer be
+/// configured and whose VM must not run.
+fn purge_node(config: &HostConfig, name: &str) -> anyhow::Result<()> {
     if config.nodes.contains_key(name) {
         bail!(
-            "node {name} is still in {}: remove it there first (its VM is stopped, then it can be purged)",
-            path.display()
+            "node {name} is still in the host config: remove it there first (its VM is stopped, then it can be purged)"
         );
     }
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -882,6 +914,34 @@ pub fn purge(path: &Path, name: &str) -> anyhow::Result<()> {
         bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    Ok(())
+}
+
+/// Runs `slipwayd purge NODE`: deletes the disks of a node that is no longer configured and
+/// whose VM does not run. With a supervisor running on the host it is asked to do it (over
+/// D-Bus at `bus`), so the purge cannot race its passes; otherwise it is done here, under the
+/// host's lock.
+pub fn purge(path: &Path, name: &str, bus: Option<&str>) -> anyhow::Result<()> {
+    let config = HostConfig::load(path)?;
+    if HostLock::try_take(&config.state_dir)?.is_some() {
+        purge_node(&config, name)?;
+    } else {
+        let client = api::Client::connect(bus)?;
+        client.purge(name)?;
+        // The supervisor purges on its next turn: wait until the node is gone, or says why not.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = client.status()?;
+            match status.nodes.iter().find(|n| n.name == name) {
+                None => break,
+                Some(n) if n.reason.starts_with("purge refused") => bail!("{}", n.reason),
+                Some(_) if Instant::now() > deadline => {
+                    bail!("slipwayd did not purge node {name} within 30 s")
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
     println!("{name}: its disks, seed and logs are deleted");
     Ok(())
 }

@@ -178,3 +178,38 @@ fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
         }
     }
 }
+
+#[test]
+fn purge_without_a_supervisor_deletes_only_an_unconfigured_stopped_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
+            .unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        example.replace("/var/lib/slipway", state.to_str().unwrap()),
+    )
+    .unwrap();
+    for node in ["cp-1", "old-worker"] {
+        std::fs::create_dir_all(state.join("nodes").join(node)).unwrap();
+        std::fs::write(state.join("nodes").join(node).join("state.raw"), b"data").unwrap();
+    }
+    let config = config.to_str().unwrap();
+    let out = slipwayd(&["purge", "cp-1", "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still in the host config"), "{err}");
+    assert!(state.join("nodes/cp-1/state.raw").exists());
+    let out = slipwayd(&["purge", "old-worker", "--config", config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!state.join("nodes/old-worker").exists());
+    let out = slipwayd(&["purge", "../cp-1", "--config", config]);
+    assert_eq!(out.status.code(), Some(1), "a path is not a node name");
+    assert!(state.join("nodes/cp-1/state.raw").exists());
+}

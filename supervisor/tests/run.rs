@@ -560,12 +560,31 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     );
     assert_eq!(qemu_pids(&state).len(), 2);
     assert!(state.join("nodes/worker-2/state.raw").exists());
-    let refused = slipwayd(d, &["purge", "cp-1", "--config", "host.toml"]);
+    // Purged through the running supervisor (never behind its back).
+    let refused = slipwayd(
+        d,
+        &["purge", "cp-1", "--config", "host.toml", "--bus", address],
+    );
     assert!(
         !refused.status.success(),
         "a configured node must not be purged"
     );
-    ok(slipwayd(d, &["purge", "worker-2", "--config", "host.toml"]));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("only a node removed from host.toml"),
+        "{said}"
+    );
+    ok(slipwayd(
+        d,
+        &[
+            "purge",
+            "worker-2",
+            "--config",
+            "host.toml",
+            "--bus",
+            address,
+        ],
+    ));
     assert!(!state.join("nodes/worker-2").exists());
 
     // A host.toml that no longer loads is reported, and the config in force stays.
