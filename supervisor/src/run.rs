@@ -59,6 +59,8 @@ enum Event {
     Heard(String, Heard),
     Stopped(String),
     Purge(String),
+    /// A pull ended: the verified image, or why it was refused.
+    Pulled(Box<Result<StoredImage, String>>),
     Reload,
     Quit,
 }
@@ -157,7 +159,9 @@ struct Supervisor {
     stamp: Option<SystemTime>,
     accel: Option<Accel>,
     image: Option<StoredImage>,
-    /// What the last pass could not do (the image refused); cleared by each pass.
+    /// Whether a pull runs (in its own thread: a large one must not hold the loop).
+    pulling: bool,
+    /// Why the last pull was refused; cleared by the next one that succeeds.
     problem: String,
     /// Why host.toml as it is now is not in force; cleared when it loads again.
     config_problem: String,
@@ -176,6 +180,7 @@ impl Supervisor {
             stamp,
             accel: None,
             image: None,
+            pulling: false,
             problem: String::new(),
             config_problem: String::new(),
             nodes: BTreeMap::new(),
@@ -239,44 +244,29 @@ impl Supervisor {
         Ok(accel)
     }
 
-    /// The image the channel names, pulled into the store and verified.
-    fn pull(&self) -> anyhow::Result<StoredImage> {
-        let source = &self.config.source;
-        let keys = source
-            .keys
-            .iter()
-            .map(|k| PublicKey::read(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let reference: Reference = source.reference.parse().map_err(anyhow::Error::msg)?;
-        let store = Store::open(&self.config.state_dir.join("store"))?;
-        let mut repo = oci::open(&reference, false, source.plain_http)?;
-        let image = store
-            .pull_channel(
-                repo.as_mut(),
-                &reference,
-                &source.channel,
-                &keys,
-                unix_now(),
-                &mut |_| {},
-            )
-            .with_context(|| {
-                format!(
-                    "the image channel {} of {} names was refused",
-                    source.channel, source.reference
-                )
-            })?;
-        Ok(image)
-    }
-
     fn node_dir(&self, name: &str) -> PathBuf {
         self.config.state_dir.join("nodes").join(name)
     }
 
-    /// One reconcile pass.
+    /// One pass: a pull of what the channel names starts (unless one runs), and the nodes are
+    /// reconciled with the image verified so far; the pull's end reconciles again.
     fn pass(&mut self) {
-        self.counters.passes += 1;
-        self.problem.clear();
-        match self.pull() {
+        if !self.pulling {
+            self.pulling = true;
+            let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
+            let events = self.events.clone();
+            std::thread::spawn(move || {
+                let result = pull(&source, &state_dir).map_err(|e| format!("{e:#}"));
+                let _ = events.send(Event::Pulled(Box::new(result)));
+            });
+        }
+        self.reconcile();
+    }
+
+    /// A pull ended: the image to boot from, or why there is none.
+    fn pulled(&mut self, result: Result<StoredImage, String>) {
+        self.pulling = false;
+        match result {
             Ok(image) => {
                 if self.image.as_ref().map(|i| &i.digest) != Some(&image.digest) {
                     tracing::info!(
@@ -287,14 +277,21 @@ impl Supervisor {
                     );
                 }
                 self.image = Some(image);
+                self.problem.clear();
             }
             Err(e) => {
                 self.counters.refusals += 1;
-                tracing::error!("{e:#}");
-                self.problem = format!("{e:#}");
+                tracing::error!("{e}");
+                self.problem = e;
                 self.image = None;
             }
         }
+        self.reconcile();
+    }
+
+    /// Brings the VMs to the config: start, keep, stop.
+    fn reconcile(&mut self) {
+        self.counters.passes += 1;
         let wanted: BTreeSet<String> = self.config.nodes.keys().cloned().collect();
         let observed = observe(&self.config);
         for action in reconcile::decide(&wanted, &observed) {
@@ -652,6 +649,34 @@ impl Supervisor {
     }
 }
 
+/// The image the channel names, pulled into the store and verified.
+fn pull(source: &config::Source, state_dir: &Path) -> anyhow::Result<StoredImage> {
+    let keys = source
+        .keys
+        .iter()
+        .map(|k| PublicKey::read(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reference: Reference = source.reference.parse().map_err(anyhow::Error::msg)?;
+    let store = Store::open(&state_dir.join("store"))?;
+    let mut repo = oci::open(&reference, false, source.plain_http)?;
+    let image = store
+        .pull_channel(
+            repo.as_mut(),
+            &reference,
+            &source.channel,
+            &keys,
+            unix_now(),
+            &mut |_| {},
+        )
+        .with_context(|| {
+            format!(
+                "the image channel {} of {} names was refused",
+                source.channel, source.reference
+            )
+        })?;
+    Ok(image)
+}
+
 fn removed_reason() -> String {
     "no longer in host.toml; its disks stay until `slipwayd purge`".into()
 }
@@ -851,6 +876,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             Ok(Event::Heard(name, heard)) => supervisor.heard(&name, heard),
             Ok(Event::Stopped(name)) => supervisor.stopped(&name),
             Ok(Event::Purge(name)) => supervisor.purge(&name),
+            Ok(Event::Pulled(result)) => supervisor.pulled(*result),
             Err(RecvTimeoutError::Timeout) => {}
         }
         if Instant::now() >= next_check {
