@@ -11,6 +11,25 @@ fn slipwayd(args: &[&str]) -> Output {
         .expect("run slipwayd")
 }
 
+/// The example host.toml with its state directory in `dir` and `edit` (from, to) applied;
+/// returns the config's path and the state directory.
+fn example_config(
+    dir: &std::path::Path,
+    edit: Option<(&str, &str)>,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
+            .unwrap();
+    let state = dir.join("state");
+    let config = dir.join("host.toml");
+    let mut text = example.replace("/var/lib/slipway", state.to_str().unwrap());
+    if let Some((from, to)) = edit {
+        text = text.replace(from, to);
+    }
+    std::fs::write(&config, text).unwrap();
+    (config, state)
+}
+
 #[test]
 fn help_lists_the_subcommands() {
     let out = slipwayd(&["--help"]);
@@ -31,18 +50,7 @@ fn an_unknown_flag_exits_2() {
 #[test]
 fn run_refuses_a_bad_config_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
-            .unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("host.toml");
-    std::fs::write(
-        &config,
-        example
-            .replace("/var/lib/slipway", state.to_str().unwrap())
-            .replace("cpus = 2", "cpus = \"two\""),
-    )
-    .unwrap();
+    let (config, state) = example_config(dir.path(), Some(("cpus = 2", "cpus = \"two\"")));
     let out = slipwayd(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -96,18 +104,7 @@ fn check_config_prints_the_plan() {
 fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
-            .unwrap();
-    let config = dir.path().join("host.toml");
-    std::fs::write(
-        &config,
-        example.replace(
-            "/var/lib/slipway",
-            dir.path().join("state").to_str().unwrap(),
-        ),
-    )
-    .unwrap();
+    let (config, _) = example_config(dir.path(), None);
     let run = || {
         let out = slipwayd(&["seed", "--config", config.to_str().unwrap()]);
         assert!(
@@ -182,16 +179,7 @@ fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
 #[test]
 fn purge_without_a_supervisor_deletes_only_an_unconfigured_stopped_node() {
     let dir = tempfile::tempdir().unwrap();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/host.toml"))
-            .unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("host.toml");
-    std::fs::write(
-        &config,
-        example.replace("/var/lib/slipway", state.to_str().unwrap()),
-    )
-    .unwrap();
+    let (config, state) = example_config(dir.path(), None);
     for node in ["cp-1", "old-worker"] {
         std::fs::create_dir_all(state.join("nodes").join(node)).unwrap();
         std::fs::write(state.join("nodes").join(node).join("state.raw"), b"data").unwrap();
