@@ -26,6 +26,12 @@ pub struct FindFirmwareError {
     searched: String,
 }
 
+/// [`find_ovmf`] in [`DEFAULT_SEARCH_DIRS`]: where this host's `ovmf` package put it.
+pub fn find_default_ovmf() -> Result<Ovmf, FindFirmwareError> {
+    let dirs: Vec<&Path> = DEFAULT_SEARCH_DIRS.iter().map(Path::new).collect();
+    find_ovmf(&dirs)
+}
+
 /// The 4 MiB OVMF build (the one with Secure Boot support in Debian), from the first
 /// directory that has both the code and the variable-store template.
 pub fn find_ovmf(dirs: &[&Path]) -> Result<Ovmf, FindFirmwareError> {

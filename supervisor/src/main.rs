@@ -207,8 +207,9 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
     for node in config.nodes.values() {
         let seed = seed::for_node(&config, node)?;
         let image = seed::image_path(&config, node);
+        // The node's directory, private as `run` makes it (it keeps an existing one's mode).
         if let Some(dir) = image.parent() {
-            std::fs::create_dir_all(dir)
+            driver::qemu::private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         seed::write_image(&seed, &image)?;
@@ -226,11 +227,7 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
 }
 
 fn firmware() -> anyhow::Result<()> {
-    let dirs: Vec<&Path> = firmware::DEFAULT_SEARCH_DIRS
-        .iter()
-        .map(Path::new)
-        .collect();
-    let ovmf = firmware::find_ovmf(&dirs)?;
+    let ovmf = firmware::find_default_ovmf()?;
     println!("code  {}", ovmf.code.display());
     println!("vars  {}", ovmf.vars.display());
     Ok(())

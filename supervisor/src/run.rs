@@ -227,7 +227,7 @@ impl Supervisor {
             Hypervisor::Qemu(config::Accel::Kvm) => Accel::Kvm,
             Hypervisor::Qemu(config::Accel::Tcg) => Accel::Tcg,
             Hypervisor::Qemu(config::Accel::Auto) => {
-                let ovmf = firmware::find_ovmf(&firmware_dirs())?;
+                let ovmf = firmware::find_default_ovmf()?;
                 if qemu::probe("kvm", &ovmf.code, &ovmf.vars, qemu::PROBE_DEADLINE) {
                     tracing::info!("accel auto: the KVM probe ran a guest: using KVM");
                     Accel::Kvm
@@ -458,8 +458,7 @@ impl Supervisor {
                 tracked.booted = Some(booted);
             }
         }
-        tracked.info.pid =
-            crate::driver::live_pid(&dir.join("qemu.pid"), "qemu-system", &dir).unwrap_or(0);
+        tracked.info.pid = qemu::pid_in(&dir).unwrap_or(0);
         // QEMU can run and its guest not: a KVM or TCG internal error pauses the VM.
         // A short timeout: a hung QEMU must not hold the loop.
         let qmp = qemu::Qmp::connect_path(name, &dir.join("qmp.sock"), Duration::from_secs(2));
@@ -590,7 +589,7 @@ impl Supervisor {
                 continue;
             }
             let dir = root.join(name);
-            if crate::driver::live_pid(&dir.join("qemu.pid"), "qemu-system", &dir).is_none() {
+            if qemu::pid_in(&dir).is_none() {
                 if tracked.info.state != "exited" {
                     tracing::warn!(node = %name, "its QEMU is gone: it will be started again");
                     tracked.info.pid = 0;
@@ -693,13 +692,6 @@ fn listen(tracked: &mut Tracked, name: &str, dir: &Path, events: Sender<Event>) 
     }
 }
 
-fn firmware_dirs() -> Vec<&'static Path> {
-    firmware::DEFAULT_SEARCH_DIRS
-        .iter()
-        .map(Path::new)
-        .collect()
-}
-
 fn spec(
     config: &HostConfig,
     node: &config::Node,
@@ -707,11 +699,11 @@ fn spec(
     seed_mac: &str,
     accel: Accel,
 ) -> anyhow::Result<Spec> {
-    let ovmf = firmware::find_ovmf(&firmware_dirs())?;
+    let ovmf = firmware::find_default_ovmf()?;
     let dir = config.state_dir.join("nodes").join(&node.name);
     Ok(Spec {
         name: node.name.clone(),
-        seed: dir.join("seed.img"),
+        seed: seed::image_path(config, node),
         dir,
         base: base.to_owned(),
         state_disk: node.state_disk,
@@ -734,8 +726,7 @@ fn observe(config: &HostConfig) -> BTreeMap<String, Observed> {
             continue;
         };
         let path = entry.path();
-        let running =
-            crate::driver::live_pid(&path.join("qemu.pid"), "qemu-system", &path).is_some();
+        let running = qemu::pid_in(&path).is_some();
         seen.insert(
             name,
             if running {
@@ -936,7 +927,7 @@ fn purge_node(config: &HostConfig, name: &str) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("no node {name} in {}", config.state_dir.display());
     }
-    if let Some(pid) = crate::driver::live_pid(&dir.join("qemu.pid"), "qemu-system", &dir) {
+    if let Some(pid) = qemu::pid_in(&dir) {
         bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;

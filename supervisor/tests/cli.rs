@@ -122,6 +122,12 @@ fn seed_writes_a_private_seed_per_node_and_keeps_the_pki() {
             std::fs::metadata(&seed).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        let node_dir = seed.parent().unwrap();
+        assert_eq!(
+            std::fs::metadata(node_dir).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "the node's directory is as private as `run` makes it"
+        );
     }
     let token = dir.path().join("state/clusters/lab/pki/bootstrap-token");
     assert_eq!(

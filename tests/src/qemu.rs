@@ -16,11 +16,7 @@ impl Guest {
     /// Boots `disk` (QEMU driver `format`, e.g. `vhdx`) as a virtio disk under UEFI. The disk is
     /// opened with `-snapshot`: the guest's writes never reach the file.
     pub fn boot_uefi(disk: &Path, format: &str) -> Guest {
-        let dirs: Vec<&Path> = firmware::DEFAULT_SEARCH_DIRS
-            .iter()
-            .map(Path::new)
-            .collect();
-        let ovmf = firmware::find_ovmf(&dirs).expect("OVMF (run ./scripts/setup)");
+        let ovmf = firmware::find_default_ovmf().expect("OVMF (run ./scripts/setup)");
         let dir = tempfile::tempdir().unwrap();
         let vars = dir.path().join("vars.fd");
         std::fs::copy(&ovmf.vars, &vars).unwrap();

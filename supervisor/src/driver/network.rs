@@ -88,6 +88,11 @@ impl Switch {
         self.dir.join("host-link.pid")
     }
 
+    /// The host link's pid (vde_plug2tap), if it runs.
+    fn plug(&self) -> Option<u32> {
+        super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket())
+    }
+
     /// Starts the switch and the host's link to it, holding `gateway` in a network of
     /// `prefix` bits, unless they run.
     pub fn ensure(&self, gateway: Ipv4Addr, prefix: u8) -> Result<(), Error> {
@@ -100,7 +105,7 @@ impl Switch {
             why,
         };
         let device = Path::new("/sys/class/net").join(&tap);
-        if super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket()).is_none() {
+        if self.plug().is_none() {
             let _ = std::fs::remove_file(self.plug_pidfile());
             run(Command::new("vde_plug2tap")
                 .arg("-s")
@@ -159,8 +164,7 @@ impl Switch {
 
     /// Stops the host link (its tap goes with it) and the switch.
     pub fn stop(&self) {
-        let plug = super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket());
-        for pid in [plug, self.running()].into_iter().flatten() {
+        for pid in [self.plug(), self.running()].into_iter().flatten() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }

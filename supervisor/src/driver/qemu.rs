@@ -241,7 +241,12 @@ pub fn start(spec: &Spec) -> Result<(), Error> {
 
 /// The pid of the VM's QEMU, if it is running.
 pub fn running(spec: &Spec) -> Option<u32> {
-    super::live_pid(&spec.path("qemu.pid"), "qemu-system", &spec.dir)
+    pid_in(&spec.dir)
+}
+
+/// The pid of the QEMU of the VM whose run directory is `dir`, if it is running.
+pub fn pid_in(dir: &Path) -> Option<u32> {
+    super::live_pid(&dir.join("qemu.pid"), "qemu-system", dir)
 }
 
 /// A QMP connection.
@@ -331,7 +336,7 @@ impl Qmp {
 /// Stops the VM `name` whose run directory is `dir`: ACPI power-down, then `quit` when it has
 /// not gone by `deadline`.
 pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error> {
-    let Some(pid) = super::live_pid(&dir.join("qemu.pid"), "qemu-system", dir) else {
+    let Some(pid) = pid_in(dir) else {
         return Ok(());
     };
     let connect = || Qmp::connect_path(name, &dir.join("qmp.sock"), QMP_TIMEOUT);
@@ -426,11 +431,7 @@ mod tests {
 
     #[test]
     fn the_probe_boots_the_firmware_under_tcg_and_never_outlives_its_deadline() {
-        let dirs: Vec<&Path> = firmware::DEFAULT_SEARCH_DIRS
-            .iter()
-            .map(Path::new)
-            .collect();
-        let ovmf = firmware::find_ovmf(&dirs).unwrap();
+        let ovmf = firmware::find_default_ovmf().unwrap();
         // TCG always works: this proves the probe sees the firmware's boot manager.
         assert!(probe(
             "tcg",
