@@ -4,6 +4,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -219,7 +220,13 @@ fn unreachable_downloads_are_listed_with_where_to_place_them() {
     std::fs::create_dir_all(cache.join("urls")).unwrap();
     std::fs::write(cache.join("urls").join(&digest), b"not kubelet").unwrap();
     let stderr = case.build_fails(&[]);
-    assert!(stderr.contains("the cached file has sha256"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cached file {} has sha256",
+            cache.join("urls").join(&digest).display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -231,5 +238,124 @@ fn a_typo_in_a_recipe_exits_1_with_its_location() {
     assert!(
         stderr.contains(&case.location("cmdlin =")) && stderr.contains("unknown field `cmdlin`"),
         "{stderr}"
+    );
+}
+
+/// A directory outside the case's recipe directory and build, with `file` in it.
+fn outside_dir(case: &Case) -> PathBuf {
+    let outside = case.path("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(outside.join("file"), "#!/bin/busybox sh\n").unwrap();
+    outside
+}
+
+/// A case whose recipe lives one level down (`recipe/`), so that `elsewhere` is outside it.
+fn nested_case(edit: impl FnOnce(String) -> String) -> Case {
+    let case = Case::new(edit);
+    let recipe = case.path("recipe");
+    std::fs::create_dir(&recipe).unwrap();
+    std::fs::rename(case.path("tiny-linux"), recipe.join("tiny-linux")).unwrap();
+    std::fs::rename(case.path("tiny-linux.toml"), recipe.join("tiny-linux.toml")).unwrap();
+    case
+}
+
+fn build_nested_fails(case: &Case) -> String {
+    let recipe = case.path("recipe/tiny-linux.toml");
+    let out = case.path("out");
+    let (success, stderr) = case.slipway(&[
+        "build",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!success, "the build should fail");
+    assert!(!out.join("tiny-linux.vhdx").exists());
+    stderr
+}
+
+#[test]
+fn a_path_source_linking_out_of_the_recipe_directory_is_refused() {
+    let case = nested_case(|t| t);
+    let outside = outside_dir(&case);
+    // The recipe's own init, spelled inside the directory, is a link to a file outside it.
+    let init = case.path("recipe/tiny-linux/init");
+    std::fs::remove_file(&init).unwrap();
+    std::os::unix::fs::symlink(outside.join("file"), &init).unwrap();
+    let stderr = build_nested_fails(&case);
+    assert!(
+        stderr.contains("source init: tiny-linux/init resolves to")
+            && stderr.contains(&outside.join("file").display().to_string())
+            && stderr.contains("outside the recipe's directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_path_source_directory_linking_out_of_the_recipe_directory_is_refused() {
+    let case = nested_case(|t| {
+        t.replace(
+            "layers = [\"busybox\"]",
+            "layers = [\"busybox\", \"extra\"]",
+        )
+        .replace("[root]", "[sources.extra]\npath = \"extra\"\n\n[root]")
+    });
+    let outside = outside_dir(&case);
+    std::os::unix::fs::symlink(&outside, case.path("recipe/extra")).unwrap();
+    let stderr = build_nested_fails(&case);
+    assert!(
+        stderr.contains("source extra: extra resolves to")
+            && stderr.contains("outside the recipe's directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_layer_cannot_chmod_outside_the_tree_through_a_link() {
+    let case = Case::new(|t| {
+        t.replace("layers = [\"busybox\"]", "layers = [\"busybox\", \"evil\"]")
+            .replace(
+                "[root]",
+                "[sources.evil]\npath = \"evil.tar\"\nunpack = true\n\n[root]",
+            )
+            // Stops the build once the tree is assembled: /bin/busybox is a file.
+            .replace(
+                "files = [\n",
+                "files = [\n  { path = \"/bin/busybox/stop\", text = \"\" },\n",
+            )
+    });
+    let outside = outside_dir(&case);
+    let etc_mode = std::fs::metadata("/etc").unwrap().permissions().mode();
+    let script = "import tarfile,sys\nt=tarfile.open(sys.argv[1],'w')\n\
+                  l=tarfile.TarInfo('x')\nl.type=tarfile.SYMTYPE\nl.linkname=sys.argv[2]\nt.addfile(l)\n\
+                  d=tarfile.TarInfo('x/')\nd.type=tarfile.DIRTYPE\nd.mode=0o777\nt.addfile(d)\n\
+                  f=tarfile.TarInfo('x/planted')\nt.addfile(f)\nt.close()\n";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(case.path("evil.tar"))
+        .arg(&outside)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stderr = case.build_fails(&[]);
+    assert!(
+        stderr.contains("/bin/busybox/stop") && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+    let mode = std::fs::metadata(&outside).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o7777,
+        0o755,
+        "the directory outside the tree was chmodded"
+    );
+    let names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["file"], "written outside the tree");
+    assert_eq!(
+        std::fs::metadata("/etc").unwrap().permissions().mode(),
+        etc_mode
     );
 }

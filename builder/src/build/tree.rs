@@ -1,19 +1,31 @@
 //! A filesystem tree being assembled in a staging directory. Every path written comes from an
 //! archive or a recipe, so every one is resolved inside the tree's root: `..` is refused and
 //! symbolic links are followed as the image would see them (an absolute target is re-rooted at
-//! the tree), so nothing is ever written outside the staging directory.
+//! the tree, `..` stops at its root), so nothing is ever read or written outside the staging
+//! directory. The kernel never follows a link of the tree: [`at`] walks paths one directory
+//! descriptor at a time and acts on the last component by name in its parent, or through the
+//! descriptor of what it just created. The tree depends only on what is placed in it: every file
+//! and directory gets an explicit mode (never the host's umask) and directories are copied in
+//! sorted order.
+
+mod at;
+#[cfg(test)]
+mod tests;
 
 use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use rustix::fs::FileType;
+
 use crate::recipe::{Content, FileSpec};
 use crate::sources::{Artifact, Fetched};
+use at::{Entry, Missing, Root, WalkError};
 
-/// How many symbolic links one path may cross (as Linux's MAXSYMLINKS).
-const MAX_LINK_HOPS: usize = 40;
+/// The mode of files the build generates ([`Tree::write_file`]).
+const GENERATED_FILE_MODE: u32 = 0o644;
 
 /// Errors assembling a tree.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Reading a file or directory to place in the tree failed.
+    #[error("{origin}: cannot read {path}")]
+    ReadInput {
+        /// What was being placed.
+        origin: String,
+        /// The file or directory read.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Writing into the tree failed.
     #[error("{origin}: cannot write {path}")]
     WriteTree {
@@ -47,6 +70,16 @@ pub enum Error {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// A hard link names a file that is not in the tree.
+    #[error("{origin}: hard link {path:?} names {target:?}, which is not in the tree (yet)")]
+    FindLinkTarget {
+        /// The archive.
+        origin: String,
+        /// The link.
+        path: String,
+        /// What it names.
+        target: String,
     },
     /// A source that is a single file was used as a layer.
     #[error(
@@ -68,6 +101,14 @@ pub struct Tree {
     root: PathBuf,
 }
 
+/// Owner and mode of one entry.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+}
+
 impl Tree {
     /// A tree rooted at `root` (an existing, empty directory).
     pub fn new(root: &Path) -> Tree {
@@ -77,6 +118,7 @@ impl Tree {
     }
 
     /// Unpacks a fetched input as a layer under `into` (relative to the root; empty for `/`).
+    #[tracing::instrument(skip_all, fields(source = %input.name, into = %into.display()), err)]
     pub fn unpack(&self, input: &Fetched, into: &Path) -> Result<(), Error> {
         let origin = format!("source {}", input.name);
         match &input.artifact {
@@ -135,218 +177,304 @@ impl Tree {
         }
     }
 
-    /// Unpacks a tar stream under `into`, confining every entry to the tree.
+    /// Unpacks a tar stream under `into`, confining every entry (and every hard link's target)
+    /// to the tree.
     pub fn unpack_tar(&self, reader: impl Read, into: &Path, origin: &str) -> Result<(), Error> {
         let read_err = |source| Error::ReadArchive {
             origin: origin.to_owned(),
             source,
         };
+        let root = self.open_root(origin)?;
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().map_err(read_err)? {
             let mut entry = entry.map_err(read_err)?;
             let raw = entry.path().map_err(read_err)?.into_owned();
             let rel = confine(&raw, origin)?;
             if rel.as_os_str().is_empty() {
-                continue; // "./" itself
+                // "./" itself: the root's own mode and owner are not the layer's to set.
+                continue;
             }
             let rel = into.join(rel);
             let header = entry.header();
-            let mode = header.mode().map_err(read_err)? & 0o7777;
-            let (uid, gid) = (
-                header.uid().map_err(read_err)?,
-                header.gid().map_err(read_err)?,
-            );
-            let kind = header.entry_type();
-            let dest = self.resolve_parent(&rel, origin)?;
-            let write_err = |source| Error::WriteTree {
-                origin: origin.to_owned(),
-                path: dest.clone(),
-                source,
+            let meta = Meta {
+                mode: header.mode().map_err(read_err)? & 0o7777,
+                uid: header.uid().map_err(read_err)?,
+                gid: header.gid().map_err(read_err)?,
             };
-            if kind.is_dir() {
-                if !dest.is_dir() {
-                    remove_existing(&dest).map_err(write_err)?;
-                    fs::create_dir(&dest).map_err(write_err)?;
+            let kind = header.entry_type();
+            let link_name = || -> Result<PathBuf, Error> {
+                Ok(entry
+                    .link_name()
+                    .map_err(read_err)?
+                    .unwrap_or_default()
+                    .into_owned())
+            };
+            match kind {
+                tar::EntryType::Directory => self.make_dir(&root, &rel, meta, origin)?,
+                tar::EntryType::Symlink => {
+                    let target = link_name()?;
+                    self.make_symlink(&root, &rel, &target, meta, origin)?;
                 }
-            } else if kind.is_symlink() {
-                let target = entry
-                    .link_name()
-                    .map_err(read_err)?
-                    .unwrap_or_default()
-                    .into_owned();
-                remove_existing(&dest).map_err(write_err)?;
-                symlink(&target, &dest).map_err(write_err)?;
-                set_owner(&dest, uid, gid).map_err(write_err)?;
-                continue;
-            } else if kind.is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .map_err(read_err)?
-                    .unwrap_or_default()
-                    .into_owned();
-                let target = self.resolve_parent(&confine(&target, origin)?, origin)?;
-                remove_existing(&dest).map_err(write_err)?;
-                fs::hard_link(&target, &dest).map_err(write_err)?;
-                continue;
-            } else if kind.is_file() || kind == tar::EntryType::Continuous {
-                remove_existing(&dest).map_err(write_err)?;
-                let mut out = fs::File::create(&dest).map_err(write_err)?;
-                io::copy(&mut entry, &mut out).map_err(write_err)?;
-            } else {
-                // Device nodes, fifos: the running system's /dev is a devtmpfs.
-                tracing::debug!(path = %rel.display(), "skipping a special file");
-                continue;
+                tar::EntryType::Link => {
+                    // Names in an archive are relative to where it is unpacked.
+                    let target = into.join(confine(&link_name()?, origin)?);
+                    self.make_hard_link(&root, &rel, &target, origin)?;
+                }
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
+                    self.make_file(&root, &rel, meta, origin, |out| {
+                        io::copy(&mut entry, out).map(drop)
+                    })?;
+                }
+                _ => {
+                    // Device nodes, fifos: the running system's /dev is a devtmpfs.
+                    tracing::debug!(path = %rel.display(), "skipping a special file");
+                }
             }
-            fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(write_err)?;
-            set_owner(&dest, uid, gid).map_err(write_err)?;
         }
         Ok(())
     }
 
     fn copy_dir(&self, dir: &Path, into: &Path, origin: &str) -> Result<(), Error> {
-        // A directory is packed into a tar stream in memory order and unpacked like any layer,
-        // so the same confinement applies.
+        // A directory is packed into a tar stream (links as links, never followed, in sorted
+        // order) and unpacked like any layer, so the same confinement applies.
         let mut builder = tar::Builder::new(Vec::new());
         builder.follow_symlinks(false);
-        builder
-            .append_dir_all(".", dir)
-            .map_err(|source| Error::ReadArchive {
+        builder.sparse(false);
+        let read_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::ReadInput {
                 origin: origin.to_owned(),
+                path,
                 source,
-            })?;
-        let bytes = builder.into_inner().map_err(|source| Error::ReadArchive {
-            origin: origin.to_owned(),
-            source,
-        })?;
+            }
+        };
+        // Pre-order: a directory before what it holds, siblings by name.
+        let mut pending = sorted_children(dir, Path::new("")).map_err(read_err(dir))?;
+        pending.reverse();
+        while let Some(rel) = pending.pop() {
+            let path = dir.join(&rel);
+            builder
+                .append_path_with_name(&path, &rel)
+                .map_err(read_err(&path))?;
+            let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            if meta.is_dir() {
+                let mut children = sorted_children(dir, &rel).map_err(read_err(&path))?;
+                children.reverse();
+                pending.extend(children);
+            }
+        }
+        let bytes = builder.into_inner().map_err(read_err(dir))?;
         self.unpack_tar(bytes.as_slice(), into, origin)
     }
 
     /// Places one recipe file; `source` is the fetched file for `Content::Source`.
     pub fn place(&self, spec: &FileSpec, source: Option<&Path>) -> Result<(), Error> {
         let origin = format!("file {}", spec.path);
-        let rel = PathBuf::from(spec.path.relative());
-        let dest = self.resolve_parent(&rel, &origin)?;
-        let write_err = |source| Error::WriteTree {
-            origin: origin.clone(),
-            path: dest.clone(),
-            source,
+        let root = self.open_root(&origin)?;
+        let rel = Path::new(spec.path.relative());
+        let meta = Meta {
+            mode: spec.mode,
+            uid: spec.uid.into(),
+            gid: spec.gid.into(),
         };
         match &spec.content {
-            Content::Dir => {
-                if !dest.is_dir() {
-                    remove_existing(&dest).map_err(write_err)?;
-                    fs::create_dir(&dest).map_err(write_err)?;
-                }
-            }
+            Content::Dir => self.make_dir(&root, rel, meta, &origin),
             Content::Symlink(target) => {
-                remove_existing(&dest).map_err(write_err)?;
-                symlink(target, &dest).map_err(write_err)?;
-                return set_owner(&dest, spec.uid.into(), spec.gid.into()).map_err(write_err);
+                self.make_symlink(&root, rel, Path::new(target), meta, &origin)
             }
-            Content::Text(text) => {
-                remove_existing(&dest).map_err(write_err)?;
-                fs::write(&dest, text).map_err(write_err)?;
-            }
+            Content::Text(text) => self.make_file(&root, rel, meta, &origin, |out| {
+                out.write_all(text.as_bytes())
+            }),
             Content::Source(_) => {
-                remove_existing(&dest).map_err(write_err)?;
                 let from = source.unwrap_or(Path::new(""));
-                fs::copy(from, &dest).map_err(write_err)?;
+                let mut input = fs::File::open(from).map_err(|source| Error::ReadInput {
+                    origin: origin.clone(),
+                    path: from.to_owned(),
+                    source,
+                })?;
+                self.make_file(&root, rel, meta, &origin, |out| {
+                    io::copy(&mut input, out).map(drop)
+                })
             }
         }
-        fs::set_permissions(&dest, fs::Permissions::from_mode(spec.mode)).map_err(write_err)?;
-        set_owner(&dest, spec.uid.into(), spec.gid.into()).map_err(write_err)
     }
 
     /// Writes a generated file (mode 0644, root) at `rel`.
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<(), Error> {
         let origin = format!("generated {rel}");
-        let dest = self.resolve_parent(Path::new(rel), &origin)?;
-        remove_existing(&dest)
-            .and_then(|()| fs::write(&dest, bytes))
-            .map_err(|source| Error::WriteTree {
-                origin,
-                path: dest,
-                source,
-            })
+        let root = self.open_root(&origin)?;
+        let meta = Meta {
+            mode: GENERATED_FILE_MODE,
+            uid: 0,
+            gid: 0,
+        };
+        self.make_file(&root, Path::new(rel), meta, &origin, |out| {
+            out.write_all(bytes)
+        })
     }
 
-    /// The host path for `rel`: its parent resolved inside the tree (created as needed), the
-    /// last component itself not followed.
-    fn resolve_parent(&self, rel: &Path, origin: &str) -> Result<PathBuf, Error> {
+    fn open_root(&self, origin: &str) -> Result<Root, Error> {
+        Root::open(&self.root).map_err(|source| Error::WriteTree {
+            origin: origin.to_owned(),
+            path: self.root.clone(),
+            source,
+        })
+    }
+
+    /// A directory at `rel`. Over a symbolic link, the link stays and the directory it leads to
+    /// inside the tree gets the mode and owner (created if missing), as `chmod` in the image
+    /// would; a link that leads nowhere usable is replaced.
+    fn make_dir(&self, root: &Root, rel: &Path, meta: Meta, origin: &str) -> Result<(), Error> {
+        let entry = self.entry(root, rel, origin)?;
+        let write_err = self.write_err(rel, origin);
+        let fd = match entry.kind().map_err(write_err)? {
+            Some(FileType::Directory) => entry.open_dir(),
+            Some(FileType::Symlink) => match root.walk(rel, Missing::Create) {
+                Ok(Some(dir)) => at::reopen_dir(dir.as_fd()),
+                Ok(None) | Err(WalkError::TooManyLinks) => entry
+                    .remove()
+                    .and_then(|()| entry.make_dir(at::PARENT_DIR_MODE)),
+                Err(e) => return Err(self.walk_err(e, rel, origin)),
+            },
+            Some(_) => entry
+                .remove()
+                .and_then(|()| entry.make_dir(at::PARENT_DIR_MODE)),
+            None => entry.make_dir(at::PARENT_DIR_MODE),
+        }
+        .map_err(self.write_err(rel, origin))?;
+        at::finish(fd.as_fd(), meta.mode, meta.uid, meta.gid).map_err(self.write_err(rel, origin))
+    }
+
+    /// A regular file at `rel` (replacing whatever is there), filled by `fill`.
+    fn make_file(
+        &self,
+        root: &Root,
+        rel: &Path,
+        meta: Meta,
+        origin: &str,
+        fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+    ) -> Result<(), Error> {
+        let entry = self.entry(root, rel, origin)?;
+        let mut file = entry
+            .remove()
+            .and_then(|()| entry.create_file())
+            .map_err(self.write_err(rel, origin))?;
+        fill(&mut file).map_err(self.write_err(rel, origin))?;
+        at::finish(file.as_fd(), meta.mode, meta.uid, meta.gid).map_err(self.write_err(rel, origin))
+    }
+
+    /// A symbolic link at `rel` (replacing whatever is there); `meta`'s owner is the link's.
+    fn make_symlink(
+        &self,
+        root: &Root,
+        rel: &Path,
+        target: &Path,
+        meta: Meta,
+        origin: &str,
+    ) -> Result<(), Error> {
+        let entry = self.entry(root, rel, origin)?;
+        entry
+            .remove()
+            .and_then(|()| entry.symlink(target))
+            .and_then(|()| entry.chown_link(meta.uid, meta.gid))
+            .map_err(self.write_err(rel, origin))
+    }
+
+    /// A hard link at `rel` (replacing whatever is there) to `target`, resolved inside the tree
+    /// (its last component not followed: a link to a symbolic link is a second name for it).
+    fn make_hard_link(
+        &self,
+        root: &Root,
+        rel: &Path,
+        target: &Path,
+        origin: &str,
+    ) -> Result<(), Error> {
+        let not_found = || Error::FindLinkTarget {
+            origin: origin.to_owned(),
+            path: rel.display().to_string(),
+            target: target.display().to_string(),
+        };
+        let name = target.file_name().ok_or_else(not_found)?;
+        let parent = target.parent().unwrap_or(Path::new(""));
+        let dir = root
+            .walk(parent, Missing::Stop)
+            .map_err(|e| self.walk_err(e, target, origin))?
+            .ok_or_else(not_found)?;
+        let existing = Entry {
+            dir,
+            name: name.to_owned(),
+        };
+        if existing
+            .kind()
+            .map_err(self.write_err(target, origin))?
+            .is_none()
+        {
+            return Err(not_found());
+        }
+        let entry = self.entry(root, rel, origin)?;
+        entry
+            .remove()
+            .and_then(|()| entry.hard_link_to(&existing))
+            .map_err(self.write_err(rel, origin))
+    }
+
+    /// The name `rel` in its parent directory, the parent resolved inside the tree (created as
+    /// needed); the name itself not followed.
+    fn entry(&self, root: &Root, rel: &Path, origin: &str) -> Result<Entry, Error> {
         let name = rel.file_name().ok_or_else(|| Error::ConfinePath {
             origin: origin.to_owned(),
             path: rel.display().to_string(),
             why: "has no file name",
         })?;
-        let parent = self.resolve(rel.parent().unwrap_or(Path::new("")), origin)?;
-        Ok(parent.join(name))
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = root
+            .walk(parent, Missing::Create)
+            .map_err(|e| self.walk_err(e, rel, origin))?
+            .ok_or_else(|| Error::ConfinePath {
+                origin: origin.to_owned(),
+                path: rel.display().to_string(),
+                why: "goes through a file that is not a directory",
+            })?;
+        Ok(Entry {
+            dir,
+            name: name.to_owned(),
+        })
     }
 
-    /// Resolves `rel` inside the tree as the image would, creating missing directories.
-    fn resolve(&self, rel: &Path, origin: &str) -> Result<PathBuf, Error> {
-        let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-        let mut pending: Vec<std::ffi::OsString> = rel
-            .components()
-            .rev()
-            .map(|c| c.as_os_str().to_owned())
-            .collect();
-        let mut hops = 0;
-        while let Some(part) = pending.pop() {
-            match Path::new(&part).components().next() {
-                None | Some(Component::CurDir) | Some(Component::RootDir) => continue,
-                Some(Component::ParentDir) => {
-                    // Only link targets can bring `..` here; at the root it stays at the root,
-                    // as the kernel resolves it.
-                    resolved.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let mut here = self.root.clone();
-            here.extend(&resolved);
-            here.push(&part);
-            match fs::symlink_metadata(&here) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    hops += 1;
-                    if hops > MAX_LINK_HOPS {
-                        return Err(Error::ConfinePath {
-                            origin: origin.to_owned(),
-                            path: rel.display().to_string(),
-                            why: "crosses too many symbolic links",
-                        });
-                    }
-                    let target = fs::read_link(&here).map_err(|source| Error::WriteTree {
-                        origin: origin.to_owned(),
-                        path: here.clone(),
-                        source,
-                    })?;
-                    if target.is_absolute() {
-                        resolved.clear();
-                    }
-                    pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
-                }
-                Ok(meta) if meta.is_dir() => resolved.push(part),
-                Ok(_) => {
-                    return Err(Error::ConfinePath {
-                        origin: origin.to_owned(),
-                        path: rel.display().to_string(),
-                        why: "goes through a file that is not a directory",
-                    });
-                }
-                Err(_) => {
-                    fs::create_dir(&here).map_err(|source| Error::WriteTree {
-                        origin: origin.to_owned(),
-                        path: here.clone(),
-                        source,
-                    })?;
-                    resolved.push(part);
-                }
-            }
+    fn walk_err(&self, error: WalkError, rel: &Path, origin: &str) -> Error {
+        match error {
+            WalkError::TooManyLinks => Error::ConfinePath {
+                origin: origin.to_owned(),
+                path: rel.display().to_string(),
+                why: "crosses too many symbolic links",
+            },
+            WalkError::Io { at, source } => Error::WriteTree {
+                origin: origin.to_owned(),
+                path: self.root.join(at),
+                source,
+            },
         }
-        let mut path = self.root.clone();
-        path.extend(&resolved);
-        Ok(path)
     }
+
+    fn write_err(&self, rel: &Path, origin: &str) -> impl FnOnce(io::Error) -> Error + use<> {
+        let (origin, path) = (origin.to_owned(), self.root.join(rel));
+        move |source| Error::WriteTree {
+            origin,
+            path,
+            source,
+        }
+    }
+}
+
+/// The entries of `dir/rel`, as paths relative to `dir`, sorted by name.
+fn sorted_children(dir: &Path, rel: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut names = fs::read_dir(dir.join(rel))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names.into_iter().map(|name| rel.join(name)).collect())
 }
 
 /// Checks a path from an archive: relative (a leading `/` or `./` is dropped), no `..`.
@@ -366,122 +494,4 @@ fn confine(raw: &Path, origin: &str) -> Result<PathBuf, Error> {
         }
     }
     Ok(out)
-}
-
-fn remove_existing(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Sets ownership when running as root; otherwise ownership other than the caller's is lost,
-/// which [`crate::build`] refuses up front for recipes that ask for it.
-fn set_owner(path: &Path, uid: u64, gid: u64) -> io::Result<()> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(());
-    }
-    let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
-        return Ok(());
-    };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tar_with(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (path, kind, data) in entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(*kind);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            if kind.is_symlink() || kind.is_hard_link() {
-                header.set_size(0);
-                header.set_link_name(data).unwrap();
-                // set_path refuses `..`: write the name bytes directly, as a hostile archive would.
-                header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-                header.set_cksum();
-                builder.append(&header, io::empty()).unwrap();
-            } else {
-                header.set_size(data.len() as u64);
-                header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-                header.set_cksum();
-                builder.append(&header, data.as_bytes()).unwrap();
-            }
-        }
-        builder.into_inner().unwrap()
-    }
-
-    #[test]
-    fn parent_directory_entries_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).unwrap();
-        let tar = tar_with(&[("../escape", tar::EntryType::Regular, "x")]);
-        let err = Tree::new(&root)
-            .unpack_tar(tar.as_slice(), Path::new(""), "layer")
-            .unwrap_err();
-        assert!(err.to_string().contains("leaves the tree"), "{err}");
-        assert!(!dir.path().join("escape").exists());
-    }
-
-    #[test]
-    fn absolute_symlinks_are_rerooted_not_followed_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let outside = dir.path().join("outside");
-        fs::create_dir_all(&root).unwrap();
-        fs::create_dir_all(&outside).unwrap();
-        let escape = outside.to_str().unwrap().to_owned();
-        let tar = tar_with(&[
-            ("evil", tar::EntryType::Symlink, &escape),
-            ("evil/file", tar::EntryType::Regular, "payload"),
-            ("up", tar::EntryType::Symlink, "../../.."),
-            ("up/second", tar::EntryType::Regular, "payload"),
-        ]);
-        Tree::new(&root)
-            .unpack_tar(tar.as_slice(), Path::new(""), "layer")
-            .unwrap();
-        assert_eq!(
-            fs::read_dir(&outside).unwrap().count(),
-            0,
-            "nothing written outside"
-        );
-        // The link target was re-rooted: the file landed inside the tree.
-        assert_eq!(
-            fs::read_to_string(root.join(escape.trim_start_matches('/')).join("file")).unwrap(),
-            "payload"
-        );
-        assert_eq!(fs::read_to_string(root.join("second")).unwrap(), "payload");
-    }
-
-    #[test]
-    fn recipe_files_follow_links_inside_the_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir_all(root.join("usr/bin")).unwrap();
-        symlink("usr/bin", root.join("bin")).unwrap();
-        let tree = Tree::new(&root);
-        let spec = FileSpec {
-            path: crate::recipe::ImagePath::new("/bin/hello").unwrap(),
-            content: Content::Text("hi\n".into()),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        };
-        tree.place(&spec, None).unwrap();
-        let placed = root.join("usr/bin/hello");
-        assert_eq!(fs::read_to_string(&placed).unwrap(), "hi\n");
-        assert_eq!(
-            fs::metadata(&placed).unwrap().permissions().mode() & 0o7777,
-            0o755
-        );
-    }
 }

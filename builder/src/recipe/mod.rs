@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use paths::{ImagePath, RecipePath};
+pub use paths::{ImagePath, RecipePath, ResolveError};
 
 /// The only recipe format this build understands.
 pub const FORMAT: u32 = 1;
@@ -172,6 +172,8 @@ pub enum SourceKind {
         sha256: String,
         /// Unpack it as a tar archive (optionally gzip-compressed) when used as a layer.
         unpack: bool,
+        /// The largest download accepted, in bytes (`None`: the default cap).
+        size: Option<u64>,
     },
 }
 
@@ -354,6 +356,7 @@ pub(crate) mod raw {
         pub url: Option<String>,
         pub sha256: Option<Spanned<String>>,
         pub unpack: Option<bool>,
+        pub size: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]

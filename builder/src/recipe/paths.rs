@@ -1,7 +1,35 @@
 //! Validated paths: every path a recipe names is confined before anything uses it.
 
 use std::fmt;
+use std::io;
 use std::path::{Component, Path, PathBuf};
+
+/// Why a [`RecipePath`] could not be resolved inside the recipe's directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The path (or the directory) does not exist or cannot be read.
+    #[error("cannot read {path}")]
+    ReadPath {
+        /// The path as spelled under the recipe's directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A symbolic link on the way takes the path out of the recipe's directory.
+    #[error(
+        "{path} resolves to {resolved}, outside the recipe's directory {dir}: a symbolic link \
+         leads out of it (copy the file or directory beside the recipe instead of linking to it)"
+    )]
+    LeaveDirectory {
+        /// The path as the recipe spells it.
+        path: RecipePath,
+        /// Where it leads.
+        resolved: PathBuf,
+        /// The recipe's directory, resolved.
+        dir: PathBuf,
+    },
+}
 
 /// A path relative to the recipe's directory that cannot leave it: no `..`, not absolute.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,9 +60,30 @@ impl RecipePath {
         Ok(RecipePath(path.to_owned()))
     }
 
-    /// The path under `dir`.
+    /// The path under `dir`, as spelled (symbolic links not resolved).
     pub fn under(&self, dir: &Path) -> PathBuf {
         dir.join(&self.0)
+    }
+
+    /// The path under `dir` with every symbolic link resolved, refused unless what it resolves
+    /// to is still inside `dir` (itself resolved): the spelling alone cannot leave `dir`, but a
+    /// link on the way can.
+    pub fn resolve_under(&self, dir: &Path) -> Result<PathBuf, ResolveError> {
+        let canonical = |path: PathBuf| {
+            path.canonicalize()
+                .map_err(|source| ResolveError::ReadPath { path, source })
+        };
+        let dir = canonical(dir.to_owned())?;
+        let resolved = canonical(self.under(&dir))?;
+        if resolved.starts_with(&dir) {
+            Ok(resolved)
+        } else {
+            Err(ResolveError::LeaveDirectory {
+                path: self.clone(),
+                resolved,
+                dir,
+            })
+        }
     }
 }
 
@@ -113,6 +162,36 @@ mod tests {
                 .contains("absolute")
         );
         assert!(RecipePath::new("").is_err());
+    }
+
+    #[test]
+    fn recipe_paths_are_confined_by_what_they_resolve_to() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("recipe");
+        std::fs::create_dir_all(dir.join("inside")).unwrap();
+        std::fs::write(dir.join("inside/file"), "x").unwrap();
+        std::fs::write(top.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink("inside/file", dir.join("near")).unwrap();
+        std::os::unix::fs::symlink("../secret", dir.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
+        std::os::unix::fs::symlink("..", dir.join("inside/up")).unwrap();
+        let resolve = |text: &str| RecipePath::new(text).unwrap().resolve_under(&dir);
+        let dir = dir.canonicalize().unwrap();
+        assert_eq!(resolve("near").unwrap(), dir.join("inside/file"));
+        assert_eq!(resolve("inside/up/inside").unwrap(), dir.join("inside"));
+        assert_eq!(resolve(".").unwrap(), dir);
+        for escaping in ["evil", "root", "root/etc", "inside/up/evil"] {
+            let err = resolve(escaping).unwrap_err();
+            assert!(
+                matches!(err, ResolveError::LeaveDirectory { .. })
+                    && err.to_string().contains("outside the recipe's directory"),
+                "{escaping}: {err}"
+            );
+        }
+        assert!(matches!(
+            resolve("missing"),
+            Err(ResolveError::ReadPath { .. })
+        ));
     }
 
     #[test]

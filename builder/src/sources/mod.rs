@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::events::Events;
 use crate::lock::{Lock, Locked};
-use crate::recipe::{Recipe, SourceKind};
+use crate::recipe::{Recipe, ResolveError, SourceKind};
 
 /// Errors resolving or fetching sources.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,16 @@ pub enum Error {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A `path` source resolves (through a symbolic link) outside the recipe's directory.
+    #[error("{location}: source {name}: {why}")]
+    ConfineSource {
+        /// Where the recipe declares it.
+        location: crate::recipe::Location,
+        /// Source name.
+        name: String,
+        /// What it resolves to, and where the recipe's directory is (boxed: errors stay small).
+        why: Box<ResolveError>,
     },
     /// Reading a file to digest it failed.
     #[error("cannot read {path}")]
@@ -252,6 +262,7 @@ pub fn fetch_all(
                 url,
                 sha256,
                 unpack,
+                size,
             } => {
                 if policy == Policy::Locked {
                     match locked {
@@ -264,7 +275,7 @@ pub fn fetch_all(
                         }
                     }
                 }
-                match url::fetch(cache, url, sha256) {
+                match url::fetch(cache, url, sha256, *size) {
                     Ok(path) => {
                         let artifact = if *unpack {
                             Artifact::Tar(path)
@@ -280,9 +291,10 @@ pub fn fetch_all(
                             }),
                         )
                     }
-                    Err(url::Missing { why }) => {
+                    Err(e) => {
                         missing_urls.push(format!(
-                            "  source {name}: {url}: {why}; place the file (sha256 {sha256}) at {}",
+                            "  source {name}: {url}: {}; place the file (sha256 {sha256}) at {}",
+                            e.why(),
                             url::cached_path(cache, sha256).display()
                         ));
                         continue;
@@ -290,9 +302,24 @@ pub fn fetch_all(
                 }
             }
             SourceKind::Path { path, unpack } => {
-                let full = path.under(recipe.dir());
+                // Confined by what it resolves to, not only by how it is spelled: from here on
+                // the source is its resolved path, so no link is followed again.
+                let location = || recipe.location(&source.span);
+                let full = path.resolve_under(recipe.dir()).map_err(|e| match e {
+                    ResolveError::ReadPath { path, source } => Error::ReadSource {
+                        location: location(),
+                        name: name.clone(),
+                        path,
+                        source,
+                    },
+                    leave @ ResolveError::LeaveDirectory { .. } => Error::ConfineSource {
+                        location: location(),
+                        name: name.clone(),
+                        why: Box::new(leave),
+                    },
+                })?;
                 let meta = std::fs::metadata(&full).map_err(|e| Error::ReadSource {
-                    location: recipe.location(&source.span),
+                    location: location(),
                     name: name.clone(),
                     path: full.clone(),
                     source: e,
