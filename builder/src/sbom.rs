@@ -81,7 +81,7 @@ pub fn document(manifest: &Manifest) -> String {
         ),
         "creationInfo": {
             "created": created,
-            "creators": [format!("Tool: slipway-{}", manifest.build.slipway)],
+            "creators": creators(manifest),
         },
         "packages": packages,
         "relationships": relationships,
@@ -89,6 +89,19 @@ pub fn document(manifest: &Manifest) -> String {
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// Slipway, then every host tool package that shaped the image, as SPDX `Tool:` creators.
+fn creators(manifest: &Manifest) -> Vec<String> {
+    std::iter::once(format!("Tool: slipway-{}", manifest.build.slipway))
+        .chain(
+            manifest
+                .build
+                .tools
+                .iter()
+                .map(|(package, version)| format!("Tool: {package}-{version}")),
+        )
+        .collect()
 }
 
 /// SPDX identifiers allow letters, digits, `.` and `-`.

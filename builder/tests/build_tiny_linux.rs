@@ -1,6 +1,7 @@
 //! `slipway build` end to end with the real tools: tiny-linux is built from Debian packages,
 //! booted under QEMU + OVMF, refused when its root is tampered with, rebuilt byte for byte in
-//! another directory, rebuilt from the cache, and diffed against a changed build.
+//! another directory (and under another umask, from another working directory), rebuilt from
+//! the cache, and diffed against a changed build, whose disk identifiers must differ.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -326,4 +327,164 @@ fn tiny_linux_boots_refuses_tampering_and_rebuilds_identically() {
     assert!(note.contains("~ version 2026.11.0 -> 2026.12.0"), "{note}");
     assert!(note.contains("~ /sbin/init "), "{note}");
     assert!(!note.contains("Packages:"), "no package changed:\n{note}");
+}
+
+/// Runs slipway under `umask`, from `cwd`, and checks that it succeeded.
+fn slipway_as(cache: &Path, umask: &str, cwd: &Path, args: &[&str]) -> Output {
+    ok(Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .current_dir(cwd)
+        .env("SLIPWAY_CACHE", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap())
+}
+
+/// Every identifier a built disk carries: the VHDX's FileWriteGuid, DataWriteGuid and disk
+/// id, the GPT disk GUID, then each partition's GUID, read from the file itself.
+#[derive(Debug, PartialEq, Eq)]
+struct DiskIds {
+    file_write: String,
+    data_write: String,
+    disk_id: String,
+    gpt_disk: String,
+    partitions: Vec<String>,
+}
+
+fn disk_ids(vhdx: &Path) -> DiskIds {
+    use images::guid::Guid;
+    let file = images::vhdx::Vhdx::open(vhdx).unwrap();
+    let read =
+        |offset: u64, buf: &mut [u8]| file.read_at(buf, offset).map_err(std::io::Error::other);
+    // The primary GPT header is LBA 1; the disk GUID is its bytes 56..72.
+    let mut header = [0u8; 512];
+    read(512, &mut header).unwrap();
+    assert_eq!(&header[..8], b"EFI PART");
+    let gpt_disk = Guid::from_bytes(header[56..72].try_into().unwrap());
+    DiskIds {
+        file_write: file.header().file_write_guid.to_string(),
+        data_write: file.header().data_write_guid.to_string(),
+        disk_id: file.disk_id().to_string(),
+        gpt_disk: gpt_disk.to_string(),
+        partitions: images::disk::read_partitions(read)
+            .unwrap()
+            .iter()
+            .map(|p| p.unique_guid.to_string())
+            .collect(),
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let output = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(output.stdout).unwrap()[..64].to_owned()
+}
+
+#[test]
+fn tiny_linux_rebuilds_identically_under_umask_077_and_new_content_gets_new_disk_ids() {
+    let stem = "tiny-linux-2026.11.0";
+    // Build A: umask 022, run from one directory.
+    let a = tempfile::tempdir().unwrap();
+    let (cache_a, recipe_a, out_a) = (cache(a.path()), recipe_copy(a.path()), a.path().join("out"));
+    let cwd_a = a.path().join("cwd");
+    std::fs::create_dir(&cwd_a).unwrap();
+    let recipe_arg = recipe_a.to_str().unwrap();
+    slipway_as(&cache_a, "022", &cwd_a, &["lock", recipe_arg]);
+    let build_a = [
+        "build",
+        recipe_arg,
+        "--out",
+        out_a.to_str().unwrap(),
+        "--locked",
+    ];
+    slipway_as(&cache_a, "022", &cwd_a, &build_a);
+    let vhdx_a = out_a.join(format!("{stem}.vhdx"));
+
+    // Build B: the same recipe and lock elsewhere, with a cold stage cache, umask 077 and
+    // another working directory. Files the build creates get other modes unless it sets them.
+    let b = tempfile::tempdir().unwrap();
+    let (cache_b, recipe_b, out_b) = (cache(b.path()), recipe_copy(b.path()), b.path().join("out"));
+    std::fs::copy(
+        recipe_a.with_extension("lock"),
+        recipe_b.with_extension("lock"),
+    )
+    .unwrap();
+    let cwd_b = b.path().join("somewhere/else");
+    std::fs::create_dir_all(&cwd_b).unwrap();
+    let build_b = [
+        "build",
+        recipe_b.to_str().unwrap(),
+        "--out",
+        out_b.to_str().unwrap(),
+        "--locked",
+    ];
+    slipway_as(&cache_b, "077", &cwd_b, &build_b);
+    let vhdx_b = out_b.join(format!("{stem}.vhdx"));
+    assert_eq!(
+        sha256(&vhdx_a),
+        sha256(&vhdx_b),
+        "a build under umask 077 from another directory differs from one under umask 022"
+    );
+    let manifest_a = manifest(&out_a, stem);
+    assert_eq!(manifest_a, manifest(&out_b, stem));
+    // The manifest names the tools that shaped the bytes, at their installed versions.
+    let tools = manifest_a["build"]["tools"].as_object().unwrap();
+    for package in [
+        "erofs-utils",
+        "cryptsetup-bin",
+        "dosfstools",
+        "mtools",
+        "dpkg",
+        "kmod",
+    ] {
+        let installed = Command::new("dpkg-query")
+            .args(["-W", "-f", "${Version}", package])
+            .output()
+            .unwrap();
+        assert_eq!(
+            tools[package].as_str().unwrap().as_bytes(),
+            installed.stdout,
+            "{package}"
+        );
+    }
+    assert!(!tools.contains_key("e2fsprogs"), "an EROFS root: {tools:?}");
+    let ids_a = disk_ids(&vhdx_a);
+    assert_eq!(ids_a, disk_ids(&vhdx_b));
+
+    // Build C: the same name and version with one file changed. A differencing disk made
+    // against A must not accept C as its parent: every identifier differs.
+    let init = a.path().join("tiny-linux/init");
+    let text = std::fs::read_to_string(&init)
+        .unwrap()
+        .replace("Nothing else to do yet", "Idle");
+    std::fs::write(&init, text).unwrap();
+    let out_c = a.path().join("out-c");
+    let build_c = [
+        "build",
+        recipe_arg,
+        "--out",
+        out_c.to_str().unwrap(),
+        "--locked",
+    ];
+    slipway_as(&cache_a, "022", &cwd_a, &build_c);
+    let ids_c = disk_ids(&out_c.join(format!("{stem}.vhdx")));
+    let pairs = [
+        ("FileWriteGuid", &ids_a.file_write, &ids_c.file_write),
+        ("DataWriteGuid", &ids_a.data_write, &ids_c.data_write),
+        ("VHDX disk id", &ids_a.disk_id, &ids_c.disk_id),
+        ("GPT disk GUID", &ids_a.gpt_disk, &ids_c.gpt_disk),
+    ];
+    for (what, old, new) in pairs {
+        assert_ne!(old, new, "{what} is the same for other content");
+    }
+    assert_eq!(ids_a.partitions.len(), 3);
+    for (old, new) in ids_a.partitions.iter().zip(&ids_c.partitions) {
+        assert_ne!(old, new, "a partition GUID is the same for other content");
+    }
+    assert_eq!(
+        manifest(&out_c, stem)["disk"]["disk_guid"].as_str(),
+        Some(ids_c.gpt_disk.as_str())
+    );
 }

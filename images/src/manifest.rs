@@ -172,6 +172,12 @@ pub struct BuildFacts {
     pub slipway: String,
     /// Timestamp used for every file in the image.
     pub source_date_epoch: u64,
+    /// The Debian package version of each host tool that shaped the image's bytes, as
+    /// package → version (`erofs-utils`, `cryptsetup-bin`, `mtools`, ...). Added within
+    /// [`SCHEMA`]: a manifest written before it reads as an empty map, and an empty map is
+    /// not written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -224,4 +230,76 @@ impl Manifest {
 enum SliceError {
     Parse(serde_json::Error),
     Schema(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as Slipway wrote them before `build.tools` (trimmed to what parsing needs).
+    const BEFORE_TOOLS: &str = r#"{
+  "schema": "slipway.node-image.v1",
+  "name": "tiny-linux",
+  "version": "2026.11.0",
+  "os": "linux",
+  "arch": "x86_64",
+  "kubernetes": null,
+  "components": {},
+  "inputs": [],
+  "packages": {},
+  "files": {},
+  "disk": {
+    "file": "tiny-linux-2026.11.0.vhdx",
+    "sha256": "00",
+    "file_size": 1,
+    "virtual_size": 1,
+    "block_size": 1048576,
+    "logical_sector_size": 512,
+    "disk_guid": "",
+    "partitions": [],
+    "verity": {
+      "root_hash": "",
+      "salt": "",
+      "algorithm": "sha256",
+      "data_block_size": 4096,
+      "hash_block_size": 4096,
+      "data_blocks": 0
+    }
+  },
+  "boot": {
+    "firmware": "uefi",
+    "secure_boot": "none",
+    "kernel": "",
+    "cmdline": "",
+    "uki_sha256": ""
+  },
+  "build": {
+    "slipway": "0.1.0",
+    "source_date_epoch": 315532800
+  }
+}
+"#;
+
+    #[test]
+    fn manifests_written_before_tools_were_recorded_still_read() {
+        let manifest = Manifest::from_bytes(BEFORE_TOOLS.as_bytes()).unwrap();
+        assert!(manifest.build.tools.is_empty());
+        // And are written back as they were.
+        assert_eq!(manifest.to_json(), BEFORE_TOOLS);
+    }
+
+    #[test]
+    fn tool_versions_are_written_and_read_back() {
+        let mut manifest = Manifest::from_bytes(BEFORE_TOOLS.as_bytes()).unwrap();
+        manifest
+            .build
+            .tools
+            .insert("erofs-utils".to_owned(), "1.5-1".to_owned());
+        let text = manifest.to_json();
+        assert!(
+            text.contains("\"tools\": {\n      \"erofs-utils\": \"1.5-1\""),
+            "{text}"
+        );
+        assert_eq!(Manifest::from_bytes(text.as_bytes()).unwrap(), manifest);
+    }
 }

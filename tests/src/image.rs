@@ -57,6 +57,7 @@ pub fn make(dir: &Path, name: &str, version: &str, mib: u64, seed: u64) -> PathB
         build: manifest::BuildFacts {
             slipway: "test".into(),
             source_date_epoch: 0,
+            tools: BTreeMap::new(),
         },
     };
     let path = dir.join(format!("{name}-{version}.manifest.json"));

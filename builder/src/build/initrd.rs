@@ -57,18 +57,25 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Finds the kernel in an unpacked kernel package at `root`.
+    /// Finds the kernel in an unpacked kernel package at `root`: the first version, in name
+    /// order (not the directory's listing order, which differs between hosts), under
+    /// `lib/modules` that has a `boot/vmlinuz-VERSION`.
     pub fn find(root: &Path) -> Result<Kernel, Error> {
         let modules = root.join("lib/modules");
-        let version = fs::read_dir(&modules)
-            .ok()
-            .and_then(|mut d| d.find_map(|e| e.ok()))
+        let mut versions: Vec<String> = fs::read_dir(&modules)
+            .map_err(|_| Error::FindKernel)?
+            .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        versions.sort();
+        let (version, image) = versions
+            .into_iter()
+            .map(|v| {
+                let image = root.join("boot").join(format!("vmlinuz-{v}"));
+                (v, image)
+            })
+            .find(|(_, image)| image.is_file())
             .ok_or(Error::FindKernel)?;
-        let image = root.join("boot").join(format!("vmlinuz-{version}"));
-        if !image.is_file() {
-            return Err(Error::FindKernel);
-        }
         Ok(Kernel {
             version,
             image,
@@ -253,4 +260,30 @@ fn add_dir(archive: &mut Archive, root: &Path, dir: &Path, skip: &[&str]) -> Res
         archive.insert(&rel, item).map_err(Error::WriteArchive)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_is_found_in_name_order_whatever_the_listing_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("boot")).unwrap();
+        // Made in reverse name order; one version has modules but no kernel image.
+        for version in ["6.1.0-9", "6.1.0-10", "6.1.0-1"] {
+            fs::create_dir_all(root.join("lib/modules").join(version)).unwrap();
+        }
+        for version in ["6.1.0-9", "6.1.0-10"] {
+            fs::write(root.join(format!("boot/vmlinuz-{version}")), "kernel").unwrap();
+        }
+        let kernel = Kernel::find(root).unwrap();
+        assert_eq!(kernel.version, "6.1.0-10");
+        assert_eq!(kernel.image, root.join("boot/vmlinuz-6.1.0-10"));
+        fs::remove_file(root.join("boot/vmlinuz-6.1.0-10")).unwrap();
+        assert_eq!(Kernel::find(root).unwrap().version, "6.1.0-9");
+        fs::remove_file(root.join("boot/vmlinuz-6.1.0-9")).unwrap();
+        assert!(matches!(Kernel::find(root), Err(Error::FindKernel)));
+    }
 }

@@ -5,19 +5,22 @@
 //! changed reuses every stage, and a changed file reruns only the stages that depend on it.
 
 pub mod fs;
+mod identity;
 pub mod initrd;
 mod output;
+mod record;
 mod stage;
 pub mod tree;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use images::disk::{self, ATTR_READ_ONLY, Partition, types};
 use images::guid::Guid;
 use images::manifest::{self, Manifest};
-use images::vhdx::{self, Extent, Identity};
+use images::vhdx::{self, Extent};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -29,13 +32,16 @@ use images::uki;
 use stage::{Key, Stages};
 
 /// Bumped whenever a stage's output for the same inputs changes, to invalidate caches.
-const STAGE_FORMAT: &str = "slipway-stages-1";
+const STAGE_FORMAT: &str = "slipway-stages-2";
 
 /// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the FAT epoch.
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
 
 /// Where systemd-boot-efi puts the x86-64 UKI stub.
 const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// The mode of the image's root directory.
+const ROOT_DIR_MODE: u32 = 0o755;
 
 /// GPT names the initrd looks for.
 const ROOT_NAME: &str = "slipway-root";
@@ -174,7 +180,11 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     let epoch = epoch();
     let stages = Stages::open(&request.cache.join("stages"))?;
     // The tools' versions and ours are inputs of every stage.
-    let tools = format!("slipway {}\n{}", env!("CARGO_PKG_VERSION"), fs::toolchain());
+    let toolchain = fs::toolchain();
+    let mut tools = format!("slipway {}\n", env!("CARGO_PKG_VERSION"));
+    for (package, version) in &toolchain {
+        tools.push_str(&format!("{package} {version}\n"));
+    }
     let as_root = rustix::process::geteuid().is_root();
     if !as_root && recipe.root.files.iter().any(|f| f.uid != 0 || f.gid != 0) {
         tracing::warn!("not running as root: every file in the image will be owned by root");
@@ -273,7 +283,7 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         .add(&recipe.disk.block_size.to_string());
     let disk_key = key.finish();
     let disk_dir = stages.get_or_make("disk", &disk_key, events, |dir| {
-        make_disk(&recipe, &root_dir, &esp_dir, dir, events)
+        make_disk(&recipe, &root_dir, &root_facts, &esp_dir, dir, events)
     })?;
     let disk_facts: DiskStageFacts = stage::read_facts(&disk_dir, "disk")?;
 
@@ -284,10 +294,10 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         os: recipe.image.os.name().to_owned(),
         arch: recipe.image.arch.name().to_owned(),
         kubernetes: Some(recipe.image.kubernetes.get_ref().clone()).filter(|k| k != "none"),
-        components: components(&recipe, &inputs, &kernel_facts),
-        inputs: manifest_inputs(&inputs),
-        packages: packages(&recipe, &inputs),
-        files: placed_files(&recipe, &inputs),
+        components: record::components(&recipe, &inputs, &kernel_facts.version),
+        inputs: record::inputs(&inputs),
+        packages: record::packages(&recipe, &inputs),
+        files: record::placed_files(&recipe, &inputs),
         disk: manifest::DiskFacts {
             file: format!("{stem}.vhdx"),
             sha256: disk_facts.sha256.clone(),
@@ -316,6 +326,7 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         build: manifest::BuildFacts {
             slipway: env!("CARGO_PKG_VERSION").to_owned(),
             source_date_epoch: epoch,
+            tools: record::tools(&recipe, &toolchain),
         },
     };
     let (vhdx, manifest_path, sbom) =
@@ -337,8 +348,9 @@ fn fs_name(filesystem: Filesystem) -> &'static str {
     }
 }
 
-/// A GUID or salt derived from the image identity and a stage key: stable across builds of the
-/// same inputs, different for different images.
+/// A GUID or salt derived from a stage key (a digest of everything the stage reads): stable
+/// across builds of the same inputs, different when any input differs. The disk's own
+/// identifiers come from its content instead ([`identity`]).
 fn derived(what: &str, key: &str) -> Guid {
     Guid::derived(&format!("slipway.build.{what}"), key.as_bytes())
 }
@@ -367,6 +379,9 @@ fn make_root(
 ) -> Result<(), Error> {
     let staging = dir.join("tree");
     std::fs::create_dir(&staging).map_err(io_err("root", "create", &staging))?;
+    // The staging directory is the image's `/`: its mode is the image's, not the umask's.
+    let root_mode = std::fs::Permissions::from_mode(ROOT_DIR_MODE);
+    std::fs::set_permissions(&staging, root_mode).map_err(io_err("root", "chmod", &staging))?;
     let tree = tree::Tree::new(&staging);
     for layer in &recipe.root.layers {
         let into = layer.into.as_ref().map_or("", |p| p.relative());
@@ -392,7 +407,7 @@ fn make_root(
     let uuid = derived("root-fs-uuid", key);
     match recipe.root.filesystem {
         Filesystem::Erofs => fs::erofs(&staging, &image, uuid, epoch, all_root)?,
-        Filesystem::Ext4 => fs::ext4(&staging, &image, uuid, epoch)?,
+        Filesystem::Ext4 => fs::ext4(&staging, &image, uuid, epoch, all_root)?,
     }
     std::fs::remove_dir_all(&staging).map_err(io_err("root", "remove", &staging))?;
     let salt = hex(&Sha256::digest(
@@ -536,6 +551,7 @@ fn make_esp(esp: &Esp<'_>, dir: &Path) -> Result<(), Error> {
 fn make_disk(
     recipe: &Recipe,
     root_dir: &Path,
+    root: &RootFacts,
     esp_dir: &Path,
     dir: &Path,
     events: &Events,
@@ -552,16 +568,16 @@ fn make_disk(
             len,
         })
     };
-    let key = recipe.stem();
+    let ids = disk_ids(recipe, root_dir, root, esp_dir)?;
     let partition = |type_guid, name: &str, attributes, content: Extent, size| Partition {
         type_guid,
-        unique_guid: derived(&format!("partition {name}"), &key),
+        unique_guid: ids.partition(name),
         name: name.to_owned(),
         attributes,
         content: vec![content],
         size,
     };
-    let mut layout = disk::Layout::new(derived("disk-guid", &key));
+    let mut layout = disk::Layout::new(ids.disk);
     layout.disk_size = Some(*recipe.disk.size.get_ref());
     layout.partitions = vec![
         partition(
@@ -615,7 +631,7 @@ fn make_disk(
             content: content.to_owned(),
         })
         .collect();
-    let mut options = vhdx::Options::new(Identity::derived(&key));
+    let mut options = vhdx::Options::new(ids.vhdx);
     options.block_size = recipe.disk.block_size;
     let stage = events.stage("vhdx", Some(laid.size));
     let path = dir.join("image.vhdx");
@@ -627,13 +643,52 @@ fn make_disk(
         dir,
         "disk",
         &DiskStageFacts {
-            disk_guid: derived("disk-guid", &key).to_string(),
+            disk_guid: ids.disk.to_string(),
             partitions,
             virtual_size: summary.virtual_size,
             file_size: summary.file_size,
             sha256,
         },
     )
+}
+
+/// The disk's identifiers, from digests of every partition's bytes: the ESP's and the verity
+/// hash tree's sha256, and for the root the dm-verity root hash (a digest of all its blocks)
+/// with its salt and length.
+fn disk_ids(
+    recipe: &Recipe,
+    root_dir: &Path,
+    root: &RootFacts,
+    esp_dir: &Path,
+) -> Result<identity::DiskIds, Error> {
+    let root_image = root_dir.join("root.img");
+    let root_len = std::fs::metadata(&root_image)
+        .map_err(io_err("disk", "stat", &root_image))?
+        .len();
+    let verity = &root.verity;
+    let content = identity::Content {
+        stem: recipe.stem(),
+        disk_size: *recipe.disk.size.get_ref(),
+        block_size: recipe.disk.block_size,
+        partitions: vec![
+            (
+                "ESP".to_owned(),
+                sources::digest_file(&esp_dir.join("esp.img"))?,
+            ),
+            (
+                ROOT_NAME.to_owned(),
+                format!(
+                    "dm-verity {} salt {} blocks {} bytes {root_len}",
+                    verity.root_hash, verity.salt, verity.data_blocks
+                ),
+            ),
+            (
+                VERITY_NAME.to_owned(),
+                sources::digest_file(&root_dir.join("verity.img"))?,
+            ),
+        ],
+    };
+    Ok(identity::DiskIds::of(&content))
 }
 
 fn os_release(recipe: &Recipe) -> String {
@@ -643,124 +698,4 @@ fn os_release(recipe: &Recipe) -> String {
         name = recipe.image.name.get_ref(),
         version = recipe.image.version.get_ref()
     )
-}
-
-fn components(
-    recipe: &Recipe,
-    inputs: &BTreeMap<String, Fetched>,
-    kernel: &KernelFacts,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    out.insert("kernel".to_owned(), kernel.version.clone());
-    for fetched in inputs.values() {
-        match &fetched.artifact {
-            Artifact::Deb { version, .. } => {
-                out.insert(fetched.name.clone(), version.clone());
-            }
-            Artifact::DebianTree { packages, .. } => {
-                let asked: Vec<&String> = recipe
-                    .sources
-                    .get(&fetched.name)
-                    .map(|s| match &s.kind {
-                        recipe::SourceKind::Debian { packages, .. } => packages.iter().collect(),
-                        _ => Vec::new(),
-                    })
-                    .unwrap_or_default();
-                for line in packages {
-                    if let Some((name, version)) = line.split_once(' ')
-                        && asked.iter().any(|a| *a == name)
-                    {
-                        out.insert(name.to_owned(), version.to_owned());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if recipe.image.kubernetes.get_ref() != "none" {
-        out.insert(
-            "kubernetes".to_owned(),
-            recipe.image.kubernetes.get_ref().clone(),
-        );
-    }
-    out
-}
-
-fn manifest_inputs(inputs: &BTreeMap<String, Fetched>) -> Vec<manifest::Input> {
-    inputs
-        .values()
-        .map(|f| {
-            let (kind, origin, version) = match &f.artifact {
-                Artifact::Deb {
-                    package, version, ..
-                } => ("deb", package.clone(), Some(version.clone())),
-                Artifact::DebianTree { .. } => ("debian", "mmdebstrap".to_owned(), None),
-                Artifact::File(p) | Artifact::Tar(p) | Artifact::Dir(p) => (
-                    "file",
-                    p.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    None,
-                ),
-            };
-            manifest::Input {
-                name: f.name.clone(),
-                kind: kind.to_owned(),
-                sha256: f.sha256.clone(),
-                origin,
-                version,
-            }
-        })
-        .collect()
-}
-
-fn packages(recipe: &Recipe, inputs: &BTreeMap<String, Fetched>) -> BTreeMap<String, String> {
-    let used: Vec<&String> = recipe
-        .root
-        .layers
-        .iter()
-        .map(|l| &l.source)
-        .chain(&recipe.kernel.initrd)
-        .map(|s| s.get_ref())
-        .chain([recipe.kernel.source.get_ref(), recipe.kernel.stub.get_ref()])
-        .collect();
-    let mut out = BTreeMap::new();
-    for name in used {
-        match &inputs[name].artifact {
-            Artifact::Deb {
-                package, version, ..
-            } => {
-                out.insert(package.clone(), version.clone());
-            }
-            Artifact::DebianTree { packages, .. } => {
-                for line in packages {
-                    if let Some((n, v)) = line.split_once(' ') {
-                        out.insert(n.to_owned(), v.to_owned());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn placed_files(recipe: &Recipe, inputs: &BTreeMap<String, Fetched>) -> BTreeMap<String, String> {
-    recipe
-        .root
-        .files
-        .iter()
-        .map(|f| {
-            let what = match &f.content {
-                Content::Source(name) => inputs[name].sha256.clone(),
-                Content::Text(text) => hex(&Sha256::digest(text.as_bytes())),
-                Content::Symlink(target) => format!("-> {target}"),
-                Content::Dir => "dir".to_owned(),
-            };
-            (
-                f.path.as_str().to_owned(),
-                format!("{what} {:04o} {}:{}", f.mode, f.uid, f.gid),
-            )
-        })
-        .collect()
 }

@@ -108,7 +108,10 @@ impl Identity {
         })
     }
 
-    /// Identifiers derived from `seed`, for reproducible builds.
+    /// Identifiers derived from `seed`, for reproducible builds. The seed must identify the
+    /// disk's content (a digest of it), not just its name: a differencing child accepts any
+    /// parent with the DataWriteGuid it recorded, so two disks with other bytes must never
+    /// share a seed.
     pub fn derived(seed: &str) -> Identity {
         Identity {
             file_write: Guid::derived("slipway.vhdx.file-write", seed.as_bytes()),
