@@ -11,12 +11,13 @@ mod lock;
 mod progress;
 mod recipe;
 mod sbom;
+mod secret;
 mod size;
 mod sources;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use images::terminal::{self, LogFormat};
 
 /// Build, inspect and publish Slipway node images.
@@ -62,8 +63,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsing reads a passphrase given as `--passphrase-env VAR`; VAR then leaves the
+    // environment at once, while this is the only thread, so no tool a command runs inherits it.
+    let matches = Cli::command().get_matches();
+    let scrubbed = secret::remove_from_env(&secret::variables_read(&matches));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     terminal::init_logging(cli.log_format, "info");
+    if let Err(e) = scrubbed {
+        return terminal::finish("slipway", Err(e.into()));
+    }
     let result = match cli.command {
         Command::Build(args) => commands::build::run_build(args),
         Command::Lock(args) => commands::build::run_lock(args),

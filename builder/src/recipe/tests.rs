@@ -234,3 +234,47 @@ fn a_layer_of_the_wrong_shape_is_refused() {
     );
     assert!(m.contains("unknown key `to`"), "{m}");
 }
+
+#[test]
+fn a_url_source_takes_a_size_cap() {
+    const PINNED: &str =
+        "sha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"";
+    let init = "init = { path = \"tiny-linux/init\" }";
+    let capped = parse_edited(
+        init,
+        &format!("init = {{ url = \"https://example.org/init\", {PINNED}, size = \"2M\" }}"),
+    )
+    .unwrap();
+    assert!(matches!(
+        capped.sources["init"].kind,
+        SourceKind::Url { size: Some(n), .. } if n == 2 << 20
+    ));
+    let default = parse_edited(
+        init,
+        &format!("init = {{ url = \"https://example.org/init\", {PINNED} }}"),
+    )
+    .unwrap();
+    assert!(matches!(
+        default.sources["init"].kind,
+        SourceKind::Url { size: None, .. }
+    ));
+
+    let m = error_at(
+        init,
+        &format!("init = {{ url = \"https://example.org/init\", {PINNED}, size = \"2Q\" }}"),
+        "\"2Q\"",
+    );
+    assert!(m.contains("unknown size suffix"), "{m}");
+    let m = error_at(
+        init,
+        &format!("init = {{ url = \"https://example.org/init\", {PINNED}, size = \"0\" }}"),
+        "\"0\"",
+    );
+    assert!(m.contains("more than zero"), "{m}");
+    let m = error_at(
+        init,
+        "init = { path = \"tiny-linux/init\", size = \"2M\" }",
+        "{ path",
+    );
+    assert!(m.contains("key `size` does not apply"), "{m}");
+}

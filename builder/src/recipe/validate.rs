@@ -209,6 +209,7 @@ impl Validator<'_> {
                 ("packages", s.packages.is_some()),
                 ("sha256", s.sha256.is_some()),
                 ("unpack", s.unpack.is_some()),
+                ("size", s.size.is_some()),
             ];
             for (key, is) in present {
                 if is && !allowed.contains(&key) {
@@ -271,7 +272,7 @@ impl Validator<'_> {
             });
         }
         let url = s.url.unwrap_or_default();
-        only(&["sha256", "unpack"])?;
+        only(&["sha256", "unpack", "size"])?;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return self.err(
                 span,
@@ -297,10 +298,19 @@ impl Validator<'_> {
                 format!("sha256 {digest:?} is not a sha256: expected 64 lowercase hex digits"),
             );
         }
+        let size = match &s.size {
+            None => None,
+            Some(text) => match parse_size(text.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                Ok(_) => return self.err(&text.span(), "size must be more than zero"),
+                Err(why) => return self.err(&text.span(), why),
+            },
+        };
         Ok(SourceKind::Url {
             url,
             sha256: digest.clone(),
             unpack: s.unpack.unwrap_or(false),
+            size,
         })
     }
 

@@ -3,6 +3,11 @@
 //! directions stream in bounded memory; after a failure the upload asks the registry how much it
 //! holds (GET on the upload URL) and the download asks for the rest (Range: bytes=N-), instead
 //! of starting again. Bearer-token and basic auth come from the usual credential files.
+//!
+//! A transfer is given up only when it stops moving: an attempt fails when no byte arrives (or
+//! leaves) for [`Patience::stall`], and a blob transfer tries again from where it stopped for as
+//! long as attempts keep moving bytes, so a 10 GiB image over a slow link that drops now and
+//! then completes. Attempts that move nothing are bounded, with exponential backoff and jitter.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -18,16 +23,59 @@ use super::{BlobSink, BlobSource, Error, MAX_MANIFEST, Repository, check_digest,
 /// commits an upload's data when a PATCH completes, so this is how much a failure can cost;
 /// each PATCH costs the registry a round trip and a commit, so smaller is slower.
 pub const CHUNK: u64 = 32 << 20;
-/// Attempts per request before a transfer gives up.
+/// Longest wait for the next byte, either way, before an attempt is abandoned. It also bounds
+/// the wait for an answer's headers (a registry may take a while to commit a large upload).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts in a row that move no byte before a transfer gives up.
 const MAX_ATTEMPTS: u32 = 8;
 /// First retry delay; doubles up to [`MAX_BACKOFF`], with jitter.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a client waits and how often it tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// Longest wait for the next byte (sent or received) before an attempt is abandoned.
+    pub stall: Duration,
+    /// Attempts in a row that move no byte before a transfer gives up; an attempt that moves
+    /// bytes starts the count again.
+    pub attempts: u32,
+    /// First retry delay; it doubles with each attempt in a row, up to `max_backoff`, and up to
+    /// half of it again is added at random.
+    pub first_backoff: Duration,
+    /// Longest retry delay (before jitter).
+    pub max_backoff: Duration,
+}
+
+impl Patience {
+    /// What [`Registry::new`] uses.
+    pub const DEFAULT: Patience = Patience {
+        stall: STALL_TIMEOUT,
+        attempts: MAX_ATTEMPTS,
+        first_backoff: FIRST_BACKOFF,
+        max_backoff: MAX_BACKOFF,
+    };
+
+    /// Sleeps before attempt `failures + 1` (`failures` attempts in a row moved nothing).
+    fn backoff(&self, failures: u32) {
+        let base = self
+            .first_backoff
+            .saturating_mul(1 << failures.min(5))
+            .min(self.max_backoff);
+        let mut jitter = [0u8; 1];
+        // No randomness is no jitter: the delay is still bounded and still grows.
+        let _ = getrandom::fill(&mut jitter);
+        std::thread::sleep(base + base * u32::from(jitter[0]) / 512);
+    }
+}
+
 /// A repository in a registry.
 pub struct Registry {
     agent: Agent,
+    patience: Patience,
     base: String,
     host: String,
     repository: String,
@@ -48,22 +96,25 @@ fn transfer(what: impl Into<String>, why: impl std::fmt::Display) -> Error {
 impl Registry {
     /// A client for `host/repository`; `plain_http` only when asked (loopback tests, labs).
     pub fn new(host: &str, repository: &str, plain_http: bool) -> Registry {
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_recv_body(Some(Duration::from_secs(60)))
-            .build()
-            .into();
         let scheme = if plain_http { "http" } else { "https" };
         Registry {
-            agent,
+            agent: agent(&Patience::DEFAULT),
+            patience: Patience::DEFAULT,
             base: format!("{scheme}://{host}/v2/{repository}"),
             host: host.to_owned(),
             repository: repository.to_owned(),
             authorization: None,
             bytes_sent: 0,
             bytes_received: 0,
+        }
+    }
+
+    /// This client with other timeouts and retry limits.
+    pub fn with_patience(self, patience: Patience) -> Registry {
+        Registry {
+            agent: agent(&patience),
+            patience,
+            ..self
         }
     }
 
@@ -90,12 +141,13 @@ impl Registry {
                 }
                 Ok(response) => return Ok(response),
                 Err(e) => {
+                    let e = self.describe(e);
                     attempt += 1;
-                    if attempt >= MAX_ATTEMPTS {
+                    if attempt >= self.patience.attempts {
                         return Err(transfer(what, e));
                     }
                     tracing::warn!(%what, attempt, error = %e, "registry request failed; retrying");
-                    backoff(attempt);
+                    self.patience.backoff(attempt);
                 }
             }
         }
@@ -156,6 +208,34 @@ impl Registry {
             .or(json["access_token"].as_str())
             .ok_or_else(|| transfer("reading a registry token", "no token"))?;
         Ok(format!("Bearer {token}"))
+    }
+
+    /// A transport error in words; a per-read timeout says it was a stall.
+    fn describe(&self, error: ureq::Error) -> String {
+        match error {
+            ureq::Error::Timeout(ureq::Timeout::PerRead | ureq::Timeout::PerWrite) => format!(
+                "no byte moved for {} s: the connection stalled",
+                self.patience.stall.as_secs_f32()
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// A failed read in words; a per-read timeout says it was a stall.
+    fn describe_io(&self, error: std::io::Error) -> std::io::Error {
+        match error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<ureq::Error>())
+        {
+            Some(ureq::Error::Timeout(ureq::Timeout::PerRead)) => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no byte arrived for {} s: the connection stalled",
+                    self.patience.stall.as_secs_f32()
+                ),
+            ),
+            _ => error,
+        }
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -246,13 +326,16 @@ fn location(response: &Response<ureq::Body>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn backoff(attempt: u32) {
-    let base = FIRST_BACKOFF
-        .saturating_mul(1 << attempt.min(5))
-        .min(MAX_BACKOFF);
-    let mut jitter = [0u8; 1];
-    let _ = getrandom::fill(&mut jitter);
-    std::thread::sleep(base + base * u32::from(jitter[0]) / 512);
+/// An HTTP client that gives up on a connection when no byte moves for `patience.stall`, however
+/// long the transfer as a whole takes.
+fn agent(patience: &Patience) -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(patience.stall))
+        .timeout_per_write(Some(patience.stall))
+        .build()
+        .into()
 }
 
 /// base64 `user:password` for `host` from `$REGISTRY_AUTH_FILE`, containers' auth.json or
@@ -339,18 +422,24 @@ impl Repository for Registry {
                 }
                 other => {
                     failures += 1;
-                    if failures >= MAX_ATTEMPTS {
+                    if failures >= self.patience.attempts {
                         let why = match other {
                             Ok(r) => format!("HTTP {}", r.status()),
-                            Err(e) => e.to_string(),
+                            Err(e) => self.describe(e),
                         };
                         return Err(transfer(format!("uploading {digest}"), why));
                     }
                     tracing::warn!(%digest, offset, "upload interrupted; asking the registry where to resume");
-                    backoff(failures);
-                    // Resume where the registry says it is; a lost session starts over.
+                    self.patience.backoff(failures);
+                    // Resume where the registry says it is; a lost session starts over. What it
+                    // kept of the failed PATCH is progress, and starts the count again.
                     match self.upload_offset(&url)? {
-                        Some(held) => offset = held.min(size),
+                        Some(held) => {
+                            if held > offset {
+                                failures = 0;
+                            }
+                            offset = held.min(size);
+                        }
                         None => {
                             url = self.start_upload()?;
                             offset = 0;
@@ -422,7 +511,8 @@ impl Repository for Registry {
     fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error> {
         check_digest(digest)?;
         let url = format!("{}/blobs/{digest}", self.base);
-        let mut failures = 0;
+        // Attempts in a row that moved no byte; one that moved bytes starts the count again.
+        let mut idle = 0;
         loop {
             let from = out.resume_from();
             if from >= size {
@@ -440,14 +530,17 @@ impl Repository for Registry {
             let mut reader = response.into_body().into_reader();
             let result = match status {
                 206 => copy_bounded(&mut reader, out, size - from),
-                200 => {
-                    // The whole blob again: skip what is already held.
-                    let skipped =
-                        std::io::copy(&mut (&mut reader).take(from), &mut std::io::sink())
-                            .map_err(|e| transfer("fetching a blob", e))?;
-                    self.bytes_received += skipped;
-                    copy_bounded(&mut reader, out, size - from)
-                }
+                // The whole blob again: skip what is already held.
+                200 => match std::io::copy(&mut (&mut reader).take(from), &mut std::io::sink()) {
+                    Ok(skipped) => {
+                        self.bytes_received += skipped;
+                        copy_bounded(&mut reader, out, size - from)
+                    }
+                    Err(source) => Err(Error::Transfer {
+                        what: "skipping what is held".into(),
+                        source,
+                    }),
+                },
                 code => {
                     return Err(transfer(
                         format!("fetching blob {digest}"),
@@ -455,29 +548,29 @@ impl Repository for Registry {
                     ));
                 }
             };
-            self.bytes_received += out.resume_from() - from;
-            match result {
-                Err(Error::Transfer { .. }) if failures + 1 < MAX_ATTEMPTS => {
-                    failures += 1;
-                    tracing::warn!(%digest, held = out.resume_from(), "download interrupted; resuming");
-                    backoff(failures);
-                }
-                other => {
-                    other?;
-                    if out.resume_from() < size {
-                        failures += 1;
-                        if failures >= MAX_ATTEMPTS {
-                            return Err(transfer(
-                                format!("fetching blob {digest}"),
-                                "the registry keeps ending the blob early",
-                            ));
-                        }
-                        backoff(failures);
-                        continue;
-                    }
-                    return Ok(());
-                }
+            let held = out.resume_from();
+            self.bytes_received += held - from;
+            let cause = match result {
+                Ok(()) if held >= size => return Ok(()),
+                Ok(()) => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the registry ended the blob early",
+                ),
+                Err(Error::Transfer { source, .. }) => self.describe_io(source),
+                Err(other) => return Err(other),
+            };
+            idle = if held > from { 0 } else { idle + 1 };
+            if idle >= self.patience.attempts {
+                return Err(Error::Transfer {
+                    what: format!(
+                        "fetching blob {digest} ({idle} attempts in a row received nothing; \
+                         {held} of {size} bytes held)"
+                    ),
+                    source: cause,
+                });
             }
+            tracing::warn!(%digest, held, idle, error = %cause, "download interrupted; resuming");
+            self.patience.backoff(idle);
         }
     }
 }
