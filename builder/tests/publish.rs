@@ -198,3 +198,125 @@ fn sign_verify_push_pull_through_the_local_layout() {
     ));
     assert!(err.contains("changed after signing"), "{err}");
 }
+
+#[test]
+fn a_presigned_image_is_pushed_without_its_key_and_a_channel_rotates_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tests::image::make(d, "node", "2026.11.0", 4, 8);
+    ok(slipway(d, &["keygen", "release.key"]));
+    ok(slipway(d, &["keygen", "new.key"]));
+    let store = std::fs::canonicalize(d).unwrap().join("store");
+
+    // The signing machine names the repository; the publishing machine pushes without a key.
+    ok(slipway(
+        d,
+        &[
+            "sign",
+            "node-2026.11.0.vhdx",
+            "--key",
+            "release.key",
+            "--repository",
+            "oci:store",
+        ],
+    ));
+    let out = ok(slipway(
+        d,
+        &["verify", "node-2026.11.0.vhdx", "--key", "release.key.pub"],
+    ));
+    assert!(
+        out.contains(&format!("for repository oci:{}", store.display())),
+        "{out}"
+    );
+    let err = fails(slipway(d, &["push", "node-2026.11.0.vhdx", "oci:other:1"]));
+    assert!(
+        err.contains("cannot be published with this image")
+            && err.contains(&format!("for repository oci:{}, not", store.display())),
+        "{err}"
+    );
+    let out = ok(slipway(
+        d,
+        &["push", "node-2026.11.0.vhdx", "oci:store:2026.11.0"],
+    ));
+    assert!(out.contains("the signature made before the push"), "{out}");
+    ok(slipway(
+        d,
+        &[
+            "pull",
+            "oci:store:2026.11.0",
+            "host",
+            "--key",
+            "release.key.pub",
+        ],
+    ));
+    assert!(d.join("host/node-2026.11.0.vhdx").exists());
+
+    // A channel, followed by a host that takes only linux x86_64 images.
+    ok(slipway(
+        d,
+        &[
+            "promote",
+            "oci:store:2026.11.0",
+            "--channel",
+            "stable",
+            "--key",
+            "release.key",
+        ],
+    ));
+    let follow = |keys: &[&str], arch: &str| {
+        let mut args = vec![
+            "pull",
+            "oci:store",
+            "host",
+            "--channel",
+            "stable",
+            "--os",
+            "linux",
+            "--arch",
+            arch,
+        ];
+        for key in keys {
+            args.extend(["--key", key]);
+        }
+        slipway(d, &args)
+    };
+    let out = ok(follow(&["release.key.pub"], "x86_64"));
+    assert!(out.contains("channel stable version 1"), "{out}");
+    let err = fails(follow(&["release.key.pub"], "aarch64"));
+    assert!(err.contains("this host takes aarch64"), "{err}");
+
+    // The channel moves to a new release key: not by deleting its history, by naming the old key.
+    let promote_new = |previous: &[&str]| {
+        let mut args = vec![
+            "promote",
+            "oci:store:2026.11.0",
+            "--channel",
+            "stable",
+            "--key",
+            "new.key",
+        ];
+        for key in previous {
+            args.extend(["--previous-key", key]);
+        }
+        slipway(d, &args)
+    };
+    let err = fails(promote_new(&[]));
+    assert!(
+        err.contains("channel stable version 1 is signed by key id")
+            && err.contains("give the retired public key as a previous key"),
+        "{err}"
+    );
+    let out = ok(promote_new(&["release.key.pub"]));
+    assert!(
+        out.contains("channel stable version 2") && out.contains("release key rotated"),
+        "{out}"
+    );
+    let err = fails(follow(&["release.key.pub"], "x86_64"));
+    assert!(
+        err.contains("channel stable version 2 is signed by a key this host does not trust")
+            && err.contains("the channel may have rotated its release key: add the new public key"),
+        "{err}"
+    );
+    let out = ok(follow(&["release.key.pub", "new.key.pub"], "x86_64"));
+    assert!(out.contains("channel stable version 2"), "{out}");
+}

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::Manifest;
 use crate::oci::channel::{self, ChannelError, Consumer};
+use crate::oci::signature::Trust;
 use crate::oci::{self, Reference, Repository, transfer};
-use crate::sign::PublicKey;
 
 /// The store format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -137,32 +137,35 @@ impl Store {
         Ok(None)
     }
 
-    /// Pulls the image `channel` names in `reference`'s repository, unless the store has it.
-    /// The channel state lives in the store (`channels.json`).
+    /// Pulls the image `channel` names in `reference`'s repository, unless the store has it
+    /// (an image held is checked against the index all the same). The channel state lives in
+    /// the store (`channels.json`).
     pub fn pull_channel(
         &self,
         repo: &mut dyn Repository,
         reference: &Reference,
         channel_name: &str,
-        keys: &[PublicKey],
-        now: u64,
+        consumer: &Consumer<'_>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<StoredImage, Error> {
         let state = self.root.join("channels.json");
         let mut seen = channel::Seen::read(&state)?;
-        let index = channel::resolve(repo, reference, channel_name, keys, &mut seen, now)?;
+        let index = channel::resolve(repo, reference, channel_name, consumer, &mut seen)?;
         if let Some(image) = self.get(&index.image.digest)? {
+            channel::check_manifest(&index, &image.manifest)?;
             seen.write(&state)?;
             return Ok(image);
         }
         let staging = self.staging(&index.image.digest)?;
-        let consumer = Consumer {
-            keys,
-            state: &state,
-            now,
-        };
-        let (_, pulled) =
-            channel::pull(repo, reference, channel_name, &consumer, &staging, progress)?;
+        let (_, pulled) = channel::pull(
+            repo,
+            reference,
+            channel_name,
+            consumer,
+            &state,
+            &staging,
+            progress,
+        )?;
         self.admit(&staging, &pulled)
     }
 
@@ -171,11 +174,11 @@ impl Store {
         &self,
         repo: &mut dyn Repository,
         reference: &Reference,
-        keys: &[PublicKey],
+        trust: Trust<'_>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<StoredImage, Error> {
         let staging = self.staging(&reference.to_string())?;
-        let pulled = transfer::pull(repo, reference, &staging, keys, progress)?;
+        let pulled = transfer::pull(repo, reference, &staging, trust, progress)?;
         if let Some(image) = self.get(&pulled.digest)? {
             let _ = std::fs::remove_dir_all(&staging);
             return Ok(image);

@@ -658,13 +658,24 @@ fn pull(source: &config::Source, state_dir: &Path) -> anyhow::Result<StoredImage
     let reference: Reference = source.reference.parse().map_err(anyhow::Error::msg)?;
     let store = Store::open(&state_dir.join("store"))?;
     let mut repo = oci::open(&reference, false, source.plain_http)?;
+    // The QEMU driver boots x86_64 Linux node VMs (OVMF x64): a channel naming another image
+    // is refused before anything is fetched.
+    let expect = oci::channel::Expect {
+        name: None,
+        os: Some("linux".into()),
+        arch: Some("x86_64".into()),
+    };
+    let consumer = oci::channel::Consumer {
+        trust: oci::signature::Trust::keys(&keys),
+        expect: &expect,
+        now: unix_now(),
+    };
     let image = store
         .pull_channel(
             repo.as_mut(),
             &reference,
             &source.channel,
-            &keys,
-            unix_now(),
+            &consumer,
             &mut |_| {},
         )
         .with_context(|| {

@@ -12,8 +12,9 @@ use std::time::Duration;
 use images::oci::artifact::{IMAGE_MANIFEST, ImageManifest, digest_of, signature_tag};
 use images::oci::layout::Layout;
 use images::oci::registry::Registry as Client;
-use images::oci::transfer::{self, LocalImage};
-use images::oci::{BlobSource, Error, Reference, Repository};
+use images::oci::signature::{self, Trust};
+use images::oci::transfer::{self, LocalImage, Signing};
+use images::oci::{BlobSource, Error, Reference, Repository, RepositoryName};
 use images::sign::PrivateKey;
 use tests::registry::Registry;
 
@@ -39,8 +40,14 @@ fn registry_round_trip_agrees_with_skopeo_and_openssl() {
         .unwrap();
     let signer = key();
     let mut client = Client::new(&registry.host, "nodes/node", true);
-    let pushed =
-        transfer::push(&image, &mut client, &reference, Some(&signer), &mut |_| {}).unwrap();
+    let pushed = transfer::push(
+        &image,
+        &mut client,
+        &reference,
+        Signing::Key(&signer),
+        &mut |_| {},
+    )
+    .unwrap();
 
     // skopeo sees our manifest, byte for byte.
     let docker = format!("docker://{}/nodes/node:1.0.0", registry.host);
@@ -133,7 +140,7 @@ fn registry_round_trip_agrees_with_skopeo_and_openssl() {
         &mut client,
         &reference,
         &out,
-        &[signer.public()],
+        Trust::keys(&[signer.public()]),
         &mut |_| {},
     )
     .unwrap();
@@ -153,8 +160,14 @@ fn the_local_layout_round_trips_and_skopeo_agrees() {
     let reference: Reference = format!("oci:{}:stable", store.display()).parse().unwrap();
     let signer = key();
     let mut layout = Layout::open(&store, true).unwrap();
-    let pushed =
-        transfer::push(&image, &mut layout, &reference, Some(&signer), &mut |_| {}).unwrap();
+    let pushed = transfer::push(
+        &image,
+        &mut layout,
+        &reference,
+        Signing::Key(&signer),
+        &mut |_| {},
+    )
+    .unwrap();
     let raw = tests::output(
         Command::new("skopeo")
             .arg("inspect")
@@ -172,7 +185,7 @@ fn the_local_layout_round_trips_and_skopeo_agrees() {
         &mut layout,
         &reference,
         &out,
-        &[signer.public()],
+        Trust::keys(&[signer.public()]),
         &mut |_| {},
     )
     .unwrap();
@@ -196,7 +209,7 @@ fn signed_layout() -> (
         &image,
         &mut Layout::open(&store, true).unwrap(),
         &reference,
-        Some(&signer),
+        Signing::Key(&signer),
         &mut |_| {},
     )
     .unwrap();
@@ -213,7 +226,7 @@ fn pull_err(
         &mut Layout::open(store, false).unwrap(),
         reference,
         out,
-        keys,
+        Trust::keys(keys),
         &mut |_| {},
     )
     .unwrap_err()
@@ -303,7 +316,7 @@ fn a_signed_manifest_naming_a_path_is_refused() {
     let digest = layout
         .put_manifest("stable", &art.to_bytes(), IMAGE_MANIFEST, None)
         .unwrap();
-    transfer::sign(&mut layout, &reference, &digest, &signer).unwrap();
+    signature::sign(&mut layout, &reference, &digest, &signer).unwrap();
     let out = dir.path().join("a/b/out");
     let err = pull_err(&store, &reference, &[signer.public()], &out);
     assert!(matches!(err, Error::MatchManifest(_)), "{err}");
@@ -346,7 +359,7 @@ fn transfers_resume_after_the_registry_is_killed() {
             &image,
             &mut client,
             &reference,
-            Some(&signer),
+            Signing::Key(&signer),
             &mut |offset| {
                 if killed_at.is_none() && offset > images::oci::registry::CHUNK {
                     killed_at = Some(offset);
@@ -395,7 +408,7 @@ fn transfers_resume_after_the_registry_is_killed() {
         &mut puller,
         &reference,
         &out,
-        &[signer.public()],
+        Trust::keys(&[signer.public()]),
         &mut |_| {},
     )
     .unwrap();
@@ -464,20 +477,19 @@ fn serve_endless_vhdx(store: std::path::PathBuf, vhdx_digest: String) -> String 
 
 #[test]
 fn a_registry_sending_endless_data_is_cut_off_at_the_declared_size() {
-    let (dir, store, _, signer, _) = signed_layout();
+    let (dir, store, layout, signer, _) = signed_layout();
     let image = LocalImage::open(&dir.path().join("node-3.0.0.manifest.json")).unwrap();
     let host = serve_endless_vhdx(store, format!("sha256:{}", image.manifest.disk.sha256));
     let reference: Reference = format!("{host}/nodes/node:stable").parse().unwrap();
     let out = dir.path().join("out");
     let mut client = Client::new(&host, "nodes/node", true);
-    let err = transfer::pull(
-        &mut client,
-        &reference,
-        &out,
-        &[signer.public()],
-        &mut |_| {},
-    )
-    .unwrap_err();
+    // The registry mirrors the layout: its signatures name the layout.
+    let signed_for = RepositoryName::of(&layout).unwrap();
+    let trust = Trust {
+        keys: &[signer.public()],
+        signed_for: Some(&signed_for),
+    };
+    let err = transfer::pull(&mut client, &reference, &out, trust, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::LimitSize { .. }), "{err}");
     assert!(
         client.bytes_received <= image.vhdx_size + (1 << 20),
@@ -485,4 +497,152 @@ fn a_registry_sending_endless_data_is_cut_off_at_the_declared_size() {
         client.bytes_received
     );
     assert_empty(&out);
+}
+
+#[test]
+fn a_signature_copied_from_another_repository_is_refused() {
+    let registry = Registry::start();
+    let host = registry.host.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let image = LocalImage::open(&tests::image::make(dir.path(), "node", "1.0.0", 2, 11)).unwrap();
+    let signer = key();
+    let staging: Reference = format!("{host}/staging/node:1.0.0").parse().unwrap();
+    let pushed = transfer::push(
+        &image,
+        &mut Client::new(&host, "staging/node", true),
+        &staging,
+        Signing::Key(&signer),
+        &mut |_| {},
+    )
+    .unwrap();
+    // Someone who may push to production, but holds no release key, copies staging's image and
+    // its signature there (skopeo keeps both digests).
+    for tag in ["1.0.0".to_owned(), signature_tag(&pushed.digest)] {
+        tests::run(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{host}/staging/node:{tag}"),
+            &format!("docker://{host}/prod/node:{tag}"),
+        ]));
+    }
+    let prod: Reference = format!("{host}/prod/node:1.0.0").parse().unwrap();
+    let out = dir.path().join("out");
+    let keys = [signer.public()];
+    let err = transfer::pull(
+        &mut Client::new(&host, "prod/node", true),
+        &prod,
+        &out,
+        Trust::keys(&keys),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::RefuseRepository { signed_for, expected, .. }
+            if *signed_for == format!("{host}/staging/node")
+                && *expected == format!("{host}/prod/node")),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("a signature copied from another repository is refused"),
+        "{err}"
+    );
+    assert_empty(&out);
+
+    // A consumer that reads production as a mirror of staging says so, and then accepts it.
+    let staging_name: RepositoryName = format!("{host}/staging/node").parse().unwrap();
+    let mirror = Trust {
+        keys: &keys,
+        signed_for: Some(&staging_name),
+    };
+    let pulled = transfer::pull(
+        &mut Client::new(&host, "prod/node", true),
+        &prod,
+        &out,
+        mirror,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(pulled.digest, pushed.digest);
+}
+
+#[test]
+fn a_keyless_push_publishes_the_signature_made_at_build_time() {
+    let registry = Registry::start();
+    let host = registry.host.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let image = LocalImage::open(&tests::image::make(dir.path(), "node", "1.0.0", 2, 12)).unwrap();
+    let signer = key();
+    let keys = [signer.public()];
+    // The signing machine names the repository; the publishing machine has no key.
+    let repository: RepositoryName = format!("{host}/nodes/node").parse().unwrap();
+    signature::sign_local(&image, &signer, Some(&repository)).unwrap();
+    let local = signature::read_local(&image).unwrap().unwrap();
+
+    // Pushed elsewhere: refused before anything is uploaded.
+    let elsewhere: Reference = format!("{host}/other/node:1.0.0").parse().unwrap();
+    let mut other = Client::new(&host, "other/node", true);
+    let err = transfer::push(
+        &image,
+        &mut other,
+        &elsewhere,
+        Signing::Local(&local),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::MatchLocalSignature { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "for repository {repository}, not {host}/other/node"
+        )),
+        "{err}"
+    );
+    assert!(
+        !other
+            .has_blob(&format!("sha256:{}", image.manifest.disk.sha256))
+            .unwrap()
+    );
+
+    // Pushed where it was signed for: published as it is, and a host verifies it.
+    let reference: Reference = format!("{host}/nodes/node:1.0.0").parse().unwrap();
+    let mut client = Client::new(&host, "nodes/node", true);
+    let pushed = transfer::push(
+        &image,
+        &mut client,
+        &reference,
+        Signing::Local(&local),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(pushed.signed);
+    let out = dir.path().join("out");
+    let pulled = transfer::pull(
+        &mut client,
+        &reference,
+        &out,
+        Trust::keys(&keys),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (pulled.digest, pulled.key_id),
+        (pushed.digest, signer.public().key_id())
+    );
+    assert!(tests::same_content(&pulled.vhdx, &image.vhdx));
+
+    // A signature made without naming a repository is not published.
+    signature::sign_local(&image, &signer, None).unwrap();
+    let unbound = signature::read_local(&image).unwrap().unwrap();
+    let err = transfer::push(
+        &image,
+        &mut client,
+        &reference,
+        Signing::Local(&unbound),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("names no repository"), "{err}");
 }

@@ -34,6 +34,10 @@ pub struct BuildArgs {
     /// Sign the image with this private key (writes NAME-VERSION.sig.json).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// The repository the image will be pushed to, named by the signature (as for `slipway
+    /// sign --repository`): a push without the key publishes it.
+    #[arg(long, value_name = "REPO", requires = "key")]
+    repository: Option<images::oci::RepositoryName>,
     #[command(flatten)]
     passphrase: crate::commands::publish::Passphrase,
 }
@@ -97,7 +101,11 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let signature = match &key {
         Some(key) => {
             let image = images::oci::transfer::LocalImage::open(&built.manifest_path)?;
-            Some(images::oci::transfer::sign_local(&image, key)?)
+            Some(images::oci::signature::sign_local(
+                &image,
+                key,
+                args.repository.as_ref(),
+            )?)
         }
         None => None,
     };

@@ -1,56 +1,19 @@
 //! `slipway keygen`, `sign`, `verify`, `push` and `pull`: signed node images in an OCI layout
 //! (the embedded default) or a registry.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use images::oci::transfer::{self, LocalImage};
-use images::oci::{self, Reference};
+use images::oci::channel::{Consumer, Expect, Release};
+use images::oci::signature::{self, Trust};
+use images::oci::transfer::{self, LocalImage, Signing};
+use images::oci::{self, Reference, RepositoryName};
 use images::sign::{PrivateKey, PublicKey};
-use zeroize::Zeroizing;
 
 use crate::progress;
 
-/// Where a private key's passphrase comes from.
-#[derive(Debug, Args)]
-pub struct Passphrase {
-    /// Read the key's passphrase from this file (first line).
-    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_env")]
-    passphrase_file: Option<PathBuf>,
-    /// Read the key's passphrase from this environment variable.
-    #[arg(long, value_name = "VAR")]
-    passphrase_env: Option<String>,
-}
-
-impl Passphrase {
-    fn get(&self) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
-        if let Some(path) = &self.passphrase_file {
-            let text =
-                Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the passphrase file {}", path.display())
-                })?);
-            let line = text.lines().next().unwrap_or("");
-            return Ok(Some(Zeroizing::new(line.as_bytes().to_vec())));
-        }
-        if let Some(var) = &self.passphrase_env {
-            let value = std::env::var(var).with_context(|| {
-                format!("the environment variable {var} (the key's passphrase) is not set")
-            })?;
-            return Ok(Some(Zeroizing::new(value.into_bytes())));
-        }
-        Ok(None)
-    }
-
-    /// Reads the private key at `path` with this passphrase.
-    pub fn read_key(&self, path: &Path) -> anyhow::Result<PrivateKey> {
-        let passphrase = self.get()?;
-        Ok(PrivateKey::read(
-            path,
-            passphrase.as_ref().map(|p| p.as_slice()),
-        )?)
-    }
-}
+pub use crate::secret::Passphrase;
 
 /// Arguments of `slipway keygen`.
 #[derive(Debug, Args)]
@@ -69,6 +32,11 @@ pub struct SignArgs {
     /// The private key.
     #[arg(long)]
     key: PathBuf,
+    /// The repository the image will be pushed to (HOST[:PORT]/REPO, or oci:PATH for a
+    /// layout, by its real path): the signature names it, and a push without the key to that
+    /// repository publishes it. Without it, the signature is for `slipway verify` only.
+    #[arg(long, value_name = "REPO")]
+    repository: Option<RepositoryName>,
     #[command(flatten)]
     passphrase: Passphrase,
 }
@@ -90,7 +58,10 @@ pub struct PushArgs {
     image: PathBuf,
     /// Destination: oci:PATH[:TAG] (a local OCI layout) or HOST[:PORT]/REPO[:TAG].
     reference: Reference,
-    /// Sign the pushed artifact with this private key (cosign's signature layout).
+    /// Sign the pushed artifact with this private key (cosign's signature layout). Without
+    /// it, the signature made before the push (NAME-VERSION.sig.json, by `slipway sign
+    /// --repository` or `build --key --repository`) is published, once checked to name this
+    /// image and REF's repository.
     #[arg(long)]
     key: Option<PathBuf>,
     #[command(flatten)]
@@ -119,6 +90,19 @@ pub struct PullArgs {
     /// Where the highest channel index versions seen are kept [default: DIR/channels.json].
     #[arg(long, requires = "channel")]
     state: Option<PathBuf>,
+    /// The repository signatures (and channel indexes) name, when it is not REF's own: a
+    /// mirror, or a layout moved from the path it was signed for.
+    #[arg(long, value_name = "REPO")]
+    signed_for: Option<RepositoryName>,
+    /// Take only an image with this name from the channel.
+    #[arg(long, requires = "channel")]
+    name: Option<String>,
+    /// Take only an image for this operating system (linux, windows) from the channel.
+    #[arg(long, requires = "channel")]
+    os: Option<String>,
+    /// Take only an image for this architecture (x86_64) from the channel.
+    #[arg(long, requires = "channel")]
+    arch: Option<String>,
 }
 
 /// Arguments of `slipway promote`.
@@ -132,6 +116,10 @@ pub struct PromoteArgs {
     /// The private key that signs the channel index.
     #[arg(long)]
     key: PathBuf,
+    /// A public key the channel's current index may be signed by besides KEY: the retired
+    /// release key, when the channel moves to a new one (its version continues).
+    #[arg(long, value_name = "PUB")]
+    previous_key: Vec<PathBuf>,
     #[command(flatten)]
     passphrase: Passphrase,
     /// How long the index is valid: consumers refuse it afterwards (a freeze attack).
@@ -171,31 +159,50 @@ fn now() -> u64 {
 /// Runs `slipway promote`.
 pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
     let key = args.passphrase.read_key(&args.key)?;
+    let previous_keys = read_public_keys(&args.previous_key)?;
     let mut repo = oci::open(&args.reference, false, args.plain_http)?;
-    let index = oci::channel::promote(
-        repo.as_mut(),
-        &args.reference,
-        &args.channel,
-        &key,
-        now(),
-        args.valid_for,
-    )
-    .with_context(|| {
+    let release = Release {
+        key: &key,
+        previous_keys: &previous_keys,
+        now: now(),
+        valid_for: args.valid_for,
+    };
+    let promoted = oci::channel::promote(repo.as_mut(), &args.reference, &args.channel, &release)
+        .with_context(|| {
         format!(
             "cannot promote {} to channel {}",
             args.reference, args.channel
         )
     })?;
+    let index = &promoted.index;
     println!(
-        "channel {} version {} -> {} {} ({}), expires at {}",
+        "channel {} version {} -> {} {} {}/{} ({}), expires at {}",
         index.channel,
         index.version,
         index.image.name,
         index.image.version,
+        index.image.os,
+        index.image.arch,
         index.image.digest,
         index.expires
     );
+    if let Some(previous) = &promoted.rotated_from {
+        println!(
+            "release key rotated: version {} was signed by key {previous}, this one by key {}; \
+             hosts need the new public key",
+            index.version.saturating_sub(1),
+            key.public().key_id()
+        );
+    }
     Ok(())
+}
+
+/// Reads PEM public keys.
+fn read_public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    Ok(paths
+        .iter()
+        .map(|k| PublicKey::read(k))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Runs `slipway keygen`.
@@ -227,7 +234,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 pub fn sign(args: SignArgs) -> anyhow::Result<()> {
     let key = args.passphrase.read_key(&args.key)?;
     let image = LocalImage::open(&args.image)?;
-    let path = transfer::sign_local(&image, &key)?;
+    let path = signature::sign_local(&image, &key, args.repository.as_ref())?;
     println!("{}", path.display());
     Ok(())
 }
@@ -236,13 +243,15 @@ pub fn sign(args: SignArgs) -> anyhow::Result<()> {
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = PublicKey::read(&args.key)?;
     let image = LocalImage::open(&args.image)?;
-    let digest = transfer::verify_local(&image, &key)
+    let payload = signature::verify_local(&image, &key)
         .with_context(|| format!("{} does not verify", args.image.display()))?;
     println!(
-        "{}: verified: artifact {digest}, VHDX sha256:{}, key {}",
+        "{}: verified: artifact {}, VHDX sha256:{}, key {}, for repository {}",
         image.manifest_path.display(),
+        payload.critical.image.docker_manifest_digest,
         image.manifest.disk.sha256,
-        key.key_id()
+        key.key_id(),
+        payload.critical.identity.docker_reference
     );
     Ok(())
 }
@@ -255,33 +264,64 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .map(|k| args.passphrase.read_key(k))
         .transpose()?;
     let image = LocalImage::open(&args.image)?;
+    let local = match key {
+        Some(_) => None,
+        None => signature::read_local(&image)?,
+    };
+    let signing = match (&key, &local) {
+        (Some(key), _) => Signing::Key(key),
+        (None, Some(local)) => Signing::Local(local),
+        (None, None) => Signing::Unsigned,
+    };
+    if let Signing::Local(local) = signing {
+        // Checked before the push creates a layout (the push checks again, once it exists).
+        let repository: RepositoryName = args
+            .reference
+            .repository_name()
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        local.check_for(&image, &repository).with_context(|| {
+            format!("cannot push {} to {}", args.image.display(), args.reference)
+        })?;
+    }
     let mut repo = oci::open(&args.reference, true, args.plain_http)?;
     let bar = progress::bytes(image.vhdx_size, "push");
-    let pushed = transfer::push(
-        &image,
-        repo.as_mut(),
-        &args.reference,
-        key.as_ref(),
-        &mut |n| bar.set_position(n),
-    )
+    let pushed = transfer::push(&image, repo.as_mut(), &args.reference, signing, &mut |n| {
+        bar.set_position(n)
+    })
     .with_context(|| format!("cannot push {} to {}", args.image.display(), args.reference))?;
     bar.finish_and_clear();
-    println!(
-        "{}@{}{}",
-        args.reference,
-        pushed.digest,
-        if pushed.signed { " (signed)" } else { "" }
-    );
+    match signing {
+        Signing::Key(key) => {
+            println!("{}@{} (signed)", args.reference, pushed.digest);
+            println!("  signed by  {}", key.public().key_id());
+        }
+        Signing::Local(local) => {
+            println!("{}@{} (signed)", args.reference, pushed.digest);
+            println!(
+                "  signed by  {} (the signature made before the push)",
+                local.key_id
+            );
+        }
+        Signing::Unsigned => {
+            println!("{}@{}", args.reference, pushed.digest);
+            eprintln!(
+                "warning: {} is pushed unsigned: every host refuses it until it is signed \
+                 (push it again with --key, or sign it with --repository first)",
+                args.reference
+            );
+        }
+    }
     Ok(())
 }
 
 /// Runs `slipway pull`.
 pub fn pull(args: PullArgs) -> anyhow::Result<()> {
-    let keys = args
-        .key
-        .iter()
-        .map(|k| PublicKey::read(k))
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys = read_public_keys(&args.key)?;
+    let trust = Trust {
+        keys: &keys,
+        signed_for: args.signed_for.as_ref(),
+    };
     let mut repo = oci::open(&args.reference, false, args.plain_http)?;
     let bar = progress::spinner("pull");
     let mut progress = |n| bar.set_position(n);
@@ -293,9 +333,14 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| args.dir.join("channels.json"));
             std::fs::create_dir_all(&args.dir)
                 .with_context(|| format!("cannot create {}", args.dir.display()))?;
-            let consumer = oci::channel::Consumer {
-                keys: &keys,
-                state: &state,
+            let expect = Expect {
+                name: args.name.clone(),
+                os: args.os.clone(),
+                arch: args.arch.clone(),
+            };
+            let consumer = Consumer {
+                trust,
+                expect: &expect,
                 now: now(),
             };
             let (index, pulled) = oci::channel::pull(
@@ -303,6 +348,7 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
                 &args.reference,
                 channel,
                 &consumer,
+                &state,
                 &args.dir,
                 &mut progress,
             )
@@ -322,7 +368,7 @@ pub fn pull(args: PullArgs) -> anyhow::Result<()> {
             repo.as_mut(),
             &args.reference,
             &args.dir,
-            &keys,
+            trust,
             &mut progress,
         )
         .with_context(|| format!("cannot pull {}", args.reference))?,

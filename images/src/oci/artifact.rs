@@ -24,6 +24,9 @@ pub const VHDX_TYPE: &str = "application/vnd.slipway.node-image.vhdx.v1";
 pub const SIMPLE_SIGNING_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The annotation holding a cosign signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The annotation naming the signing key's id beside a signature. Not trusted (anyone can
+/// write it): it only lets a refusal say which key signed, e.g. after a key rotation.
+pub const KEY_ID_ANNOTATION: &str = "org.slipway.key-id";
 
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +128,14 @@ impl ImageManifest {
     }
 }
 
-/// The cosign signature manifest for the simple-signing `payload` with `signature` (base64):
-/// the config cosign writes and one layer carrying the signature as an annotation.
-pub fn signature_manifest(payload: &[u8], signature: &str) -> (ImageManifest, Vec<u8>) {
+/// The cosign signature manifest for the simple-signing `payload` with `signature` (base64) by
+/// the key `key_id`: the config cosign writes and one layer carrying the signature (and the key
+/// id) as annotations.
+pub fn signature_manifest(
+    payload: &[u8],
+    signature: &str,
+    key_id: &str,
+) -> (ImageManifest, Vec<u8>) {
     let config = format!(
         "{{\"architecture\":\"\",\"config\":{{}},\"created\":\"0001-01-01T00:00:00Z\",\
          \"history\":[{{\"created\":\"0001-01-01T00:00:00Z\"}}],\"os\":\"\",\
@@ -137,6 +145,7 @@ pub fn signature_manifest(payload: &[u8], signature: &str) -> (ImageManifest, Ve
     .into_bytes();
     let mut annotations = BTreeMap::new();
     annotations.insert(SIGNATURE_ANNOTATION.to_owned(), signature.to_owned());
+    annotations.insert(KEY_ID_ANNOTATION.to_owned(), key_id.to_owned());
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: IMAGE_MANIFEST.into(),

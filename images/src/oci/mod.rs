@@ -7,6 +7,7 @@ pub mod channel;
 pub mod layout;
 pub mod reference;
 pub mod registry;
+pub mod signature;
 pub mod transfer;
 
 use std::io::{self, Read, Write};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use reference::{Reference, Tag};
+pub use reference::{Reference, RepositoryName, Tag};
 
 /// Largest manifest (or signature payload, or config) read: 4 MiB, as registries cap them.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -93,6 +94,43 @@ pub enum Error {
         /// The manifest digest.
         digest: String,
         /// Why each candidate failed.
+        why: String,
+    },
+    /// The only signatures name another repository: copied from there.
+    #[error(
+        "{reference} ({digest}) is signed for repository {signed_for}, not {expected} where it \
+         is pulled from: a signature copied from another repository is refused"
+    )]
+    RefuseRepository {
+        /// The reference.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// The repository the signature names.
+        signed_for: String,
+        /// The repository expected.
+        expected: String,
+    },
+    /// Well-formed signatures for this repository, none by a trusted key.
+    #[error(
+        "{reference} ({digest}) has no signature by a trusted key: it is signed by another key \
+         (key id {}), or its signature was altered",
+        key_list(.key_ids)
+    )]
+    RefuseKey {
+        /// The reference.
+        reference: String,
+        /// The manifest digest.
+        digest: String,
+        /// The key ids the signatures name (unverified: what they claim).
+        key_ids: Vec<String>,
+    },
+    /// A signature made before the push cannot be published with the image.
+    #[error("{path} cannot be published with this image: {why}")]
+    MatchLocalSignature {
+        /// The signature file.
+        path: PathBuf,
+        /// Why.
         why: String,
     },
     /// The node manifest disagrees with the artifact.
@@ -221,6 +259,42 @@ pub trait Repository {
     fn get_manifest(&mut self, tag: &str) -> Result<Option<Vec<u8>>, Error>;
     /// Appends the blob's bytes from `out.resume_from()` on; never more than `size` in all.
     fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error>;
+}
+
+/// Key ids for a message: `a, b`, or `unknown` when the signatures name none.
+pub fn key_list(key_ids: &[String]) -> String {
+    if key_ids.is_empty() {
+        "unknown".into()
+    } else {
+        key_ids.join(", ")
+    }
+}
+
+/// Fetches the small blob (a config, a signature payload) `descriptor` describes: at most
+/// [`MAX_MANIFEST`] bytes, refused unless it has the descriptor's digest and size.
+pub fn get_small_blob(
+    repo: &mut dyn Repository,
+    descriptor: &artifact::Descriptor,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    if descriptor.size > MAX_MANIFEST {
+        return Err(Error::LimitSize {
+            what,
+            size: descriptor.size,
+            limit: MAX_MANIFEST,
+        });
+    }
+    let mut bytes = Vec::new();
+    repo.get_blob(&descriptor.digest, descriptor.size, &mut bytes)?;
+    let actual = artifact::digest_of(&bytes);
+    if actual != descriptor.digest || bytes.len() as u64 != descriptor.size {
+        return Err(Error::VerifyBlob {
+            digest: descriptor.digest.clone(),
+            actual,
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The hex part of a `sha256:` digest, checked (64 lowercase hex digits: safe as a file name).

@@ -158,6 +158,103 @@ impl Reference {
     }
 }
 
+/// The name of a repository as a signature's `critical.identity.docker-reference` and a channel
+/// index's `repository` carry it, so that a signature or an index copied into another repository
+/// names the wrong one: `HOST[:PORT]/REPOSITORY` for a registry (the host in lowercase), and
+/// `oci:/REAL/PATH` for an OCI layout: the layout directory's canonical path (what `realpath`
+/// prints). A consumer derives the name it expects from where it pulls, never from the
+/// repository's own files, so whoever can write to a repository cannot rename it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RepositoryName(String);
+
+impl RepositoryName {
+    /// The name of the repository `reference` points into. A layout must exist (its path is
+    /// made canonical).
+    pub fn of(reference: &Reference) -> Result<RepositoryName, super::Error> {
+        match reference {
+            Reference::Layout { path, .. } => {
+                let real =
+                    std::fs::canonicalize(path).map_err(|source| super::Error::ReadLocal {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(RepositoryName(format!("oci:{}", real.display())))
+            }
+            Reference::Registry {
+                host, repository, ..
+            } => Ok(RepositoryName(format!(
+                "{}/{repository}",
+                host.to_ascii_lowercase()
+            ))),
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RepositoryName {
+    type Err = String;
+
+    /// `HOST[:PORT]/REPOSITORY` or `oci:PATH`, without a tag. A layout's path is made absolute
+    /// (against the working directory) and canonical when it exists, so a signer may name a
+    /// layout it has not created yet by the real path it will have.
+    fn from_str(text: &str) -> Result<RepositoryName, String> {
+        let reference: Reference = text.parse()?;
+        let untagged = match &reference {
+            Reference::Layout { path, .. } => format!("oci:{}", path.display()) == text,
+            Reference::Registry {
+                host, repository, ..
+            } => format!("{host}/{repository}") == text,
+        };
+        if !untagged {
+            return Err(format!(
+                "{text:?} names a tag: a repository is HOST[:PORT]/REPOSITORY or oci:PATH"
+            ));
+        }
+        if let Reference::Layout { path, .. } = &reference {
+            // Collecting the components drops `.` and a trailing `/`.
+            let absolute: PathBuf = std::path::absolute(path)
+                .map_err(|e| format!("{text:?}: {e}"))?
+                .components()
+                .collect();
+            if let Ok(real) = std::fs::canonicalize(&absolute) {
+                return Ok(RepositoryName(format!("oci:{}", real.display())));
+            }
+            if absolute
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!(
+                    "{text:?} does not exist and has '..' in it: name the layout by its real path"
+                ));
+            }
+            // Not there yet: its nearest existing ancestor made canonical, the rest as written
+            // (the path it will have once created).
+            let mut missing = Vec::new();
+            let mut ancestor = absolute.as_path();
+            while let (Some(parent), Some(name)) = (ancestor.parent(), ancestor.file_name()) {
+                missing.push(name);
+                ancestor = parent;
+                if let Ok(mut real) = std::fs::canonicalize(ancestor) {
+                    real.extend(missing.iter().rev());
+                    return Ok(RepositoryName(format!("oci:{}", real.display())));
+                }
+            }
+            return Ok(RepositoryName(format!("oci:{}", absolute.display())));
+        }
+        RepositoryName::of(&reference).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for RepositoryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.repository_name(), self.tag())
@@ -184,6 +281,45 @@ mod tests {
         assert_eq!(r.repository_name(), "localhost:5000/nodes/tiny-linux");
         assert_eq!(r.tag().as_str(), "2026.11.0");
         assert_eq!(r.to_string(), "localhost:5000/nodes/tiny-linux:2026.11.0");
+    }
+
+    #[test]
+    fn repository_names_are_where_consumers_pull_from() {
+        let name: RepositoryName = "LocalHost:5000/nodes/tiny".parse().unwrap();
+        assert_eq!(name.as_str(), "localhost:5000/nodes/tiny");
+        let r: Reference = "localhost:5000/nodes/tiny:1.0".parse().unwrap();
+        assert_eq!(RepositoryName::of(&r).unwrap(), name);
+        assert!(
+            "localhost:5000/nodes/tiny:1.0"
+                .parse::<RepositoryName>()
+                .is_err()
+        );
+
+        // A layout is named by its real path, however it is reached.
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(real.join("store")).unwrap();
+        std::os::unix::fs::symlink(real.join("store"), real.join("link")).unwrap();
+        let by_link: Reference = format!("oci:{}/link:x", real.display()).parse().unwrap();
+        let expected = format!("oci:{}/store", real.display());
+        assert_eq!(RepositoryName::of(&by_link).unwrap().as_str(), expected);
+        let signed: RepositoryName = format!("oci:{}/./store", real.display()).parse().unwrap();
+        assert_eq!(signed.as_str(), expected);
+        // Not there yet: its existing ancestor made real, the rest as written.
+        let later: RepositoryName = format!("oci:{}/link/later/x", real.display())
+            .parse()
+            .unwrap();
+        assert_eq!(later.as_str(), format!("{expected}/later/x"));
+        assert!(
+            format!("oci:{}/later/../x", real.display())
+                .parse::<RepositoryName>()
+                .is_err()
+        );
+        assert!(
+            format!("oci:{}/store:tag", real.display())
+                .parse::<RepositoryName>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Pushing a built node image (manifest + VHDX) as an OCI artifact with its cosign signature,
-//! and pulling one back: signature, digests and manifest checked before the VHDX is fetched,
-//! the VHDX checked before it appears in the destination.
+//! and pulling one back: signature, digests and manifest checked before the VHDX is fetched
+//! ([`fetch`]), the VHDX checked before it appears in the destination ([`download`]).
 
 use std::path::{Path, PathBuf};
 
 use super::artifact::{
-    ARTIFACT_TYPE, CONFIG_TYPE, IMAGE_MANIFEST, ImageManifest, SIGNATURE_ANNOTATION,
-    SIMPLE_SIGNING_TYPE, VHDX_TYPE, digest_of, signature_manifest, signature_tag,
+    ARTIFACT_TYPE, CONFIG_TYPE, IMAGE_MANIFEST, ImageManifest, VHDX_TYPE, digest_of,
 };
-use super::{BlobSink, BlobSource, Error, FileSink, MAX_MANIFEST, Reference, Repository};
+use super::signature::{self, LocalSignature, Trust};
+use super::{
+    BlobSink, BlobSource, Error, FileSink, Reference, Repository, RepositoryName, get_small_blob,
+};
 use crate::manifest::Manifest;
-use crate::sign::{PrivateKey, PublicKey, SimpleSigning};
+use crate::sign::PrivateKey;
 
 /// A built image on disk: `NAME-VERSION.manifest.json` and the VHDX it names, beside it.
 #[derive(Debug, Clone)]
@@ -101,6 +103,18 @@ fn check_file_name(manifest: &Manifest) -> Result<(), Error> {
     Ok(())
 }
 
+/// How a pushed image is signed.
+#[derive(Clone, Copy)]
+pub enum Signing<'a> {
+    /// Signed now with this key, for the repository pushed to.
+    Key(&'a PrivateKey),
+    /// The signature made before the push (`NAME-VERSION.sig.json`), published as it is once
+    /// it is checked to name this image and the repository pushed to.
+    Local(&'a LocalSignature),
+    /// Not signed: every consumer refuses the image until a signature is added.
+    Unsigned,
+}
+
 /// What was pushed.
 #[derive(Debug, Clone)]
 pub struct Pushed {
@@ -110,14 +124,19 @@ pub struct Pushed {
     pub signed: bool,
 }
 
-/// Pushes `image` to `repo` under `reference`'s tag, signed with `key` when given.
+/// Pushes `image` to `repo` under `reference`'s tag, signed as `signing` says. A local
+/// signature that does not fit (another image, another repository) is refused before any byte
+/// is sent.
 pub fn push(
     image: &LocalImage,
     repo: &mut dyn Repository,
     reference: &Reference,
-    key: Option<&PrivateKey>,
+    signing: Signing<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pushed, Error> {
+    if let Signing::Local(signature) = signing {
+        signature.check_for(image, &RepositoryName::of(reference)?)?;
+    }
     // No separate check of the VHDX against the manifest first: its layer is stored under the
     // manifest's sha256, and both destinations refuse content that does not hash to it.
     let art = image.artifact();
@@ -136,34 +155,21 @@ pub fn push(
         IMAGE_MANIFEST,
         Some(ARTIFACT_TYPE),
     )?;
-    if let Some(key) = key {
-        sign(repo, reference, &digest, key)?;
+    match signing {
+        Signing::Key(key) => signature::sign(repo, reference, &digest, key)?,
+        Signing::Local(local) => signature::publish(
+            repo,
+            &digest,
+            local.payload.as_bytes(),
+            &local.signature,
+            &local.key_id,
+        )?,
+        Signing::Unsigned => {}
     }
     Ok(Pushed {
         digest,
-        signed: key.is_some(),
+        signed: !matches!(signing, Signing::Unsigned),
     })
-}
-
-/// Stores a cosign signature of manifest `digest` in `repo` (tag `sha256-HEX.sig`).
-pub fn sign(
-    repo: &mut dyn Repository,
-    reference: &Reference,
-    digest: &str,
-    key: &PrivateKey,
-) -> Result<(), Error> {
-    let payload = SimpleSigning::new(&reference.repository_name(), digest).to_bytes();
-    let signature = key.sign(&payload);
-    let (manifest, config) = signature_manifest(&payload, &signature);
-    repo.put_bytes(&manifest.config, &config)?;
-    repo.put_bytes(&manifest.layers[0], &payload)?;
-    repo.put_manifest(
-        &signature_tag(digest),
-        &manifest.to_bytes(),
-        IMAGE_MANIFEST,
-        None,
-    )?;
-    Ok(())
 }
 
 /// What was pulled.
@@ -181,101 +187,14 @@ pub struct Pulled {
     pub key_id: String,
 }
 
-/// Checks that `digest` has a cosign signature by one of `keys`; returns the key's id.
-pub fn verify_signature(
-    repo: &mut dyn Repository,
-    reference: &Reference,
-    digest: &str,
-    keys: &[PublicKey],
-) -> Result<String, Error> {
-    let refuse = |why: String| Error::VerifySignature {
-        reference: reference.to_string(),
-        digest: digest.to_owned(),
-        why,
-    };
-    let Some(bytes) = repo.get_manifest(&signature_tag(digest))? else {
-        return Err(refuse("no signature is stored for it".into()));
-    };
-    let manifest: ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::ParseDocument {
-            what: "signature manifest",
-            why: e.to_string(),
-        })?;
-    let mut failures = Vec::new();
-    for layer in manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == SIMPLE_SIGNING_TYPE)
-    {
-        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
-            continue;
-        };
-        if layer.size > MAX_MANIFEST {
-            failures.push(format!("a signature payload of {} bytes", layer.size));
-            continue;
-        }
-        let mut payload = Vec::new();
-        repo.get_blob(&layer.digest, layer.size, &mut payload)?;
-        if digest_of(&payload) != layer.digest {
-            failures.push("a payload that does not match its digest".into());
-            continue;
-        }
-        match SimpleSigning::parse(&payload) {
-            Ok(p) if p.critical.image.docker_manifest_digest == digest => {}
-            Ok(p) => {
-                failures.push(format!(
-                    "a signature for {}",
-                    p.critical.image.docker_manifest_digest
-                ));
-                continue;
-            }
-            Err(e) => {
-                failures.push(e.to_string());
-                continue;
-            }
-        }
-        for key in keys {
-            match key.verify(&payload, signature) {
-                Ok(()) => return Ok(key.key_id()),
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
-    }
-    if failures.is_empty() {
-        failures.push("the signature manifest holds no cosign signature".into());
-    }
-    Err(refuse(failures.join("; ")))
-}
-
-/// Pulls the image `reference` names from `repo` into `dir`, trusting `keys`. Nothing appears
-/// in `dir` unless the signature, the manifests and the VHDX all check out.
-pub fn pull(
-    repo: &mut dyn Repository,
-    reference: &Reference,
-    dir: &Path,
-    keys: &[PublicKey],
-    progress: &mut dyn FnMut(u64),
-) -> Result<Pulled, Error> {
-    pull_named(
-        repo,
-        reference,
-        reference.tag().as_str(),
-        dir,
-        keys,
-        progress,
-    )
-}
-
-/// As [`pull`], for the manifest named `name` (a tag, or a digest `sha256:...`) in
-/// `reference`'s repository.
-pub fn pull_named(
+/// Reads the node-image artifact manifest named `name` (a tag, or a digest `sha256:...`) in
+/// `reference`'s repository: its digest and the manifest, checked to be a node image. Nothing
+/// about its signature.
+pub fn read_artifact(
     repo: &mut dyn Repository,
     reference: &Reference,
     name: &str,
-    dir: &Path,
-    keys: &[PublicKey],
-    progress: &mut dyn FnMut(u64),
-) -> Result<Pulled, Error> {
+) -> Result<(String, ImageManifest), Error> {
     let bytes = repo
         .get_manifest(name)?
         .ok_or_else(|| Error::FindTag(format!("{}:{name}", reference.repository_name())))?;
@@ -303,24 +222,16 @@ pub fn pull_named(
             found: art.artifact_type,
         });
     }
-    let key_id = verify_signature(repo, reference, &digest, keys)?;
+    Ok((digest, art))
+}
 
-    if art.config.size > MAX_MANIFEST {
-        return Err(Error::LimitSize {
-            what: "node-image manifest",
-            size: art.config.size,
-            limit: MAX_MANIFEST,
-        });
-    }
-    let mut config = Vec::new();
-    repo.get_blob(&art.config.digest, art.config.size, &mut config)?;
-    if digest_of(&config) != art.config.digest {
-        return Err(Error::VerifyBlob {
-            digest: art.config.digest.clone(),
-            actual: digest_of(&config),
-            size: config.len() as u64,
-        });
-    }
+/// Reads the node-image manifest (the config blob) of `art`: its exact bytes and parsed, checked
+/// to be safe as file names and to describe the artifact's VHDX layer.
+pub fn read_config(
+    repo: &mut dyn Repository,
+    art: &ImageManifest,
+) -> Result<(Vec<u8>, Manifest), Error> {
+    let config = get_small_blob(repo, &art.config, "node-image manifest")?;
     let manifest = Manifest::from_bytes(&config).map_err(|why| Error::ParseDocument {
         what: "node-image manifest",
         why,
@@ -335,7 +246,72 @@ pub fn pull_named(
             layer.digest, layer.size, manifest.disk.sha256, manifest.disk.file_size
         )));
     }
+    Ok((config, manifest))
+}
 
+/// A node image whose signature and manifests check out; its VHDX is not fetched yet.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The artifact manifest's digest.
+    pub digest: String,
+    /// The node-image manifest, parsed.
+    pub manifest: Manifest,
+    /// The key that signed it.
+    pub key_id: String,
+    art: ImageManifest,
+    config: Vec<u8>,
+}
+
+/// Fetches and checks what describes the image named `name` (a tag, or a digest `sha256:...`)
+/// in `reference`'s repository: the artifact manifest, its signature (by a key `trust` holds,
+/// for the repository `trust` expects), then the node-image manifest.
+pub fn fetch(
+    repo: &mut dyn Repository,
+    reference: &Reference,
+    name: &str,
+    trust: Trust<'_>,
+) -> Result<Fetched, Error> {
+    let (digest, art) = read_artifact(repo, reference, name)?;
+    let key_id = signature::verify(repo, reference, &digest, trust)?;
+    let (config, manifest) = read_config(repo, &art)?;
+    Ok(Fetched {
+        digest,
+        manifest,
+        key_id,
+        art,
+        config,
+    })
+}
+
+/// Pulls the image `reference` names from `repo` into `dir`, trusting `trust`. Nothing appears
+/// in `dir` unless the signature, the manifests and the VHDX all check out.
+pub fn pull(
+    repo: &mut dyn Repository,
+    reference: &Reference,
+    dir: &Path,
+    trust: Trust<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Pulled, Error> {
+    let fetched = fetch(repo, reference, reference.tag().as_str(), trust)?;
+    download(repo, fetched, dir, progress)
+}
+
+/// Fetches the VHDX of a [`fetch`]ed image into `dir` (resuming a partial file left by an
+/// interrupted download) and places the VHDX and its manifest there once the VHDX checks out.
+pub fn download(
+    repo: &mut dyn Repository,
+    fetched: Fetched,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Pulled, Error> {
+    let Fetched {
+        digest,
+        manifest,
+        key_id,
+        art,
+        config,
+    } = fetched;
+    let layer = &art.layers[0];
     std::fs::create_dir_all(dir).map_err(|source| Error::WriteLocal {
         path: dir.to_owned(),
         source,
@@ -406,79 +382,4 @@ fn check_free_space(dir: &Path, needed: u64) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// A local signature of `image`, as `slipway sign` and `build --key` write it beside the image:
-/// the cosign payload for the artifact digest and its signature.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LocalSignature {
-    /// The artifact manifest digest signed.
-    pub digest: String,
-    /// The simple-signing payload, as text.
-    pub payload: String,
-    /// base64 DER signature.
-    pub signature: String,
-    /// The signing key's id.
-    pub key_id: String,
-}
-
-/// Where the local signature of `image` lives: `NAME-VERSION.sig.json`.
-pub fn local_signature_path(image: &LocalImage) -> PathBuf {
-    image.manifest_path.with_file_name(format!(
-        "{}-{}.sig.json",
-        image.manifest.name, image.manifest.version
-    ))
-}
-
-/// Signs `image` locally (repository `local/NAME`) and writes its signature file.
-pub fn sign_local(image: &LocalImage, key: &PrivateKey) -> Result<PathBuf, Error> {
-    image.verify_vhdx()?;
-    let digest = digest_of(&image.artifact().to_bytes());
-    let payload = SimpleSigning::new(&format!("local/{}", image.manifest.name), &digest).to_bytes();
-    let signature = LocalSignature {
-        digest,
-        payload: String::from_utf8_lossy(&payload).into_owned(),
-        signature: key.sign(&payload),
-        key_id: key.public().key_id(),
-    };
-    let path = local_signature_path(image);
-    let text = serde_json::to_vec_pretty(&signature).unwrap_or_default();
-    crate::atomic::write(&path, &text, 0o644).map_err(|source| Error::WriteLocal {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
-}
-
-/// Checks a local image: the VHDX against the manifest, the signature against the artifact
-/// digest and `key`. Returns the artifact digest.
-pub fn verify_local(image: &LocalImage, key: &PublicKey) -> Result<String, Error> {
-    let path = local_signature_path(image);
-    let bytes = std::fs::read(&path).map_err(|source| Error::ReadLocal {
-        path: path.clone(),
-        source,
-    })?;
-    let signature: LocalSignature =
-        serde_json::from_slice(&bytes).map_err(|e| Error::ParseDocument {
-            what: "signature file",
-            why: e.to_string(),
-        })?;
-    let digest = digest_of(&image.artifact().to_bytes());
-    let refuse = |why: String| Error::VerifySignature {
-        reference: image.manifest_path.display().to_string(),
-        digest: digest.clone(),
-        why,
-    };
-    let payload =
-        SimpleSigning::parse(signature.payload.as_bytes()).map_err(|e| refuse(e.to_string()))?;
-    if payload.critical.image.docker_manifest_digest != digest {
-        return Err(refuse(format!(
-            "the signature is for {}: the manifest or the VHDX changed after signing",
-            payload.critical.image.docker_manifest_digest
-        )));
-    }
-    key.verify(signature.payload.as_bytes(), &signature.signature)
-        .map_err(|e| refuse(e.to_string()))?;
-    image.verify_vhdx()?;
-    Ok(digest)
 }
