@@ -7,10 +7,14 @@ Subcommands:
                                 for the same SEED)
   dirty-log IN OUT              copy a VHDX and give it a dirty log of two entries that
                                 rewrite a BAT sector and zero 4 KiB of the metadata region
+  flood-log IN OUT              copy a VHDX made with a large log and fill its log with
+                                fake entry headers (each claiming the whole log, with a
+                                wrong checksum), a real two-entry sequence among them
   partial IN OUT                copy a differencing VHDX and make block 0 partially
                                 present (a sector bitmap with a few sectors set)
-  pack DIR FILE...              write each VHDX as a packed vhdx_reader input (see
-                                images/fuzz/src/lib.rs) into DIR
+  pack [--as-is] DIR FILE...    write each VHDX as a packed vhdx_reader input (see
+                                images/fuzz/src/lib.rs) into DIR; the inputs ask for their
+                                checksums to be recomputed unless --as-is
   structures DIR FILE...        cut each VHDX into vhdx_structures inputs into DIR
 
 Only the standard library: the machine's python3 is enough.
@@ -172,6 +176,40 @@ def cmd_dirty_log(src, out):
     Path(out).write_bytes(buf)
 
 
+def cmd_flood_log(src, out):
+    buf = bytearray(Path(src).read_bytes())
+    _, log_length, log_offset = header(buf)
+    bat = regions(buf)[REGION_BAT][0]
+    meta = regions(buf)[REGION_METADATA][0]
+    size = len(buf)
+    # Every sector passes the cheap checks of an entry header (signature, a length of the
+    # whole log, tail 0, a sequence number, no descriptors, the LogGuid); its checksum, left
+    # zero, is wrong. Summing each one's checksum from its bytes would cost sectors × log
+    # bytes: 8192 × 32 MiB for a 32 MiB log.
+    for s in range(log_length // SECTOR):
+        at = log_offset + s * SECTOR
+        buf[at:at + SECTOR] = bytes(SECTOR)
+        buf[at:at + 4] = b"loge"
+        struct.pack_into("<IIQI", buf, at + 8, log_length, 0, 1_000_000 + s, 0)
+        buf[at + 32:at + 48] = LOG_GUID
+    # The real sequence, in the middle, naming its first entry as the tail.
+    hidden = log_length // 2
+    first = log_entry(7, hidden, size, [
+        ("data", bat, bytes(buf[bat:bat + SECTOR])),
+        ("zero", meta + MIB // 2, SECTOR),
+    ])
+    second = log_entry(8, hidden, size, [("zero", meta + MIB // 2 + SECTOR, SECTOR)])
+    at = log_offset + hidden
+    buf[at:at + len(first)] = first
+    at += len(first)
+    buf[at:at + len(second)] = second
+    for off in HEADER_OFFSETS:
+        if buf[off:off + 4] == b"head":
+            buf[off + 48:off + 64] = LOG_GUID
+            seal(buf, off, SECTOR)
+    Path(out).write_bytes(buf)
+
+
 def cmd_partial(src, out):
     buf = bytearray(Path(src).read_bytes())
     bat = regions(buf)[REGION_BAT][0]
@@ -211,13 +249,16 @@ def records(data):
     return out
 
 
-def cmd_pack(outdir, files):
-    outdir = Path(outdir)
+def cmd_pack(args):
+    as_is = args[:1] == ["--as-is"]
+    if as_is:
+        args = args[1:]
+    outdir, files = Path(args[0]), args[1:]
     outdir.mkdir(parents=True, exist_ok=True)
     for name in files:
         data = Path(name).read_bytes()
         packed = bytearray(PACKED_MAGIC)
-        packed += struct.pack("<BQ", FLAG_RESEAL, len(data))
+        packed += struct.pack("<BQ", 0 if as_is else FLAG_RESEAL, len(data))
         for offset, chunk in records(data):
             packed += struct.pack("<IH", offset, len(chunk)) + chunk
         (outdir / f"packed-{Path(name).stem}").write_bytes(packed)
@@ -271,8 +312,9 @@ def main(argv):
     commands = {
         "raw": lambda a: cmd_raw(*a),
         "dirty-log": lambda a: cmd_dirty_log(*a),
+        "flood-log": lambda a: cmd_flood_log(*a),
         "partial": lambda a: cmd_partial(*a),
-        "pack": lambda a: cmd_pack(a[0], a[1:]),
+        "pack": cmd_pack,
         "structures": lambda a: cmd_structures(a[0], a[1:]),
     }
     if len(argv) < 2 or argv[1] not in commands:

@@ -15,7 +15,10 @@
 //!
 //! Both forms can ask for their checksums to be recomputed ([`FLAG_RESEAL`] in the packed
 //! form): without it almost every mutation of a header, region table or log entry stops at
-//! the checksum, and the code behind it is never reached.
+//! the checksum, and the code behind it is never reached. Log entries are resealed only up to
+//! [`RESEAL_BUDGET`] bytes per input: a log of long overlapping entries (every sector a header
+//! claiming the whole log) would otherwise cost sectors × log bytes here, and the fuzzer
+//! would report the harness's own slowness as timeouts.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -39,6 +42,8 @@ pub const RECORD_HEADER_LEN: usize = 4 + 2;
 /// small enough that the reader's allocations (bounded by the file size) stay far below
 /// libFuzzer's RSS limit: anything larger found there is a real finding.
 pub const MAX_FILE_SIZE: u64 = 64 << 20;
+/// Most bytes of log entries resealed for one input; entries past it keep their checksums.
+pub const RESEAL_BUDGET: u64 = 16 << 20;
 /// Where the checksum sits in headers, region tables and log entries.
 const CHECKSUM_FIELD: usize = 4;
 const HEADER_SIGNATURE: &[u8; 4] = b"head";
@@ -191,13 +196,15 @@ pub fn reseal(buf: &mut [u8]) {
 }
 
 /// Reseals every sector of `log` that starts a log entry ("loge") of a plausible length,
-/// reading the entry circularly as the reader does.
+/// reading the entry circularly as the reader does, in log order while they fit in
+/// [`RESEAL_BUDGET`] bytes (the others keep their checksums).
 pub fn reseal_log(log: &mut [u8]) {
     let sector = usize::try_from(SECTOR).unwrap_or(4096);
     let log_len = log.len() - log.len() % sector;
     if log_len == 0 {
         return;
     }
+    let mut budget = RESEAL_BUDGET;
     for start in (0..log_len).step_by(sector) {
         if &log[start..start + 4] != LOG_ENTRY_SIGNATURE {
             continue;
@@ -214,6 +221,10 @@ pub fn reseal_log(log: &mut [u8]) {
         if length == 0 || length % sector != 0 || length > log_len {
             continue;
         }
+        let Some(left) = budget.checked_sub(length as u64) else {
+            continue;
+        };
+        budget = left;
         let mut entry: Vec<u8> = log[start..]
             .iter()
             .chain(log[..start].iter())
@@ -256,6 +267,7 @@ fn reseal_file(file: &File, len: u64, records: &[Record<'_>]) -> io::Result<()> 
             logs.push((header.log_offset, log_len));
         }
     }
+    let mut budget = RESEAL_BUDGET;
     for (log_offset, log_len) in logs {
         let log_end = log_offset + log_len;
         let mut starts: Vec<u64> = Vec::new();
@@ -272,14 +284,21 @@ fn reseal_file(file: &File, len: u64, records: &[Record<'_>]) -> io::Result<()> 
         starts.sort_unstable();
         starts.dedup();
         for start in starts {
-            reseal_log_entry(file, log_offset, log_len, start)?;
+            reseal_log_entry(file, log_offset, log_len, start, &mut budget)?;
         }
     }
     Ok(())
 }
 
-/// Reseals the log entry at file offset `start`, if one starts there with a plausible length.
-fn reseal_log_entry(file: &File, log_offset: u64, log_len: u64, start: u64) -> io::Result<()> {
+/// Reseals the log entry at file offset `start`, if one starts there with a plausible length
+/// that fits in what is left of `budget` (which it then takes from).
+fn reseal_log_entry(
+    file: &File,
+    log_offset: u64,
+    log_len: u64,
+    start: u64,
+    budget: &mut u64,
+) -> io::Result<()> {
     let mut head = [0u8; 12];
     file.read_exact_at(&mut head, start)?;
     if &head[..4] != LOG_ENTRY_SIGNATURE {
@@ -289,6 +308,10 @@ fn reseal_log_entry(file: &File, log_offset: u64, log_len: u64, start: u64) -> i
     if length == 0 || length % SECTOR != 0 || length > log_len {
         return Ok(());
     }
+    let Some(left) = budget.checked_sub(length) else {
+        return Ok(());
+    };
+    *budget = left;
     let Ok(size) = usize::try_from(length) else {
         return Ok(());
     };
@@ -416,6 +439,24 @@ mod tests {
         let sequence = log::active_sequence(&file[log_at..log_at + (1 << 20)], log_guid);
         assert_eq!(sequence.len(), 1);
         std::fs::remove_dir_all(scratch.path().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn resealing_a_log_of_long_entries_stops_at_the_budget() {
+        // Every sector a header claiming the whole 4 MiB log: resealing them all would hash
+        // 1024 × 4 MiB. Only as many as fit in the budget are resealed.
+        let log_len = 4 << 20;
+        let mut log = vec![0u8; log_len];
+        for start in (0..log_len).step_by(4096) {
+            log[start..start + 4].copy_from_slice(LOG_ENTRY_SIGNATURE);
+            log[start + 8..start + 12].copy_from_slice(&(4u32 << 20).to_le_bytes());
+        }
+        reseal_log(&mut log);
+        let resealed = (0..log_len)
+            .step_by(4096)
+            .filter(|&start| log[start + 4..start + 8] != [0; 4])
+            .count();
+        assert_eq!(resealed as u64, RESEAL_BUDGET / (4 << 20));
     }
 
     #[test]
