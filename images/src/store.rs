@@ -4,9 +4,18 @@
 //! directory and is renamed into place complete; an image nothing references is removed by
 //! [`Store::collect_garbage`]. Everything the supervisor boots comes from here.
 //!
+//! Crash rules: an entry appears in `images/` whole (one rename from staging) and leaves it
+//! whole (one rename into `trash/`, made durable, before anything is deleted); whatever a crash
+//! leaves in `trash/` is deleted by the next [`Store::open`] or collection. An entry missing its
+//! manifest or its VHDX (debris of an older build, or of a disk fault) is not an image:
+//! [`Store::get`] discards it and a pull admits the image again. The channel state moves on
+//! only once the image it names is in the store.
+//!
 //! Layout rule (version 1): `store.json` holds `{"format":1}`; readers refuse other formats.
+//! `trash/` was added within version 1: a store made before it gets one at its next open.
 
 use std::collections::BTreeSet;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +27,9 @@ use crate::oci::{self, Reference, Repository, transfer};
 
 /// The store format this build reads and writes.
 pub const FORMAT: u32 = 1;
+
+/// The directory entries are renamed into before they are deleted.
+const TRASH: &str = "trash";
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +95,7 @@ impl Store {
         };
         std::fs::create_dir_all(root.join("images")).map_err(access("create", root))?;
         std::fs::create_dir_all(root.join("staging")).map_err(access("create", root))?;
+        std::fs::create_dir_all(root.join(TRASH)).map_err(access("create", root))?;
         let marker = root.join("store.json");
         match std::fs::read(&marker) {
             Ok(bytes) => {
@@ -102,9 +115,11 @@ impl Store {
             }
             Err(e) => return Err(access("read", &marker)(e)),
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_owned(),
-        })
+        };
+        store.empty_trash()?;
+        Ok(store)
     }
 
     fn image_dir(&self, digest: &str) -> Result<PathBuf, Error> {
@@ -112,28 +127,60 @@ impl Store {
         Ok(self.root.join("images").join(format!("sha256-{hex}")))
     }
 
-    /// The image with artifact `digest`, if the store holds it.
+    /// The image with artifact `digest`, if the store holds it whole (its manifest and its
+    /// VHDX). An entry missing either is discarded and reads as absent, so a pull admits the
+    /// image again.
     pub fn get(&self, digest: &str) -> Result<Option<StoredImage>, Error> {
         let dir = self.image_dir(digest)?;
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(None);
+        let list = |source| Error::Access {
+            action: "list",
+            path: dir.clone(),
+            source,
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Not a directory: nothing this store made; admitting over it fails and says so.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(None);
+            }
+            Err(source) => return Err(list(source)),
+        };
+        let mut manifest_path = None;
+        for entry in entries {
+            let path = entry.map_err(list)?.path();
             if path.to_string_lossy().ends_with(".manifest.json") {
-                let manifest = Manifest::read(&path).map_err(|e| Error::Access {
-                    action: "read",
-                    path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-                })?;
-                let vhdx = dir.join(&manifest.disk.file);
-                return Ok(Some(StoredImage {
-                    digest: digest.to_owned(),
-                    vhdx,
-                    manifest,
-                }));
+                manifest_path = Some(path);
+                break;
             }
         }
+        if let Some(path) = manifest_path {
+            let manifest = Manifest::read(&path).map_err(|e| Error::Access {
+                action: "read",
+                path: path.clone(),
+                source: std::io::Error::new(ErrorKind::InvalidData, e.to_string()),
+            })?;
+            let vhdx = dir.join(&manifest.disk.file);
+            match std::fs::symlink_metadata(&vhdx) {
+                Ok(meta) if meta.is_file() => {
+                    return Ok(Some(StoredImage {
+                        digest: digest.to_owned(),
+                        vhdx,
+                        manifest,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Access {
+                        action: "inspect",
+                        path: vhdx,
+                        source,
+                    });
+                }
+            }
+        }
+        tracing::warn!(%digest, dir = %dir.display(), "discarding an incomplete store entry");
+        self.discard(digest)?;
         Ok(None)
     }
 
@@ -151,22 +198,27 @@ impl Store {
         let state = self.root.join("channels.json");
         let mut seen = channel::Seen::read(&state)?;
         let index = channel::resolve(repo, reference, channel_name, consumer, &mut seen)?;
-        if let Some(image) = self.get(&index.image.digest)? {
-            channel::check_manifest(&index, &image.manifest)?;
-            seen.write(&state)?;
-            return Ok(image);
-        }
-        let staging = self.staging(&index.image.digest)?;
-        let (_, pulled) = channel::pull(
-            repo,
-            reference,
-            channel_name,
-            consumer,
-            &state,
-            &staging,
-            progress,
-        )?;
-        self.admit(&staging, &pulled)
+        let image = match self.get(&index.image.digest)? {
+            Some(image) => {
+                channel::check_manifest(&index, &image.manifest)?;
+                image
+            }
+            None => {
+                let staging = self.staging(&index.image.digest)?;
+                let pulled = channel::pull_named(
+                    repo,
+                    reference,
+                    &index,
+                    consumer.trust,
+                    &staging,
+                    progress,
+                )?;
+                self.admit(&staging, &pulled)?
+            }
+        };
+        // Only now that the image is kept: a pull that failed before leaves the state as it was.
+        seen.write(&state)?;
+        Ok(image)
     }
 
     /// Pulls the image under `reference`'s tag, unless the store has it.
@@ -199,8 +251,13 @@ impl Store {
         Ok(dir)
     }
 
-    /// Moves a complete pull from staging into place (one rename of the whole directory).
+    /// Moves a complete pull from staging into place (one rename of the whole directory). An
+    /// entry already whole there is kept (and the staging dropped); debris is discarded first.
     fn admit(&self, staging: &Path, pulled: &transfer::Pulled) -> Result<StoredImage, Error> {
+        if let Some(image) = self.get(&pulled.digest)? {
+            let _ = std::fs::remove_dir_all(staging);
+            return Ok(image);
+        }
         let dir = self.image_dir(&pulled.digest)?;
         std::fs::rename(staging, &dir).map_err(|source| Error::Access {
             action: "publish",
@@ -235,6 +292,8 @@ impl Store {
                     .and_then(|n| n.strip_prefix("sha256-"))
                     .map(|h| format!("sha256:{h}"))
             })
+            // A name that is no digest is nothing this store made (and no digest to collect).
+            .filter(|d| oci::check_digest(d).is_ok())
             .collect())
     }
 
@@ -244,12 +303,7 @@ impl Store {
         let mut removed = Vec::new();
         for digest in self.images()? {
             if !keep.contains(&digest) {
-                let dir = self.image_dir(&digest)?;
-                std::fs::remove_dir_all(&dir).map_err(|source| Error::Access {
-                    action: "remove",
-                    path: dir,
-                    source,
-                })?;
+                self.discard(&digest)?;
                 removed.push(digest);
             }
         }
@@ -257,6 +311,191 @@ impl Store {
         for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+        self.empty_trash()?;
         Ok(removed)
+    }
+
+    /// Removes the entry of `digest` from `images/`: renamed into `trash/` (one step, made
+    /// durable before anything is deleted), then deleted there. A crash leaves the whole entry
+    /// or trash, never an entry with some of its files.
+    fn discard(&self, digest: &str) -> Result<(), Error> {
+        let dir = self.image_dir(digest)?;
+        let hex = oci::check_digest(digest)?;
+        let trash = self.root.join(TRASH).join(format!("sha256-{hex}"));
+        // An earlier discard of the same entry that a crash interrupted.
+        remove_any(&trash)?;
+        std::fs::rename(&dir, &trash).map_err(|source| Error::Access {
+            action: "discard",
+            path: dir.clone(),
+            source,
+        })?;
+        crate::atomic::sync_parent(&dir).map_err(|source| Error::Access {
+            action: "sync",
+            path: dir,
+            source,
+        })?;
+        remove_any(&trash)
+    }
+
+    /// Deletes whatever interrupted discards left in `trash/`.
+    fn empty_trash(&self) -> Result<(), Error> {
+        let trash = self.root.join(TRASH);
+        let entries = std::fs::read_dir(&trash).map_err(|source| Error::Access {
+            action: "list",
+            path: trash.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Access {
+                action: "list",
+                path: trash.clone(),
+                source,
+            })?;
+            remove_any(&entry.path())?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes `path`, a directory tree or a file; nothing there is no error. Never follows a link.
+fn remove_any(path: &Path) -> Result<(), Error> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::Access {
+            action: "remove",
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    /// A pull of image `digest` (`node`, `version`) finished in the store's staging.
+    fn staged(store: &Store, digest: &str, version: &str) -> (PathBuf, transfer::Pulled) {
+        let staging = store.staging(digest).unwrap();
+        let file = format!("node-{version}.vhdx");
+        let manifest = serde_json::json!({
+            "schema": crate::manifest::SCHEMA, "name": "node", "version": version,
+            "os": "linux", "arch": "x86_64", "kubernetes": null, "components": {},
+            "inputs": [], "packages": {}, "files": {},
+            "disk": {
+                "file": file, "sha256": "00", "file_size": 4, "virtual_size": 4,
+                "block_size": 1_048_576, "logical_sector_size": 512, "disk_guid": "",
+                "partitions": [],
+                "verity": {
+                    "root_hash": "", "salt": "", "algorithm": "sha256",
+                    "data_block_size": 4096, "hash_block_size": 4096, "data_blocks": 0
+                }
+            },
+            "boot": {
+                "firmware": "uefi", "secure_boot": "none", "kernel": "", "cmdline": "",
+                "uki_sha256": ""
+            },
+            "build": { "slipway": "0.1.0", "source_date_epoch": 315_532_800 }
+        });
+        let manifest_path = staging.join(format!("node-{version}.manifest.json"));
+        std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+        let vhdx = staging.join(&file);
+        std::fs::write(&vhdx, "vhdx").unwrap();
+        let pulled = transfer::Pulled {
+            digest: digest.to_owned(),
+            vhdx,
+            manifest: Manifest::read(&manifest_path).unwrap(),
+            manifest_path,
+            key_id: String::new(),
+        };
+        (staging, pulled)
+    }
+
+    fn admitted(store: &Store, digest: &str, version: &str) -> StoredImage {
+        let (staging, pulled) = staged(store, digest, version);
+        store.admit(&staging, &pulled).unwrap()
+    }
+
+    fn trash(root: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(root.join(TRASH))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    #[test]
+    fn an_entry_missing_its_vhdx_is_absent_and_admitted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = digest('a');
+        let image = admitted(&store, &a, "1.0.0");
+        assert!(store.get(&a).unwrap().is_some());
+
+        std::fs::remove_file(&image.vhdx).unwrap();
+        assert!(
+            store.get(&a).unwrap().is_none(),
+            "an image without its VHDX"
+        );
+        assert!(!store.image_dir(&a).unwrap().exists(), "the debris stayed");
+        assert!(trash(dir.path()).is_empty());
+
+        let again = admitted(&store, &a, "1.0.0");
+        assert_eq!(again.vhdx, image.vhdx);
+        assert!(store.get(&a).unwrap().unwrap().vhdx.is_file());
+    }
+
+    #[test]
+    fn admit_replaces_the_debris_of_an_interrupted_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = digest('a');
+        let image = admitted(&store, &a, "1.0.0");
+        // What a removal that deleted the manifest and not the VHDX left.
+        let entry = store.image_dir(&a).unwrap();
+        std::fs::remove_file(entry.join("node-1.0.0.manifest.json")).unwrap();
+
+        let (staging, pulled) = staged(&store, &a, "1.0.0");
+        let again = store.admit(&staging, &pulled).unwrap();
+        assert_eq!(again.vhdx, image.vhdx);
+        assert!(store.get(&a).unwrap().is_some() && !staging.exists());
+    }
+
+    #[test]
+    fn discards_a_crash_interrupted_are_finished_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (digest('a'), digest('b'));
+        admitted(&store, &a, "1.0.0");
+        let kept = admitted(&store, &b, "2.0.0");
+        // A collection that renamed a's entry into the trash and stopped.
+        std::fs::create_dir_all(dir.path().join(TRASH)).unwrap();
+        let hex = oci::check_digest(&a).unwrap();
+        std::fs::rename(
+            store.image_dir(&a).unwrap(),
+            dir.path().join(TRASH).join(format!("sha256-{hex}")),
+        )
+        .unwrap();
+        assert!(store.get(&a).unwrap().is_none());
+        let store = Store::open(dir.path()).unwrap();
+        assert!(trash(dir.path()).is_empty(), "open left the trash");
+        assert_eq!(store.images().unwrap(), BTreeSet::from([b.clone()]));
+
+        // A stale trash entry under the name the next discard of b takes.
+        let hex = oci::check_digest(&b).unwrap();
+        let stale = dir.path().join(TRASH).join(format!("sha256-{hex}"));
+        std::fs::create_dir_all(stale.join("sub")).unwrap();
+        std::fs::write(stale.join("sub/file"), "stale").unwrap();
+        assert_eq!(store.collect_garbage(&BTreeSet::new()).unwrap(), vec![b]);
+        assert!(!kept.vhdx.exists());
+        assert!(trash(dir.path()).is_empty(), "collection left the trash");
+        assert!(store.images().unwrap().is_empty());
     }
 }

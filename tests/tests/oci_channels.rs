@@ -421,6 +421,45 @@ fn the_host_store_keeps_pulled_images_and_collects_the_unused() {
     assert!(!first.vhdx.exists() && second.vhdx.exists());
 }
 
+#[test]
+fn a_pull_the_store_cannot_keep_leaves_the_channel_state_as_it_was() {
+    use images::store::Store;
+    let world = World::new();
+    let keys = [world.signer.public()];
+    let host = world.dir.path().join("host");
+    let store = Store::open(&host).unwrap();
+    let reference = self_ref(&world.store, "x");
+    let pull = |now| {
+        store.pull_channel(
+            &mut world.layout(),
+            &reference,
+            "stable",
+            &consumer(&keys, now),
+            &mut |_| {},
+        )
+    };
+    world.promote("1.0.0", &world.signer, NOW, 30 * DAY);
+    pull(NOW).unwrap();
+    let state = host.join("channels.json");
+    let before = std::fs::read_to_string(&state).unwrap();
+
+    // A file where version 2's entry goes: the image arrives but cannot be admitted.
+    let v2 = world.promote("2.0.0", &world.signer, NOW + DAY, 30 * DAY);
+    let entry = host.join("images").join(v2.image.digest.replace(':', "-"));
+    std::fs::write(&entry, "in the way").unwrap();
+    let err = pull(NOW + DAY).unwrap_err();
+    assert!(err.to_string().contains("cannot publish"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        before,
+        "a pull whose image the store did not keep advanced the channel state"
+    );
+
+    std::fs::remove_file(&entry).unwrap();
+    assert_eq!(pull(NOW + DAY).unwrap().digest, v2.image.digest);
+    assert_ne!(std::fs::read_to_string(&state).unwrap(), before);
+}
+
 /// Copies tag `tag` (manifest and blobs) from one layout to another with skopeo, as someone with
 /// write access to both repositories (and no release key) would.
 fn skopeo_copy(from: &Path, to: &Path, tag: &str) {

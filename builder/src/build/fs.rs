@@ -10,7 +10,11 @@
 //!   mtime and ctime, and no system call can set a ctime: every populated inode's times (and,
 //!   for builds not run as root, owners) are rewritten with debugfs afterwards ([`ext4`]).
 //!   Whether it marks the inode tables zeroed depends on whether the output file existed;
-//!   `nodiscard,lazy_itable_init=1` on a new empty file makes that fixed.
+//!   `nodiscard,lazy_itable_init=1` on a new empty file makes that fixed. It also copies every
+//!   extended attribute of the tree (SELinux labels, ACLs inherited from the cache directory);
+//!   `no_copy_xattrs` keeps them out before they take an inode's space or an xattr block.
+//!   Stripping them from the tree instead would not do: an SELinux host reports a label on
+//!   every file whether or not one can be removed.
 //! - mkfs.vfat `--invariant` and mtools honour `SOURCE_DATE_EPOCH`; copied files get the epoch
 //!   as their modification time first.
 
@@ -175,7 +179,8 @@ pub fn ext4(tree: &Path, out: &Path, uuid: Guid, epoch: u64, all_root: bool) -> 
             "-U",
             &uuid,
             "-E",
-            &format!("hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=1"),
+            // no_copy_xattrs: the build host's labels and ACLs do not belong in the image.
+            &format!("hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=1,no_copy_xattrs"),
             "-d",
             &tree.to_string_lossy(),
             &out.to_string_lossy(),
@@ -545,6 +550,52 @@ Group 1: (Blocks 5000-9999) csum 0x1234 [INODE_UNINIT]
             &[],
         )
         .unwrap();
+    }
+
+    fn debugfs_ea_list(image: &Path, path: &str) -> String {
+        run(
+            "debugfs",
+            [
+                OsStr::new("-R"),
+                format!("ea_list {path}").as_ref(),
+                image.as_os_str(),
+            ],
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ext4_images_hold_no_extended_attributes_of_the_build_host() {
+        let uuid = Guid::derived("slipway.test.ext4", b"xattrs");
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let labelled = tree(&a, &["one"]);
+        // What a host label or an inherited ACL would leave on the staging tree.
+        for path in [labelled.join("etc/one"), labelled.clone()] {
+            rustix::fs::lsetxattr(
+                &path,
+                "user.test",
+                b"hostvalue",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+        }
+        ext4(&labelled, &a.join("root.img"), uuid, 315_532_800, false).unwrap();
+        for path in ["/etc/one", "/"] {
+            let listing = debugfs_ea_list(&a.join("root.img"), path);
+            assert!(
+                !listing.contains("user.test"),
+                "{path} kept an extended attribute of the build host:\n{listing}"
+            );
+        }
+        let plain = tree(&b, &["one"]);
+        ext4(&plain, &b.join("root.img"), uuid, 315_532_800, false).unwrap();
+        assert!(
+            std::fs::read(a.join("root.img")).unwrap()
+                == std::fs::read(b.join("root.img")).unwrap(),
+            "extended attributes of the staging tree changed the ext4 image"
+        );
     }
 
     #[test]

@@ -695,10 +695,26 @@ pub fn pull(
 ) -> Result<(Index, transfer::Pulled), ChannelError> {
     let mut seen = Seen::read(state)?;
     let index = resolve(repo, reference, channel, consumer, &mut seen)?;
-    let fetched = transfer::fetch(repo, reference, &index.image.digest, consumer.trust)?;
-    check_named(&index, &fetched.digest)?;
-    check_manifest(&index, &fetched.manifest)?;
-    let pulled = transfer::download(repo, fetched, dir, progress)?;
+    let pulled = pull_named(repo, reference, &index, consumer.trust, dir, progress)?;
     seen.write(state)?;
     Ok((index, pulled))
+}
+
+/// Pulls the image `index` (already [`resolve`]d) names into `dir`, refusing what arrives with
+/// another digest, or a manifest other than the index says (before its VHDX is fetched). Writes
+/// no state: a caller that keeps the image somewhere first (the host store) persists the
+/// [`Seen`] `resolve` updated only once the image is kept, so a pull that fails anywhere before
+/// leaves the state as it was.
+pub fn pull_named(
+    repo: &mut dyn Repository,
+    reference: &Reference,
+    index: &Index,
+    trust: Trust<'_>,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<transfer::Pulled, ChannelError> {
+    let fetched = transfer::fetch(repo, reference, &index.image.digest, trust)?;
+    check_named(index, &fetched.digest)?;
+    check_manifest(index, &fetched.manifest)?;
+    Ok(transfer::download(repo, fetched, dir, progress)?)
 }
