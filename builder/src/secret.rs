@@ -4,8 +4,13 @@
 //! A passphrase given as `--passphrase-env VAR` is read when clap parses the arguments, and
 //! `main` then takes `VAR` out of the process environment ([`remove_from_env`]) before anything
 //! else runs: a build starts mmdebstrap (whose maintainer scripts run as root), apt and mkfs,
-//! and none of them inherits the variable. (The kernel's copy of the initial environment, in
-//! `/proc/PID/environ`, is readable only by the same user and root, and is not changed.)
+//! and none of them inherits the variable. Removing it changes only libc's list: the kernel
+//! still shows the initial environment, variable and all, in `/proc/PID/environ`, which every
+//! process of the same user may read (the tools of a build run by an unprivileged user are such
+//! processes). So the process is first made non-dumpable (`PR_SET_DUMPABLE` 0), which leaves
+//! that file to root (`CAP_SYS_PTRACE`) alone; it also stops core dumps, which could hold the
+//! passphrase too. `--passphrase-file` keeps the passphrase out of any environment and is the
+//! better choice where it can be used.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +67,18 @@ pub enum Error {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The process could not be made non-dumpable.
+    #[error(
+        "cannot close this process's /proc/PID/environ (where {var} stays readable) to other \
+         processes: use --passphrase-file instead"
+    )]
+    HideEnvironment {
+        /// The variable.
+        var: String,
+        /// The cause.
+        #[source]
+        source: rustix::io::Errno,
     },
     /// Other threads run, so the environment cannot be changed safely.
     #[error("cannot take {var} out of the environment: {threads} threads run (only the first may)")]
@@ -178,23 +195,34 @@ pub fn variables_read(matches: &ArgMatches) -> Vec<String> {
     vars
 }
 
-/// Removes `vars` from this process's environment, so that no child process inherits them.
-/// Refused unless this is the process's only thread: call it first thing in `main`.
+/// Removes `vars` from this process's environment, so that no child process inherits them, and
+/// (when there are any) makes the process non-dumpable, so that no other process but root's can
+/// read them from `/proc/PID/environ`, which keeps the initial environment. Refused unless this
+/// is the process's only thread: call it first thing in `main`.
 #[allow(unsafe_code)]
 pub fn remove_from_env(vars: &[String]) -> Result<(), Error> {
+    let Some(first) = vars.first() else {
+        return Ok(());
+    };
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(|source| Error::CountThreads { source })?
+        .count();
+    if threads != 1 {
+        return Err(Error::ShareEnvironment {
+            var: first.clone(),
+            threads,
+        });
+    }
+    // Before any child runs: a tool started as this user could read the file otherwise.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|source| Error::HideEnvironment {
+            var: first.clone(),
+            source,
+        })?;
     for var in vars {
-        let threads = std::fs::read_dir("/proc/self/task")
-            .map_err(|source| Error::CountThreads { source })?
-            .count();
-        if threads != 1 {
-            return Err(Error::ShareEnvironment {
-                var: var.clone(),
-                threads,
-            });
-        }
         // SAFETY: changing the environment is unsound only while another thread may read or
-        // write it. This thread is the process's only one (counted just above), and only it
-        // could start another, which it does not do before the call returns.
+        // write it. This thread is the process's only one (counted above), and only it could
+        // start another, which it does not do before the call returns.
         unsafe { std::env::remove_var(var) };
     }
     Ok(())

@@ -151,3 +151,114 @@ fn an_empty_passphrase_is_refused() {
         assert!(!d.join("file.key").exists(), "{name} made a key");
     }
 }
+
+/// Writes `dir/bin/TOOL` for each tool: a script that tries to read its parent's (slipway's)
+/// initial environment from `/proc`, records what it got (or `unreadable`) in `dir/env/TOOL`,
+/// and fails.
+fn environ_readers(dir: &Path, tools: &[&str]) -> PathBuf {
+    let bin = dir.join("bin");
+    let dumps = dir.join("env");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&dumps).unwrap();
+    for tool in tools {
+        let dump = dumps.join(tool);
+        let script = bin.join(tool);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nparent=$(cat /proc/$PPID/comm)\n\
+                 if environ=$(tr '\\0' '\\n' < /proc/$PPID/environ); then\n  \
+                 printf '%s\\n%s\\n' \"$parent\" \"$environ\" > '{dump}'\n\
+                 else\n  printf '%s\\nunreadable\\n' \"$parent\" > '{dump}'\nfi\n\
+                 echo 'spy: no archive here' >&2\nexit 1\n",
+                dump = dump.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dumps
+}
+
+/// An unprivileged user to run slipway as (the tests run as root, where every process's
+/// `/proc/PID/environ` is readable anyway).
+const NOBODY: &str = "65534";
+
+#[test]
+fn a_tool_run_by_slipway_as_the_same_user_cannot_read_the_passphrase_from_proc() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run slipway as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = [(VAR, PASSPHRASE)];
+    let keygen = slipway(
+        d,
+        &["keygen", "release.key", "--passphrase-env", VAR],
+        &secret,
+    );
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let recipes = repo().join("recipes");
+    std::fs::create_dir_all(d.join("tiny-linux")).unwrap();
+    std::fs::copy(recipes.join("tiny-linux/init"), d.join("tiny-linux/init")).unwrap();
+    std::fs::copy(recipes.join("tiny-linux.toml"), d.join("tiny-linux.toml")).unwrap();
+    let dumps = environ_readers(d, &["apt-cache", "apt-get"]);
+    // Everything the unprivileged slipway touches belongs to it.
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(d)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let path = format!(
+        "{}:{}",
+        d.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_slipway"),
+            "build",
+            "tiny-linux.toml",
+            "--key",
+            "release.key",
+            "--passphrase-env",
+            VAR,
+        ])
+        .current_dir(d)
+        .env("SLIPWAY_CACHE", d.join("cache"))
+        .env("HOME", d)
+        .env(VAR, PASSPHRASE)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(!build.status.success(), "the spies fail the build");
+    assert!(
+        stderr(&build).contains("spy: no archive here"),
+        "{}",
+        stderr(&build)
+    );
+    let seen: Vec<(String, String)> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    assert!(!seen.is_empty(), "no spy ran: {}", stderr(&build));
+    for (tool, dump) in &seen {
+        // The spy's parent is slipway itself, running as the spy's own user...
+        assert!(dump.starts_with("slipway\n"), "{tool}: {dump}");
+        // ...and its initial environment (where the variable still is) is closed to the spy.
+        assert!(
+            !dump.contains(PASSPHRASE),
+            "{tool} read the passphrase from /proc:\n{dump}"
+        );
+        assert!(dump.ends_with("unreadable\n"), "{tool}: {dump}");
+    }
+}

@@ -1,17 +1,19 @@
-//! Blob downloads from a registry that drops or stalls connections: a download goes on for as
-//! long as attempts keep bringing bytes, gives up a connection that goes quiet, and gives up the
-//! download when attempts in a row bring nothing. The registry is a small HTTP server on
-//! 127.0.0.1 that serves one blob with Range and misbehaves by plan.
+//! Blob downloads from a registry that drops, stalls or trickles connections: a download goes on
+//! for as long as attempts keep bringing enough bytes, gives up a connection that goes quiet or
+//! crawls, and gives up the download when attempts in a row bring too little. The registry is a
+//! small HTTP server on 127.0.0.1 that serves one blob with Range and misbehaves by plan.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use images::oci::Repository;
+use images::oci::registry::speed::SpeedFloor;
 use images::oci::registry::{Patience, Registry};
 
 /// What the server does on one connection, after the headers of a 206 (or 200) answer.
@@ -21,6 +23,8 @@ enum Cut {
     DropAfter(usize),
     /// Sends this many bytes, then holds the connection open without a word for this long.
     StallAfter(usize, Duration),
+    /// Sends the range one byte at a time, this far apart, until the client hangs up.
+    Trickle(Duration),
     /// Sends the whole range.
     Whole,
 }
@@ -28,16 +32,25 @@ enum Cut {
 /// Serves `blob` at `/v2/repo/blobs/DIGEST`, one connection per entry of `plan`, each on its own
 /// thread; returns the registry's `host:port` and the accepting thread (done once the plan is).
 fn serve(blob: Arc<Vec<u8>>, plan: Vec<Cut>) -> (String, JoinHandle<()>) {
+    let (host, _, handle) = serve_counted(blob, plan);
+    (host, handle)
+}
+
+/// [`serve`], also counting the connections accepted so far.
+fn serve_counted(blob: Arc<Vec<u8>>, plan: Vec<Cut>) -> (String, Arc<AtomicUsize>, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let host = listener.local_addr().unwrap().to_string();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
     let handle = std::thread::spawn(move || {
         for cut in plan {
             let (stream, _) = listener.accept().unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
             let blob = blob.clone();
             std::thread::spawn(move || answer(stream, &blob, cut));
         }
     });
-    (host, handle)
+    (host, connections, handle)
 }
 
 fn answer(mut stream: TcpStream, blob: &[u8], cut: Cut) {
@@ -63,6 +76,7 @@ fn answer(mut stream: TcpStream, blob: &[u8], cut: Cut) {
     let rest = &blob[from..];
     let sent = match cut {
         Cut::DropAfter(n) | Cut::StallAfter(n, _) => &rest[..n.min(rest.len())],
+        Cut::Trickle(_) => &[],
         Cut::Whole => rest,
     };
     // A client that gave up makes the writes fail; the server does not care.
@@ -72,6 +86,18 @@ fn answer(mut stream: TcpStream, blob: &[u8], cut: Cut) {
         .and_then(|()| stream.flush());
     if let Cut::StallAfter(_, hold) = cut {
         std::thread::sleep(hold);
+    }
+    if let Cut::Trickle(gap) = cut {
+        for byte in rest.chunks(1) {
+            if stream
+                .write_all(byte)
+                .and_then(|()| stream.flush())
+                .is_err()
+            {
+                break;
+            }
+            std::thread::sleep(gap);
+        }
     }
     let _ = stream.shutdown(Shutdown::Both);
 }
@@ -84,14 +110,32 @@ fn blob(len: usize) -> (Arc<Vec<u8>>, String) {
     (Arc::new(bytes), digest)
 }
 
-/// The default patience with retry delays short enough for a test.
+/// The default patience with retry delays short enough for a test, and progress and the speed
+/// floor scaled down to the test's blobs.
 fn quick(stall: Duration) -> Patience {
     Patience {
         stall,
+        floor: SpeedFloor {
+            bytes_per_sec: 1024,
+            window: Duration::from_secs(1),
+        },
+        progress: 4096,
         first_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
         ..Patience::DEFAULT
     }
+}
+
+/// The error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[test]
@@ -150,10 +194,100 @@ fn attempts_in_a_row_that_bring_nothing_end_the_download() {
     let text = err.to_string();
     assert!(
         text.contains(&format!(
-            "{} attempts in a row received nothing",
+            "{} attempts in a row moved less than 4096 bytes each",
             patience.attempts
         )) && text.contains("20000 of 50000 bytes held"),
         "{text}"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn a_registry_that_sends_one_byte_per_connection_ends_the_download_within_the_attempt_limit() {
+    let (bytes, digest) = blob(50_000);
+    let patience = quick(Duration::from_secs(5));
+    // A byte and a hang-up, connection after connection: each attempt brings a byte, which is
+    // not progress. More connections are planned than the download may use.
+    let planned = 200;
+    let (host, connections, _server) = serve_counted(bytes, vec![Cut::DropAfter(1); planned]);
+    let mut registry = Registry::new(&host, "repo", true).with_patience(patience);
+    let mut out = Vec::new();
+    let err = registry.get_blob(&digest, 50_000, &mut out).unwrap_err();
+    let seen = connections.load(Ordering::SeqCst);
+    assert!(
+        seen <= patience.attempts as usize,
+        "{seen} connections for a byte each"
+    );
+    assert_eq!(out.len(), seen);
+    let text = chain(&err);
+    assert!(
+        text.contains(&format!(
+            "{} attempts in a row moved less than 4096 bytes each",
+            patience.attempts
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn attempts_that_each_progress_are_still_bounded_in_all() {
+    let (bytes, digest) = blob(200_000);
+    let patience = Patience {
+        total_attempts: 5,
+        ..quick(Duration::from_secs(5))
+    };
+    // Each connection brings 5000 bytes, more than `progress`, and hangs up: the download
+    // would complete after 40, and gives up after `total_attempts`.
+    let (host, connections, _server) = serve_counted(bytes, vec![Cut::DropAfter(5000); 60]);
+    let mut registry = Registry::new(&host, "repo", true).with_patience(patience);
+    let mut out = Vec::new();
+    let err = registry.get_blob(&digest, 200_000, &mut out).unwrap_err();
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+    let text = chain(&err);
+    assert!(
+        text.contains("5 attempts failed in all") && text.contains("25000 of 200000 bytes held"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_registry_that_trickles_under_the_speed_floor_is_given_up_as_too_slow() {
+    let (bytes, digest) = blob(50_000);
+    let stall = Duration::from_secs(1);
+    // A byte every 200 ms never lets the stall timeout fire, and is 5 bytes/s, far under the
+    // floor of 1 KiB/s over 1 s. Two attempts, each given up after about a second.
+    let patience = Patience {
+        attempts: 2,
+        ..quick(stall)
+    };
+    let (host, connections, _server) =
+        serve_counted(bytes, vec![Cut::Trickle(Duration::from_millis(200)); 10]);
+    let (done, result) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let mut registry = Registry::new(&host, "repo", true).with_patience(patience);
+        let mut out = Vec::new();
+        let _ = done.send(registry.get_blob(&digest, 50_000, &mut out));
+    });
+    let err = result
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the download still ran after 20 s")
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    let text = chain(&err);
+    assert!(text.contains("too slow"), "{text}");
+    assert!(
+        text.contains("2 attempts in a row moved less than 4096 bytes each"),
+        "{text}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // Each attempt is judged once its first window (1 s) is over.
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "gave up after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "gave up after {elapsed:?}"
+    );
 }

@@ -1,21 +1,29 @@
 //! Downloads pinned by sha256, fetched once into the cache (`CACHE/urls/SHA256`). An operator
 //! without network access places the file there by hand; its digest is still checked.
 //!
-//! A download takes as long as it needs while bytes keep arriving: it is abandoned when no byte
-//! arrives for [`STALL_TIMEOUT`] (a slow link is not a dead one), and refused when its body is
-//! larger than the source's `size` ([`DEFAULT_MAX_SIZE`] when the recipe gives none).
+//! A download takes as long as it needs while bytes keep arriving fast enough: it is abandoned
+//! when no byte arrives for [`STALL_TIMEOUT`] (a slow link is not a dead one), when the answer's
+//! headers take longer than that in all, or when the body's average rate over a window falls
+//! under [`SPEED_FLOOR`] (a server sending a byte a little faster than the stall timeout would
+//! hold a build for ever otherwise); and it is refused when its body is larger than the source's
+//! `size` ([`DEFAULT_MAX_SIZE`] when the recipe gives none).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use images::oci::registry::speed::{Paced, SpeedFloor, TooSlow};
 use sha2::{Digest, Sha256};
 
 use super::hex;
 
-/// How long a download may wait for its next byte (connecting, the answer's headers, and each
-/// read of the body) before it is abandoned.
+/// How long a download may wait for its next byte (connecting, and each read of the body), and
+/// for the answer's headers in all, before it is abandoned.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The slowest a download's body may arrive, averaged over a window (the registry client's
+/// floor: 10 KiB/s over a minute).
+pub const SPEED_FLOOR: SpeedFloor = images::oci::registry::SPEED_FLOOR;
 
 /// The largest body a url source without `size` may have.
 pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
@@ -47,11 +55,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// No byte arrived for the stall timeout.
-    #[error("no byte arrived for {} s: the download stalled", after.as_secs_f32())]
+    /// No byte arrived for the stall timeout, or the answer's headers took longer than it.
+    #[error(
+        "no byte arrived for {0} s, or the answer's headers took more than {0} s: the download \
+         stalled",
+        after.as_secs_f32()
+    )]
     Stall {
         /// The stall timeout.
         after: Duration,
+    },
+    /// The body arrived slower than the speed floor.
+    #[error("the download was abandoned")]
+    Crawl {
+        /// The cause (a [`TooSlow`]: how little arrived in how long).
+        #[source]
+        source: std::io::Error,
     },
     /// The request failed before a body arrived (connection, TLS, an HTTP error status).
     #[error("the request failed")]
@@ -122,8 +141,10 @@ impl Error {
 /// What one download may cost before it is given up.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    /// Longest wait for the next byte.
+    /// Longest wait for the next byte, and for the answer's headers in all.
     stall: Duration,
+    /// Slowest average rate accepted.
+    floor: SpeedFloor,
     /// Largest body accepted.
     max_size: u64,
 }
@@ -154,6 +175,7 @@ pub fn fetch(
     }
     let limits = Limits {
         stall: STALL_TIMEOUT,
+        floor: SPEED_FLOOR,
         max_size: max_size.unwrap_or(DEFAULT_MAX_SIZE),
     };
     download(url, sha256, &path, limits)?;
@@ -167,17 +189,22 @@ fn download(url: &str, sha256: &str, path: &Path, limits: Limits) -> Result<(), 
         path: dir.to_owned(),
         source,
     })?;
-    // A per-read timeout, not a total one: a 1 GiB file over a slow link takes minutes, and
-    // only a connection that has gone quiet is given up.
+    // A per-read timeout and a speed floor, not a total timeout: a 1 GiB file over a slow link
+    // takes minutes, and only a connection that has gone quiet or crawls is given up. The
+    // headers, a few hundred bytes, must come whole within the stall timeout: trickled a byte
+    // at a time, they would hold the download for days.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(limits.stall))
+        .timeout_recv_response(Some(limits.stall))
         .timeout_per_read(Some(limits.stall))
         .build()
         .into();
     let response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::Timeout(ureq::Timeout::PerRead) => Error::Stall {
-            after: limits.stall,
-        },
+        ureq::Error::Timeout(ureq::Timeout::PerRead | ureq::Timeout::RecvResponse) => {
+            Error::Stall {
+                after: limits.stall,
+            }
+        }
         other => Error::Request {
             source: Box::new(other),
         },
@@ -190,7 +217,7 @@ fn download(url: &str, sha256: &str, path: &Path, limits: Limits) -> Result<(), 
             limit: limits.max_size,
         });
     }
-    let mut body = response.into_body().into_reader();
+    let mut body = Paced::new(response.into_body().into_reader(), limits.floor);
     let tmp = images::atomic::temporary_path(path);
     let result = store(&mut body, &tmp, sha256, limits).and_then(|()| {
         images::atomic::publish(&tmp, path).map_err(|source| Error::WriteFile {
@@ -220,6 +247,8 @@ fn store(body: &mut dyn Read, tmp: &Path, sha256: &str, limits: Limits) -> Resul
                 Error::Stall {
                     after: limits.stall,
                 }
+            } else if TooSlow::inside(&source).is_some() {
+                Error::Crawl { source }
             } else {
                 Error::ReadBody { source }
             }

@@ -5,9 +5,14 @@
 //! of starting again. Bearer-token and basic auth come from the usual credential files.
 //!
 //! A transfer is given up only when it stops moving: an attempt fails when no byte arrives (or
-//! leaves) for [`Patience::stall`], and a blob transfer tries again from where it stopped for as
-//! long as attempts keep moving bytes, so a 10 GiB image over a slow link that drops now and
-//! then completes. Attempts that move nothing are bounded, with exponential backoff and jitter.
+//! leaves) for [`Patience::stall`], when an answer's headers take longer than that in all, or
+//! when its average rate over a window falls under [`Patience::floor`]; a blob transfer then
+//! tries again from where it stopped for as long as attempts keep moving at least
+//! [`Patience::progress`] bytes each, so a 10 GiB image over a slow link that drops now and then
+//! completes. Attempts in a row that move less are bounded, with exponential backoff and jitter,
+//! and so are attempts in all ([`Patience::total_attempts`]): a server that sends a byte and
+//! hangs up, again and again, or one byte a minute, ends the transfer instead of holding it for
+//! ever.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,6 +24,10 @@ use ureq::{Agent, SendBody};
 use super::artifact::{IMAGE_INDEX, IMAGE_MANIFEST};
 use super::{BlobSink, BlobSource, Error, MAX_MANIFEST, Repository, check_digest, copy_bounded};
 
+pub mod speed;
+
+use speed::{Pace, Paced, SpeedFloor};
+
 /// What one PATCH carries at most, streamed from the source (never held in memory). A registry
 /// commits an upload's data when a PATCH completes, so this is how much a failure can cost;
 /// each PATCH costs the registry a round trip and a commit, so smaller is slower.
@@ -28,8 +37,20 @@ pub const CHUNK: u64 = 32 << 20;
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts in a row that move no byte before a transfer gives up.
+/// Attempts in a row that move less than [`PROGRESS`] before a transfer gives up.
 const MAX_ATTEMPTS: u32 = 8;
+/// What an attempt must move to count as progress (and start the count of [`MAX_ATTEMPTS`]
+/// again): a byte would let a server that sends one byte per connection go on for ever.
+const PROGRESS: u64 = 1 << 20;
+/// Attempts in all, progress or not, before a blob transfer gives up: a last bound, which a
+/// transfer that works (a drop every [`PROGRESS`] bytes at the worst) does not reach.
+const MAX_TOTAL_ATTEMPTS: u32 = 1000;
+/// The slowest an attempt may move, averaged over a minute (curl's `--speed-limit 10240
+/// --speed-time 60`): a link slower than this would take a day per GiB.
+pub const SPEED_FLOOR: SpeedFloor = SpeedFloor {
+    bytes_per_sec: 10 << 10,
+    window: Duration::from_secs(60),
+};
 /// First retry delay; doubles up to [`MAX_BACKOFF`], with jitter.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest retry delay.
@@ -38,11 +59,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a client waits and how often it tries again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Patience {
-    /// Longest wait for the next byte (sent or received) before an attempt is abandoned.
+    /// Longest wait for the next byte (sent or received) before an attempt is abandoned, and
+    /// for an answer's headers in all.
     pub stall: Duration,
-    /// Attempts in a row that move no byte before a transfer gives up; an attempt that moves
-    /// bytes starts the count again.
+    /// The slowest an attempt may move, averaged over a window, before it is abandoned.
+    pub floor: SpeedFloor,
+    /// Attempts in a row that move less than `progress` bytes before a transfer gives up; an
+    /// attempt that moves that much starts the count again.
     pub attempts: u32,
+    /// What one attempt must move to count as progress.
+    pub progress: u64,
+    /// Attempts in all before a blob transfer gives up, whatever they moved.
+    pub total_attempts: u32,
     /// First retry delay; it doubles with each attempt in a row, up to `max_backoff`, and up to
     /// half of it again is added at random.
     pub first_backoff: Duration,
@@ -54,12 +82,15 @@ impl Patience {
     /// What [`Registry::new`] uses.
     pub const DEFAULT: Patience = Patience {
         stall: STALL_TIMEOUT,
+        floor: SPEED_FLOOR,
         attempts: MAX_ATTEMPTS,
+        progress: PROGRESS,
+        total_attempts: MAX_TOTAL_ATTEMPTS,
         first_backoff: FIRST_BACKOFF,
         max_backoff: MAX_BACKOFF,
     };
 
-    /// Sleeps before attempt `failures + 1` (`failures` attempts in a row moved nothing).
+    /// Sleeps before attempt `failures + 1` (`failures` attempts in a row moved too little).
     fn backoff(&self, failures: u32) {
         let base = self
             .first_backoff
@@ -69,6 +100,37 @@ impl Patience {
         // No randomness is no jitter: the delay is still bounded and still grows.
         let _ = getrandom::fill(&mut jitter);
         std::thread::sleep(base + base * u32::from(jitter[0]) / 512);
+    }
+}
+
+/// Where a blob transfer stands against its [`Patience`]: failed attempts in a row that moved
+/// less than `progress`, and failed attempts in all.
+#[derive(Debug, Default)]
+struct Budget {
+    idle: u32,
+    total: u32,
+}
+
+impl Budget {
+    /// Counts a failed attempt that moved `moved` bytes; `Err` (why, in words) when the transfer
+    /// must give up.
+    fn fail(&mut self, moved: u64, patience: &Patience) -> Result<(), String> {
+        self.total = self.total.saturating_add(1);
+        self.idle = if moved >= patience.progress {
+            0
+        } else {
+            self.idle.saturating_add(1)
+        };
+        if self.idle >= patience.attempts {
+            return Err(format!(
+                "{} attempts in a row moved less than {} bytes each",
+                self.idle, patience.progress
+            ));
+        }
+        if self.total >= patience.total_attempts {
+            return Err(format!("{} attempts failed in all", self.total));
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +279,10 @@ impl Registry {
                 "no byte moved for {} s: the connection stalled",
                 self.patience.stall.as_secs_f32()
             ),
+            ureq::Error::Timeout(ureq::Timeout::RecvResponse) => format!(
+                "no whole answer arrived within {} s: the registry is stalling",
+                self.patience.stall.as_secs_f32()
+            ),
             other => other.to_string(),
         }
     }
@@ -294,19 +360,25 @@ impl Registry {
     }
 }
 
-/// Counts what the HTTP stack reads from the blob (the bytes sent) and reports progress.
+/// Counts what the HTTP stack reads from the blob (the bytes sent), reports progress, and
+/// fails the PATCH when the registry takes them in slower than the floor (the stack asks for
+/// more only as the connection drains).
 struct Counting<'a> {
     inner: &'a mut dyn Read,
     count: u64,
     base: u64,
+    pace: Pace,
     progress: &'a mut dyn FnMut(u64),
 }
 
 impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        (self.progress)(self.base + self.count);
+        self.count = self.count.saturating_add(n as u64);
+        (self.progress)(self.base.saturating_add(self.count));
+        if n > 0 {
+            self.pace.count(n)?;
+        }
         Ok(n)
     }
 }
@@ -327,11 +399,13 @@ fn location(response: &Response<ureq::Body>) -> Option<String> {
 }
 
 /// An HTTP client that gives up on a connection when no byte moves for `patience.stall`, however
-/// long the transfer as a whole takes.
+/// long the transfer as a whole takes, and on an answer whose headers take longer than that in
+/// all (they are a few hundred bytes: trickled, they would hold an attempt for days).
 fn agent(patience: &Patience) -> Agent {
     Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(patience.stall))
         .timeout_per_read(Some(patience.stall))
         .timeout_per_write(Some(patience.stall))
         .build()
@@ -381,7 +455,7 @@ impl Repository for Registry {
         }
         let mut url = self.start_upload()?;
         let mut offset = 0u64;
-        let mut failures = 0;
+        let mut budget = Budget::default();
         while offset < size {
             // One PATCH of up to CHUNK bytes streamed from `offset`. After a failure the registry
             // says how much it holds, and the next PATCH starts there.
@@ -406,6 +480,7 @@ impl Repository for Registry {
                 inner: &mut reader,
                 count: 0,
                 base: offset,
+                pace: Pace::new(self.patience.floor),
                 progress: &mut *progress,
             };
             let result = with_auth(self.agent.patch(&url), self.authorization.as_deref())
@@ -418,32 +493,31 @@ impl Repository for Registry {
                 Ok(r) if r.status() == 202 => {
                     url = location(&r).map(|l| self.absolute(&l)).unwrap_or(url);
                     offset += len;
-                    failures = 0;
+                    budget.idle = 0;
                 }
                 other => {
-                    failures += 1;
-                    if failures >= self.patience.attempts {
-                        let why = match other {
-                            Ok(r) => format!("HTTP {}", r.status()),
-                            Err(e) => self.describe(e),
-                        };
-                        return Err(transfer(format!("uploading {digest}"), why));
-                    }
-                    tracing::warn!(%digest, offset, "upload interrupted; asking the registry where to resume");
-                    self.patience.backoff(failures);
+                    let why = match other {
+                        Ok(r) => format!("HTTP {}", r.status()),
+                        Err(e) => self.describe(e),
+                    };
+                    tracing::warn!(%digest, offset, error = %why, "upload interrupted; asking the registry where to resume");
+                    self.patience.backoff(budget.idle.saturating_add(1));
                     // Resume where the registry says it is; a lost session starts over. What it
-                    // kept of the failed PATCH is progress, and starts the count again.
-                    match self.upload_offset(&url)? {
-                        Some(held) => {
-                            if held > offset {
-                                failures = 0;
-                            }
-                            offset = held.min(size);
-                        }
+                    // kept of the failed PATCH, if enough, is progress and starts the count again.
+                    let held = match self.upload_offset(&url)? {
+                        Some(held) => held.min(size),
                         None => {
                             url = self.start_upload()?;
-                            offset = 0;
+                            0
                         }
+                    };
+                    let moved = held.saturating_sub(offset);
+                    offset = held;
+                    if let Err(spent) = budget.fail(moved, &self.patience) {
+                        return Err(transfer(
+                            format!("uploading {digest} ({spent}; {offset} of {size} bytes held)"),
+                            why,
+                        ));
                     }
                 }
             }
@@ -511,8 +585,7 @@ impl Repository for Registry {
     fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error> {
         check_digest(digest)?;
         let url = format!("{}/blobs/{digest}", self.base);
-        // Attempts in a row that moved no byte; one that moved bytes starts the count again.
-        let mut idle = 0;
+        let mut budget = Budget::default();
         loop {
             let from = out.resume_from();
             if from >= size {
@@ -527,7 +600,7 @@ impl Repository for Registry {
                 }
             })?;
             let status = response.status().as_u16();
-            let mut reader = response.into_body().into_reader();
+            let mut reader = Paced::new(response.into_body().into_reader(), self.patience.floor);
             let result = match status {
                 206 => copy_bounded(&mut reader, out, size - from),
                 // The whole blob again: skip what is already held.
@@ -559,16 +632,13 @@ impl Repository for Registry {
                 Err(Error::Transfer { source, .. }) => self.describe_io(source),
                 Err(other) => return Err(other),
             };
-            idle = if held > from { 0 } else { idle + 1 };
-            if idle >= self.patience.attempts {
+            if let Err(spent) = budget.fail(held.saturating_sub(from), &self.patience) {
                 return Err(Error::Transfer {
-                    what: format!(
-                        "fetching blob {digest} ({idle} attempts in a row received nothing; \
-                         {held} of {size} bytes held)"
-                    ),
+                    what: format!("fetching blob {digest} ({spent}; {held} of {size} bytes held)"),
                     source: cause,
                 });
             }
+            let idle = budget.idle;
             tracing::warn!(%digest, held, idle, error = %cause, "download interrupted; resuming");
             self.patience.backoff(idle);
         }

@@ -1,5 +1,5 @@
-//! Downloads against a one-connection HTTP server on 127.0.0.1 that answers slowly, stalls or
-//! sends too much; the stall timeout is scaled down to seconds.
+//! Downloads against a one-connection HTTP server on 127.0.0.1 that answers slowly, stalls,
+//! trickles or sends too much; the stall timeout and the speed floor are scaled down to seconds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -56,8 +56,45 @@ fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// A floor of 1 KiB/s over 1 s.
 fn limits(stall: Duration, max_size: u64) -> Limits {
-    Limits { stall, max_size }
+    Limits {
+        stall,
+        floor: SpeedFloor {
+            bytes_per_sec: 1024,
+            window: Duration::from_secs(1),
+        },
+        max_size,
+    }
+}
+
+/// Writes `bytes` one at a time, `gap` apart, until they run out or the client hangs up.
+fn drip(stream: &mut TcpStream, bytes: &[u8], gap: Duration) {
+    for byte in bytes.chunks(1) {
+        if stream
+            .write_all(byte)
+            .and_then(|()| stream.flush())
+            .is_err()
+        {
+            return;
+        }
+        std::thread::sleep(gap);
+    }
+}
+
+/// Runs `download` on a thread of its own; `None` when it still runs after `within`.
+fn download_within(
+    within: Duration,
+    url: String,
+    sha256: String,
+    path: PathBuf,
+    limits: Limits,
+) -> Option<Result<(), Error>> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(download(&url, &sha256, &path, limits));
+    });
+    result.recv_timeout(within).ok()
 }
 
 #[test]
@@ -187,4 +224,73 @@ fn a_body_larger_than_the_size_cap_is_refused() {
     download(&url, &sha256(&content), &path, limits(stall, 3000)).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content);
     server.join().unwrap();
+}
+
+#[test]
+fn a_body_trickled_under_the_speed_floor_is_abandoned_as_too_slow() {
+    let content = body(4000);
+    let sent = content.clone();
+    // A byte every 200 ms: the stall timeout (1 s) never fires, and 5 bytes/s is far under the
+    // floor of 1 KiB/s (the whole body would take 800 s).
+    let (url, _server) = serve(move |stream| {
+        stream.write_all(head(Some(sent.len())).as_bytes()).unwrap();
+        drip(stream, &sent, Duration::from_millis(200));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("urls/file");
+    let start = Instant::now();
+    let err = download_within(
+        Duration::from_secs(20),
+        url,
+        sha256(&content),
+        path.clone(),
+        limits(Duration::from_secs(1), 1 << 20),
+    )
+    .expect("the download still ran after 20 s")
+    .unwrap_err();
+    assert!(matches!(err, Error::Crawl { .. }), "{err:?}");
+    assert!(err.why().contains("too slow"), "{}", err.why());
+    // Judged once the first window (1 s) is over.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "gave up after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "gave up after {elapsed:?}"
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn headers_trickled_for_longer_than_the_stall_timeout_are_a_stall() {
+    // The status line, then a header a byte every 200 ms: each read gets a byte well within the
+    // stall timeout, but the headers never end.
+    let (url, _server) = serve(|stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Padding: ");
+        drip(stream, &[b'a'; 200], Duration::from_millis(200));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let stall = Duration::from_secs(1);
+    let start = Instant::now();
+    let err = download_within(
+        Duration::from_secs(20),
+        url,
+        "0".repeat(64),
+        dir.path().join("f"),
+        limits(stall, 1 << 20),
+    )
+    .expect("the download still ran after 20 s")
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Stall { after } if after == stall),
+        "{err:?}"
+    );
+    let elapsed = start.elapsed();
+    assert!(elapsed >= stall, "gave up after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "gave up after {elapsed:?}"
+    );
 }
