@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 use crate::cpio::{self, Archive, Entry};
 
 use super::fs::run;
+use super::tree::{self, Tree};
+
+/// Where a kernel package holds its modules, one directory per version.
+const MODULES_DIR: &str = "lib/modules";
+
+/// Links in a modules directory that depmod never enters (they name the kernel's sources).
+const DEPMOD_SKIPS: &[&str] = &["build", "source"];
 
 /// Slipway's initrd `/init`.
 pub const INIT: &str = include_str!("init.sh");
@@ -31,6 +38,25 @@ pub enum Error {
     /// depmod failed.
     #[error("cannot compute module dependencies")]
     Depmod(#[source] super::fs::Error),
+    /// A name under `lib/modules` is not a kernel version (it would reach depmod's command line
+    /// and paths).
+    #[error(
+        "kernel package: {MODULES_DIR}/{version:?} is not a kernel version (a letter or digit, then \
+         letters, digits and `.+~_-`): refusing the package"
+    )]
+    CheckVersion {
+        /// The name found.
+        version: String,
+    },
+    /// A file of the kernel package was refused or could not be read.
+    #[error(transparent)]
+    ReadPackage(tree::Error),
+    /// A file the kernel package must hold is missing.
+    #[error("kernel package: {path} is missing")]
+    FindFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file could not be read.
     #[error("cannot read {path}")]
     ReadFile {
@@ -50,7 +76,8 @@ pub enum Error {
 pub struct Kernel {
     /// `uname -r`.
     pub version: String,
-    /// The EFI-stub kernel image.
+    /// The EFI-stub kernel image, for messages: read it with [`Kernel::read_image`], which
+    /// does not follow the package's links.
     pub image: PathBuf,
     /// The unpacked package's root (holding `lib/modules/VERSION`).
     pub root: PathBuf,
@@ -59,48 +86,70 @@ pub struct Kernel {
 impl Kernel {
     /// Finds the kernel in an unpacked kernel package at `root`: the first version, in name
     /// order (not the directory's listing order, which differs between hosts), under
-    /// `lib/modules` that has a `boot/vmlinuz-VERSION`.
+    /// `lib/modules` that has a `boot/vmlinuz-VERSION`. `lib/modules` must be real
+    /// directories, every name in it a valid version, and the image not a link.
     pub fn find(root: &Path) -> Result<Kernel, Error> {
-        let modules = root.join("lib/modules");
-        let mut versions: Vec<String> = fs::read_dir(&modules)
-            .map_err(|_| Error::FindKernel)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        versions.sort();
-        let (version, image) = versions
-            .into_iter()
-            .map(|v| {
-                let image = root.join("boot").join(format!("vmlinuz-{v}"));
-                (v, image)
-            })
-            .find(|(_, image)| image.is_file())
+        let tree = Tree::new(root);
+        let names = tree
+            .list_real_dir(Path::new(MODULES_DIR))
+            .map_err(Error::ReadPackage)?
             .ok_or(Error::FindKernel)?;
-        Ok(Kernel {
-            version,
-            image,
-            root: root.to_owned(),
-        })
+        // Sorted by the listing (name order, not the directory's order, which differs
+        // between hosts).
+        for name in names {
+            let version = name.to_string_lossy().into_owned();
+            check_version(&version)?;
+            let image = image_path(&version);
+            if tree.is_file(&image).map_err(Error::ReadPackage)? {
+                return Ok(Kernel {
+                    image: root.join(image),
+                    version,
+                    root: root.to_owned(),
+                });
+            }
+        }
+        Err(Error::FindKernel)
+    }
+
+    /// The kernel image's bytes, read without following the package's links.
+    pub fn read_image(&self) -> Result<Vec<u8>, Error> {
+        check_version(&self.version)?;
+        self.read(&image_path(&self.version))?
+            .ok_or_else(|| Error::FindFile {
+                path: self.image.clone(),
+            })
+    }
+
+    /// A file of the package, `None` if missing; a link or a non-file is refused.
+    fn read(&self, rel: &Path) -> Result<Option<Vec<u8>>, Error> {
+        Tree::new(&self.root)
+            .read_file(rel)
+            .map_err(Error::ReadPackage)
     }
 
     /// The module files to load for `names`, dependencies first (paths relative to the
     /// package root). Names are matched as modprobe does (`-` and `_` are the same).
     pub fn modules(&self, names: &[String]) -> Result<Vec<String>, Error> {
-        run(
-            "depmod",
-            ["-b", &self.root.to_string_lossy(), &self.version],
-            &[],
-        )
-        .map_err(Error::Depmod)?;
-        let dep_path = self
-            .root
-            .join("lib/modules")
-            .join(&self.version)
-            .join("modules.dep");
-        let text = fs::read_to_string(&dep_path).map_err(|source| Error::ReadFile {
-            path: dep_path,
-            source,
+        check_version(&self.version)?;
+        let dir = Path::new(MODULES_DIR).join(&self.version);
+        // depmod runs as root and follows links as it reads modules and writes its indexes
+        // (`modules.dep.tmp -> /etc/...` would be written through): it may only see real
+        // directories and files.
+        Tree::new(&self.root)
+            .refuse_links_below(&dir, DEPMOD_SKIPS)
+            .map_err(Error::ReadPackage)?;
+        let mut args = vec![
+            std::ffi::OsString::from("-b"),
+            self.root.clone().into_os_string(),
+        ];
+        // The version is checked, and `--` ends the options anyway.
+        args.extend(["--".into(), self.version.clone().into()]);
+        run("depmod", args, &[]).map_err(Error::Depmod)?;
+        let dep_path = dir.join("modules.dep");
+        let text = self.read(&dep_path)?.ok_or_else(|| Error::FindFile {
+            path: self.root.join(&dep_path),
         })?;
+        let text = String::from_utf8_lossy(&text);
         let deps: Vec<(String, Vec<String>)> = text
             .lines()
             .filter_map(|line| {
@@ -120,12 +169,8 @@ impl Kernel {
             })
         };
         // Modules built into the kernel are listed in modules.builtin: nothing to load.
-        let builtin_path = self
-            .root
-            .join("lib/modules")
-            .join(&self.version)
-            .join("modules.builtin");
-        let builtin = fs::read_to_string(&builtin_path).unwrap_or_default();
+        let builtin = self.read(&dir.join("modules.builtin"))?.unwrap_or_default();
+        let builtin = String::from_utf8_lossy(&builtin);
         let is_builtin = |name: &str| {
             builtin.lines().any(|line| {
                 let file = line.rsplit('/').next().unwrap_or(line);
@@ -146,8 +191,29 @@ impl Kernel {
             };
             visit(path, &deps, &mut seen, &mut order);
         }
-        let prefix = format!("lib/modules/{}", self.version);
+        let prefix = format!("{MODULES_DIR}/{}", self.version);
         Ok(order.into_iter().map(|p| format!("{prefix}/{p}")).collect())
+    }
+}
+
+/// `boot/vmlinuz-VERSION`.
+fn image_path(version: &str) -> PathBuf {
+    Path::new("boot").join(format!("vmlinuz-{version}"))
+}
+
+/// Checks a kernel version (`uname -r`, a directory name under `lib/modules`): a letter or
+/// digit, then letters, digits and `.+~_-`. So it is one path component (no `/`, never `..`)
+/// and never reads as an option on depmod's command line.
+fn check_version(version: &str) -> Result<(), Error> {
+    let mut chars = version.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || ".+~_-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::CheckVersion {
+            version: version.to_owned(),
+        })
     }
 }
 
@@ -181,8 +247,12 @@ pub fn archive(
     let skip = ["usr/share", "usr/lib/x86_64-linux-gnu/gconv", "etc"];
     add_dir(&mut archive, tree, tree, &skip)?;
     for module in modules {
-        let path = kernel.root.join(module);
-        let data = fs::read(&path).map_err(|source| Error::ReadFile { path, source })?;
+        // Never following the package's links: a module could name a host file.
+        let data = kernel
+            .read(Path::new(module))?
+            .ok_or_else(|| Error::FindFile {
+                path: kernel.root.join(module),
+            })?;
         archive
             .insert(module, Entry::File { mode: 0o644, data })
             .map_err(Error::WriteArchive)?;
@@ -285,5 +355,108 @@ mod tests {
         assert_eq!(Kernel::find(root).unwrap().version, "6.1.0-9");
         fs::remove_file(root.join("boot/vmlinuz-6.1.0-9")).unwrap();
         assert!(matches!(Kernel::find(root), Err(Error::FindKernel)));
+    }
+
+    /// A kernel package tree in `dir/root` with `lib/modules/VERSION`, and a host file
+    /// `dir/outside/secret` holding a marker.
+    fn package(dir: &Path, version: &str) -> (PathBuf, PathBuf) {
+        let root = dir.join("root");
+        fs::create_dir_all(root.join("boot")).unwrap();
+        fs::create_dir_all(root.join("lib/modules").join(version).join("kernel")).unwrap();
+        let outside = dir.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), MARKER).unwrap();
+        (root, outside)
+    }
+
+    const MARKER: &str = "host-secret-marker";
+
+    #[test]
+    fn a_kernel_image_linked_out_of_the_package_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = package(dir.path(), "6.1.0-10");
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("boot/vmlinuz-6.1.0-10"))
+            .unwrap();
+        let err = Kernel::find(&root).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("boot/vmlinuz-6.1.0-10"), "{message}");
+        assert!(message.contains("symbolic link"), "{message}");
+    }
+
+    #[test]
+    fn a_module_linked_out_of_the_package_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = package(dir.path(), "6.1.0-10");
+        let module = "lib/modules/6.1.0-10/kernel/virtio_blk.ko";
+        std::os::unix::fs::symlink(outside.join("secret"), root.join(module)).unwrap();
+        let kernel = Kernel {
+            version: "6.1.0-10".to_owned(),
+            image: root.join("boot/vmlinuz-6.1.0-10"),
+            root: root.clone(),
+        };
+        let initrd = dir.path().join("initrd");
+        fs::create_dir(&initrd).unwrap();
+        let result = archive(&initrd, &kernel, &[module.to_owned()], 0);
+        let out = result.as_deref().unwrap_or_default();
+        assert!(
+            !out.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "the host file is in the initrd"
+        );
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("virtio_blk.ko"), "{message}");
+    }
+
+    #[test]
+    fn a_module_directory_linked_out_of_the_package_is_refused_before_depmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = package(dir.path(), "6.1.0-10");
+        let host_dir = outside.join("dir");
+        fs::create_dir(&host_dir).unwrap();
+        std::os::unix::fs::symlink(&host_dir, root.join("lib/modules/6.1.0-11")).unwrap();
+        let kernel = Kernel {
+            version: "6.1.0-11".to_owned(),
+            image: root.join("boot/vmlinuz-6.1.0-11"),
+            root: root.clone(),
+        };
+        let err = kernel.modules(&[]).unwrap_err();
+        assert!(
+            fs::read_dir(&host_dir).unwrap().next().is_none(),
+            "depmod wrote into the host directory"
+        );
+        let message = format!("{err}");
+        assert!(message.contains("lib/modules/6.1.0-11"), "{message}");
+    }
+
+    #[test]
+    fn depmod_never_writes_through_a_link_in_the_modules_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = package(dir.path(), "6.1.0-10");
+        // depmod writes each index to NAME.tmp, then renames it.
+        let index = root.join("lib/modules/6.1.0-10/modules.dep.tmp");
+        std::os::unix::fs::symlink(outside.join("secret"), &index).unwrap();
+        let kernel = Kernel {
+            version: "6.1.0-10".to_owned(),
+            image: root.join("boot/vmlinuz-6.1.0-10"),
+            root: root.clone(),
+        };
+        let message = kernel.modules(&[]).unwrap_err().to_string();
+        assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), MARKER);
+        assert!(message.contains("modules.dep.tmp"), "{message}");
+    }
+
+    #[test]
+    fn a_kernel_version_that_reads_as_an_option_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, _) = package(dir.path(), "-a");
+        fs::write(root.join("boot/vmlinuz--a"), "kernel").unwrap();
+        let message = Kernel::find(&root).unwrap_err().to_string();
+        assert!(message.contains("\"-a\""), "{message}");
+        let kernel = Kernel {
+            version: "-a".to_owned(),
+            image: root.join("boot/vmlinuz--a"),
+            root,
+        };
+        let message = kernel.modules(&[]).unwrap_err().to_string();
+        assert!(message.contains("\"-a\""), "{message}");
     }
 }

@@ -444,11 +444,9 @@ fn make_initrd(
     let initrd_path = dir.join("initrd.cpio");
     std::fs::write(&initrd_path, archive).map_err(io_err("initrd", "write", &initrd_path))?;
     let vmlinuz = dir.join("vmlinuz");
-    std::fs::copy(&kernel.image, &vmlinuz).map_err(io_err(
-        "initrd",
-        "copy the kernel to",
-        &vmlinuz,
-    ))?;
+    // Read through the package tree's descriptors: its links are never followed to the host.
+    let image = kernel.read_image()?;
+    std::fs::write(&vmlinuz, image).map_err(io_err("initrd", "write", &vmlinuz))?;
     for d in [&kernel_root, &initrd_root] {
         std::fs::remove_dir_all(d).map_err(io_err("initrd", "remove", d))?;
     }
@@ -491,8 +489,10 @@ fn make_esp(esp: &Esp<'_>, dir: &Path) -> Result<(), Error> {
     let stub_root = dir.join("stub-package");
     std::fs::create_dir(&stub_root).map_err(io_err("esp", "create", &stub_root))?;
     tree::Tree::new(&stub_root).unpack(stub_input, Path::new(""))?;
-    let stub_path = stub_root.join(STUB_PATH);
-    let stub = std::fs::read(&stub_path).map_err(|_| Error::FindStub(stub_input.name.clone()))?;
+    // Read through the package tree's descriptors: its links are never followed to the host.
+    let stub = tree::Tree::new(&stub_root)
+        .read_file(Path::new(STUB_PATH))?
+        .ok_or_else(|| Error::FindStub(stub_input.name.clone()))?;
     let read = |name: &str| {
         let path = initrd_dir.join(name);
         std::fs::read(&path).map_err(io_err("esp", "read", &path))

@@ -9,6 +9,7 @@
 //! sorted order.
 
 mod at;
+mod read;
 #[cfg(test)]
 mod tests;
 
@@ -86,6 +87,23 @@ pub enum Error {
         "source {0} is a single file: a layer must be a package, an archive (unpack = true) or a directory"
     )]
     UseFileAsLayer(String),
+    /// A path read from an unpacked tree was refused (it could lead out of the tree).
+    #[error("{}: {why}", path.display())]
+    ConfineRead {
+        /// The path.
+        path: PathBuf,
+        /// Why it was refused.
+        why: &'static str,
+    },
+    /// Reading from an unpacked tree failed.
+    #[error("cannot read {}", path.display())]
+    ReadTree {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// dpkg-deb failed.
     #[error("dpkg-deb cannot unpack {path}: {stderr}")]
     UnpackDeb {
@@ -238,10 +256,10 @@ impl Tree {
 
     fn copy_dir(&self, dir: &Path, into: &Path, origin: &str) -> Result<(), Error> {
         // A directory is packed into a tar stream (links as links, never followed, in sorted
-        // order) and unpacked like any layer, so the same confinement applies.
+        // order) and unpacked like any layer, so the same confinement applies. Each entry keeps
+        // its mode (a private file stays private) but belongs to root: who owns the recipe's
+        // directory on the build host says nothing about the image.
         let mut builder = tar::Builder::new(Vec::new());
-        builder.follow_symlinks(false);
-        builder.sparse(false);
         let read_err = |path: &Path| {
             let path = path.to_owned();
             move |source| Error::ReadInput {
@@ -255,10 +273,22 @@ impl Tree {
         pending.reverse();
         while let Some(rel) = pending.pop() {
             let path = dir.join(&rel);
-            builder
-                .append_path_with_name(&path, &rel)
-                .map_err(read_err(&path))?;
             let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_uid(0);
+            header.set_gid(0);
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).map_err(read_err(&path))?;
+                builder.append_link(&mut header, &rel, &target)
+            } else if meta.is_file() {
+                let file = fs::File::open(&path).map_err(read_err(&path))?;
+                builder.append_data(&mut header, &rel, file)
+            } else {
+                // Directories, and special files (which unpacking skips): no data.
+                builder.append_data(&mut header, &rel, io::empty())
+            }
+            .map_err(read_err(&path))?;
             if meta.is_dir() {
                 let mut children = sorted_children(dir, &rel).map_err(read_err(&path))?;
                 children.reverse();
@@ -325,14 +355,24 @@ impl Tree {
 
     /// A directory at `rel`. Over a symbolic link, the link stays and the directory it leads to
     /// inside the tree gets the mode and owner (created if missing), as `chmod` in the image
-    /// would; a link that leads nowhere usable is replaced.
+    /// would; a link that leads nowhere usable is replaced. A link that leads to the root is
+    /// left alone, as `./` is: the root's mode and owner are not a layer's to set.
     fn make_dir(&self, root: &Root, rel: &Path, meta: Meta, origin: &str) -> Result<(), Error> {
         let entry = self.entry(root, rel, origin)?;
         let write_err = self.write_err(rel, origin);
         let fd = match entry.kind().map_err(write_err)? {
             Some(FileType::Directory) => entry.open_dir(),
             Some(FileType::Symlink) => match root.walk(rel, Missing::Create) {
-                Ok(Some(dir)) => at::reopen_dir(dir.as_fd()),
+                Ok(Some(dir)) => {
+                    if root
+                        .is_root(dir.as_fd())
+                        .map_err(self.write_err(rel, origin))?
+                    {
+                        tracing::debug!(path = %rel.display(), "skipping a link to the root");
+                        return Ok(());
+                    }
+                    at::reopen_dir(dir.as_fd())
+                }
                 Ok(None) | Err(WalkError::TooManyLinks) => entry
                     .remove()
                     .and_then(|()| entry.make_dir(at::PARENT_DIR_MODE)),

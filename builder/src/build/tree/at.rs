@@ -130,6 +130,31 @@ impl Root {
         Ok(Some(here))
     }
 
+    /// The name `rel` in its parent, the parent resolved inside the tree as [`Root::walk`]
+    /// does, the name itself not followed. `None` when the parent is missing or not a
+    /// directory, or `rel` has no name.
+    pub(super) fn lookup(&self, rel: &Path) -> Result<Option<Entry>, WalkError> {
+        let Some(name) = rel.file_name() else {
+            return Ok(None);
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        Ok(self.walk(parent, Missing::Stop)?.map(|dir| Entry {
+            dir,
+            name: name.to_owned(),
+        }))
+    }
+
+    /// Whether the directory `dir` is the root itself (a link can lead back to it).
+    pub(super) fn is_root(&self, dir: BorrowedFd<'_>) -> io::Result<bool> {
+        let (here, root) = (rustix::fs::fstat(dir)?, rustix::fs::fstat(&self.fd)?);
+        Ok(here.st_dev == root.st_dev && here.st_ino == root.st_ino)
+    }
+
+    /// The root itself, opened to list it.
+    pub(super) fn open_dir(&self) -> io::Result<OwnedFd> {
+        reopen_dir(self.fd.as_fd())
+    }
+
     fn reopen(&self) -> io::Result<OwnedFd> {
         Ok(open_path_dir(self.fd.as_fd(), OsStr::new("."))?)
     }
@@ -188,6 +213,18 @@ impl Entry {
         Ok(fs::File::from(fd))
     }
 
+    /// Opens what is there for reading, refusing a symbolic link (`ELOOP`) and never
+    /// blocking on a fifo; the caller checks what it opened.
+    pub(super) fn open_read(&self) -> io::Result<fs::File> {
+        let fd = rustix::fs::openat(
+            self.dir.as_fd(),
+            self.name.as_os_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(fs::File::from(fd))
+    }
+
     /// Creates a symbolic link to `target` (stored as given, resolved by whoever reads it).
     pub(super) fn symlink(&self, target: &Path) -> io::Result<()> {
         Ok(rustix::fs::symlinkat(
@@ -233,6 +270,19 @@ pub(super) fn finish(fd: BorrowedFd<'_>, mode: u32, uid: u64, gid: u64) -> io::R
     Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?)
 }
 
+/// The names in the directory `dir` (opened to list it; not `.` and `..`), sorted.
+pub(super) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = OsStr::from_bytes(entry?.file_name().to_bytes()).to_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Re-opens a directory reached by [`Root::walk`] so its metadata can be set.
 pub(super) fn reopen_dir(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(open_dir(fd, OsStr::new("."))?)
@@ -265,7 +315,8 @@ fn components_reversed(path: &OsStr) -> Vec<OsString> {
         .collect()
 }
 
-fn kind(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
+/// What `name` in `dir` is (not following a link), or `None` if nothing.
+pub(super) fn kind(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(FileType::from_raw_mode(stat.st_mode))),
         Err(Errno::NOENT) => Ok(None),

@@ -459,3 +459,59 @@ fn setuid_bits_survive_the_owner_being_set() {
         0o2755
     );
 }
+
+#[test]
+fn a_directory_entry_over_a_link_to_the_root_leaves_the_root_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = fs::metadata(&root).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    tar_entry(&mut b, "x", tar::EntryType::Symlink, 0o777, "/");
+    tar_entry(&mut b, "y", tar::EntryType::Symlink, 0o777, "sub/..");
+    for path in ["x/", "y/"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o777);
+        header.set_uid(1000);
+        header.set_gid(1000);
+        header.set_size(0);
+        header.set_path(path).unwrap();
+        header.set_cksum();
+        b.append(&header, io::empty()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    Tree::new(&root)
+        .unpack_tar(tar.as_slice(), Path::new(""), "layer")
+        .unwrap();
+    // As `./`: the root's mode and owner are not a layer's to set.
+    let after = fs::metadata(&root).unwrap();
+    assert_eq!(after.mode() & 0o7777, 0o755);
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert!(fs::symlink_metadata(root.join("x")).unwrap().is_symlink());
+}
+
+#[test]
+fn copied_directories_belong_to_root_not_to_their_host_owner() {
+    let h = Hostile::new();
+    let source = h._dir.path().join("source");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("sub/key"), "private").unwrap();
+    fs::set_permissions(source.join("sub/key"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("key", source.join("sub/link")).unwrap();
+    for path in ["", "sub", "sub/key"] {
+        std::os::unix::fs::chown(source.join(path), Some(1000), Some(1000)).unwrap();
+    }
+    std::os::unix::fs::lchown(source.join("sub/link"), Some(1000), Some(1000)).unwrap();
+    Tree::new(&h.root)
+        .copy_dir(&source, Path::new("opt"), "layer")
+        .unwrap();
+    for path in ["opt/sub", "opt/sub/key", "opt/sub/link"] {
+        let meta = fs::symlink_metadata(h.root.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path}");
+    }
+    // The mode is the file's own: a private file stays private.
+    let key = fs::metadata(h.root.join("opt/sub/key")).unwrap();
+    assert_eq!(key.mode() & 0o7777, 0o600);
+}
