@@ -36,6 +36,26 @@ fn stderr(output: &Output) -> String {
 
 /// Writes `dir/bin/TOOL` for each tool: a script that records its environment in
 /// `dir/env/TOOL` and fails (so the build stops at the first tool it runs).
+/// What each spy tool wrote (tool name, text), after a build that the spies failed on purpose.
+fn spy_reports(dumps: &Path, build: &Output) -> Vec<(String, String)> {
+    assert!(!build.status.success(), "the spies fail the build");
+    assert!(
+        stderr(build).contains("spy: no archive here"),
+        "{}",
+        stderr(build)
+    );
+    let seen: Vec<(String, String)> = std::fs::read_dir(dumps)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    assert!(!seen.is_empty(), "no spy ran: {}", stderr(build));
+    seen
+}
+
 fn spy_tools(dir: &Path, tools: &[&str]) -> PathBuf {
     let bin = dir.join("bin");
     let dumps = dir.join("env");
@@ -92,22 +112,7 @@ fn a_passphrase_from_the_environment_is_not_passed_to_the_tools_a_build_runs() {
         ],
         &[(VAR, PASSPHRASE), ("PATH", &path)],
     );
-    assert!(!build.status.success(), "the spies fail the build");
-    assert!(
-        stderr(&build).contains("spy: no archive here"),
-        "{}",
-        stderr(&build)
-    );
-
-    let seen: Vec<(String, String)> = std::fs::read_dir(&dumps)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            (e.file_name().to_string_lossy().into_owned(), text)
-        })
-        .collect();
-    assert!(!seen.is_empty(), "no spy ran: {}", stderr(&build));
+    let seen = spy_reports(&dumps, &build);
     for (tool, env) in &seen {
         // The dump is the tool's environment (the cache variable is passed on as it should be)...
         assert!(env.contains("SLIPWAY_CACHE="), "{tool}: {env}");
@@ -236,21 +241,7 @@ fn a_tool_run_by_slipway_as_the_same_user_cannot_read_the_passphrase_from_proc()
         .env("PATH", &path)
         .output()
         .unwrap();
-    assert!(!build.status.success(), "the spies fail the build");
-    assert!(
-        stderr(&build).contains("spy: no archive here"),
-        "{}",
-        stderr(&build)
-    );
-    let seen: Vec<(String, String)> = std::fs::read_dir(&dumps)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            (e.file_name().to_string_lossy().into_owned(), text)
-        })
-        .collect();
-    assert!(!seen.is_empty(), "no spy ran: {}", stderr(&build));
+    let seen = spy_reports(&dumps, &build);
     for (tool, dump) in &seen {
         // The spy's parent is slipway itself, running as the spy's own user...
         assert!(dump.starts_with("slipway\n"), "{tool}: {dump}");
