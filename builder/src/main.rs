@@ -63,13 +63,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, on every run: a build holds decrypted private keys in memory, and
+    // `/proc/PID/environ` keeps a `--passphrase-env` variable; only root may read either.
+    let hidden = secret::hide_process();
     // Parsing reads a passphrase given as `--passphrase-env VAR`; VAR then leaves the
     // environment at once, while this is the only thread, so no tool a command runs inherits it.
     let matches = Cli::command().get_matches();
     let scrubbed = secret::remove_from_env(&secret::variables_read(&matches));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     terminal::init_logging(cli.log_format, "info");
-    if let Err(e) = scrubbed {
+    if let Err(e) = hidden.and(scrubbed) {
         return terminal::finish("slipway", Err(e.into()));
     }
     let result = match cli.command {

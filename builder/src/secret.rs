@@ -7,11 +7,14 @@
 //! and none of them inherits the variable. Removing it changes only libc's list: the kernel
 //! still shows the initial environment, variable and all, in `/proc/PID/environ`, which every
 //! process of the same user may read (the tools of a build run by an unprivileged user are such
-//! processes). So the process is first made non-dumpable (`PR_SET_DUMPABLE` 0), which leaves
-//! that file to root (`CAP_SYS_PTRACE`) alone; it also stops core dumps, which could hold the
-//! passphrase too. `--passphrase-file` keeps the passphrase out of any environment and is the
-//! better choice where it can be used.
+//! processes). So `main` first makes the process non-dumpable (`PR_SET_DUMPABLE` 0, see
+//! [`hide_process`]), on every run: that leaves that file, and `/proc/PID/mem` (a build holds
+//! decrypted private keys in memory), to root (`CAP_SYS_PTRACE`) alone, whatever
+//! `kernel.yama.ptrace_scope` says; it also stops core dumps, which could hold them too.
+//! `--passphrase-file` keeps the passphrase out of any environment and is the better choice
+//! where it can be used.
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
@@ -24,14 +27,17 @@ const PASSPHRASE_ENV: &str = "passphrase_env";
 /// Errors reading a passphrase or taking it out of the environment.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The variable is unset or not UTF-8.
+    /// The variable is unset.
     #[error("the environment variable {var} (the key's passphrase) is not set")]
-    ReadVariable {
+    FindVariable {
         /// The variable.
         var: String,
-        /// The cause.
-        #[source]
-        source: std::env::VarError,
+    },
+    /// The variable is not UTF-8 (its value, the passphrase, is never shown: no `#[source]`).
+    #[error("the environment variable {var} (the key's passphrase) is not valid UTF-8")]
+    DecodeVariable {
+        /// The variable.
+        var: String,
     },
     /// The variable is set but empty.
     #[error(
@@ -70,12 +76,10 @@ pub enum Error {
     },
     /// The process could not be made non-dumpable.
     #[error(
-        "cannot close this process's /proc/PID/environ (where {var} stays readable) to other \
-         processes: use --passphrase-file instead"
+        "cannot make this process non-dumpable: its memory (decrypted keys) and \
+         /proc/PID/environ would stay readable by other processes of this user"
     )]
-    HideEnvironment {
-        /// The variable.
-        var: String,
+    HideProcess {
         /// The cause.
         #[source]
         source: rustix::io::Errno,
@@ -117,10 +121,29 @@ pub struct EnvSecret {
 impl EnvSecret {
     /// Reads `var` now; an unset or empty variable is refused (clap's value parser).
     fn read(var: &str) -> Result<EnvSecret, Error> {
-        let value = Zeroizing::new(std::env::var(var).map_err(|source| Error::ReadVariable {
-            var: var.to_owned(),
-            source,
-        })?);
+        EnvSecret::from_value(var, std::env::var(var))
+    }
+
+    /// Checks `value`, the variable `var` as read; the error never holds the value.
+    fn from_value(
+        var: &str,
+        value: Result<String, std::env::VarError>,
+    ) -> Result<EnvSecret, Error> {
+        let value = match value {
+            Ok(value) => Zeroizing::new(value),
+            Err(std::env::VarError::NotPresent) => {
+                return Err(Error::FindVariable {
+                    var: var.to_owned(),
+                });
+            }
+            Err(std::env::VarError::NotUnicode(value)) => {
+                // Zeroed as it is dropped.
+                drop(Zeroizing::new(value.into_vec()));
+                return Err(Error::DecodeVariable {
+                    var: var.to_owned(),
+                });
+            }
+        };
         if value.is_empty() {
             return Err(Error::EmptyVariable {
                 var: var.to_owned(),
@@ -195,10 +218,20 @@ pub fn variables_read(matches: &ArgMatches) -> Vec<String> {
     vars
 }
 
-/// Removes `vars` from this process's environment, so that no child process inherits them, and
-/// (when there are any) makes the process non-dumpable, so that no other process but root's can
-/// read them from `/proc/PID/environ`, which keeps the initial environment. Refused unless this
-/// is the process's only thread: call it first thing in `main`.
+/// Makes this process non-dumpable, so that no other process but root's can read its memory
+/// (`/proc/PID/mem`, ptrace: decrypted private keys) or its initial environment
+/// (`/proc/PID/environ`: a `--passphrase-env` variable), and no core dump is written. Call it
+/// first thing in `main`, on every run, before any tool is started. It applies to the whole
+/// process whatever its threads; the tools it runs are dumpable again once they `exec`.
+pub fn hide_process() -> Result<(), Error> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|source| Error::HideProcess { source })
+}
+
+/// Removes `vars` from this process's environment, so that no child process inherits them
+/// ([`hide_process`] closes `/proc/PID/environ`, which keeps the initial environment). Refused
+/// unless this is the process's only thread (when there are variables to remove): call it
+/// first thing in `main`.
 #[allow(unsafe_code)]
 pub fn remove_from_env(vars: &[String]) -> Result<(), Error> {
     let Some(first) = vars.first() else {
@@ -213,12 +246,6 @@ pub fn remove_from_env(vars: &[String]) -> Result<(), Error> {
             threads,
         });
     }
-    // Before any child runs: a tool started as this user could read the file otherwise.
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .map_err(|source| Error::HideEnvironment {
-            var: first.clone(),
-            source,
-        })?;
     for var in vars {
         // SAFETY: changing the environment is unsound only while another thread may read or
         // write it. This thread is the process's only one (counted above), and only it could
@@ -299,6 +326,25 @@ mod tests {
             err.contains("the environment variable SLIPWAY_SURELY_UNSET_VARIABLE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_variable_that_is_not_utf8_is_refused_without_its_value() {
+        let value = std::ffi::OsString::from_vec(b"hunter2-marker\xff".to_vec());
+        let err = EnvSecret::from_value(
+            "RELEASE_PASSPHRASE",
+            Err(std::env::VarError::NotUnicode(value)),
+        )
+        .unwrap_err();
+        let mut shown = format!("{err:?}");
+        let mut cause: Option<&dyn std::error::Error> = Some(&err);
+        while let Some(e) = cause {
+            shown.push_str(&format!("\n{e}"));
+            cause = e.source();
+        }
+        assert!(shown.contains("RELEASE_PASSPHRASE"), "{shown}");
+        assert!(shown.contains("not valid UTF-8"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -15,6 +15,11 @@ use super::tree::{self, Tree};
 /// Where a kernel package holds its modules, one directory per version.
 const MODULES_DIR: &str = "lib/modules";
 
+/// Where depmod looks for `VERSION` under its base directory: `lib/modules`, or, for a kmod
+/// built with `--with-module-directory=/usr/lib/modules` (kmod 31 and later, e.g. Debian
+/// trixie's), `usr/lib/modules`. The kernel is read from [`MODULES_DIR`] only.
+const DEPMOD_DIRS: &[&str] = &[MODULES_DIR, "usr/lib/modules"];
+
 /// Links in a modules directory that depmod never enters (they name the kernel's sources).
 const DEPMOD_SKIPS: &[&str] = &["build", "source"];
 
@@ -87,7 +92,8 @@ impl Kernel {
     /// Finds the kernel in an unpacked kernel package at `root`: the first version, in name
     /// order (not the directory's listing order, which differs between hosts), under
     /// `lib/modules` that has a `boot/vmlinuz-VERSION`. `lib/modules` must be real
-    /// directories, every name in it a valid version, and the image not a link.
+    /// directories and the image not a link; a name there that is no valid version (`.keep`,
+    /// `-a`) is skipped.
     pub fn find(root: &Path) -> Result<Kernel, Error> {
         let tree = Tree::new(root);
         let names = tree
@@ -98,7 +104,10 @@ impl Kernel {
         // between hosts).
         for name in names {
             let version = name.to_string_lossy().into_owned();
-            check_version(&version)?;
+            if let Err(e) = check_version(&version) {
+                tracing::debug!("kernel package: skipping {MODULES_DIR}/{version:?}: {e}");
+                continue;
+            }
             let image = image_path(&version);
             if tree.is_file(&image).map_err(Error::ReadPackage)? {
                 return Ok(Kernel {
@@ -134,10 +143,18 @@ impl Kernel {
         let dir = Path::new(MODULES_DIR).join(&self.version);
         // depmod runs as root and follows links as it reads modules and writes its indexes
         // (`modules.dep.tmp -> /etc/...` would be written through): it may only see real
-        // directories and files.
-        Tree::new(&self.root)
-            .refuse_links_below(&dir, DEPMOD_SKIPS)
-            .map_err(Error::ReadPackage)?;
+        // directories and files, in whichever directory it was built to use. `lib/modules/V`
+        // must be there; `usr/lib/modules/V`, if it is not, is missing on a path of real
+        // directories (so `usr -> /` is refused), and depmod finds nothing there.
+        let tree = Tree::new(&self.root);
+        for base in DEPMOD_DIRS {
+            let candidate = Path::new(base).join(&self.version);
+            let required = *base == MODULES_DIR;
+            if required || tree.is_real_dir(&candidate).map_err(Error::ReadPackage)? {
+                tree.refuse_links_below(&candidate, DEPMOD_SKIPS)
+                    .map_err(Error::ReadPackage)?;
+            }
+        }
         let mut args = vec![
             std::ffi::OsString::from("-b"),
             self.root.clone().into_os_string(),
@@ -445,12 +462,51 @@ mod tests {
     }
 
     #[test]
+    fn a_usr_linked_out_of_the_package_is_refused_before_depmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = package(dir.path(), "6.1.0-10");
+        // A depmod built for `/usr/lib/modules` would work on `outside/lib/modules/6.1.0-10`.
+        let host_dir = outside.join("lib/modules/6.1.0-10");
+        fs::create_dir_all(&host_dir).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr")).unwrap();
+        let kernel = Kernel {
+            version: "6.1.0-10".to_owned(),
+            image: root.join("boot/vmlinuz-6.1.0-10"),
+            root: root.clone(),
+        };
+        let message = kernel.modules(&[]).unwrap_err().to_string();
+        assert!(
+            fs::read_dir(&host_dir).unwrap().next().is_none(),
+            "depmod wrote into the host directory"
+        );
+        assert!(message.contains("root/usr"), "{message}");
+        // Nor below a real `usr`: a link in `usr/lib/modules/VERSION` is refused as well.
+        fs::remove_file(root.join("usr")).unwrap();
+        fs::create_dir_all(root.join("usr/lib/modules/6.1.0-10")).unwrap();
+        let index = root.join("usr/lib/modules/6.1.0-10/modules.dep.tmp");
+        std::os::unix::fs::symlink(outside.join("secret"), &index).unwrap();
+        let message = kernel.modules(&[]).unwrap_err().to_string();
+        assert_eq!(fs::read_to_string(outside.join("secret")).unwrap(), MARKER);
+        assert!(message.contains("modules.dep.tmp"), "{message}");
+    }
+
+    #[test]
+    fn a_name_under_lib_modules_that_is_no_version_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, _) = package(dir.path(), "6.1.0-10");
+        fs::write(root.join("boot/vmlinuz-6.1.0-10"), "kernel").unwrap();
+        fs::write(root.join("lib/modules/.keep"), "").unwrap();
+        assert_eq!(Kernel::find(&root).unwrap().version, "6.1.0-10");
+    }
+
+    #[test]
     fn a_kernel_version_that_reads_as_an_option_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (root, _) = package(dir.path(), "-a");
         fs::write(root.join("boot/vmlinuz--a"), "kernel").unwrap();
-        let message = Kernel::find(&root).unwrap_err().to_string();
-        assert!(message.contains("\"-a\""), "{message}");
+        // Skipped, never passed on: with no other version, there is no kernel.
+        let err = Kernel::find(&root).unwrap_err();
+        assert!(matches!(err, Error::FindKernel), "{err}");
         let kernel = Kernel {
             version: "-a".to_owned(),
             image: root.join("boot/vmlinuz--a"),

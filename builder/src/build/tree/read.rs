@@ -69,6 +69,12 @@ impl Tree {
             .map_err(self.read_err(rel))
     }
 
+    /// Whether `rel` is a real directory on a path of real directories: `false` if a
+    /// component is missing; a component that is a link or not a directory is refused.
+    pub fn is_real_dir(&self, rel: &Path) -> Result<bool, Error> {
+        Ok(self.open_real_dir(rel)?.is_some())
+    }
+
     /// Checks that `rel` is a real directory on a path of real directories and that nothing
     /// in it or below is a symbolic link, except the names `skipped` directly in it (which the
     /// tool about to read it skips): so a host tool pointed at it reads and writes only there.
