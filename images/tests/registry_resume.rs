@@ -27,6 +27,9 @@ enum Cut {
     Trickle(Duration),
     /// Sends the whole range.
     Whole,
+    /// Ignores Range: answers 200 with the whole blob, sends this many bytes of it, then closes
+    /// the connection.
+    IgnoreRange(usize),
 }
 
 /// Serves `blob` at `/v2/repo/blobs/DIGEST`, one connection per entry of `plan`, each on its own
@@ -58,7 +61,9 @@ fn answer(mut stream: TcpStream, blob: &[u8], cut: Cut) {
     let mut from = 0;
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap() > 2 {
-        if let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+        if let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=")
+            && !matches!(cut, Cut::IgnoreRange(_))
+        {
             from = range.trim().trim_end_matches('-').parse().unwrap();
         }
         line.clear();
@@ -75,7 +80,9 @@ fn answer(mut stream: TcpStream, blob: &[u8], cut: Cut) {
     };
     let rest = &blob[from..];
     let sent = match cut {
-        Cut::DropAfter(n) | Cut::StallAfter(n, _) => &rest[..n.min(rest.len())],
+        Cut::DropAfter(n) | Cut::StallAfter(n, _) | Cut::IgnoreRange(n) => {
+            &rest[..n.min(rest.len())]
+        }
         Cut::Trickle(_) => &[],
         Cut::Whole => rest,
     };
@@ -289,5 +296,142 @@ fn a_registry_that_trickles_under_the_speed_floor_is_given_up_as_too_slow() {
     assert!(
         elapsed < Duration::from_secs(6),
         "gave up after {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_manifest_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
+    let (bytes, _) = blob(50_000);
+    // The server answers any GET with a 200 and trickles the body: a byte every 200 ms never
+    // lets the stall timeout (1 s) fire, and is far under the floor of 1 KiB/s over 1 s.
+    let (host, connections, _server) =
+        serve_counted(bytes, vec![Cut::Trickle(Duration::from_millis(200)); 4]);
+    let (done, result) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let mut registry =
+            Registry::new(&host, "repo", true).with_patience(quick(Duration::from_secs(1)));
+        let _ = done.send(registry.get_manifest("latest"));
+    });
+    let err = result
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the manifest fetch still ran after 20 s")
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    let text = chain(&err);
+    assert!(
+        text.contains("too slow") && text.contains("manifest"),
+        "{text}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    // Judged once its first window (1 s) is over.
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+}
+
+/// A registry at which every request is refused with a bearer challenge whose token service is
+/// `realm_host`; returns its `host:port`.
+fn serve_challenge(realm_host: &str, connections: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let head = format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{realm_host}/token\",service=\"test\"\r\nContent-Length: 0\r\n\r\n"
+    );
+    std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    });
+    host
+}
+
+#[test]
+fn a_token_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
+    let (bytes, _) = blob(50_000);
+    // The token service answers with a 200 and a byte every 200 ms, under the stall timeout
+    // (1 s) and far under the floor of 1 KiB/s over 1 s.
+    let (token_host, tokens, _server) =
+        serve_counted(bytes, vec![Cut::Trickle(Duration::from_millis(200)); 4]);
+    let host = serve_challenge(&token_host, 4);
+    let (done, result) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let mut registry =
+            Registry::new(&host, "repo", true).with_patience(quick(Duration::from_secs(1)));
+        let _ = done.send(registry.get_manifest("latest"));
+    });
+    let err = result
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the token fetch still ran after 20 s")
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    let text = chain(&err);
+    assert!(
+        text.contains("too slow") && text.contains("registry token"),
+        "{text}"
+    );
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_registry_that_ignores_range_restarts_the_blob_and_its_bytes_count_as_progress() {
+    let (bytes, digest) = blob(60_000);
+    let patience = quick(Duration::from_secs(5));
+    // 20 000 bytes held; then answers that ignore Range and drop before reaching the held
+    // offset, more of them than the attempt limit, each bringing 10 000 bytes from the start;
+    // then the whole blob (a 200 again).
+    let ignored = patience.attempts as usize + 2;
+    let mut plan = vec![Cut::DropAfter(20_000)];
+    plan.extend(vec![Cut::IgnoreRange(10_000); ignored]);
+    plan.push(Cut::IgnoreRange(60_000));
+    let (host, connections, server) = serve_counted(bytes.clone(), plan);
+    let mut registry = Registry::new(&host, "repo", true).with_patience(patience);
+    let mut out = Vec::new();
+    registry.get_blob(&digest, 60_000, &mut out).unwrap();
+    assert_eq!(out, *bytes);
+    assert_eq!(connections.load(Ordering::SeqCst), ignored + 2);
+    assert_eq!(
+        registry.bytes_received,
+        20_000 + 10_000 * ignored as u64 + 60_000
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn a_registry_that_always_ignores_range_and_drops_early_ends_within_the_attempt_limit() {
+    let (bytes, digest) = blob(60_000);
+    let patience = Patience {
+        total_attempts: 5,
+        ..quick(Duration::from_secs(5))
+    };
+    // 20 000 bytes held, then every answer ignores Range and drops at 10 000 bytes, before the
+    // held offset: the blob never completes, and the download ends after `total_attempts`.
+    let mut plan = vec![Cut::DropAfter(20_000)];
+    plan.extend(vec![Cut::IgnoreRange(10_000); 50]);
+    let (host, connections, _server) = serve_counted(bytes, plan);
+    let mut registry = Registry::new(&host, "repo", true).with_patience(patience);
+    let mut out = Vec::new();
+    let err = registry.get_blob(&digest, 60_000, &mut out).unwrap_err();
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+    // What the last answer brought, from the start of the blob: the partial blob was started
+    // again, not kept at the offset the registry would not resume from.
+    assert_eq!(out.len(), 10_000);
+    let text = chain(&err);
+    assert!(
+        text.contains("5 attempts failed in all") && text.contains("10000 of 60000 bytes held"),
+        "{text}"
     );
 }

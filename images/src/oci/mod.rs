@@ -162,6 +162,9 @@ pub trait BlobSink {
     fn resume_from(&self) -> u64;
     /// Appends bytes.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Drops all it holds, to be filled again from the first byte (a registry that ignores
+    /// Range sends the whole blob again).
+    fn restart(&mut self) -> io::Result<()>;
 }
 
 impl BlobSink for Vec<u8> {
@@ -170,6 +173,10 @@ impl BlobSink for Vec<u8> {
     }
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn restart(&mut self) -> io::Result<()> {
+        self.clear();
         Ok(())
     }
 }
@@ -221,6 +228,13 @@ impl BlobSink for FileSink {
         self.file.write_all(bytes)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
+        Ok(())
+    }
+    fn restart(&mut self) -> io::Result<()> {
+        // Opened to append: after the truncation, writes go to the new end, which is 0.
+        self.file.set_len(0)?;
+        self.hasher = Sha256::new();
+        self.len = 0;
         Ok(())
     }
 }

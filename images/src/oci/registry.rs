@@ -256,20 +256,31 @@ impl Registry {
                 format!("HTTP {}", response.status()),
             ));
         }
-        let mut body = String::new();
-        response
-            .into_body()
-            .into_reader()
-            .take(MAX_MANIFEST)
-            .read_to_string(&mut body)
-            .map_err(|e| transfer("reading a registry token", e))?;
+        let body = self.read_small(response, "reading a registry token")?;
         let json: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| transfer("reading a registry token", e))?;
+            serde_json::from_slice(&body).map_err(|e| transfer("reading a registry token", e))?;
         let token = json["token"]
             .as_str()
             .or(json["access_token"].as_str())
             .ok_or_else(|| transfer("reading a registry token", "no token"))?;
         Ok(format!("Bearer {token}"))
+    }
+
+    /// The body of `response`, a small document (a manifest, a token): at most [`MAX_MANIFEST`]
+    /// bytes, read under the speed floor. The stall timeout alone would let a registry that
+    /// sends a byte just before each timeout hold the pull for years over 4 MiB; with the floor,
+    /// a document smaller than a window's worth of bytes is given up once a window has passed.
+    fn read_small(&self, response: Response<ureq::Body>, what: &str) -> Result<Vec<u8>, Error> {
+        let mut reader = Paced::new(response.into_body().into_reader(), self.patience.floor);
+        let mut bytes = Vec::new();
+        copy_bounded(&mut reader, &mut bytes, MAX_MANIFEST).map_err(|e| match e {
+            Error::Transfer { source, .. } => Error::Transfer {
+                what: what.to_owned(),
+                source: self.describe_io(source),
+            },
+            other => other,
+        })?;
+        Ok(bytes)
     }
 
     /// A transport error in words; a per-read timeout says it was a stall.
@@ -576,10 +587,8 @@ impl Repository for Registry {
                 ));
             }
         }
-        let mut bytes = Vec::new();
-        let mut reader = response.into_body().into_reader();
-        copy_bounded(&mut reader, &mut bytes, MAX_MANIFEST)?;
-        Ok(Some(bytes))
+        self.read_small(response, &format!("reading manifest {tag}"))
+            .map(Some)
     }
 
     fn get_blob(&mut self, digest: &str, size: u64, out: &mut dyn BlobSink) -> Result<(), Error> {
@@ -601,19 +610,28 @@ impl Repository for Registry {
             })?;
             let status = response.status().as_u16();
             let mut reader = Paced::new(response.into_body().into_reader(), self.patience.floor);
+            // Where this attempt writes from: what it moves past that is its progress.
+            let mut start = from;
             let result = match status {
                 206 => copy_bounded(&mut reader, out, size - from),
-                // The whole blob again: skip what is already held.
-                200 => match std::io::copy(&mut (&mut reader).take(from), &mut std::io::sink()) {
-                    Ok(skipped) => {
-                        self.bytes_received += skipped;
-                        copy_bounded(&mut reader, out, size - from)
+                // The whole blob again, Range ignored. Skipping what is held would move bytes
+                // that count for the floor but not as progress, so a registry that drops before
+                // the held offset could make every attempt last `from / floor` and prove
+                // nothing. Starting the blob again keeps what arrives: every byte an attempt
+                // moves is then progress, so an attempt that is not progress stays short. The
+                // content is still checked against the digest once it is whole.
+                200 => {
+                    start = 0;
+                    if from > 0 {
+                        tracing::warn!(%digest, from, "the registry ignored Range; starting the blob again");
                     }
-                    Err(source) => Err(Error::Transfer {
-                        what: "skipping what is held".into(),
+                    // A local failure, not the registry's: no retry.
+                    out.restart().map_err(|source| Error::Transfer {
+                        what: format!("emptying the partial blob {digest} to start it again"),
                         source,
-                    }),
-                },
+                    })?;
+                    copy_bounded(&mut reader, out, size)
+                }
                 code => {
                     return Err(transfer(
                         format!("fetching blob {digest}"),
@@ -622,7 +640,8 @@ impl Repository for Registry {
                 }
             };
             let held = out.resume_from();
-            self.bytes_received += held - from;
+            let moved = held.saturating_sub(start);
+            self.bytes_received += moved;
             let cause = match result {
                 Ok(()) if held >= size => return Ok(()),
                 Ok(()) => std::io::Error::new(
@@ -632,7 +651,7 @@ impl Repository for Registry {
                 Err(Error::Transfer { source, .. }) => self.describe_io(source),
                 Err(other) => return Err(other),
             };
-            if let Err(spent) = budget.fail(held.saturating_sub(from), &self.patience) {
+            if let Err(spent) = budget.fail(moved, &self.patience) {
                 return Err(Error::Transfer {
                     what: format!("fetching blob {digest} ({spent}; {held} of {size} bytes held)"),
                     source: cause,
