@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use images::vhdx::check::error_line;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -133,18 +134,6 @@ fn quick(stall: Duration) -> Patience {
     }
 }
 
-/// The error and its causes on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 #[test]
 fn a_download_dropped_more_often_than_the_attempt_limit_completes_while_each_attempt_progresses() {
     let (bytes, digest) = blob(130_000);
@@ -226,7 +215,7 @@ fn a_registry_that_sends_one_byte_per_connection_ends_the_download_within_the_at
         "{seen} connections for a byte each"
     );
     assert_eq!(out.len(), seen);
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(
         text.contains(&format!(
             "{} attempts in a row moved less than 4096 bytes each",
@@ -250,7 +239,7 @@ fn attempts_that_each_progress_are_still_bounded_in_all() {
     let mut out = Vec::new();
     let err = registry.get_blob(&digest, 200_000, &mut out).unwrap_err();
     assert_eq!(connections.load(Ordering::SeqCst), 5);
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(
         text.contains("5 attempts failed in all") && text.contains("25000 of 200000 bytes held"),
         "{text}"
@@ -281,7 +270,7 @@ fn a_registry_that_trickles_under_the_speed_floor_is_given_up_as_too_slow() {
         .expect("the download still ran after 20 s")
         .unwrap_err();
     let elapsed = start.elapsed();
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(text.contains("too slow"), "{text}");
     assert!(
         text.contains("2 attempts in a row moved less than 4096 bytes each"),
@@ -318,7 +307,7 @@ fn a_manifest_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
         .expect("the manifest fetch still ran after 20 s")
         .unwrap_err();
     let elapsed = start.elapsed();
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(
         text.contains("too slow") && text.contains("manifest"),
         "{text}"
@@ -374,7 +363,7 @@ fn a_token_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
         .expect("the token fetch still ran after 20 s")
         .unwrap_err();
     let elapsed = start.elapsed();
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(
         text.contains("too slow") && text.contains("registry token"),
         "{text}"
@@ -429,7 +418,7 @@ fn a_registry_that_always_ignores_range_and_drops_early_ends_within_the_attempt_
     // What the last answer brought, from the start of the blob: the partial blob was started
     // again, not kept at the offset the registry would not resume from.
     assert_eq!(out.len(), 10_000);
-    let text = chain(&err);
+    let text = error_line(&err);
     assert!(
         text.contains("5 attempts failed in all") && text.contains("10000 of 60000 bytes held"),
         "{text}"
