@@ -168,6 +168,17 @@ mod tests {
         assert_eq!(multiply(0x0F0F_0F0F, ONE), 0x0F0F_0F0F);
     }
 
+    /// `count` sectors of `bytes` from sector `first`, wrapping round its end as the log does.
+    fn circular_run(bytes: &[u8], first: usize, count: usize) -> Vec<u8> {
+        bytes
+            .iter()
+            .cycle()
+            .skip(first * SECTOR_BYTES)
+            .take(count * SECTOR_BYTES)
+            .copied()
+            .collect()
+    }
+
     #[test]
     fn a_run_sums_like_its_bytes_wrapping_or_not() {
         let sectors = 7;
@@ -175,13 +186,7 @@ mod tests {
         let table = SectorCrcs::new(&bytes, &mut Work::default());
         for first in 0..sectors {
             for count in 0..=sectors {
-                let run: Vec<u8> = bytes
-                    .iter()
-                    .cycle()
-                    .skip(first * SECTOR_BYTES)
-                    .take(count * SECTOR_BYTES)
-                    .copied()
-                    .collect();
+                let run = circular_run(&bytes, first, count);
                 assert_eq!(
                     table.run(first, count, &mut Work::default()),
                     Some(crc32c::crc32c(&run)),
@@ -201,13 +206,7 @@ mod tests {
         let table = SectorCrcs::new(&bytes, &mut work);
         for first in 0..sectors {
             for count in 1..=sectors {
-                let entry: Vec<u8> = bytes
-                    .iter()
-                    .cycle()
-                    .skip(first * SECTOR_BYTES)
-                    .take(count * SECTOR_BYTES)
-                    .copied()
-                    .collect();
+                let entry = circular_run(&bytes, first, count);
                 assert_eq!(
                     table.entry(&bytes, first, count, &mut work),
                     Some(format::checksum(&entry, CHECKSUM_FIELD))
