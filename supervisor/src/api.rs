@@ -28,8 +28,9 @@ pub struct NodeInfo {
     pub cluster: String,
     /// `control-plane` or `worker` (empty for a node no longer configured).
     pub role: String,
-    /// `waiting`, `starting`, `ready`, `unreachable`, `mismatch`, `silent`, `exited`,
-    /// `failed`, `stopping` or `removed`.
+    /// One of [`crate::model::NodeState`]'s names: `waiting`, `starting`, `ready`,
+    /// `unreachable`, `mismatch`, `silent`, `exited`, `crashloop`, `failed`, `stopping` or
+    /// `removed`.
     pub state: String,
     /// Why it is in that state, when it is not `ready`.
     pub reason: String,
@@ -67,8 +68,15 @@ pub struct Counters {
 pub struct Snapshot {
     /// Host name.
     pub host: String,
-    /// The image the channel names, verified: `NAME VERSION DIGEST`; empty when none.
+    /// The image the channel names, verified: `NAME VERSION DIGEST`; empty when none. New
+    /// nodes boot it; a node that booted keeps the image its record names.
     pub image: String,
+    /// How fresh that is: `fresh`, `stale` (the channel could not be read: network or
+    /// registry), `refused` (the channel's newest answer failed a check), `expired` (its index
+    /// expired: no new image until a fresh one is promoted) or `unknown` (not read yet).
+    pub channel: String,
+    /// When the channel was last read and verified (Unix seconds; 0: never).
+    pub channel_verified: i64,
     /// What keeps the supervisor from doing its job (an image refused, a bad config reload).
     pub problem: String,
     /// Where the metrics are served.
@@ -112,6 +120,8 @@ impl Supervisor1 {
         Status {
             host: snapshot.host.clone(),
             image: snapshot.image.clone(),
+            channel: snapshot.channel.clone(),
+            channel_verified: snapshot.channel_verified,
             problem: snapshot.problem.clone(),
             nodes: snapshot.nodes.values().cloned().collect(),
         }
@@ -152,7 +162,7 @@ impl Supervisor1 {
                     "no node named {name}"
                 )));
             }
-            Some(node) if node.state != "removed" => {
+            Some(node) if node.state != crate::model::NodeState::Removed.as_str() => {
                 return Err(zbus::fdo::Error::Failed(format!(
                     "node {name} is {}: only a node removed from host.toml whose VM has stopped can be purged",
                     node.state
@@ -210,59 +220,57 @@ fn describe(bus: Option<&str>) -> String {
     )
 }
 
-fn builder(bus: Option<&str>) -> zbus::Result<zbus::blocking::connection::Builder<'static>> {
+fn builder(bus: Option<&str>) -> zbus::Result<zbus::connection::Builder<'static>> {
     match bus {
-        Some(address) => zbus::blocking::connection::Builder::address(address),
-        None => zbus::blocking::connection::Builder::system(),
+        Some(address) => zbus::connection::Builder::address(address),
+        None => zbus::connection::Builder::system(),
     }
 }
 
 /// The service, connected and serving.
 pub struct Service {
-    connection: zbus::blocking::Connection,
+    connection: zbus::Connection,
 }
 
 impl Service {
     /// Connects to `bus` (the system bus when `None`), owns [`NAME`] and serves the snapshot.
     /// A `Reload` call runs `reload`, a `Purge` call `purge`.
-    pub fn start(
+    pub async fn start(
         bus: Option<&str>,
         shared: Shared,
         reload: Reload,
         purge: Purge,
     ) -> anyhow::Result<Service> {
-        let connection = builder(bus)
-            .and_then(|b| b.name(NAME))
-            .and_then(|b| {
-                b.serve_at(
-                    PATH,
-                    Supervisor1 {
-                        shared,
-                        reload,
-                        purge,
-                    },
-                )
-            })
-            .and_then(zbus::blocking::connection::Builder::build)
-            .with_context(|| {
-                format!(
-                    "cannot serve {NAME} on {} (on the system bus, install supervisor/dbus/{NAME}.conf; or give --bus ADDRESS)",
-                    describe(bus)
-                )
-            })?;
+        let object = Supervisor1 {
+            shared,
+            reload,
+            purge,
+        };
+        let connection = async {
+            builder(bus)?
+                .name(NAME)?
+                .serve_at(PATH, object)?
+                .build()
+                .await
+        }
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve {NAME} on {} (on the system bus, install supervisor/dbus/{NAME}.conf; or give --bus ADDRESS)",
+                describe(bus)
+            )
+        })?;
         Ok(Service { connection })
     }
 
     /// Emits `NodeChanged` for `node`.
-    pub fn node_changed(&self, node: &NodeInfo) {
-        let sent = SignalEmitter::new(self.connection.inner(), PATH).and_then(|emitter| {
-            zbus::block_on(Supervisor1::node_changed(
-                &emitter,
-                &node.name,
-                &node.state,
-                &node.reason,
-            ))
-        });
+    pub async fn node_changed(&self, node: &NodeInfo) {
+        let sent = match SignalEmitter::new(&self.connection, PATH) {
+            Ok(emitter) => {
+                Supervisor1::node_changed(&emitter, &node.name, &node.state, &node.reason).await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = sent {
             tracing::warn!(node = %node.name, "cannot emit NodeChanged: {e}");
         }
@@ -273,8 +281,8 @@ impl Service {
     interface = "org.slipway.Supervisor1",
     default_service = "org.slipway.Supervisor1",
     default_path = "/org/slipway/Supervisor1",
-    gen_async = false,
-    blocking_name = "SupervisorProxy"
+    gen_blocking = false,
+    async_name = "SupervisorProxy"
 )]
 trait Supervisor1 {
     fn status(&self) -> zbus::Result<Status>;
@@ -289,6 +297,10 @@ pub struct Status {
     pub host: String,
     /// The verified image the channel names.
     pub image: String,
+    /// `fresh`, `stale`, `refused`, `expired` or `unknown` (see [`Snapshot::channel`]).
+    pub channel: String,
+    /// When the channel was last verified (Unix seconds; 0: never).
+    pub channel_verified: i64,
     /// What keeps the supervisor from its job.
     pub problem: String,
     /// The nodes.
@@ -303,11 +315,12 @@ pub struct Client {
 
 impl Client {
     /// Connects to the supervisor on `bus` (the system bus when `None`).
-    pub fn connect(bus: Option<&str>) -> anyhow::Result<Client> {
-        let connection = builder(bus)
-            .and_then(zbus::blocking::connection::Builder::build)
+    pub async fn connect(bus: Option<&str>) -> anyhow::Result<Client> {
+        let connection = async { builder(bus)?.build().await }
+            .await
             .with_context(|| format!("cannot connect to {}", describe(bus)))?;
         let proxy = SupervisorProxy::new(&connection)
+            .await
             .with_context(|| format!("cannot make a {NAME} proxy"))?;
         Ok(Client {
             proxy,
@@ -316,23 +329,26 @@ impl Client {
     }
 
     /// The supervisor's view now.
-    pub fn status(&self) -> anyhow::Result<Status> {
+    pub async fn status(&self) -> anyhow::Result<Status> {
         self.proxy
             .status()
+            .await
             .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
     }
 
     /// Asks the supervisor to purge node `name`.
-    pub fn purge(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn purge(&self, name: &str) -> anyhow::Result<()> {
         self.proxy
             .purge(name)
+            .await
             .with_context(|| format!("slipwayd refused to purge node {name}"))
     }
 
     /// Asks for a reload and a pass.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub async fn reload(&self) -> anyhow::Result<()> {
         self.proxy
             .reload()
+            .await
             .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
     }
 }
@@ -353,6 +369,12 @@ pub fn table(status: &Status) -> String {
         &status.image
     };
     let _ = writeln!(out, "host {}: image {image}", status.host);
+    let verified = if status.channel_verified == 0 {
+        "never verified".to_owned()
+    } else {
+        format!("verified {}s ago", (now - status.channel_verified).max(0))
+    };
+    let _ = writeln!(out, "channel: {} ({verified})", status.channel);
     if !status.problem.is_empty() {
         let _ = writeln!(out, "problem: {}", status.problem);
     }

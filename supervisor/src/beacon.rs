@@ -1,23 +1,22 @@
-//! The beacon: each node VM writes a JSON line every few seconds to its virtio-serial port
-//! `org.slipway.beacon`, which QEMU exposes as a unix socket in the VM's run directory. A
-//! listener thread per VM reads those lines and hands them to the supervision loop; it
-//! reconnects on its own (QEMU accepts the next client after slipwayd restarts), so a beacon is
-//! also a heartbeat.
+//! The beacon: each node VM writes a JSON line every few seconds to its beacon port (the
+//! virtio-serial port `org.slipway.beacon` under QEMU, which the driver exposes as a unix
+//! socket in the VM's run directory). A listener task per VM reads those lines and hands them to
+//! the supervision loop; it reconnects on its own (QEMU accepts the next client after slipwayd
+//! restarts), so a beacon is also a heartbeat.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 
 /// The longest beacon line read; a longer one is dropped.
 const MAX_LINE: u64 = 64 << 10;
-/// How often a listener looks at its stop flag while it waits.
-const POLL: Duration = Duration::from_secs(1);
+/// How long a listener waits before it connects again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What a node says on its beacon port.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,63 +55,57 @@ pub enum Heard {
     Lost,
 }
 
-/// A running listener; dropping the handle does not stop it, [`Listener::stop`] does.
+/// A running listener task; dropping the handle does not stop it, [`Listener::stop`] does.
 #[derive(Debug)]
 pub struct Listener {
-    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
 }
 
 impl Listener {
-    /// Starts a thread that connects to `socket` (retrying while it does not exist) and sends
-    /// every beacon of node `name` to `events`, built by `wrap`.
+    /// Starts a task that connects to `socket` (retrying while it does not exist) and sends
+    /// every beacon of node `name` to `events`, built by `wrap`. Must be called within the
+    /// tokio runtime.
     pub fn start<E: Send + 'static>(
         name: &str,
         socket: PathBuf,
-        events: Sender<E>,
+        events: UnboundedSender<E>,
         wrap: fn(String, Heard) -> E,
     ) -> Listener {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
         let name = name.to_owned();
-        std::thread::spawn(move || listen(&name, &socket, &flag, &events, wrap));
-        Listener { stop }
+        let task = tokio::spawn(async move { listen(&name, &socket, &events, wrap).await });
+        Listener { task }
     }
 
-    /// Asks the thread to end (within about a second).
+    /// Ends the task (at its next await).
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
     }
 }
 
-fn listen<E>(
+async fn listen<E>(
     name: &str,
     socket: &PathBuf,
-    stop: &AtomicBool,
-    events: &Sender<E>,
+    events: &UnboundedSender<E>,
     wrap: fn(String, Heard) -> E,
 ) {
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = UnixStream::connect(socket) else {
-            std::thread::sleep(POLL);
+    loop {
+        let Ok(stream) = UnixStream::connect(socket).await else {
+            tokio::time::sleep(RETRY).await;
             continue;
         };
-        if stream.set_read_timeout(Some(POLL)).is_err() {
-            std::thread::sleep(POLL);
-            continue;
-        }
         let mut reader = BufReader::new(stream);
-        // A line may arrive in pieces across timeouts: keep what came until its newline.
         let mut line = String::new();
-        while !stop.load(Ordering::Relaxed) {
-            match (&mut reader).take(MAX_LINE).read_line(&mut line) {
+        loop {
+            line.clear();
+            // A line longer than MAX_LINE is cut there; it fails to parse and is dropped.
+            match (&mut reader).take(MAX_LINE).read_line(&mut line).await {
                 Ok(0) => {
                     if events.send(wrap(name.to_owned(), Heard::Lost)).is_err() {
                         return;
                     }
-                    std::thread::sleep(POLL);
+                    tokio::time::sleep(RETRY).await;
                     break;
                 }
-                Ok(_) if !line.ends_with('\n') && (line.len() as u64) < MAX_LINE => {}
                 Ok(_) => {
                     if let Ok(beacon) = serde_json::from_str::<Beacon>(line.trim()) {
                         if events
@@ -124,9 +117,7 @@ fn listen<E>(
                     } else {
                         tracing::debug!(vm = %name, "an unreadable beacon line was dropped");
                     }
-                    line.clear();
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => break,
             }
         }
@@ -138,36 +129,50 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixListener;
-    use std::sync::mpsc;
+    use tokio::sync::mpsc;
 
-    #[test]
-    fn beacons_in_pieces_are_joined_and_a_closed_port_is_reported_then_reconnected() {
+    #[tokio::test]
+    async fn beacons_in_pieces_are_joined_and_a_closed_port_is_reported_then_reconnected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("beacon.sock");
         let server = UnixListener::bind(&path).unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let listener = Listener::start("n1", path.clone(), tx, |n, h| (n, h));
+        let recv = async |rx: &mut mpsc::UnboundedReceiver<(String, Heard)>| {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        };
 
         let line = r#"{"event":"ready","image":"tiny","version":"1","root_hash":"ab","kubeadm_sha256":"cd","uptime":12.5}"#;
-        let (mut conn, _) = server.accept().unwrap();
-        conn.write_all(&line.as_bytes()[..20]).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        conn.write_all(&line.as_bytes()[20..]).unwrap();
-        conn.write_all(b"\nnot json\n").unwrap();
-        let (name, heard) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut conn =
+            tokio::task::spawn_blocking(move || server.accept().map(|(c, _)| (c, server)))
+                .await
+                .unwrap()
+                .unwrap();
+        conn.0.write_all(&line.as_bytes()[..20]).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        conn.0.write_all(&line.as_bytes()[20..]).unwrap();
+        conn.0.write_all(b"\nnot json\n").unwrap();
+        let (name, heard) = recv(&mut rx).await;
         assert_eq!(name, "n1");
         let Heard::Beacon(b) = heard else {
             panic!("expected a beacon, got {heard:?}")
         };
         assert_eq!((b.kubeadm_sha256.as_str(), b.uptime), ("cd", 12.5));
-        drop(conn);
-        let (_, heard) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (stream, server) = conn;
+        drop(stream);
+        let (_, heard) = recv(&mut rx).await;
         assert!(matches!(heard, Heard::Lost), "{heard:?}");
 
         // As after a slipwayd restart: the next connection is heard too.
-        let (mut conn, _) = server.accept().unwrap();
+        let (mut conn, _) = tokio::task::spawn_blocking(move || server.accept())
+            .await
+            .unwrap()
+            .unwrap();
         conn.write_all(format!("{line}\n").as_bytes()).unwrap();
-        let (_, heard) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (_, heard) = recv(&mut rx).await;
         assert!(matches!(heard, Heard::Beacon(_)), "{heard:?}");
         listener.stop();
     }

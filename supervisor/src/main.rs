@@ -12,11 +12,14 @@ use images::terminal::{self, LogFormat};
 mod api;
 mod beacon;
 mod config;
+mod daemon;
 mod driver;
 mod metrics;
+mod model;
+mod persist;
 mod pki;
 mod reconcile;
-mod run;
+mod records;
 mod seed;
 
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
@@ -107,50 +110,63 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     terminal::init_logging(cli.log_format, "info");
-    let result = match cli.command {
+    // One thread runs the loop, the listeners, D-Bus and the metrics; blocking work (pulls,
+    // the KVM probe) goes to tokio's blocking pool.
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(command(cli.command)));
+    terminal::finish("slipwayd", result)
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run {
             config,
             bus,
             metrics,
-        } => run::run(&run::Options {
-            config,
-            bus,
-            metrics,
-        }),
+        } => {
+            daemon::run(&daemon::Options {
+                config,
+                bus,
+                metrics,
+            })
+            .await
+        }
         Command::Status {
             json,
             bus,
             wait_ready,
-        } => status(bus.as_deref(), json, wait_ready),
-        Command::Reload { bus } => api::Client::connect(bus.as_deref()).and_then(|c| c.reload()),
+        } => status(bus.as_deref(), json, wait_ready).await,
+        Command::Reload { bus } => api::Client::connect(bus.as_deref()).await?.reload().await,
         Command::CheckConfig { config } => check_config(&config),
         Command::Seed { config } => write_seeds(&config),
-        Command::Down { config } => run::down(&config),
-        Command::Purge { node, config, bus } => run::purge(&config, &node, bus.as_deref()),
+        Command::Down { config } => daemon::down(&config).await,
+        Command::Purge { node, config, bus } => daemon::purge(&config, &node, bus.as_deref()).await,
         Command::Firmware => firmware(),
-    };
-    terminal::finish("slipwayd", result)
+    }
 }
 
-fn status(bus: Option<&str>, json: bool, wait_ready: Option<u64>) -> anyhow::Result<()> {
+async fn status(bus: Option<&str>, json: bool, wait_ready: Option<u64>) -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
     let all_ready = |s: &api::Status| {
         s.nodes
             .iter()
             .filter(|n| !n.role.is_empty())
-            .all(|n| n.state == "ready")
+            .all(|n| n.state == model::NodeState::Ready.as_str())
             && s.nodes.iter().any(|n| !n.role.is_empty())
     };
-    let ask = || api::Client::connect(bus).and_then(|c| c.status());
+    let ask = async || api::Client::connect(bus).await?.status().await;
     // Waiting also covers a supervisor that has not reached the bus yet.
     let deadline = wait_ready.map(|s| Instant::now() + Duration::from_secs(s));
     let status = loop {
-        let answer = ask();
+        let answer = ask().await;
         let waiting = deadline.is_some_and(|d| Instant::now() < d);
         match answer {
             Ok(status) if !waiting || all_ready(&status) => break status,
             Err(e) if !waiting => return Err(e),
-            _ => std::thread::sleep(Duration::from_millis(500)),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
     if json {
@@ -204,21 +220,36 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
 fn write_seeds(path: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = config::HostConfig::load(path)?;
+    // The seeds `run` would write: addresses and initialisers from the node records, and for
+    // nodes without one, what `run` would record (nothing is recorded here).
+    let mut records = records::load_all(&config.state_dir)?;
+    let initialisers = records::initialisers(&config.state_dir, &config)?;
+    let plan = records::plan(&config, &records, &initialisers)?;
+    for record in plan.records {
+        records.insert(record.name.to_string(), record);
+    }
     for node in config.nodes.values() {
-        let seed = seed::for_node(&config, node)?;
+        let Some(record) = records.get(&node.name) else {
+            continue;
+        };
+        let init = record.initialises;
+        let placed = config::Node {
+            address: record.address,
+            ..node.clone()
+        };
+        let seed = seed::for_node(&config, &placed, init)?;
         let image = seed::image_path(&config, node);
         // The node's directory, private as `run` makes it (it keeps an existing one's mode).
         if let Some(dir) = image.parent() {
-            driver::qemu::private_dir(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            driver::private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         seed::write_image(&seed, &image)?;
         println!(
             "{:<16} {:<14} {:<15} mac {} {} kubeadm sha256 {}",
             node.name,
             node.role.to_string(),
-            node.address.to_string(),
-            seed.mac,
+            record.address.to_string(),
+            record.mac,
             image.display(),
             seed.kubeadm_sha256
         );

@@ -1,9 +1,8 @@
 //! Prometheus metrics over HTTP on a loopback address: `GET /metrics` answers the OpenMetrics
 //! text format (prometheus-client encodes it) from the supervisor's snapshot. The server is a
-//! thread with one connection at a time: a scraper every few seconds is all it serves.
+//! task; each connection is a task of its own with a deadline, so a slow client holds nothing.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -13,59 +12,67 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::{Shared, Snapshot};
+use crate::model::NodeState;
 
 /// The longest request head read.
 const MAX_REQUEST: u64 = 8 << 10;
+/// How long one connection may take, request and answer.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
 
 type Labels = Vec<(&'static str, String)>;
 
 /// Binds `address` (which must be a loopback address; port 0 picks one) and serves the metrics
-/// from a thread; returns the address bound.
-pub fn serve(address: SocketAddr, shared: Shared) -> anyhow::Result<SocketAddr> {
+/// from a task; returns the address bound.
+pub async fn serve(address: SocketAddr, shared: Shared) -> anyhow::Result<SocketAddr> {
     if !address.ip().is_loopback() {
         bail!(
             "the metrics address {address} is not a loopback address: metrics are served on loopback only"
         );
     }
     let listener = TcpListener::bind(address)
+        .await
         .with_context(|| format!("cannot listen for metrics on {address}"))?;
     let bound = listener
         .local_addr()
         .context("cannot read the metrics address")?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(stream) => {
-                    if let Err(e) = answer(stream, &shared) {
-                        tracing::debug!("a metrics request failed: {e}");
-                    }
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &shared))
+                            .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!("a metrics request failed: {e}"),
+                            Err(_) => tracing::debug!("a metrics client was too slow"),
+                        }
+                    });
                 }
                 // Out of file descriptors, say: wait instead of spinning.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     });
     Ok(bound)
 }
 
-fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
-    let mut reader = (&stream).take(MAX_REQUEST);
-    // One slow client must not hold the server: the whole head within the timeout.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
-        if std::time::Instant::now() > deadline {
-            return Err(std::io::ErrorKind::TimedOut.into());
+    {
+        let mut reader = (&mut stream).take(MAX_REQUEST);
+        while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+            if reader.read(&mut byte).await? == 0 {
+                break;
+            }
+            head.push(byte[0]);
         }
-        if reader.read(&mut byte)? == 0 {
-            break;
-        }
-        head.push(byte[0]);
     }
     let line = String::from_utf8_lossy(&head);
     let mut words = line.split_whitespace();
@@ -85,11 +92,12 @@ fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             "GET /metrics\n".into(),
         ),
     };
-    write!(
-        stream,
+    let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -105,18 +113,8 @@ pub fn render(snapshot: &Snapshot) -> String {
     let ready: Family<Labels, Gauge> = Family::default();
     let beacon: Family<Labels, Gauge> = Family::default();
     let uptime: Family<Labels, Gauge> = Family::default();
-    for state in [
-        "waiting",
-        "starting",
-        "ready",
-        "unreachable",
-        "mismatch",
-        "silent",
-        "exited",
-        "failed",
-        "stopping",
-        "removed",
-    ] {
+    for state in NodeState::ALL {
+        let state = state.as_str();
         let count = snapshot.nodes.values().filter(|n| n.state == state).count();
         states
             .get_or_create(&vec![("state", state.to_owned())])
@@ -130,7 +128,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         ];
         ready
             .get_or_create(&labels)
-            .set(i64::from(node.state == "ready"));
+            .set(i64::from(node.state.parse().is_ok_and(NodeState::is_up)));
         let name = vec![("node", node.name.clone())];
         beacon.get_or_create(&name).set(node.last_beacon);
         uptime
@@ -164,6 +162,24 @@ pub fn render(snapshot: &Snapshot) -> String {
         "slipway_image_info",
         "The verified image the channel names",
         image,
+    );
+    let channel: Family<Labels, Gauge> = Family::default();
+    for state in ["fresh", "stale", "refused", "expired", "unknown"] {
+        channel
+            .get_or_create(&vec![("state", state.to_owned())])
+            .set(i64::from(snapshot.channel == state));
+    }
+    registry.register(
+        "slipway_channel_state",
+        "1 for the channel's state: fresh, stale (unreadable), refused (failed a check), expired or unknown",
+        channel,
+    );
+    let verified = Gauge::<i64>::default();
+    verified.set(snapshot.channel_verified);
+    registry.register(
+        "slipway_channel_verified_timestamp_seconds",
+        "When the channel was last read and verified (Unix time; 0: never)",
+        verified,
     );
     let problem = Gauge::<i64>::default();
     problem.set(i64::from(!snapshot.problem.is_empty()));
@@ -262,9 +278,11 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
-    #[test]
-    fn metrics_are_refused_off_loopback() {
-        let e = serve("0.0.0.0:0".parse().unwrap(), Shared::default()).unwrap_err();
+    #[tokio::test]
+    async fn metrics_are_refused_off_loopback() {
+        let e = serve("0.0.0.0:0".parse().unwrap(), Shared::default())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a loopback address"), "{e}");
     }
 }

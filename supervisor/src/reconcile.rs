@@ -1,43 +1,85 @@
-//! What to do, as a pure function of what is wanted (the host config) and what is seen (the VMs
-//! found in the state directory, running or not). No side effects here: the supervision loop
-//! (`run`) carries the actions out and rebuilds this view on every pass, so a restart of
+//! What to do, as a pure function of what is wanted (the host config's nodes), what is
+//! recorded (each node's record: the image it runs), what the channel offers (its verified
+//! image) and what is seen (the VM directories found, running or not). No side effects here:
+//! the daemon carries the actions out and rebuilds this view on every pass, so a restart of
 //! slipwayd changes nothing.
+//!
+//! The image rule: a node that has booted once (its record names an image) always starts on
+//! that image, whatever the channel says now; only a rolling swap changes it. A node that never
+//! booted takes the channel's verified image.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::Digest;
 
 /// What is seen of one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
-    /// Its QEMU runs.
+    /// Its VM runs.
     Running,
-    /// It has a directory (disks) but no QEMU.
+    /// It has a directory (disks) but no VM.
     Stopped,
 }
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
-    /// Boot the node (it is wanted and not running).
-    Start(String),
+    /// Boot the node on `image` (it is wanted and not running).
+    Start {
+        /// The node.
+        node: String,
+        /// The image it boots: its record's, or the channel's for a node that never booted.
+        image: Digest,
+    },
+    /// Wanted and not running, but there is no image for it yet: the node never booted and
+    /// the channel has no verified image.
+    Wait {
+        /// The node.
+        node: String,
+    },
     /// Nothing: wanted and running.
-    Keep(String),
+    Keep {
+        /// The node.
+        node: String,
+        /// The image its record says it runs (None: a VM started before node records).
+        image: Option<Digest>,
+    },
     /// Stop the VM: no longer wanted. Its state disk stays until an explicit purge.
-    Stop(String),
+    Stop {
+        /// The node.
+        node: String,
+    },
 }
 
 /// The actions that bring `observed` to `wanted`, in a stable order (stops first, so a renamed
-/// node never runs twice).
-pub fn decide(wanted: &BTreeSet<String>, observed: &BTreeMap<String, Observed>) -> Vec<Action> {
+/// node never runs twice). `images` holds each recorded node's image; `channel` is the
+/// channel's verified image.
+pub fn decide(
+    wanted: &BTreeSet<String>,
+    images: &BTreeMap<String, Digest>,
+    channel: Option<&Digest>,
+    observed: &BTreeMap<String, Observed>,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     for (name, state) in observed {
         if !wanted.contains(name) && *state == Observed::Running {
-            actions.push(Action::Stop(name.clone()));
+            actions.push(Action::Stop { node: name.clone() });
         }
     }
     for name in wanted {
+        let recorded = images.get(name);
         match observed.get(name) {
-            Some(Observed::Running) => actions.push(Action::Keep(name.clone())),
-            Some(Observed::Stopped) | None => actions.push(Action::Start(name.clone())),
+            Some(Observed::Running) => actions.push(Action::Keep {
+                node: name.clone(),
+                image: recorded.cloned(),
+            }),
+            Some(Observed::Stopped) | None => match recorded.or(channel) {
+                Some(image) => actions.push(Action::Start {
+                    node: name.clone(),
+                    image: image.clone(),
+                }),
+                None => actions.push(Action::Wait { node: name.clone() }),
+            },
         }
     }
     actions
@@ -45,6 +87,7 @@ pub fn decide(wanted: &BTreeSet<String>, observed: &BTreeMap<String, Observed>) 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -55,29 +98,89 @@ mod tests {
         states.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
     }
 
+    fn digest(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn recorded(nodes: &[(&str, char)]) -> BTreeMap<String, Digest> {
+        nodes
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), digest(*c)))
+            .collect()
+    }
+
     #[test]
-    fn a_fresh_host_starts_every_node() {
-        let actions = decide(&set(&["cp-1", "worker-1"]), &BTreeMap::new());
+    fn a_fresh_host_starts_every_node_on_the_channel_image() {
+        let actions = decide(
+            &set(&["cp-1", "worker-1"]),
+            &BTreeMap::new(),
+            Some(&digest('a')),
+            &BTreeMap::new(),
+        );
         assert_eq!(
             actions,
             [
-                Action::Start("cp-1".into()),
-                Action::Start("worker-1".into())
+                Action::Start {
+                    node: "cp-1".into(),
+                    image: digest('a')
+                },
+                Action::Start {
+                    node: "worker-1".into(),
+                    image: digest('a')
+                }
             ]
         );
     }
 
     #[test]
-    fn running_nodes_are_left_alone_and_stopped_ones_started() {
+    fn a_node_that_booted_restarts_on_its_recorded_image_whatever_the_channel_says() {
+        // The channel moved to b; worker-1 exited; cp-1 runs a. Neither moves to b, and a new
+        // node takes b.
         let actions = decide(
-            &set(&["cp-1", "worker-1"]),
+            &set(&["cp-1", "worker-1", "worker-2"]),
+            &recorded(&[("cp-1", 'a'), ("worker-1", 'a')]),
+            Some(&digest('b')),
             &seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Stopped)]),
         );
         assert_eq!(
             actions,
             [
-                Action::Keep("cp-1".into()),
-                Action::Start("worker-1".into())
+                Action::Keep {
+                    node: "cp-1".into(),
+                    image: Some(digest('a'))
+                },
+                Action::Start {
+                    node: "worker-1".into(),
+                    image: digest('a')
+                },
+                Action::Start {
+                    node: "worker-2".into(),
+                    image: digest('b')
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_channel_image_recorded_nodes_start_and_only_new_ones_wait() {
+        let actions = decide(
+            &set(&["cp-1", "worker-9"]),
+            &recorded(&[("cp-1", 'a')]),
+            None,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::Start {
+                    node: "cp-1".into(),
+                    image: digest('a')
+                },
+                Action::Wait {
+                    node: "worker-9".into()
+                }
             ]
         );
     }
@@ -86,6 +189,8 @@ mod tests {
     fn a_removed_node_is_stopped_first_and_a_stopped_leftover_is_ignored() {
         let actions = decide(
             &set(&["cp-1"]),
+            &recorded(&[("cp-1", 'a'), ("worker-9", 'a'), ("old", 'a')]),
+            Some(&digest('a')),
             &seen(&[
                 ("cp-1", Observed::Running),
                 ("worker-9", Observed::Running),
@@ -94,17 +199,26 @@ mod tests {
         );
         assert_eq!(
             actions,
-            [Action::Stop("worker-9".into()), Action::Keep("cp-1".into())]
+            [
+                Action::Stop {
+                    node: "worker-9".into()
+                },
+                Action::Keep {
+                    node: "cp-1".into(),
+                    image: Some(digest('a'))
+                }
+            ]
         );
     }
 
     #[test]
     fn deciding_twice_on_the_result_changes_nothing() {
         let wanted = set(&["cp-1", "worker-1"]);
+        let images = recorded(&[("cp-1", 'a'), ("worker-1", 'a')]);
         let after = seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Running)]);
-        let actions = decide(&wanted, &after);
+        let actions = decide(&wanted, &images, Some(&digest('b')), &after);
         assert!(
-            actions.iter().all(|a| matches!(a, Action::Keep(_))),
+            actions.iter().all(|a| matches!(a, Action::Keep { .. })),
             "{actions:?}"
         );
     }

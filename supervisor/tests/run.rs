@@ -1,10 +1,14 @@
-//! `slipwayd run` with real components: tiny-linux built, signed, pushed to a local OCI layout
-//! and promoted; the supervisor on a private dbus-daemon boots three node VMs (QEMU + OVMF,
-//! TCG) that report ready with exactly their role's kubeadm documents, reaching the
-//! control-plane endpoint over the cluster's switch. Then: the D-Bus API seen by busctl and
-//! dbus-monitor, the metrics read by the Prometheus client's OpenMetrics parser, `kill -9` of
-//! the supervisor and a new one that re-attaches without rebooting a guest, a node removed from
-//! host.toml (stopped, disks kept, then purged) and added back (booted), and `down`.
+//! `slipwayd run` with real components: tiny-linux built, signed, pushed to a real OCI
+//! registry and promoted; the supervisor on a private dbus-daemon boots three node VMs (QEMU +
+//! OVMF, TCG, as an unprivileged user in a seccomp sandbox) that report ready with exactly their
+//! role's kubeadm documents, reaching the control-plane endpoint over the cluster's switch.
+//! Then, on the same VMs: the D-Bus API seen by busctl and dbus-monitor, the metrics read by the
+//! Prometheus client's OpenMetrics parser, `kill -9` of the supervisor and a new one that
+//! re-attaches without rebooting a guest; a newer image promoted while nodes run, a node's QEMU
+//! killed and slipwayd restarted, and no node moving to it; a new node on an image that crashes
+//! at boot going to `crashloop`; the registry killed and a node restarted on its recorded image;
+//! the middle node removed (the others keep their addresses) and purged; a `cp-0` added that
+//! joins and never inits; and `down`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -50,63 +54,146 @@ fn qemu_pids(state: &Path) -> Vec<String> {
     pids
 }
 
-/// tiny-linux (locked against today's archive, downloads shared with the other tests), signed,
-/// pushed to `d/store` and promoted to `stable`; returns the host.toml text for it.
-fn publish(d: &Path) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    std::fs::create_dir_all(d.join("recipe/tiny-linux")).unwrap();
-    for file in ["tiny-linux.toml", "tiny-linux/init"] {
-        std::fs::copy(repo.join("recipes").join(file), d.join("recipe").join(file)).unwrap();
-    }
+/// The first image: tiny-linux as the recipe says.
+const GOOD: &str = "2026.11.0";
+/// The second: tiny-linux whose init exits at once, so its kernel panics and QEMU (run with
+/// -no-reboot) ends: an image that crashes at boot.
+const CRASHING: &str = "2026.11.1";
+
+/// `slipway ARGS` in `d` (inside `netns` when given), with the downloads shared with the
+/// other tests.
+fn slipway_in(d: &Path, netns: Option<&tests::netns::Netns>, args: &[&str]) -> String {
+    let mut command =
+        netns.map_or_else(|| Command::new(slipway_bin()), |n| n.command(slipway_bin()));
+    ok(command
+        .current_dir(d)
+        .env("SLIPWAY_CACHE", d.join("cache"))
+        .args(args)
+        .output()
+        .unwrap())
+}
+
+fn slipway(d: &Path, args: &[&str]) -> String {
+    slipway_in(d, None, args)
+}
+
+/// Builds both images (locked against today's archive), signs and pushes them to `repo` on a
+/// plain-HTTP registry in `netns`, and promotes the good one to `stable`; returns the host.toml
+/// text.
+fn publish(d: &Path, repo: &str, netns: &tests::netns::Netns) -> String {
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("recipes");
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slipway-downloads/debs");
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::create_dir_all(d.join("cache")).unwrap();
     std::os::unix::fs::symlink(&shared, d.join("cache/debs")).unwrap();
-    let slipway = |args: &[&str]| {
-        ok(Command::new(slipway_bin())
-            .current_dir(d)
-            .env("SLIPWAY_CACHE", d.join("cache"))
-            .args(args)
-            .output()
-            .unwrap())
-    };
-    slipway(&["keygen", "release.key"]);
-    slipway(&["lock", "recipe/tiny-linux.toml"]);
-    slipway(&[
-        "build",
-        "recipe/tiny-linux.toml",
-        "--locked",
-        "--out",
-        "out",
-    ]);
-    let store = format!("oci:{}", d.join("store").display());
-    slipway(&[
-        "push",
-        "out/tiny-linux-2026.11.0.vhdx",
-        &format!("{store}:2026.11.0"),
-        "--key",
-        "release.key",
-    ]);
-    slipway(&[
-        "promote",
-        &format!("{store}:2026.11.0"),
-        "--channel",
-        "stable",
-        "--key",
-        "release.key",
-    ]);
-    host_config(&d.join("state"), &store, &d.join("release.key.pub"))
+    let recipe = std::fs::read_to_string(recipes.join("tiny-linux.toml")).unwrap();
+    let init = std::fs::read_to_string(recipes.join("tiny-linux/init")).unwrap();
+    let crash_init = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+        echo \"slipway-node: crashing at boot, uptime $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n\
+        exit 1\n";
+    for (version, init) in [(GOOD, init.as_str()), (CRASHING, crash_init)] {
+        let dir = d.join("recipe").join(version);
+        std::fs::create_dir_all(dir.join("tiny-linux")).unwrap();
+        std::fs::write(
+            dir.join("tiny-linux.toml"),
+            recipe.replace(
+                &format!("version = \"{GOOD}\""),
+                &format!("version = \"{version}\""),
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("tiny-linux/init"), init).unwrap();
+        let toml = format!("recipe/{version}/tiny-linux.toml");
+        if version == GOOD {
+            slipway(d, &["keygen", "release.key"]);
+        }
+        slipway(d, &["lock", &toml]);
+        slipway(d, &["build", &toml, "--locked", "--out", "out"]);
+        slipway_in(
+            d,
+            Some(netns),
+            &[
+                "push",
+                &format!("out/tiny-linux-{version}.vhdx"),
+                &format!("{repo}:{version}"),
+                "--key",
+                "release.key",
+                "--plain-http",
+            ],
+        );
+    }
+    promote(d, repo, GOOD, netns);
+    host_config(&d.join("state"), repo, &d.join("release.key.pub"))
 }
 
-/// The example host.toml with its state directory, source and key here, and small VMs.
+/// Promotes `version` in `repo` to `stable` (a new channel version, also for an older image).
+fn promote(d: &Path, repo: &str, version: &str, netns: &tests::netns::Netns) {
+    slipway_in(
+        d,
+        Some(netns),
+        &[
+            "promote",
+            &format!("{repo}:{version}"),
+            "--channel",
+            "stable",
+            "--key",
+            "release.key",
+            "--plain-http",
+        ],
+    );
+}
+
+/// The example host.toml with its state directory, source and key here, and small VMs. A
+/// source that is no `oci:` layout is a plain-HTTP registry.
 fn host_config(state: &Path, store: &str, key: &Path) -> String {
+    let source = if store.starts_with("oci:") {
+        format!("reference = \"{store}\"")
+    } else {
+        format!("reference = \"{store}\"\nplain-http = true")
+    };
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/host.toml"))
         .unwrap()
         .replace("/var/lib/slipway", state.to_str().unwrap())
-        .replace("oci:/srv/slipway/nodes", store)
+        .replace("reference = \"oci:/srv/slipway/nodes\"", &source)
         .replace("/etc/slipway/release.key.pub", key.to_str().unwrap())
         .replace("memory = \"2G\"", "memory = \"512M\"")
         .replace("memory = \"1G\"", "memory = \"512M\"")
+}
+
+/// host.toml's text with the `[[nodes]]` table of `name` left out.
+fn without_node(host: &str, name: &str) -> String {
+    let at = host.find(&format!("[[nodes]]\nname = \"{name}\"")).unwrap();
+    let end = host[at + 1..]
+        .find("[[nodes]]")
+        .map_or(host.len(), |e| at + 1 + e);
+    format!("{}{}", &host[..at], &host[end..])
+}
+
+/// A node table for host.toml.
+fn node_table(name: &str, role: &str) -> String {
+    format!(
+        "\n[[nodes]]\nname = \"{name}\"\ncluster = \"lab\"\nrole = \"{role}\"\nmemory = \"512M\"\nstate-disk = \"8G\"\n"
+    )
+}
+
+/// The pid of node `name`'s QEMU.
+fn qemu_pid(state: &Path, name: &str) -> u32 {
+    std::fs::read_to_string(state.join("nodes").join(name).join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `kill -9 PID`.
+fn kill_9(pid: u32) {
+    ok(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap());
 }
 
 /// A `slipwayd run`, killed (as by `kill -9`) when dropped.
@@ -318,18 +405,20 @@ fn rss_and_cpu(pid: u32) -> (u64, u64) {
 }
 
 #[test]
-fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
+fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let host = publish(d);
+    // The supervisor gives the host the cluster's gateway address on a tap: in a namespace of
+    // the test's own, never in this machine's. The registry runs there too.
+    let netns = tests::netns::Netns::create();
+    let mut registry = tests::registry::Registry::start_in(&netns);
+    let repo = format!("{}/slipway/nodes", registry.host);
+    let host = publish(d, &repo, &netns);
     std::fs::write(d.join("host.toml"), &host).unwrap();
     let state = d.join("state");
     let bus = tests::dbus::Bus::start();
     let address = bus.address.as_str();
     let nodes = ["cp-1", "worker-1", "worker-2"];
-    // The supervisor gives the host the cluster's gateway address on a tap: in a namespace of
-    // the test's own, never in this machine's.
-    let netns = tests::netns::Netns::create();
 
     let mut monitor = Command::new("dbus-monitor")
         .arg("--address")
@@ -354,13 +443,17 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(qemu_pids(&state).len(), 3);
+    let good = ready["image"].as_str().unwrap().to_owned();
     assert!(
-        ready["image"]
-            .as_str()
-            .unwrap()
-            .starts_with("tiny-linux 2026.11.0 sha256:"),
+        good.starts_with(&format!("tiny-linux {GOOD} sha256:")),
         "{ready:#}"
     );
+    let good_digest = good.split(' ').nth(2).unwrap().to_owned();
+    assert_eq!(ready["channel"], "fresh", "{ready:#}");
+    let good_root = console_beacon(&state, "cp-1")["root_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for (name, address, kind) in [
         ("cp-1", "10.44.0.10", "InitConfiguration"),
         ("worker-1", "10.44.0.11", "JoinConfiguration"),
@@ -368,8 +461,7 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     ] {
         let n = node(&ready, name);
         assert!(n["address"].as_str().unwrap().starts_with(address), "{n:#}");
-        let digest = ready["image"].as_str().unwrap().split(' ').nth(2).unwrap();
-        assert_eq!(n["digest"], digest, "{n:#}");
+        assert_eq!(n["digest"], good_digest.as_str(), "{n:#}");
         // The guest's own account: the digest of the documents it installed is the digest of
         // what its seed carries, and those are its role's documents.
         let documents = seed_documents(&state, name);
@@ -380,15 +472,39 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
             said["host"], "reachable",
             "{name} reaches the host: {said:#}"
         );
-        // The node's directory holds its state disk (the guest's /var) and console: root's.
-        for (path, mode) in [("", 0o700), ("state.raw", 0o600), ("console.log", 0o600)] {
+        // The node's directory holds its state disk (the guest's /var) and console: root's,
+        // and QEMU's group's (QEMU runs as slipway-vm), nobody else's.
+        for path in ["", "state.raw", "console.log", "os.qcow2"] {
             let meta = std::fs::metadata(state.join("nodes").join(name).join(path)).unwrap();
-            assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}/{path}");
+            assert_eq!(
+                meta.permissions().mode() & 0o007,
+                0,
+                "{name}/{path}: world access"
+            );
         }
         let text = String::from_utf8(documents).unwrap();
         assert!(text.contains(&format!("kind: {kind}")), "{name}:\n{text}");
         let init = text.contains("kind: InitConfiguration");
         assert_eq!(init, name == "cp-1", "only cp-1 initialises:\n{text}");
+    }
+    // Least privilege: no QEMU runs as root, and each runs in a seccomp sandbox.
+    let users = ok(Command::new("ps")
+        .args(["-o", "user=,pid=", "-p"])
+        .arg(qemu_pids(&state).join(","))
+        .output()
+        .unwrap());
+    assert_eq!(users.lines().count(), 3, "{users}");
+    for line in users.lines() {
+        assert!(
+            line.trim_start().starts_with("slipway-vm"),
+            "a QEMU runs as another user: {users}"
+        );
+        let pid = line.split_whitespace().nth(1).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.contains("Seccomp:\t2"),
+            "QEMU {pid} has no seccomp filter"
+        );
     }
 
     // The table people read.
@@ -521,7 +637,7 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     .0;
     first.kill();
     let killed = Instant::now();
-    let _successor = Supervisor::start(d, address, "run-2.log", Some(&netns));
+    let mut second = Supervisor::start(d, address, "run-2.log", Some(&netns));
     let (after, _) = wait_for(d, address, Duration::from_secs(30), "ready again", |s| {
         all_ready(s, &nodes)
             && nodes.iter().all(|n| {
@@ -548,18 +664,189 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         );
     }
 
-    // A node removed from host.toml is stopped; its disks stay until a purge.
-    let at = host.find("[[nodes]]\nname = \"worker-2\"").unwrap();
-    std::fs::write(d.join("host.toml"), &host[..at]).unwrap();
+    // A newer image is promoted while the nodes run. A node's QEMU dies and slipwayd restarts:
+    // no node changes image (only a rolling swap may move one).
+    promote(d, &repo, CRASHING, &netns);
+    ok(slipwayd(d, &["reload", "--bus", address]));
+    let (promoted, _) = wait_for(
+        d,
+        address,
+        Duration::from_secs(120),
+        "the new image verified",
+        |s| {
+            s["image"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("tiny-linux {CRASHING} "))
+        },
+    );
+    let crashing_digest = promoted["image"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let worker_1 = qemu_pid(&state, "worker-1");
+    kill_9(worker_1);
+    second.kill();
+    let mut third = Supervisor::start(d, address, "run-3.log", Some(&netns));
+    let (back, _) = wait_for(d, address, Duration::from_secs(300), "worker-1 back", |s| {
+        all_ready(s, &nodes) && qemu_pid(&state, "worker-1") != worker_1
+    });
+    for name in nodes {
+        assert_eq!(
+            node(&back, name)["digest"],
+            good_digest.as_str(),
+            "{name} moved: {back:#}"
+        );
+    }
+    assert_eq!(
+        console_beacon(&state, "worker-1")["root_hash"],
+        good_root.as_str(),
+        "the guest booted another root"
+    );
+
+    // A new node boots the channel's image; this one crashes at boot: it goes to `crashloop`
+    // with growing gaps between starts, and its console keeps every attempt.
+    std::fs::write(
+        d.join("host.toml"),
+        format!("{host}{}", node_table("w-crash", "worker")),
+    )
+    .unwrap();
+    ok(slipwayd(d, &["reload", "--bus", address]));
+    let mut starts: Vec<Instant> = Vec::new();
+    let mut last_pid = None;
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let looped = loop {
+        assert!(
+            Instant::now() < deadline,
+            "w-crash never reached crashloop; starts {starts:?}"
+        );
+        let pid = std::fs::read_to_string(state.join("nodes/w-crash/qemu.pid")).ok();
+        if pid.is_some() && pid != last_pid {
+            starts.push(Instant::now());
+            last_pid = pid;
+        }
+        if let Some(s) = status(d, address) {
+            let n = node(&s, "w-crash");
+            if n["state"] == "crashloop" {
+                break s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let crash = node(&looped, "w-crash");
+    assert_eq!(crash["digest"], crashing_digest.as_str(), "{crash:#}");
+    assert!(
+        crash["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without becoming ready"),
+        "{crash:#}"
+    );
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("w-crash: starts {:?} apart", gaps);
+    assert!(
+        gaps.len() >= 2 && gaps.windows(2).all(|w| w[1] > w[0]),
+        "gaps do not grow: {gaps:?}"
+    );
+    let console = std::fs::read_to_string(state.join("nodes/w-crash/console.log")).unwrap();
+    assert_eq!(
+        console.matches("slipway-node: crashing at boot").count(),
+        starts.len(),
+        "the console lost an attempt:\n{console}"
+    );
+    for name in nodes {
+        assert_eq!(node(&looped, name)["state"], "ready", "{looped:#}");
+    }
+    std::fs::write(d.join("host.toml"), &host).unwrap();
+    ok(slipwayd(d, &["reload", "--bus", address]));
     wait_for(
         d,
         address,
         Duration::from_secs(90),
-        "worker-2 removed",
-        |s| node(s, "worker-2")["state"] == "removed",
+        "w-crash removed",
+        |s| node(s, "w-crash")["state"] == "removed",
+    );
+
+    // The registry dies and a node's QEMU with it: the node restarts on its recorded image,
+    // the channel is stale (not refused), and no node waits.
+    registry.kill();
+    let worker_2 = qemu_pid(&state, "worker-2");
+    kill_9(worker_2);
+    ok(slipwayd(d, &["reload", "--bus", address]));
+    let (stale, _) = wait_for(
+        d,
+        address,
+        Duration::from_secs(300),
+        "worker-2 back, channel stale",
+        |s| {
+            s["channel"] == "stale"
+                && all_ready(s, &nodes)
+                && qemu_pid(&state, "worker-2") != worker_2
+        },
+    );
+    assert!(
+        stale["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] != "waiting"),
+        "{stale:#}"
+    );
+    assert_eq!(
+        node(&stale, "worker-2")["digest"],
+        good_digest.as_str(),
+        "{stale:#}"
+    );
+    assert!(
+        stale["image"].as_str().unwrap().contains(&crashing_digest),
+        "the target was dropped: {stale:#}"
+    );
+    let table = ok(slipwayd(d, &["status", "--bus", address]));
+    assert!(table.contains("channel: stale (verified "), "{table}");
+
+    // The registry is back, and the good image is promoted again (a new channel version naming
+    // the old digest).
+    registry.resume();
+    promote(d, &repo, GOOD, &netns);
+    ok(slipwayd(d, &["reload", "--bus", address]));
+    wait_for(
+        d,
+        address,
+        Duration::from_secs(120),
+        "the good image again",
+        |s| s["channel"] == "fresh" && s["image"].as_str().unwrap().contains(&good_digest),
+    );
+
+    // The middle node is removed: stopped, its disks kept until a purge; the others keep their
+    // addresses.
+    let without_middle = without_node(&host, "worker-1");
+    std::fs::write(d.join("host.toml"), &without_middle).unwrap();
+    let (removed, _) = wait_for(
+        d,
+        address,
+        Duration::from_secs(90),
+        "worker-1 removed",
+        |s| node(s, "worker-1")["state"] == "removed",
+    );
+    assert!(
+        node(&removed, "cp-1")["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.44.0.10/"),
+        "{removed:#}"
+    );
+    assert!(
+        node(&removed, "worker-2")["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.44.0.12/"),
+        "{removed:#}"
     );
     assert_eq!(qemu_pids(&state).len(), 2);
-    assert!(state.join("nodes/worker-2/state.raw").exists());
+    assert!(state.join("nodes/worker-1/state.raw").exists());
     // Purged through the running supervisor (never behind its back).
     let refused = slipwayd(
         d,
@@ -574,23 +861,18 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
         said.contains("only a node removed from host.toml"),
         "{said}"
     );
-    ok(slipwayd(
-        d,
-        &[
-            "purge",
-            "worker-2",
-            "--config",
-            "host.toml",
-            "--bus",
-            address,
-        ],
-    ));
-    assert!(!state.join("nodes/worker-2").exists());
+    for gone in ["worker-1", "w-crash"] {
+        ok(slipwayd(
+            d,
+            &["purge", gone, "--config", "host.toml", "--bus", address],
+        ));
+        assert!(!state.join("nodes").join(gone).exists());
+    }
 
     // A host.toml that no longer loads is reported, and the config in force stays.
     std::fs::write(
         d.join("host.toml"),
-        host.replace("cpus = 2", "cpus = \"two\""),
+        without_middle.replace("cpus = 2", "cpus = \"two\""),
     )
     .unwrap();
     ok(slipwayd(d, &["reload", "--bus", address]));
@@ -603,13 +885,56 @@ fn the_supervisor_boots_three_nodes_serves_its_api_and_survives_kill_9() {
     assert_eq!(node(&broken, "cp-1")["state"], "ready", "{broken:#}");
     assert_eq!(qemu_pids(&state).len(), 2);
 
-    // Added back, and asked to reload at once: it boots from the channel's image.
-    std::fs::write(d.join("host.toml"), &host).unwrap();
+    // cp-0 is added, declared first (it sorts before cp-1 too): it takes a free address, never
+    // one in use, and joins the cluster cp-1 initialised.
+    let with_cp0 = without_middle.replacen(
+        "[[nodes]]",
+        &format!(
+            "{}\n[[nodes]]",
+            node_table("cp-0", "control-plane").trim_start()
+        ),
+        1,
+    );
+    std::fs::write(d.join("host.toml"), &with_cp0).unwrap();
     ok(slipwayd(d, &["reload", "--bus", address]));
-    wait_for(d, address, Duration::from_secs(300), "worker-2 back", |s| {
-        all_ready(s, &nodes)
+    let (joined, _) = wait_for(d, address, Duration::from_secs(300), "cp-0 ready", |s| {
+        all_ready(s, &["cp-0", "cp-1", "worker-2"])
     });
+    let cp0 = node(&joined, "cp-0");
+    assert!(
+        cp0["address"].as_str().unwrap().starts_with("10.44.0.11/"),
+        "{joined:#}"
+    );
+    assert_eq!(cp0["digest"], good_digest.as_str(), "{joined:#}");
+    let text = String::from_utf8(seed_documents(&state, "cp-0")).unwrap();
+    assert!(
+        !text.contains("InitConfiguration"),
+        "cp-0 would init:\n{text}"
+    );
+    assert!(
+        text.contains("kind: JoinConfiguration") && text.contains("controlPlane:"),
+        "{text}"
+    );
     assert_eq!(qemu_pids(&state).len(), 3);
+
+    // `down` stops every VM and says how; it never says stopped while a pid lives.
+    third.kill();
+    let pids = qemu_pids(&state);
+    let down = ok(slipwayd(d, &["down", "--config", "host.toml"]));
+    eprintln!("down:\n{down}");
+    for name in ["cp-0", "cp-1", "worker-2"] {
+        let line = down
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{down}"));
+        assert!(line.contains("stopped"), "{down}");
+    }
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "down said stopped; pid {pid} lives"
+        );
+    }
 }
 
 #[test]
@@ -684,10 +1009,16 @@ fn an_image_that_fails_a_check_is_never_booted_and_status_says_why() {
             assert!(n["reason"].as_str().unwrap().contains(why), "{case}: {n:#}");
         }
         assert!(qemu_pids(&state).is_empty(), "{case}: a VM runs");
-        assert!(
-            !state.join("nodes").exists(),
-            "{case}: a node disk was made"
-        );
+        // Node records may be made; no disk is.
+        for n in std::fs::read_dir(state.join("nodes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for disk in ["os.qcow2", "state.raw", "seed.img"] {
+                assert!(!n.path().join(disk).exists(), "{case}: {disk} was made");
+            }
+        }
         eprintln!("{case}: {problem}");
     }
 }

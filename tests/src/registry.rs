@@ -13,6 +13,8 @@ pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub host: String,
     config: PathBuf,
+    /// The network namespace it runs in (None: the test's own).
+    netns: Option<String>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -20,6 +22,15 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free loopback port.
     pub fn start() -> Registry {
+        Registry::start_on(None)
+    }
+
+    /// Starts a registry on the loopback of `netns` (for programs that run there).
+    pub fn start_in(netns: &crate::netns::Netns) -> Registry {
+        Registry::start_on(Some(netns.name.clone()))
+    }
+
+    fn start_on(netns: Option<String>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -40,6 +51,7 @@ impl Registry {
         let mut registry = Registry {
             host,
             config,
+            netns,
             child: None,
             _dir: dir,
         };
@@ -57,7 +69,15 @@ impl Registry {
 
     /// Starts it again on the same port and storage, and waits until it answers.
     pub fn resume(&mut self) {
-        let child = Command::new("docker-registry")
+        let mut command = match &self.netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name, "docker-registry"]);
+                command
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = command
             .arg("serve")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -66,12 +86,30 @@ impl Registry {
             .expect("docker-registry (run ./scripts/setup)");
         self.child = Some(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(&self.host).is_err() {
+        while !self.answers() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "the registry did not start"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Registry {
+    /// Whether something accepts connections on its address (in its namespace).
+    fn answers(&self) -> bool {
+        match &self.netns {
+            None => std::net::TcpStream::connect(&self.host).is_ok(),
+            Some(name) => {
+                let (ip, port) = self.host.split_once(':').unwrap_or_default();
+                Command::new("ip")
+                    .args(["netns", "exec", name, "bash", "-c"])
+                    .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }
         }
     }
 }

@@ -357,6 +357,81 @@ pub fn stop_dir(name: &str, dir: &Path, deadline: Duration) -> Result<(), Error>
     Ok(())
 }
 
+/// TEMPORARY shim.
+pub struct Qemu {
+    state_dir: PathBuf,
+    accel: Accel,
+}
+
+impl Qemu {
+    /// shim
+    pub async fn open(state_dir: &Path, accel: &crate::config::Accel) -> anyhow::Result<Qemu> {
+        let accel = match accel {
+            crate::config::Accel::Kvm => Accel::Kvm,
+            _ => Accel::Tcg,
+        };
+        Ok(Qemu {
+            state_dir: state_dir.to_owned(),
+            accel,
+        })
+    }
+}
+
+impl super::Driver for Qemu {
+    async fn prepare(&self, spec: &super::VmSpec) -> anyhow::Result<()> {
+        super::network::Switch::new(&self.state_dir, &spec.network.cluster)
+            .ensure(spec.network.gateway, spec.network.prefix)?;
+        prepare(&self.spec(spec)?)?;
+        Ok(())
+    }
+    async fn start(&self, spec: &super::VmSpec) -> anyhow::Result<u32> {
+        let s = self.spec(spec)?;
+        start(&s)?;
+        Ok(running(&s).unwrap_or(0))
+    }
+    async fn stop(
+        &self,
+        name: &str,
+        dir: &Path,
+        deadlines: super::StopDeadlines,
+    ) -> anyhow::Result<super::Stopped> {
+        stop_dir(name, dir, deadlines.powerdown)?;
+        Ok(super::Stopped::Quit)
+    }
+    async fn status(&self, _name: &str, dir: &Path) -> super::VmStatus {
+        match pid_in(dir) {
+            Some(pid) => super::VmStatus::Running { pid },
+            None => super::VmStatus::Stopped,
+        }
+    }
+    fn beacon(&self, dir: &Path) -> PathBuf {
+        dir.join("beacon.sock")
+    }
+    async fn stop_network(&self, cluster: &str) {
+        super::network::Switch::new(&self.state_dir, cluster).stop();
+    }
+}
+
+impl Qemu {
+    fn spec(&self, v: &super::VmSpec) -> anyhow::Result<Spec> {
+        let ovmf = firmware::find_default_ovmf()?;
+        Ok(Spec {
+            name: v.name.clone(),
+            dir: v.dir.clone(),
+            base: v.base.clone(),
+            seed: v.seed.clone(),
+            state_disk: v.state_disk,
+            cpus: v.cpus,
+            memory: v.memory,
+            mac: v.mac.clone(),
+            network: super::network::Switch::new(&self.state_dir, &v.network.cluster).socket(),
+            ovmf_code: ovmf.code,
+            ovmf_vars: ovmf.vars,
+            accel: self.accel,
+        })
+    }
+}
+
 /// How long the KVM probe may take before KVM counts as hung (OVMF reaches its boot manager in
 /// well under a second with working KVM; about 4 s under TCG).
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);

@@ -80,23 +80,10 @@ pub fn mac_address(cluster: &str, node: &str) -> String {
     )
 }
 
-/// Whether `node` initialises its cluster: the first control-plane node by name.
-pub fn initialises(config: &HostConfig, node: &Node) -> bool {
-    node.role == Role::ControlPlane
-        && config
-            .nodes
-            .values()
-            .find(|n| n.cluster == node.cluster && n.role == Role::ControlPlane)
-            .is_some_and(|first| first.name == node.name)
-}
-
-/// The kubeadm documents for `node`.
-pub fn documents(
-    config: &HostConfig,
-    cluster: &Cluster,
-    node: &Node,
-    pki: &ClusterPki,
-) -> Vec<Document> {
+/// The kubeadm documents for `node`: Init + Cluster + Kubelet configurations when it is the
+/// node that initialises its cluster (`init`: the one its cluster's record names, see
+/// [`crate::records`]), a JoinConfiguration for its role otherwise.
+pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -> Vec<Document> {
     let registration = NodeRegistrationOptions {
         name: Some(node.name.clone()),
         cri_socket: Some(CRI_SOCKET.into()),
@@ -108,7 +95,7 @@ pub fn documents(
         advertise_address: Some(node.address.to_string()),
         bind_port: Some(API_PORT),
     };
-    if initialises(config, node) {
+    if init {
         return vec![
             Document::Init(InitConfiguration {
                 bootstrap_tokens: vec![BootstrapToken {
@@ -173,15 +160,16 @@ pub fn documents(
     })]
 }
 
-/// The seed of `node`, with its cluster's PKI (made on first use) from the state directory.
-pub fn for_node(config: &HostConfig, node: &Node) -> anyhow::Result<Seed> {
+/// The seed of `node` (which initialises its cluster when `init`), with its cluster's PKI (made
+/// on first use) from the state directory.
+pub fn for_node(config: &HostConfig, node: &Node, init: bool) -> anyhow::Result<Seed> {
     let pki_dir = config
         .state_dir
         .join("clusters")
         .join(&node.cluster)
         .join("pki");
     let pki = crate::pki::ensure(&pki_dir, &node.cluster)?;
-    Ok(render(config, node, &pki)?)
+    Ok(render(config, node, &pki, init)?)
 }
 
 /// Where `node`'s seed disk lives: `STATE/nodes/NODE/seed.img`.
@@ -193,15 +181,16 @@ pub fn image_path(config: &HostConfig, node: &Node) -> std::path::PathBuf {
         .join("seed.img")
 }
 
-/// Renders the seed of `node`.
+/// Renders the seed of `node` (which initialises its cluster when `init`).
 pub fn render(
     config: &HostConfig,
     node: &Node,
     pki: &ClusterPki,
+    init: bool,
 ) -> Result<Seed, crate::pki::Error> {
     let cluster = &config.clusters[&node.cluster];
     let kubeadm_yaml = Zeroizing::new(kubeadm::to_yaml_documents(&documents(
-        config, cluster, node, pki,
+        cluster, node, pki, init,
     )));
     let kubeadm_sha256: String = Sha256::digest(kubeadm_yaml.as_bytes())
         .iter()

@@ -23,7 +23,7 @@ fn each_role_gets_its_documents() {
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
     let kinds = |name: &str| -> Vec<&'static str> {
         let node = &config.nodes[name];
-        documents(&config, &config.clusters["lab"], node, &pki)
+        documents(&config.clusters["lab"], node, &pki, name == "cp-1")
             .iter()
             .map(Document::kind)
             .collect()
@@ -37,9 +37,17 @@ fn each_role_gets_its_documents() {
         ]
     );
     assert_eq!(kinds("cp-2"), ["JoinConfiguration"]);
+    // A control-plane node that is not its cluster's recorded initialiser joins, whatever its
+    // name (a `cp-0` added after cp-1 initialised the cluster).
+    let node = &config.nodes["cp-1"];
+    let joined: Vec<_> = documents(&config.clusters["lab"], node, &pki, false)
+        .iter()
+        .map(Document::kind)
+        .collect();
+    assert_eq!(joined, ["JoinConfiguration"]);
     assert_eq!(kinds("worker-1"), ["JoinConfiguration"]);
 
-    let cp2 = render(&config, &config.nodes["cp-2"], &pki).unwrap();
+    let cp2 = render(&config, &config.nodes["cp-2"], &pki, false).unwrap();
     assert!(
         cp2.kubeadm_yaml
             .contains(&format!("certificateKey: {}", pki.certificate_key.expose()))
@@ -50,7 +58,7 @@ fn each_role_gets_its_documents() {
         "{}",
         cp2.kubeadm_yaml.as_str()
     );
-    let worker = render(&config, &config.nodes["worker-1"], &pki).unwrap();
+    let worker = render(&config, &config.nodes["worker-1"], &pki, false).unwrap();
     assert!(
         worker.kubeadm_yaml.contains(&pki.ca_cert_hash),
         "{}",
@@ -67,7 +75,7 @@ fn each_role_gets_its_documents() {
         !worker.kubeadm_yaml.contains("certificateKey"),
         "workers never get the certificate key"
     );
-    let cp1 = render(&config, &config.nodes["cp-1"], &pki).unwrap();
+    let cp1 = render(&config, &config.nodes["cp-1"], &pki, true).unwrap();
     assert!(cp1.kubeadm_yaml.contains("kubernetesVersion: v1.32.10"));
     assert!(
         cp1.network_config.contains("- 10.44.0.10/24")
@@ -98,7 +106,7 @@ fn the_seed_is_a_private_cidata_disk() {
     let config = three_node_config();
     let dir = tempfile::tempdir().unwrap();
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
-    let seed = render(&config, &config.nodes["cp-1"], &pki).unwrap();
+    let seed = render(&config, &config.nodes["cp-1"], &pki, true).unwrap();
     let path = dir.path().join("seed.img");
     write_image(&seed, &path).unwrap();
     assert_eq!(
@@ -155,7 +163,7 @@ fn each_role_matches_its_golden_file() {
         ("cp-2", "join-control-plane.yaml"),
         ("worker-1", "join-worker.yaml"),
     ] {
-        let seed = render(&config, &config.nodes[node], &pki).unwrap();
+        let seed = render(&config, &config.nodes[node], &pki, node == "cp-1").unwrap();
         let text = seed
             .kubeadm_yaml
             .replace(pki.bootstrap_token.expose(), "TOKEN")

@@ -1,0 +1,376 @@
+//! `slipwayd run`: the supervision loop, one tokio task. It pulls what the channel names into
+//! the store (signature, digests and channel checked before any disk is made), keeps every
+//! configured node VM running on the image its record names, and listens to the nodes'
+//! beacons. It wakes on events (a beacon, a signal, a D-Bus call, a pull or a stop that
+//! ended) and on a timer: every few seconds it looks for silence, dead VMs and an edited
+//! host.toml; every minute it runs a whole reconcile pass.
+//!
+//! The VMs are detached from slipwayd: stopping or killing it leaves them running, and the next
+//! `slipwayd run` re-attaches (the driver finds them; the beacon socket reconnects) without
+//! rebooting or duplicating one.
+
+mod admin;
+mod channel;
+mod lock;
+mod nodes;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use images::store::Store;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+pub use admin::{down, purge};
+
+use crate::api::{self, Counters, NodeInfo, Shared, Snapshot};
+use crate::beacon::Heard;
+use crate::config::{HostConfig, Hypervisor};
+use crate::driver::Driver;
+use crate::driver::qemu::Qemu;
+use crate::metrics;
+use crate::model::{Backoff, Deadlines, NodeName};
+use crate::records::{self, NodeRecord};
+use channel::Channel;
+use lock::HostLock;
+use nodes::Node;
+
+/// How often a whole reconcile pass runs when nothing else asks for one.
+const PASS_INTERVAL: Duration = Duration::from_secs(60);
+/// How often silence, dead VMs and an edited host.toml are looked for.
+const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `slipwayd run` is told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The host config.
+    pub config: PathBuf,
+    /// The D-Bus address (the system bus when `None`).
+    pub bus: Option<String>,
+    /// Where to serve metrics (loopback).
+    pub metrics: SocketAddr,
+}
+
+/// What wakes the loop besides its timers and signals.
+enum Event {
+    Heard(String, Heard),
+    /// A stop ended: how, or why the VM still runs.
+    Stopped(String, Result<crate::driver::Stopped, String>),
+    Purge(String),
+    /// A pull ended.
+    Pulled(Box<channel::Outcome>),
+    Reload,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The supervision state.
+struct Daemon<D: Driver> {
+    path: PathBuf,
+    config: HostConfig,
+    stamp: Option<SystemTime>,
+    /// Why host.toml as it is now is not in force; cleared when it loads again.
+    config_problem: String,
+    driver: Arc<D>,
+    store: Store,
+    channel: Channel,
+    /// Every node record on the disk, configured or not (removed nodes keep theirs, and their
+    /// addresses, until a purge).
+    records: BTreeMap<String, NodeRecord>,
+    /// The node that initialises each cluster, once recorded.
+    initialisers: BTreeMap<String, NodeName>,
+    nodes: BTreeMap<String, Node>,
+    counters: Counters,
+    events: UnboundedSender<Event>,
+    deadlines: Deadlines,
+    backoff: Backoff,
+}
+
+impl<D: Driver> Daemon<D> {
+    fn new(
+        path: &Path,
+        config: HostConfig,
+        driver: D,
+        events: UnboundedSender<Event>,
+    ) -> anyhow::Result<Daemon<D>> {
+        let store = Store::open(&config.state_dir.join("store"))?;
+        let channel = Channel::load(&config.state_dir, &store)?;
+        let records = records::load_all(&config.state_dir)?;
+        let mut daemon = Daemon {
+            path: path.to_owned(),
+            stamp: modified(path),
+            config,
+            config_problem: String::new(),
+            driver: Arc::new(driver),
+            store,
+            channel,
+            records,
+            initialisers: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            counters: Counters::default(),
+            events,
+            deadlines: Deadlines::default(),
+            backoff: Backoff::default(),
+        };
+        daemon.load_initialisers()?;
+        Ok(daemon)
+    }
+
+    fn load_initialisers(&mut self) -> anyhow::Result<()> {
+        self.initialisers = records::initialisers(&self.config.state_dir, &self.config)?;
+        Ok(())
+    }
+
+    /// Re-reads host.toml; a config that does not load is reported and the previous one kept.
+    fn reload(&mut self) {
+        self.stamp = modified(&self.path);
+        match HostConfig::load(&self.path) {
+            Ok(config) if config.state_dir != self.config.state_dir => {
+                self.config_problem = format!(
+                    "{}: state-dir changed from {} to {}: restart slipwayd to move a host (the previous config stays in force)",
+                    self.path.display(),
+                    self.config.state_dir.display(),
+                    config.state_dir.display()
+                );
+                tracing::error!("{}", self.config_problem);
+            }
+            Ok(config) if config.hypervisor != self.config.hypervisor => {
+                self.config_problem = format!(
+                    "{}: the hypervisor section changed: restart slipwayd to use it (the previous config stays in force)",
+                    self.path.display(),
+                );
+                tracing::error!("{}", self.config_problem);
+            }
+            Ok(config) => {
+                tracing::info!(config = %self.path.display(), "host config reloaded");
+                self.config = config;
+                self.config_problem.clear();
+                if let Err(e) = self.load_initialisers() {
+                    tracing::error!("{e:#}");
+                }
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                tracing::error!("{e:#}: keeping the previous config");
+                self.config_problem = format!("{e:#} (the previous config stays in force)");
+            }
+        }
+    }
+
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.config.state_dir.join("nodes").join(name)
+    }
+
+    /// Starts a pull of what the channel names, unless one runs. The store is collected first,
+    /// keeping every image a node record or the channel names.
+    fn start_pull(&mut self) {
+        if self.channel.pulling {
+            return;
+        }
+        self.channel.pulling = true;
+        let keep = self
+            .records
+            .values()
+            .filter_map(|r| r.image.clone())
+            .chain(self.channel.keeps())
+            .collect();
+        let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
+        let events = self.events.clone();
+        let now = u64::try_from(unix_now()).unwrap_or(0);
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                channel::collect_and_pull(&source, &state_dir, &keep, now)
+            })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the pull task failed: {e}")));
+            let _ = events.send(Event::Pulled(Box::new(outcome)));
+        });
+    }
+
+    /// A pull ended: a new verified target, or why the channel is not fresh.
+    async fn pulled(&mut self, outcome: channel::Outcome) {
+        match self.channel.pulled(outcome, unix_now()) {
+            Ok(true) => {
+                if let Some(image) = &self.channel.target {
+                    tracing::info!(
+                        image = %image.manifest.name,
+                        version = %image.manifest.version,
+                        digest = %image.digest,
+                        "the channel's image is verified and in the store: new nodes boot it"
+                    );
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot keep the channel state: {e:#}"),
+        }
+        if !self.channel.reason.is_empty() {
+            if matches!(
+                self.channel.freshness,
+                channel::Freshness::Refused | channel::Freshness::Expired
+            ) {
+                self.counters.refusals += 1;
+            }
+            tracing::error!(
+                channel = self.channel.freshness.as_str(),
+                "{}",
+                self.channel.reason
+            );
+        }
+        self.reconcile().await;
+    }
+
+    fn snapshot(&self, metrics: &str) -> Snapshot {
+        let problem = if self.channel.reason.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "channel {}: {}",
+                self.channel.freshness.as_str(),
+                self.channel.reason
+            )
+        };
+        Snapshot {
+            host: self.config.name.clone(),
+            image: self.channel.target.as_ref().map_or_else(String::new, |i| {
+                format!("{} {} {}", i.manifest.name, i.manifest.version, i.digest)
+            }),
+            channel: self.channel.freshness.as_str().to_owned(),
+            channel_verified: self.channel.verified,
+            problem: [self.config_problem.as_str(), problem.as_str()]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+            metrics: metrics.to_owned(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(n, t)| (n.clone(), t.info()))
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// Publishes the supervisor's view; returns the nodes whose state or reason changed.
+fn publish<D: Driver>(daemon: &Daemon<D>, shared: &Shared, metrics: &str) -> Vec<NodeInfo> {
+    let fresh = daemon.snapshot(metrics);
+    let mut snapshot = shared.lock();
+    let changed = fresh
+        .nodes
+        .values()
+        .filter(|n| {
+            snapshot
+                .nodes
+                .get(&n.name)
+                .is_none_or(|old| (&old.state, &old.reason) != (&n.state, &n.reason))
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    for node in &changed {
+        tracing::info!(node = %node.name, state = %node.state, reason = %node.reason, "node state");
+    }
+    *snapshot = fresh;
+    changed
+}
+
+/// The driver a host config names.
+pub async fn driver(config: &HostConfig) -> anyhow::Result<Qemu> {
+    match &config.hypervisor {
+        Hypervisor::Qemu(qemu) => Qemu::open(&config.state_dir, qemu).await,
+        Hypervisor::HyperV => {
+            bail!(
+                "hypervisor hyperv: the Hyper-V driver is not implemented yet (use kind = \"qemu\")"
+            )
+        }
+    }
+}
+
+/// Runs `slipwayd run` until SIGTERM or SIGINT.
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let config = HostConfig::load(&options.config)?;
+    let _lock = HostLock::take(&config.state_dir, "run")?;
+    let driver = driver(&config).await?;
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let mut daemon = Daemon::new(&options.config, config, driver, events.clone())?;
+    let shared = Shared::default();
+    let metrics = metrics::serve(options.metrics, shared.clone())
+        .await?
+        .to_string();
+    let (reload, purge) = (events.clone(), events.clone());
+    let service = api::Service::start(
+        options.bus.as_deref(),
+        shared.clone(),
+        Box::new(move || reload.send(Event::Reload).is_ok()),
+        Box::new(move |name: &str| purge.send(Event::Purge(name.to_owned())).is_ok()),
+    )
+    .await?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tracing::info!(
+        host = %daemon.config.name,
+        config = %options.config.display(),
+        metrics = %format!("http://{metrics}/metrics"),
+        bus = %options.bus.as_deref().unwrap_or("system"),
+        "supervising"
+    );
+
+    daemon.start_pull();
+    daemon.reconcile().await;
+    let mut next_pass = Instant::now() + PASS_INTERVAL;
+    let mut next_check = Instant::now() + CHECK_INTERVAL;
+    loop {
+        for node in publish(&daemon, &shared, &metrics) {
+            service.node_changed(&node).await;
+        }
+        let wake = tokio::time::Instant::from_std(next_check.min(next_pass));
+        let mut pass_due = false;
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                daemon.reload();
+                pass_due = true;
+            }
+            event = inbox.recv() => match event {
+                None => break,
+                Some(Event::Reload) => {
+                    daemon.reload();
+                    pass_due = true;
+                }
+                Some(Event::Heard(name, heard)) => daemon.heard(&name, heard),
+                Some(Event::Stopped(name, result)) => daemon.stopped(&name, result),
+                Some(Event::Purge(name)) => daemon.purge(&name).await,
+                Some(Event::Pulled(outcome)) => daemon.pulled(*outcome).await,
+            },
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= next_check {
+            pass_due |= daemon.check().await;
+            next_check = Instant::now() + CHECK_INTERVAL;
+        }
+        if pass_due || Instant::now() >= next_pass {
+            daemon.start_pull();
+            daemon.reconcile().await;
+            next_pass = Instant::now() + PASS_INTERVAL;
+        }
+    }
+    daemon.detach();
+    tracing::info!(
+        "stopping: the node VMs keep running (`slipwayd run` re-attaches, `slipwayd down` stops them)"
+    );
+    Ok(())
+}

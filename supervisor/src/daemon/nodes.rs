@@ -1,0 +1,778 @@
+//! The node executor: carries out the reconcile actions (start, keep, stop) through the
+//! driver, judges beacons, and watches for silence, exits and crash loops.
+//!
+//! A node boots the image its record names; a node that never booted takes the channel's
+//! verified image, and its record names it before its VM starts (durable before the side
+//! effect). Its address and MAC come from its record too, and only the node recorded as its
+//! cluster's initialiser is ever sent an InitConfiguration.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use images::store::StoredImage;
+
+use super::{Daemon, Event, unix_now};
+use crate::api::NodeInfo;
+use crate::beacon::{Beacon, Heard, Listener};
+use crate::config;
+use crate::driver::{Driver, NetSpec, Stopped, VmSpec, VmStatus};
+use crate::model::{CRASHLOOP_AFTER, Digest, NodeState, jitter};
+use crate::reconcile::{self, Action, Observed};
+use crate::records::{self, NodeRecord};
+use crate::seed;
+
+/// The image a VM was started from: what its beacons must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Booted {
+    digest: String,
+    name: String,
+    version: String,
+    root_hash: String,
+}
+
+impl From<&StoredImage> for Booted {
+    fn from(image: &StoredImage) -> Booted {
+        Booted {
+            digest: image.digest.clone(),
+            name: image.manifest.name.clone(),
+            version: image.manifest.version.clone(),
+            root_hash: image.manifest.disk.verity.root_hash.clone(),
+        }
+    }
+}
+
+/// What the loop knows of a node beyond its record.
+pub(super) struct Node {
+    name: String,
+    cluster: String,
+    role: String,
+    address: String,
+    state: NodeState,
+    reason: String,
+    /// sha256 of the kubeadm documents its seed carries.
+    documents: String,
+    /// The image it was started from.
+    booted: Option<Booted>,
+    pid: u32,
+    last_beacon: i64,
+    uptime: u64,
+    heard: Option<Instant>,
+    /// When it entered a state whose deadline counts (start, re-attach).
+    since: Option<Instant>,
+    /// Consecutive exits without a ready beacon in between.
+    failures: u32,
+    /// Whether it was ready since its VM last started.
+    ready_since_start: bool,
+    /// Not started again before this (crash backoff).
+    next_start: Option<Instant>,
+    listener: Option<Listener>,
+}
+
+impl Node {
+    fn new(name: &str) -> Node {
+        Node {
+            name: name.to_owned(),
+            cluster: String::new(),
+            role: String::new(),
+            address: String::new(),
+            state: NodeState::Waiting,
+            reason: String::new(),
+            documents: String::new(),
+            booted: None,
+            pid: 0,
+            last_beacon: 0,
+            uptime: 0,
+            heard: None,
+            since: None,
+            failures: 0,
+            ready_since_start: false,
+            next_start: None,
+            listener: None,
+        }
+    }
+
+    /// Moves to `state`; a move the lifecycle does not allow is a bug, logged and not made.
+    fn set(&mut self, state: NodeState, reason: impl Into<String>) {
+        if state != self.state && !self.state.may_become(state) {
+            tracing::error!(
+                node = %self.name,
+                from = %self.state,
+                to = %state,
+                "a node state change the lifecycle does not allow was asked for: ignored"
+            );
+            return;
+        }
+        self.state = state;
+        self.reason = reason.into();
+    }
+
+    fn stop_listening(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.stop();
+        }
+    }
+
+    /// As the API shows it.
+    pub(super) fn info(&self) -> NodeInfo {
+        NodeInfo {
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            role: self.role.clone(),
+            state: self.state.as_str().to_owned(),
+            reason: self.reason.clone(),
+            image: self
+                .booted
+                .as_ref()
+                .map_or_else(String::new, |b| format!("{} {}", b.name, b.version)),
+            digest: self
+                .booted
+                .as_ref()
+                .map_or_else(String::new, |b| b.digest.clone()),
+            address: self.address.clone(),
+            last_beacon: self.last_beacon,
+            uptime: self.uptime,
+            pid: self.pid,
+        }
+    }
+}
+
+/// Whether a beacon shows the node as it was started: its image's root, its own documents,
+/// and its cluster's endpoint reachable. Returns the state and, when not ready, why.
+fn judge(beacon: &Beacon, booted: Option<&Booted>, documents: &str) -> (NodeState, String) {
+    if let Some(booted) = booted
+        && beacon.root_hash != booted.root_hash
+    {
+        return (
+            NodeState::Mismatch,
+            format!(
+                "it booted root {} ({} {}), not the root of {} {} it was started from",
+                beacon.root_hash, beacon.image, beacon.version, booted.name, booted.version
+            ),
+        );
+    }
+    if beacon.kubeadm_sha256 != documents {
+        return (
+            NodeState::Mismatch,
+            format!(
+                "it received kubeadm documents with sha256 {}; it was sent {documents}",
+                beacon.kubeadm_sha256
+            ),
+        );
+    }
+    if beacon.event != "ready" {
+        return (NodeState::Starting, format!("it says {}", beacon.event));
+    }
+    if beacon.endpoint != "reachable" {
+        return (
+            NodeState::Unreachable,
+            "it cannot reach its cluster's control-plane endpoint".into(),
+        );
+    }
+    if beacon.host == "unreachable" {
+        return (
+            NodeState::Unreachable,
+            "it cannot reach the host at its gateway address".into(),
+        );
+    }
+    (NodeState::Ready, String::new())
+}
+
+fn removed_reason() -> String {
+    "no longer in host.toml; its disks stay until `slipwayd purge`".into()
+}
+
+/// The seed of a configured node: its config with the address its record holds, and whether
+/// it is its cluster's recorded initialiser.
+fn placed(node: &config::Node, record: &NodeRecord) -> config::Node {
+    config::Node {
+        address: record.address,
+        ..node.clone()
+    }
+}
+
+impl<D: Driver> Daemon<D> {
+    /// Records for configured nodes that have none (addresses never renumbered, one
+    /// initialiser per cluster), made durable before anything boots.
+    fn ensure_records(&mut self) -> anyhow::Result<()> {
+        let plan = records::plan(&self.config, &self.records, &self.initialisers)?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        for (cluster, node) in &plan.initialisers {
+            records::record_initialiser(&self.config.state_dir, cluster, node)?;
+            tracing::info!(%cluster, %node, "recorded as the node that initialises its cluster");
+            self.initialisers.insert(cluster.clone(), node.clone());
+        }
+        for record in plan.records {
+            records::save(&self.config.state_dir, &record)?;
+            tracing::info!(node = %record.name, address = %record.address, "node recorded");
+            self.records.insert(record.name.to_string(), record);
+        }
+        Ok(())
+    }
+
+    /// Brings the VMs to the config: start, keep, stop.
+    pub(super) async fn reconcile(&mut self) {
+        self.counters.passes += 1;
+        if let Err(e) = self.ensure_records() {
+            tracing::error!("cannot record the nodes: {e:#}");
+            self.config_problem = format!("cannot record the nodes: {e:#}");
+            return;
+        }
+        let wanted: BTreeSet<String> = self.config.nodes.keys().cloned().collect();
+        let images = self
+            .records
+            .iter()
+            .filter_map(|(name, r)| Some((name.clone(), r.image.clone()?)))
+            .collect();
+        let observed = self.observe().await;
+        let target = self.channel.target_digest();
+        for action in reconcile::decide(&wanted, &images, target.as_ref(), &observed) {
+            match action {
+                Action::Stop { node } => self.stop(&node),
+                Action::Start { node, image } => self.start(&node, &image).await,
+                Action::Keep { node, image } => self.keep(&node, image.as_ref()).await,
+                Action::Wait { node } => self.wait(&node),
+            }
+        }
+        // Left behind: not configured, not running. Their disks stay until a purge.
+        for (name, seen) in &observed {
+            if !wanted.contains(name) && *seen == Observed::Stopped {
+                let node = self
+                    .nodes
+                    .entry(name.clone())
+                    .or_insert_with(|| Node::new(name));
+                if node.state != NodeState::Removed && node.state != NodeState::Stopping {
+                    node.stop_listening();
+                    node.pid = 0;
+                    node.role.clear();
+                    node.cluster.clear();
+                    node.set(NodeState::Removed, removed_reason());
+                }
+            }
+        }
+        // Purged: gone from the disk and the config.
+        self.nodes
+            .retain(|name, _| wanted.contains(name) || observed.contains_key(name));
+    }
+
+    /// Every node directory in the state directory, with whether its VM runs.
+    async fn observe(&self) -> std::collections::BTreeMap<String, Observed> {
+        let dir = self.config.state_dir.join("nodes");
+        let mut seen = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let running = !matches!(
+                self.driver.status(&name, &entry.path()).await,
+                VmStatus::Stopped
+            );
+            seen.insert(
+                name,
+                if running {
+                    Observed::Running
+                } else {
+                    Observed::Stopped
+                },
+            );
+        }
+        seen
+    }
+
+    /// The tracked entry of configured node `name`, its facts refreshed from the config and
+    /// its record.
+    fn tracked(&mut self, name: &str) -> Option<(config::Node, NodeRecord, &mut Node)> {
+        let node = self.config.nodes.get(name)?.clone();
+        let record = self.records.get(name)?.clone();
+        let tracked = self
+            .nodes
+            .entry(name.to_owned())
+            .or_insert_with(|| Node::new(name));
+        tracked.cluster.clone_from(&node.cluster);
+        tracked.role = node.role.to_string();
+        if tracked.address.is_empty() || tracked.last_beacon == 0 {
+            tracked.address = record.address.to_string();
+        }
+        Some((node, record, tracked))
+    }
+
+    fn wait(&mut self, name: &str) {
+        let reason = if self.channel.reason.is_empty() {
+            "not booted: no verified image yet".to_owned()
+        } else {
+            format!(
+                "not booted: no verified image yet ({})",
+                self.channel.reason
+            )
+        };
+        if let Some((_, _, tracked)) = self.tracked(name) {
+            tracked.set(NodeState::Waiting, reason);
+        }
+    }
+
+    pub(super) async fn start(&mut self, name: &str, image: &Digest) {
+        let Some((_, _, tracked)) = self.tracked(name) else {
+            return;
+        };
+        if tracked.next_start.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let result = self.boot(name, image).await;
+        let events = self.events.clone();
+        let socket = self.driver.beacon(&self.node_dir(name));
+        let Some((_, _, tracked)) = self.tracked(name) else {
+            return;
+        };
+        match result {
+            Ok((booted, documents, pid)) => {
+                tracing::info!(node = %name, image = %booted.name, version = %booted.version, pid, "node VM started");
+                tracked.pid = pid;
+                tracked.booted = Some(booted);
+                tracked.documents = documents;
+                tracked.heard = None;
+                tracked.since = Some(Instant::now());
+                tracked.ready_since_start = false;
+                tracked.next_start = None;
+                tracked.set(NodeState::Starting, "booting; waiting for its first beacon");
+                if tracked.listener.is_none() {
+                    tracked.listener = Some(Listener::start(name, socket, events, Event::Heard));
+                }
+                self.counters.starts += 1;
+            }
+            Err(e) => {
+                tracing::error!(node = %name, "cannot start the node VM: {e:#}");
+                tracked.pid = 0;
+                tracked.set(NodeState::Failed, format!("cannot start its VM: {e:#}"));
+            }
+        }
+    }
+
+    /// Seed, disks and VM for node `name` from `image`: the booted image, the digest of the
+    /// documents sent, the pid.
+    async fn boot(&mut self, name: &str, image: &Digest) -> anyhow::Result<(Booted, String, u32)> {
+        let stored = self.store.get(image.as_ref())?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "its image {image} is not in the store (a node only boots the image its record names; see `slipwayd status`)"
+            )
+        })?;
+        let (node, mut record, _) = self
+            .tracked(name)
+            .ok_or_else(|| anyhow::anyhow!("node {name} is not configured"))?;
+        // The record names the image before the VM exists: a crash from here on restarts it
+        // on this image, never on whatever the channel names by then.
+        if record.image.as_ref() != Some(image) {
+            record.image = Some(image.clone());
+            records::save(&self.config.state_dir, &record)?;
+            self.records.insert(name.to_owned(), record.clone());
+        }
+        let cluster = self
+            .config
+            .clusters
+            .get(&node.cluster)
+            .ok_or_else(|| anyhow::anyhow!("cluster {} is not configured", node.cluster))?;
+        let placed = placed(&node, &record);
+        let seed = seed::for_node(&self.config, &placed, record.initialises)?;
+        // The seed's network-config finds the node's NIC by this MAC.
+        anyhow::ensure!(
+            seed.mac == record.mac,
+            "node {name}: its record's MAC {} differs from its seed's {}",
+            record.mac,
+            seed.mac
+        );
+        let dir = self.node_dir(name);
+        crate::driver::private_dir(&dir)?;
+        let spec = VmSpec {
+            name: name.to_owned(),
+            dir: dir.clone(),
+            base: stored.vhdx.clone(),
+            seed: seed::image_path(&self.config, &node),
+            state_disk: node.state_disk,
+            cpus: node.cpus,
+            memory: node.memory,
+            mac: record.mac.clone(),
+            network: NetSpec {
+                cluster: node.cluster.clone(),
+                gateway: cluster.gateway,
+                prefix: cluster.network.prefix,
+            },
+        };
+        seed::write_image(&seed, &spec.seed)?;
+        self.driver.prepare(&spec).await?;
+        let pid = self.driver.start(&spec).await?;
+        Ok((Booted::from(&stored), seed.kubeadm_sha256, pid))
+    }
+
+    /// A configured node whose VM runs: re-attach (after a restart) and refresh what it must
+    /// report.
+    async fn keep(&mut self, name: &str, image: Option<&Digest>) {
+        let dir = self.node_dir(name);
+        let status = self.driver.status(name, &dir).await;
+        let booted = match image {
+            Some(digest) => self
+                .store
+                .get(digest.as_ref())
+                .ok()
+                .flatten()
+                .map(|i| Booted::from(&i)),
+            None => None,
+        };
+        let documents = self.config.nodes.get(name).and_then(|node| {
+            let record = self.records.get(name)?;
+            Some(
+                seed::for_node(&self.config, &placed(node, record), record.initialises)
+                    .map(|s| s.kubeadm_sha256),
+            )
+        });
+        let events = self.events.clone();
+        let socket = self.driver.beacon(&dir);
+        let Some((_, _, tracked)) = self.tracked(name) else {
+            return;
+        };
+        match documents {
+            Some(Ok(documents)) => tracked.documents = documents,
+            Some(Err(e)) => {
+                tracked.set(NodeState::Failed, format!("cannot render its seed: {e:#}"));
+                return;
+            }
+            None => {}
+        }
+        if tracked.booted.is_none() {
+            tracked.booted = booted;
+        }
+        match status {
+            VmStatus::Running { pid } => tracked.pid = pid,
+            VmStatus::Paused { pid, status } => {
+                tracked.pid = pid;
+                // QEMU can run and its guest not: a KVM or TCG internal error pauses the VM.
+                tracked.set(NodeState::Failed, format!("its VM runs but is {status}"));
+                return;
+            }
+            VmStatus::Stopped => return,
+        }
+        // Configured again while it was being stopped, or after, or found after a restart:
+        // it is ours again.
+        if matches!(
+            tracked.state,
+            NodeState::Stopping
+                | NodeState::Removed
+                | NodeState::Exited
+                | NodeState::Crashloop
+                | NodeState::Failed
+                | NodeState::Waiting
+        ) {
+            tracked.since = Some(Instant::now());
+            let reason = format!(
+                "its VM runs (pid {}); waiting for its next beacon",
+                tracked.pid
+            );
+            tracked.set(NodeState::Starting, reason);
+        }
+        if tracked.listener.is_none() {
+            tracked.listener = Some(Listener::start(name, socket, events, Event::Heard));
+        }
+    }
+
+    /// A node no longer configured whose VM runs: stop it in the background (power-down,
+    /// quit, kill, each with its deadline).
+    fn stop(&mut self, name: &str) {
+        let dir = self.node_dir(name);
+        let tracked = self
+            .nodes
+            .entry(name.to_owned())
+            .or_insert_with(|| Node::new(name));
+        if tracked.state == NodeState::Stopping {
+            return;
+        }
+        // No longer configured: no role (status and metrics count configured nodes by it).
+        tracked.role.clear();
+        tracked.cluster.clear();
+        tracked.stop_listening();
+        tracked.set(
+            NodeState::Stopping,
+            "no longer in host.toml: powering down (its disks stay)",
+        );
+        tracing::info!(node = %name, "no longer configured: stopping its VM; its state disk stays");
+        let events = self.events.clone();
+        let driver = self.driver.clone();
+        let name = name.to_owned();
+        let deadlines = super::admin::stop_deadlines(&self.deadlines);
+        tokio::spawn(async move {
+            let result = driver
+                .stop(&name, &dir, deadlines)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = events.send(Event::Stopped(name, result));
+        });
+    }
+
+    pub(super) fn stopped(&mut self, name: &str, result: Result<Stopped, String>) {
+        let configured = self.config.nodes.contains_key(name);
+        let Some(tracked) = self.nodes.get_mut(name) else {
+            return;
+        };
+        match result {
+            Ok(how) => {
+                tracing::info!(node = %name, ?how, "its VM stopped");
+                tracked.pid = 0;
+                // Configured again meanwhile: the next pass starts it.
+                if configured {
+                    tracked.set(
+                        NodeState::Exited,
+                        "stopped; configured again: it starts on the next pass",
+                    );
+                } else {
+                    tracked.set(NodeState::Removed, removed_reason());
+                }
+            }
+            Err(e) => {
+                // Never reported stopped while its process lives: the next pass tries again.
+                tracing::error!(node = %name, "cannot stop its VM: {e}");
+                tracked.set(NodeState::Failed, format!("cannot stop its VM: {e}"));
+            }
+        }
+    }
+
+    /// A purge asked over D-Bus: done here, between passes, with the config in force.
+    pub(super) async fn purge(&mut self, name: &str) {
+        match super::admin::purge_node(&self.config, self.driver.as_ref(), name).await {
+            Ok(()) => {
+                tracing::info!(node = %name, "purged: its disks, seed, logs and record are deleted");
+                if let Some(mut node) = self.nodes.remove(name) {
+                    node.stop_listening();
+                }
+                self.records.remove(name);
+            }
+            Err(e) => {
+                tracing::error!(node = %name, "purge refused: {e:#}");
+                if let Some(tracked) = self.nodes.get_mut(name) {
+                    tracked.reason = format!("purge refused: {e:#}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn heard(&mut self, name: &str, heard: Heard) {
+        let Some(tracked) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let Heard::Beacon(beacon) = heard else {
+            tracing::debug!(node = %name, "beacon port closed");
+            return;
+        };
+        self.counters.beacons += 1;
+        tracked.heard = Some(Instant::now());
+        tracked.last_beacon = unix_now();
+        // Float to integer casts saturate: a silly uptime cannot wrap.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let uptime = beacon.uptime as u64;
+        tracked.uptime = uptime;
+        if !beacon.address.is_empty() {
+            tracked.address.clone_from(&beacon.address);
+        }
+        if tracked.state.is_leaving() {
+            return;
+        }
+        let (state, reason) = judge(&beacon, tracked.booted.as_ref(), &tracked.documents);
+        if state == NodeState::Mismatch {
+            self.counters.mismatches += 1;
+        }
+        if state == NodeState::Ready {
+            tracked.ready_since_start = true;
+            tracked.failures = 0;
+        }
+        tracked.set(state, reason);
+    }
+
+    /// Looks for exited VMs, silent nodes and an edited host.toml; true when a pass is due
+    /// (a VM to start again, a config to apply).
+    pub(super) async fn check(&mut self) -> bool {
+        let mut due = false;
+        if super::modified(&self.path) != self.stamp {
+            self.reload();
+            due = true;
+        }
+        let root = self.config.state_dir.join("nodes");
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let dir = root.join(&name);
+            let state = self.nodes.get(&name).map(|n| n.state);
+            let Some(state) = state else { continue };
+            if state.is_leaving() || matches!(state, NodeState::Waiting) {
+                continue;
+            }
+            if matches!(
+                state,
+                NodeState::Exited | NodeState::Crashloop | NodeState::Failed
+            ) {
+                // Waiting out a backoff, or failed: due when its next start has come.
+                due |= self.nodes.get(&name).is_some_and(|n| {
+                    n.state != NodeState::Failed && n.next_start.is_none_or(|t| Instant::now() >= t)
+                });
+                if state != NodeState::Failed {
+                    continue;
+                }
+            }
+            let status = self.driver.status(&name, &dir).await;
+            let backoff = self.backoff;
+            let deadlines = self.deadlines;
+            let Some(tracked) = self.nodes.get_mut(&name) else {
+                continue;
+            };
+            if status == VmStatus::Stopped {
+                if matches!(tracked.state, NodeState::Failed) && tracked.pid == 0 {
+                    // It never started (a start that failed): the next pass tries again.
+                    due = true;
+                    continue;
+                }
+                exited(tracked, &dir, &backoff);
+                due = true;
+                continue;
+            }
+            let quiet = tracked.heard.or(tracked.since).map(|t| t.elapsed());
+            if let Some(quiet) = quiet
+                && let Some(limit) = tracked.state.deadline(&deadlines)
+                && quiet > limit
+            {
+                tracked.set(
+                    NodeState::Silent,
+                    format!(
+                        "no beacon for over {} s (see {})",
+                        limit.as_secs(),
+                        dir.join("console.log").display()
+                    ),
+                );
+            }
+        }
+        due
+    }
+
+    /// Lets go of the VMs when slipwayd stops: listeners end, VMs keep running.
+    pub(super) fn detach(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.stop_listening();
+        }
+    }
+}
+
+/// A node's VM is gone without being asked to stop: count it, and hold its next start back
+/// (exponential, jittered, bounded); after [`CRASHLOOP_AFTER`] exits without a ready beacon
+/// in between, it is shown as `crashloop`.
+fn exited(tracked: &mut Node, dir: &Path, backoff: &crate::model::Backoff) {
+    tracked.pid = 0;
+    tracked.failures = if tracked.ready_since_start {
+        1
+    } else {
+        tracked.failures + 1
+    };
+    tracked.ready_since_start = false;
+    let delay = backoff.delay(tracked.failures, jitter());
+    tracked.next_start = Some(Instant::now() + delay);
+    let console = dir.join("console.log");
+    if tracked.failures >= CRASHLOOP_AFTER {
+        tracing::warn!(node = %tracked.name, failures = tracked.failures, delay_s = delay.as_secs(), "its VM keeps exiting before it is ready");
+        tracked.set(
+            NodeState::Crashloop,
+            format!(
+                "its VM exited {} times without becoming ready; next start in {} s (see {})",
+                tracked.failures,
+                delay.as_secs(),
+                console.display()
+            ),
+        );
+    } else {
+        tracing::warn!(node = %tracked.name, delay_s = delay.as_secs(), "its VM is gone: it will be started again");
+        tracked.set(
+            NodeState::Exited,
+            format!(
+                "its VM stopped (see {}); started again in {} s",
+                console.display(),
+                delay.as_secs()
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beacon() -> Beacon {
+        Beacon {
+            event: "ready".into(),
+            image: "tiny-linux".into(),
+            version: "2026.11.0".into(),
+            root_hash: "aa".into(),
+            kubeadm_sha256: "dd".into(),
+            address: "10.44.0.10/24".into(),
+            endpoint: "reachable".into(),
+            host: "reachable".into(),
+            uptime: 30.0,
+        }
+    }
+
+    fn booted() -> Booted {
+        Booted {
+            digest: "sha256:11".into(),
+            name: "tiny-linux".into(),
+            version: "2026.11.0".into(),
+            root_hash: "aa".into(),
+        }
+    }
+
+    #[test]
+    fn a_beacon_is_ready_only_with_its_own_root_documents_and_endpoint() {
+        assert_eq!(judge(&beacon(), Some(&booted()), "dd").0, NodeState::Ready);
+        let other_root = Beacon {
+            root_hash: "bb".into(),
+            ..beacon()
+        };
+        let (state, reason) = judge(&other_root, Some(&booted()), "dd");
+        assert_eq!(state, NodeState::Mismatch);
+        assert!(reason.contains("root bb"), "{reason}");
+        let (state, reason) = judge(&beacon(), Some(&booted()), "ee");
+        assert_eq!(state, NodeState::Mismatch);
+        assert!(reason.contains("sha256 dd; it was sent ee"), "{reason}");
+        let cut_off = Beacon {
+            endpoint: "unreachable".into(),
+            ..beacon()
+        };
+        assert_eq!(
+            judge(&cut_off, Some(&booted()), "dd").0,
+            NodeState::Unreachable
+        );
+        let no_host = Beacon {
+            host: "unreachable".into(),
+            ..beacon()
+        };
+        let (state, reason) = judge(&no_host, Some(&booted()), "dd");
+        assert_eq!(state, NodeState::Unreachable);
+        assert!(reason.contains("host"), "{reason}");
+    }
+
+    #[test]
+    fn exits_without_a_ready_beacon_back_off_longer_each_time_then_show_crashloop() {
+        let backoff = crate::model::Backoff::default();
+        let mut node = Node::new("w-1");
+        node.set(NodeState::Starting, "booting");
+        let dir = Path::new("/nonexistent");
+        let mut gaps = Vec::new();
+        for _ in 0..CRASHLOOP_AFTER {
+            let before = Instant::now();
+            exited(&mut node, dir, &backoff);
+            gaps.push(node.next_start.map(|t| t - before));
+            // The pass starts it again once the gap passed.
+            node.set(NodeState::Starting, "booting");
+        }
+        assert!(gaps.windows(2).all(|w| w[0] < w[1]), "gaps grow: {gaps:?}");
+        exited(&mut node, dir, &backoff);
+        assert_eq!(node.state, NodeState::Crashloop, "{}", node.reason);
+        assert!(node.reason.contains("console.log"), "{}", node.reason);
+        // A ready beacon ends the loop: the next exit counts from one again.
+        node.set(NodeState::Starting, "booting");
+        node.ready_since_start = true;
+        exited(&mut node, dir, &backoff);
+        assert_eq!((node.state, node.failures), (NodeState::Exited, 1));
+    }
+}
