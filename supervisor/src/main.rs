@@ -241,7 +241,8 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
         let image = seed::image_path(&config, node);
         // The node's directory, private as `run` makes it (it keeps an existing one's mode).
         if let Some(dir) = image.parent() {
-            driver::private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            persist::private_dir(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         seed::write_image(&seed, &image)?;
         println!(

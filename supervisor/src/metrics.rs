@@ -252,7 +252,14 @@ mod tests {
             image: "tiny-linux 2026.11.0 sha256:ab".into(),
             ..Snapshot::default()
         };
-        for (name, state) in [("cp-1", "ready"), ("w-1", "ready"), ("w\"2", "starting")] {
+        snapshot.channel = "stale".into();
+        snapshot.channel_verified = 1_700_000_000;
+        for (name, state) in [
+            ("cp-1", "ready"),
+            ("w-1", "ready"),
+            ("w\"2", "starting"),
+            ("w-3", "crashloop"),
+        ] {
             snapshot.nodes.insert(
                 name.into(),
                 NodeInfo {
@@ -273,6 +280,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("slipway_beacons_total 7\n"), "{text}");
+        assert!(
+            text.contains("slipway_nodes{state=\"crashloop\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_channel_state{state=\"stale\"} 1\n")
+                && text.contains("slipway_channel_state{state=\"fresh\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_channel_verified_timestamp_seconds 1700000000\n"),
+            "{text}"
+        );
         assert!(text.contains("node=\"w\\\"2\""), "{text}");
         assert!(text.contains("version=\"2026.11.0\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -369,6 +369,16 @@ fn encode(kind: &str, version: u32, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// Creates `dir` (and its missing parents) readable by its owner alone; an existing one keeps
+/// its mode. The state directory and every node's directory are made this way.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The CRC a header carries: of the header without its CRC field, then the payload.
 fn checksum(kind: &str, version: u32, len: u64, payload: &[u8]) -> u32 {
     let header = format!("{MAGIC} {kind} {version} {len}\n");

@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -200,14 +199,10 @@ pub fn load_all(state_dir: &Path) -> Result<BTreeMap<String, NodeRecord>, Error>
 
 /// Makes `dir` (and its missing parents) private to slipwayd; an existing one keeps its mode.
 fn private_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })
+    crate::persist::private_dir(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Writes `record` to `STATE/nodes/NAME/record` (the directory is made 0700 if missing).

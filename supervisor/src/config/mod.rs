@@ -17,6 +17,9 @@ pub use net::{Cidr, Pool};
 /// The host config format this build reads.
 pub const FORMAT: u32 = 1;
 
+/// The user node VMs run as when `[hypervisor] user` is not given (`scripts/setup` creates it).
+pub const DEFAULT_VM_USER: &str = "slipway-vm";
+
 /// A config error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +57,8 @@ pub struct HostConfig {
     pub source: Source,
     /// The hypervisor.
     pub hypervisor: Hypervisor,
+    /// `[hypervisor] user`: the unprivileged user QEMU runs as (default [`DEFAULT_VM_USER`]).
+    pub vm_user: String,
     /// Clusters by name.
     pub clusters: BTreeMap<String, Cluster>,
     /// Node VMs by name, each with its address.
@@ -183,6 +188,7 @@ mod raw {
     pub struct Hypervisor {
         pub kind: Spanned<String>,
         pub accel: Option<super::Accel>,
+        pub user: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -277,6 +283,27 @@ impl Validator<'_> {
         }
     }
 
+    /// A user name as `useradd` accepts it: a lowercase letter or `_`, then lowercase letters,
+    /// digits, `_` and `-`, at most 32 bytes.
+    fn user_name(&self, name: &Spanned<String>) -> Result<String, Error> {
+        let n = name.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 32
+            && n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if ok && n != "root" {
+            Ok(n.clone())
+        } else {
+            Err(self.error(
+                &name.span(),
+                format!(
+                    "user {n:?}: expected an unprivileged system user's name (not root), like \"{DEFAULT_VM_USER}\""
+                ),
+            ))
+        }
+    }
+
     fn size(&self, text: &Spanned<String>, what: &str, min: u64) -> Result<u64, Error> {
         let t = text.get_ref().trim();
         let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -355,6 +382,14 @@ impl Validator<'_> {
                     format!("hypervisor {other:?}: expected \"qemu\" or \"hyperv\""),
                 ));
             }
+        };
+
+        let vm_user = match &raw.hypervisor.user {
+            None => DEFAULT_VM_USER.to_owned(),
+            Some(user) if matches!(hypervisor, Hypervisor::HyperV) => {
+                return Err(self.error(&user.span(), "user applies to qemu only"));
+            }
+            Some(user) => self.user_name(user)?,
         };
 
         let mut clusters = BTreeMap::new();
@@ -510,6 +545,7 @@ impl Validator<'_> {
                 plain_http: raw.source.plain_http,
             },
             hypervisor,
+            vm_user,
             clusters,
             nodes,
         })

@@ -31,6 +31,7 @@ fn the_example_is_a_plan_with_addresses() {
     let config = HostConfig::parse(Path::new("host.toml"), EXAMPLE).unwrap();
     assert_eq!(config.name, "hci-01");
     assert_eq!(config.hypervisor, Hypervisor::Qemu(Accel::Auto));
+    assert_eq!(config.vm_user, "slipway-vm");
     let lab = &config.clusters["lab"];
     assert_eq!(lab.network.to_string(), "10.44.0.0/24");
     let addresses: Vec<(&str, Ipv4Addr, Role)> = config
@@ -77,6 +78,18 @@ fn mistakes_are_located_and_explained() {
             "accel = \"fast\"",
             "\"fast\"",
             "unknown variant `fast`",
+        ),
+        (
+            "user = \"slipway-vm\"",
+            "user = \"root\"",
+            "\"root\"",
+            "expected an unprivileged system user's name (not root)",
+        ),
+        (
+            "user = \"slipway-vm\"",
+            "user = \"VM User\"",
+            "\"VM User\"",
+            "expected an unprivileged system user's name",
         ),
         (
             "keys = [\"/etc/slipway/release.key.pub\"]",
@@ -151,4 +164,12 @@ fn a_cluster_needs_a_control_plane() {
         message.contains("cluster lab has nodes but no control-plane node"),
         "{message}"
     );
+}
+
+#[test]
+fn the_vm_user_defaults_to_slipway_vm_and_is_taken_as_given() {
+    let config = edited("user = \"slipway-vm\"", "").unwrap();
+    assert_eq!(config.vm_user, DEFAULT_VM_USER);
+    let config = edited("user = \"slipway-vm\"", "user = \"qemu_nodes-2\"").unwrap();
+    assert_eq!(config.vm_user, "qemu_nodes-2");
 }

@@ -33,7 +33,7 @@ impl HostLock {
 
     /// The lock, or None when another process holds it.
     pub fn try_take(state_dir: &Path) -> anyhow::Result<Option<HostLock>> {
-        crate::driver::private_dir(state_dir)
+        crate::persist::private_dir(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
         let path = state_dir.join("slipwayd.lock");
         let file = std::fs::OpenOptions::new()

@@ -289,7 +289,11 @@ fn publish<D: Driver>(daemon: &Daemon<D>, shared: &Shared, metrics: &str) -> Vec
 /// The driver a host config names.
 pub async fn driver(config: &HostConfig) -> anyhow::Result<Qemu> {
     match &config.hypervisor {
-        Hypervisor::Qemu(qemu) => Qemu::open(&config.state_dir, qemu).await,
+        Hypervisor::Qemu(accel) => {
+            let qemu = Qemu::open(&config.state_dir, *accel, &config.vm_user).await?;
+            tracing::debug!(accel = ?qemu.accel(), user = %qemu.user().name, "QEMU driver ready");
+            Ok(qemu)
+        }
         Hypervisor::HyperV => {
             bail!(
                 "hypervisor hyperv: the Hyper-V driver is not implemented yet (use kind = \"qemu\")"
@@ -336,7 +340,13 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         for node in publish(&daemon, &shared, &metrics) {
             service.node_changed(&node).await;
         }
-        let wake = tokio::time::Instant::from_std(next_check.min(next_pass));
+        // A node waiting out its crash backoff starts on time, not at the next check (and a
+        // start that cannot happen is not retried more than once a second).
+        let restart = daemon
+            .next_start()
+            .map(|t| t.max(Instant::now() + Duration::from_secs(1)));
+        let wake = next_check.min(next_pass).min(restart.unwrap_or(next_pass));
+        let wake = tokio::time::Instant::from_std(wake);
         let mut pass_due = false;
         tokio::select! {
             _ = terminate.recv() => break,
@@ -351,7 +361,11 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                     daemon.reload();
                     pass_due = true;
                 }
-                Some(Event::Heard(name, heard)) => daemon.heard(&name, heard),
+                Some(Event::Heard(name, heard)) => {
+                    if daemon.heard(&name, heard) {
+                        pass_due |= daemon.check().await;
+                    }
+                }
                 Some(Event::Stopped(name, result)) => daemon.stopped(&name, result),
                 Some(Event::Purge(name)) => daemon.purge(&name).await,
                 Some(Event::Pulled(outcome)) => daemon.pulled(*outcome).await,
@@ -362,6 +376,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
             pass_due |= daemon.check().await;
             next_check = Instant::now() + CHECK_INTERVAL;
         }
+        pass_due |= restart.is_some_and(|t| Instant::now() >= t);
         if pass_due || Instant::now() >= next_pass {
             daemon.start_pull();
             daemon.reconcile().await;

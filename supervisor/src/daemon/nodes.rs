@@ -382,7 +382,7 @@ impl<D: Driver> Daemon<D> {
             seed.mac
         );
         let dir = self.node_dir(name);
-        crate::driver::private_dir(&dir)?;
+        crate::persist::private_dir(&dir)?;
         let spec = VmSpec {
             name: name.to_owned(),
             dir: dir.clone(),
@@ -553,13 +553,15 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
-    pub(super) fn heard(&mut self, name: &str, heard: Heard) {
+    /// A beacon, or its port closing; true when a check is due (a closed port usually means
+    /// the VM's QEMU ended: it is seen at once, not at the next timer).
+    pub(super) fn heard(&mut self, name: &str, heard: Heard) -> bool {
         let Some(tracked) = self.nodes.get_mut(name) else {
-            return;
+            return false;
         };
         let Heard::Beacon(beacon) = heard else {
             tracing::debug!(node = %name, "beacon port closed");
-            return;
+            return !tracked.state.is_leaving();
         };
         self.counters.beacons += 1;
         tracked.heard = Some(Instant::now());
@@ -572,7 +574,7 @@ impl<D: Driver> Daemon<D> {
             tracked.address.clone_from(&beacon.address);
         }
         if tracked.state.is_leaving() {
-            return;
+            return false;
         }
         let (state, reason) = judge(&beacon, tracked.booted.as_ref(), &tracked.documents);
         if state == NodeState::Mismatch {
@@ -583,6 +585,16 @@ impl<D: Driver> Daemon<D> {
             tracked.failures = 0;
         }
         tracked.set(state, reason);
+        false
+    }
+
+    /// When the next node held back by its crash backoff may start.
+    pub(super) fn next_start(&self) -> Option<Instant> {
+        self.nodes
+            .values()
+            .filter(|n| matches!(n.state, NodeState::Exited | NodeState::Crashloop))
+            .filter_map(|n| n.next_start)
+            .min()
     }
 
     /// Looks for exited VMs, silent nodes and an edited host.toml; true when a pass is due
@@ -613,6 +625,17 @@ impl<D: Driver> Daemon<D> {
                 if state != NodeState::Failed {
                     continue;
                 }
+            }
+            // A node heard from lately runs: no need to ask its VM (QMP costs a connection);
+            // an exit shows as its beacon port closing anyway.
+            let recently = self.deadlines.silence / 2;
+            if self
+                .nodes
+                .get(&name)
+                .and_then(|n| n.heard)
+                .is_some_and(|t| t.elapsed() < recently)
+            {
+                continue;
             }
             let status = self.driver.status(&name, &dir).await;
             let backoff = self.backoff;

@@ -1,103 +1,119 @@
-//! Hypervisor drivers and the node network.
+//! Hypervisor drivers and the node network: the [`Driver`] trait says what the daemon needs of a
+//! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] implements it.
+
+// The daemon loop (run.rs) still calls the blocking API of `qemu`; until it moves to `Driver`
+// (issue 12), parts of either side are unused in the binary.
 
 pub mod network;
 pub mod qemu;
 
+use std::future::Future;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub use qemu::private_dir;
 
 /// What a driver needs to make and run one node VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// Node name.
+    /// Node name, a DNS label.
     pub name: String,
-    /// Run directory.
+    /// Its run directory STATE/nodes/NAME (disks, sockets, logs).
     pub dir: PathBuf,
-    /// Base image.
+    /// The image's VHDX in the store (the read-only backing file of the OS overlay).
     pub base: PathBuf,
-    /// Seed.
+    /// The NoCloud seed disk image (raw, attached read-only).
     pub seed: PathBuf,
-    /// State disk size.
+    /// State disk size in bytes (used once, when the disk is created).
     pub state_disk: u64,
-    /// vCPUs.
+    /// Virtual CPUs.
     pub cpus: u32,
-    /// Memory.
+    /// Memory in bytes.
     pub memory: u64,
-    /// MAC.
+    /// The VM's MAC address.
     pub mac: String,
-    /// Network.
+    /// The cluster network it plugs into.
     pub network: NetSpec,
 }
-/// Network.
+
+/// A cluster's node network as a VM needs it.
 #[derive(Debug, Clone)]
 pub struct NetSpec {
-    /// Cluster.
+    /// The cluster's name.
     pub cluster: String,
-    /// Gateway.
-    pub gateway: std::net::Ipv4Addr,
-    /// Prefix.
+    /// The host's address on it.
+    pub gateway: Ipv4Addr,
+    /// Its prefix length.
     pub prefix: u8,
 }
-/// Status.
+
+/// What runs in a VM's run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmStatus {
-    /// Running.
+    /// The VM runs.
     Running {
-        /// pid
+        /// Its hypervisor process.
         pid: u32,
     },
-    /// Paused.
+    /// The process lives but the guest does not run: QEMU's run state (`paused`,
+    /// `internal-error`, `shutdown`, ...), or `unresponsive` when QMP did not answer in time.
     Paused {
-        /// pid
+        /// Its hypervisor process.
         pid: u32,
-        /// status
+        /// Why it does not run.
         status: String,
     },
-    /// Stopped.
+    /// No process of the VM is alive.
     Stopped,
 }
-/// Deadlines.
+
+/// How long each step of a stop may take before the next, harder one.
 #[derive(Debug, Clone, Copy)]
 pub struct StopDeadlines {
-    /// a
+    /// For the guest to power off after an ACPI power-button press.
     pub powerdown: Duration,
-    /// b
+    /// For the hypervisor to exit after being told to quit.
     pub quit: Duration,
-    /// c
+    /// For the process to vanish after SIGKILL.
     pub kill: Duration,
 }
-/// How.
+
+/// Which step of a stop ended the VM.
+// `Stopped::AlreadyStopped` reads as what it says at the call site (issue 12 names it).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
-    /// a
+    /// Nothing ran.
     AlreadyStopped,
-    /// b
+    /// The guest powered off.
     PoweredDown,
-    /// c
+    /// The hypervisor quit on request.
     Quit,
-    /// d
+    /// The process was killed.
     Killed,
 }
-/// Driver.
+
+/// A hypervisor that runs node VMs.
 pub trait Driver: Send + Sync + 'static {
-    /// prepare
+    /// Makes the disks: a fresh OS overlay over spec.base, the state disk only if missing,
+    /// firmware vars only if missing, the console log kept (rotated by size); the network of
+    /// spec.network is up afterwards.
     fn prepare(&self, spec: &VmSpec) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// start
+    /// Starts the prepared VM detached; returns its pid.
     fn start(&self, spec: &VmSpec) -> impl Future<Output = anyhow::Result<u32>> + Send;
-    /// stop
+    /// Stops the VM of node `name` whose run directory is `dir`: ACPI power-down, then QMP quit,
+    /// then SIGKILL, each within its deadline. Ok only when no process of that VM is alive; Err
+    /// when it still lives after all three.
     fn stop(
         &self,
         name: &str,
         dir: &Path,
         deadlines: StopDeadlines,
     ) -> impl Future<Output = anyhow::Result<Stopped>> + Send;
-    /// status
+    /// What runs in `dir` now (a short QMP timeout: a hung QEMU must not hold the caller).
     fn status(&self, name: &str, dir: &Path) -> impl Future<Output = VmStatus> + Send;
-    /// beacon
+    /// The unix socket the node's beacon lines are read from.
     fn beacon(&self, dir: &Path) -> PathBuf;
-    /// stop network
+    /// Stops the network of `cluster` (after its last VM).
     fn stop_network(&self, cluster: &str) -> impl Future<Output = ()> + Send;
 }
 
@@ -105,7 +121,15 @@ pub trait Driver: Send + Sync + 'static {
 /// (pids are reused: a stale pid file must not make another process look like ours).
 pub fn live_pid(pidfile: &Path, program: &str, marker: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    runs(pid, program, marker).then_some(pid)
+}
+
+/// Whether process `pid` is alive and runs `program` with `marker` (a whole path, or a directory
+/// of one) on its command line. A zombie has an empty command line: it counts as gone.
+pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let text = String::from_utf8_lossy(&cmdline);
     // The marker as a whole path or a directory of one: `nodes/w-1` must not match `nodes/w-10`.
     let marker = marker.to_string_lossy();
@@ -115,7 +139,7 @@ pub fn live_pid(pidfile: &Path, program: &str, marker: &Path) -> Option<u32> {
             None | Some('/' | '\0' | ',')
         )
     });
-    (text.contains(program) && names_marker).then_some(pid)
+    text.contains(program) && names_marker
 }
 
 #[cfg(test)]

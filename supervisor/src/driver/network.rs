@@ -5,6 +5,13 @@
 //! on their static addresses and the host at the gateway. Making the tap needs CAP_NET_ADMIN
 //! (slipwayd runs as root on a host; tests run it in a network namespace of their own). The
 //! switch and the plug run detached, like the VMs, and survive slipwayd.
+//!
+//! Both stay root while the VMs' QEMU runs as the VM user, for two reasons found by running them:
+//! their sockets live in the state directory, which is root's alone (0700: it holds the
+//! clusters' PKI), so the VM user cannot reach them there; and vde_plug2tap needs CAP_NET_ADMIN
+//! unless the tap is made beforehand for that user. Root switches cost the VMs nothing: QEMU
+//! connects its `-netdev vde` socket while still root, and the connected socket keeps sending
+//! after QEMU drops to the VM user (measured: the host tap receives the firmware's PXE frames).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -84,7 +91,8 @@ impl Switch {
         )
     }
 
-    fn plug_pidfile(&self) -> PathBuf {
+    /// The host link's pid file (what [`Switch::stop`] ends).
+    pub fn plug_pidfile(&self) -> PathBuf {
         self.dir.join("host-link.pid")
     }
 
@@ -129,7 +137,8 @@ impl Switch {
             .map_err(|e| fail(format!("ip: {e}")))
     }
 
-    fn ensure_switch(&self) -> Result<(), Error> {
+    /// Starts the switch alone (no host link) unless it runs.
+    pub fn ensure_switch(&self) -> Result<(), Error> {
         if self.running().is_some() {
             return Ok(());
         }
@@ -139,6 +148,7 @@ impl Switch {
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| fail(e.to_string()))?;
         let _ = std::fs::remove_file(self.pidfile());
+        // Root's alone: the VMs' QEMU connects while still root (see the module comment).
         let output = Command::new("vde_switch")
             .arg("-s")
             .arg(self.socket())
