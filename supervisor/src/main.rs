@@ -116,7 +116,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(command(cli.command)));
+        .and_then(|runtime| {
+            let result = runtime.block_on(command(cli.command));
+            // A pull on the blocking pool is not waited for: SIGTERM ends slipwayd now, and
+            // the next run pulls again (a pull stages, and the store admits it whole or not).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        });
     terminal::finish("slipwayd", result)
 }
 
@@ -220,6 +226,8 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
 fn write_seeds(path: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = config::HostConfig::load(path)?;
+    // Never beside a running supervisor: it rewrites seeds and may be making the cluster PKI.
+    let _lock = daemon::HostLock::take(&config.state_dir, "write the seeds")?;
     // The seeds `run` would write: addresses and initialisers from the node records, and for
     // nodes without one, what `run` would record (nothing is recorded here).
     let mut records = records::load_all(&config.state_dir)?;

@@ -2,8 +2,6 @@
 //! in every constructor and in `Deserialize`), a node's lifecycle as an enum whose allowed
 //! transitions and deadlines are data, and the restart backoff.
 
-// Until the daemon (run.rs) is rewired around the model.
-
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -220,7 +218,7 @@ impl NodeState {
     ///   becomes ready only through starting: a beacon heard after its QEMU went is stale.
     pub fn next(self) -> &'static [NodeState] {
         match self {
-            Waiting => &[Starting, Failed, Stopping, Removed],
+            Waiting => &[Starting, Exited, Failed, Stopping, Removed],
             Starting => &[
                 Ready,
                 Unreachable,
@@ -238,12 +236,13 @@ impl NodeState {
                 Mismatch,
                 Silent,
                 Exited,
+                Crashloop,
                 Failed,
                 Stopping,
                 Removed,
             ],
             Unreachable => &[
-                Starting, Ready, Mismatch, Silent, Exited, Failed, Stopping, Removed,
+                Starting, Ready, Mismatch, Silent, Exited, Crashloop, Failed, Stopping, Removed,
             ],
             Mismatch => &[
                 Starting,
@@ -251,6 +250,7 @@ impl NodeState {
                 Unreachable,
                 Silent,
                 Exited,
+                Crashloop,
                 Failed,
                 Stopping,
                 Removed,
@@ -261,6 +261,7 @@ impl NodeState {
                 Unreachable,
                 Mismatch,
                 Exited,
+                Crashloop,
                 Failed,
                 Stopping,
                 Removed,
@@ -286,11 +287,12 @@ impl NodeState {
                 Mismatch,
                 Waiting,
                 Exited,
+                Crashloop,
                 Stopping,
                 Removed,
             ],
             // Configured again while stopping: it is ours again.
-            Stopping => &[Starting, Waiting, Failed, Removed],
+            Stopping => &[Starting, Waiting, Exited, Failed, Removed],
             Removed => &[Starting, Waiting, Failed],
         }
     }
@@ -554,8 +556,13 @@ mod tests {
         for state in [Exited, Removed] {
             assert!(!state.may_become(Stopping), "{state} has no VM to stop");
         }
-        // Crashloop comes from failed boots only, not from a node that was ready.
-        for state in [Ready, Unreachable, Mismatch, Waiting, Removed] {
+        // Whatever a node with a VM was doing, its VM may exit, once or for the third time.
+        for state in [Starting, Ready, Unreachable, Mismatch, Silent, Failed] {
+            assert!(state.may_become(Exited), "{state} cannot exit");
+            assert!(state.may_become(Crashloop), "{state} cannot crash-loop");
+        }
+        // Crashloop is never where a node without a VM, or one leaving, goes.
+        for state in [Waiting, Removed, Stopping] {
             assert!(!state.may_become(Crashloop), "{state}");
         }
     }

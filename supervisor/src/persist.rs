@@ -37,8 +37,6 @@
 //! newest version. No kind has an older version yet, so today every reader names only its own
 //! and [`read`] refuses any other.
 
-// Until the daemon (run.rs) is rewired around records.
-
 use std::fmt::Write as _;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};

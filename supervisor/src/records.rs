@@ -11,8 +11,6 @@
 //! [`plan`] is pure: from the config, the records and the recorded initialisers it decides
 //! the records of new nodes; the caller writes them (initialisers first, then node records).
 
-// Until the daemon (run.rs) is rewired around records.
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
@@ -345,6 +343,10 @@ pub fn plan(
             }
         };
         let initialises = |node: &str| initialiser.as_ref().is_some_and(|i| i.as_str() == node);
+        // A new node initialises only a cluster whose initialiser is chosen now: once one is
+        // recorded, the cluster exists, and a node without a record (its initialiser purged
+        // and configured again included) joins it.
+        let fresh = !initialisers.contains_key(name);
         for record in &recorded {
             if record.initialises != initialises(record.name.as_str()) {
                 plan.records.push(NodeRecord {
@@ -393,7 +395,7 @@ pub fn plan(
                 image: None,
                 address,
                 mac: crate::seed::mac_address(name, &node.name),
-                initialises: initialises(&node.name),
+                initialises: fresh && initialises(&node.name),
             });
         }
     }
@@ -450,11 +452,13 @@ mod tests {
     fn pass(config: &HostConfig) -> Result<Plan, Error> {
         let state = &config.state_dir;
         let plan = plan(config, &load_all(state)?, &initialisers(state, config)?)?;
-        for (cluster, node) in &plan.initialisers {
-            record_initialiser(state, cluster, node)?;
-        }
+        // As the daemon does: the records first, so a crash between the two leaves records
+        // from which the same initialiser is chosen again.
         for record in &plan.records {
             save(state, record)?;
+        }
+        for (cluster, node) in &plan.initialisers {
+            record_initialiser(state, cluster, node)?;
         }
         Ok(plan)
     }
@@ -579,6 +583,20 @@ mod tests {
         // Even with cp-1 removed from the config, the cluster stays initialised by it.
         let config = host(dir.path(), POOL, "cp-0");
         assert!(pass(&config).unwrap().is_empty());
+        assert_eq!(initialiser(dir.path(), "lab").unwrap(), Some(name("cp-1")));
+    }
+
+    #[test]
+    fn a_purged_initialiser_configured_again_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        pass(&three(dir.path())).unwrap();
+        // cp-1 leaves the config and is purged (its directory and record deleted).
+        std::fs::remove_dir_all(dir.path().join("nodes/cp-1")).unwrap();
+        pass(&host(dir.path(), POOL, "cp-2 worker-1")).unwrap();
+        // Configured again: a fresh disk, and a JoinConfiguration, never a second init.
+        pass(&host(dir.path(), POOL, "cp-1 cp-2 worker-1")).unwrap();
+        let records = load_all(dir.path()).unwrap();
+        assert!(!records["cp-1"].initialises, "a second kubeadm init");
         assert_eq!(initialiser(dir.path(), "lab").unwrap(), Some(name("cp-1")));
     }
 

@@ -188,6 +188,15 @@ fn qemu_pid(state: &Path, name: &str) -> u32 {
         .unwrap()
 }
 
+/// The seconds a node's reason says it waits before its next start ("... again in 5 s",
+/// "... next start in 10 s ...").
+fn announced_delay(reason: &str) -> Option<u64> {
+    let (_, after) = reason
+        .split_once(" again in ")
+        .or_else(|| reason.split_once(" next start in "))?;
+    after.split(' ').next()?.parse().ok()
+}
+
 /// `kill -9 PID`.
 fn kill_9(pid: u32) {
     ok(Command::new("kill")
@@ -716,6 +725,7 @@ fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
     .unwrap();
     ok(slipwayd(d, &["reload", "--bus", address]));
     let mut starts: Vec<Instant> = Vec::new();
+    let mut delays: Vec<u64> = Vec::new();
     let mut last_pid = None;
     let deadline = Instant::now() + Duration::from_secs(400);
     let looped = loop {
@@ -723,19 +733,33 @@ fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
             Instant::now() < deadline,
             "w-crash never reached crashloop; starts {starts:?}"
         );
-        let pid = std::fs::read_to_string(state.join("nodes/w-crash/qemu.pid")).ok();
+        // A pid file caught while QEMU rewrites it reads empty: not a start.
+        let pid = std::fs::read_to_string(state.join("nodes/w-crash/qemu.pid"))
+            .ok()
+            .filter(|p| p.trim().parse::<u32>().is_ok());
         if pid.is_some() && pid != last_pid {
             starts.push(Instant::now());
             last_pid = pid;
         }
-        if let Some(s) = status(d, address)
-            && s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["name"] == "w-crash" && n["state"] == "crashloop")
-        {
-            break s;
+        let Some(s) = status(d, address) else {
+            continue;
+        };
+        let crash = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "w-crash")
+            .cloned();
+        if let Some(crash) = crash {
+            // The delay before each next start, as slipwayd announces it.
+            if let Some(delay) = announced_delay(crash["reason"].as_str().unwrap())
+                && delays.last() != Some(&delay)
+            {
+                delays.push(delay);
+            }
+            if crash["state"] == "crashloop" {
+                break s;
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -748,12 +772,22 @@ fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
             .contains("without becoming ready"),
         "{crash:#}"
     );
+    // Each exit announces a longer wait (5, 10, 20 s, jittered by 20 %: the ranges do not
+    // overlap), and each start really waited at least that long after the one before (the
+    // boot time comes on top, and varies with the machine's load).
     let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!("w-crash: starts {:?} apart", gaps);
+    eprintln!("w-crash: starts {gaps:?} apart; announced delays {delays:?} s");
     assert!(
-        gaps.len() >= 2 && gaps.windows(2).all(|w| w[1] > w[0]),
-        "gaps do not grow: {gaps:?}"
+        delays.len() >= 3 && delays.windows(2).all(|w| w[1] > w[0]),
+        "the backoff does not grow: {delays:?}"
     );
+    assert!(gaps.len() >= 2, "{gaps:?}");
+    for (gap, delay) in gaps.iter().zip(&delays) {
+        assert!(
+            gap.as_secs() >= *delay,
+            "a start came {gap:?} after the one before, not {delay} s"
+        );
+    }
     let console = std::fs::read_to_string(state.join("nodes/w-crash/console.log")).unwrap();
     assert_eq!(
         console.matches("slipway-node: crashing at boot").count(),

@@ -11,10 +11,11 @@
 
 mod admin;
 mod channel;
+mod health;
 mod lock;
 mod nodes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,18 +26,17 @@ use images::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-pub use admin::{down, purge};
-
 use crate::api::{self, Counters, NodeInfo, Shared, Snapshot};
 use crate::beacon::Heard;
 use crate::config::{HostConfig, Hypervisor};
 use crate::driver::Driver;
 use crate::driver::qemu::Qemu;
 use crate::metrics;
-use crate::model::{Backoff, Deadlines, NodeName};
+use crate::model::{Backoff, Deadlines, Digest, NodeName};
 use crate::records::{self, NodeRecord};
+pub use admin::{down, purge};
 use channel::Channel;
-use lock::HostLock;
+pub use lock::HostLock;
 use nodes::Node;
 
 /// How often a whole reconcile pass runs when nothing else asks for one.
@@ -83,6 +83,9 @@ struct Daemon<D: Driver> {
     stamp: Option<SystemTime>,
     /// Why host.toml as it is now is not in force; cleared when it loads again.
     config_problem: String,
+    /// Why some configured nodes have no record (and so do not boot); cleared by a pass that
+    /// records them.
+    records_problem: String,
     driver: Arc<D>,
     store: Store,
     channel: Channel,
@@ -113,6 +116,7 @@ impl<D: Driver> Daemon<D> {
             stamp: modified(path),
             config,
             config_problem: String::new(),
+            records_problem: String::new(),
             driver: Arc::new(driver),
             store,
             channel,
@@ -146,7 +150,10 @@ impl<D: Driver> Daemon<D> {
                 );
                 tracing::error!("{}", self.config_problem);
             }
-            Ok(config) if config.hypervisor != self.config.hypervisor => {
+            Ok(config)
+                if config.hypervisor != self.config.hypervisor
+                    || config.vm_user != self.config.vm_user =>
+            {
                 self.config_problem = format!(
                     "{}: the hypervisor section changed: restart slipwayd to use it (the previous config stays in force)",
                     self.path.display(),
@@ -180,12 +187,7 @@ impl<D: Driver> Daemon<D> {
             return;
         }
         self.channel.pulling = true;
-        let keep = self
-            .records
-            .values()
-            .filter_map(|r| r.image.clone())
-            .chain(self.channel.keeps())
-            .collect();
+        let keep = keep(&self.records, &self.channel);
         let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
         let events = self.events.clone();
         let now = u64::try_from(unix_now()).unwrap_or(0);
@@ -248,11 +250,15 @@ impl<D: Driver> Daemon<D> {
             }),
             channel: self.channel.freshness.as_str().to_owned(),
             channel_verified: self.channel.verified,
-            problem: [self.config_problem.as_str(), problem.as_str()]
-                .into_iter()
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join("; "),
+            problem: [
+                self.config_problem.as_str(),
+                self.records_problem.as_str(),
+                problem.as_str(),
+            ]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
             metrics: metrics.to_owned(),
             nodes: self
                 .nodes
@@ -262,6 +268,16 @@ impl<D: Driver> Daemon<D> {
             counters: self.counters.clone(),
         }
     }
+}
+
+/// The images the store must keep: every node record's (removed nodes' too, until a purge),
+/// the channel's verified image and the one before it.
+fn keep(records: &BTreeMap<String, NodeRecord>, channel: &Channel) -> BTreeSet<Digest> {
+    records
+        .values()
+        .filter_map(|r| r.image.clone())
+        .chain(channel.keeps())
+        .collect()
 }
 
 /// Publishes the supervisor's view; returns the nodes whose state or reason changed.
@@ -388,4 +404,41 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "stopping: the node VMs keep running (`slipwayd run` re-attaches, `slipwayd down` stops them)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_every_recorded_image_and_the_channel_target_and_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let digest = |c: char| -> Digest {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
+        let mut channel = Channel::load(dir.path(), &store).unwrap();
+        channel.previous = Some(digest('f'));
+        let record = |name: &str, image: Option<Digest>| NodeRecord {
+            name: name.parse().unwrap(),
+            cluster: "lab".into(),
+            image,
+            address: "10.44.0.10".parse().unwrap(),
+            mac: "52:54:00:00:00:01".into(),
+            initialises: false,
+        };
+        let records = BTreeMap::from([
+            ("cp-1".to_owned(), record("cp-1", Some(digest('a')))),
+            ("old".to_owned(), record("old", Some(digest('b')))),
+            ("new".to_owned(), record("new", None)),
+        ]);
+        let kept = keep(&records, &channel);
+        assert_eq!(
+            kept,
+            BTreeSet::from([digest('a'), digest('b'), digest('f')])
+        );
+    }
 }

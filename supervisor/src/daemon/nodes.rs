@@ -10,37 +10,16 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-use images::store::StoredImage;
-
+use super::health::{Booted, judge};
 use super::{Daemon, Event, unix_now};
 use crate::api::NodeInfo;
-use crate::beacon::{Beacon, Heard, Listener};
+use crate::beacon::{Heard, Listener};
 use crate::config;
 use crate::driver::{Driver, NetSpec, Stopped, VmSpec, VmStatus};
 use crate::model::{CRASHLOOP_AFTER, Digest, NodeState, jitter};
 use crate::reconcile::{self, Action, Observed};
 use crate::records::{self, NodeRecord};
 use crate::seed;
-
-/// The image a VM was started from: what its beacons must show.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Booted {
-    digest: String,
-    name: String,
-    version: String,
-    root_hash: String,
-}
-
-impl From<&StoredImage> for Booted {
-    fn from(image: &StoredImage) -> Booted {
-        Booted {
-            digest: image.digest.clone(),
-            name: image.manifest.name.clone(),
-            version: image.manifest.version.clone(),
-            root_hash: image.manifest.disk.verity.root_hash.clone(),
-        }
-    }
-}
 
 /// What the loop knows of a node beyond its record.
 pub(super) struct Node {
@@ -137,45 +116,20 @@ impl Node {
     }
 }
 
-/// Whether a beacon shows the node as it was started: its image's root, its own documents,
-/// and its cluster's endpoint reachable. Returns the state and, when not ready, why.
-fn judge(beacon: &Beacon, booted: Option<&Booted>, documents: &str) -> (NodeState, String) {
-    if let Some(booted) = booted
-        && beacon.root_hash != booted.root_hash
-    {
-        return (
-            NodeState::Mismatch,
-            format!(
-                "it booted root {} ({} {}), not the root of {} {} it was started from",
-                beacon.root_hash, beacon.image, beacon.version, booted.name, booted.version
-            ),
-        );
+/// How long making a node's seed and disks and starting its VM may take.
+const BOOT_STEPS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The image a VM started by a slipwayd from before node records booted, from the
+/// `image.json` it wrote beside the VM: such a node keeps its image like any other.
+fn booted_before_records(dir: &Path) -> Option<Digest> {
+    #[derive(serde::Deserialize)]
+    struct Booted {
+        digest: Digest,
     }
-    if beacon.kubeadm_sha256 != documents {
-        return (
-            NodeState::Mismatch,
-            format!(
-                "it received kubeadm documents with sha256 {}; it was sent {documents}",
-                beacon.kubeadm_sha256
-            ),
-        );
-    }
-    if beacon.event != "ready" {
-        return (NodeState::Starting, format!("it says {}", beacon.event));
-    }
-    if beacon.endpoint != "reachable" {
-        return (
-            NodeState::Unreachable,
-            "it cannot reach its cluster's control-plane endpoint".into(),
-        );
-    }
-    if beacon.host == "unreachable" {
-        return (
-            NodeState::Unreachable,
-            "it cannot reach the host at its gateway address".into(),
-        );
-    }
-    (NodeState::Ready, String::new())
+    let bytes = std::fs::read(dir.join("image.json")).ok()?;
+    serde_json::from_slice::<Booted>(&bytes)
+        .ok()
+        .map(|b| b.digest)
 }
 
 fn removed_reason() -> String {
@@ -199,15 +153,20 @@ impl<D: Driver> Daemon<D> {
         if plan.is_empty() {
             return Ok(());
         }
+        // Records first: a crash before the initialiser is recorded leaves records from which
+        // the same one is chosen again.
+        for mut record in plan.records {
+            if record.image.is_none() {
+                record.image = booted_before_records(&self.node_dir(record.name.as_ref()));
+            }
+            records::save(&self.config.state_dir, &record)?;
+            tracing::info!(node = %record.name, address = %record.address, image = ?record.image, "node recorded");
+            self.records.insert(record.name.to_string(), record);
+        }
         for (cluster, node) in &plan.initialisers {
             records::record_initialiser(&self.config.state_dir, cluster, node)?;
             tracing::info!(%cluster, %node, "recorded as the node that initialises its cluster");
             self.initialisers.insert(cluster.clone(), node.clone());
-        }
-        for record in plan.records {
-            records::save(&self.config.state_dir, &record)?;
-            tracing::info!(node = %record.name, address = %record.address, "node recorded");
-            self.records.insert(record.name.to_string(), record);
         }
         Ok(())
     }
@@ -215,17 +174,29 @@ impl<D: Driver> Daemon<D> {
     /// Brings the VMs to the config: start, keep, stop.
     pub(super) async fn reconcile(&mut self) {
         self.counters.passes += 1;
-        if let Err(e) = self.ensure_records() {
-            tracing::error!("cannot record the nodes: {e:#}");
-            self.config_problem = format!("cannot record the nodes: {e:#}");
-            return;
-        }
+        // A node that cannot be recorded is shown failed below; every recorded node is still
+        // supervised (one bad edit must not stop restarts and stops of the others).
+        self.records_problem = match self.ensure_records() {
+            Ok(()) => String::new(),
+            Err(e) => {
+                tracing::error!("cannot record the nodes: {e:#}");
+                format!("cannot record the nodes: {e:#}")
+            }
+        };
         let wanted: BTreeSet<String> = self.config.nodes.keys().cloned().collect();
         let images = self
             .records
             .iter()
             .filter_map(|(name, r)| Some((name.clone(), r.image.clone()?)))
             .collect();
+        for name in wanted.iter().filter(|n| !self.records.contains_key(*n)) {
+            let reason = format!("not booted: {}", self.records_problem);
+            let node = self
+                .nodes
+                .entry(name.clone())
+                .or_insert_with(|| Node::new(name));
+            node.set(NodeState::Failed, reason);
+        }
         let observed = self.observe().await;
         let target = self.channel.target_digest();
         for action in reconcile::decide(&wanted, &images, target.as_ref(), &observed) {
@@ -319,7 +290,16 @@ impl<D: Driver> Daemon<D> {
         if tracked.next_start.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let result = self.boot(name, image).await;
+        // A QEMU or qemu-img that hangs must not hold the loop.
+        let result = tokio::time::timeout(BOOT_STEPS_DEADLINE, self.boot(name, image))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "its seed, disks and VM start took over {} s",
+                    BOOT_STEPS_DEADLINE.as_secs()
+                ))
+            });
+        let backoff = self.backoff;
         let events = self.events.clone();
         let socket = self.driver.beacon(&self.node_dir(name));
         let Some((_, _, tracked)) = self.tracked(name) else {
@@ -342,9 +322,23 @@ impl<D: Driver> Daemon<D> {
                 self.counters.starts += 1;
             }
             Err(e) => {
-                tracing::error!(node = %name, "cannot start the node VM: {e:#}");
+                // Tried again after the crash backoff, counted towards crashloop.
                 tracked.pid = 0;
-                tracked.set(NodeState::Failed, format!("cannot start its VM: {e:#}"));
+                tracked.failures += 1;
+                let delay = backoff.delay(tracked.failures, jitter());
+                tracked.next_start = Some(Instant::now() + delay);
+                tracing::error!(node = %name, delay_s = delay.as_secs(), "cannot start the node VM: {e:#}");
+                let state = if tracked.failures >= CRASHLOOP_AFTER {
+                    NodeState::Crashloop
+                } else {
+                    NodeState::Failed
+                };
+                let reason = format!(
+                    "cannot start its VM: {e:#} (tried {} times; next try in {} s)",
+                    tracked.failures,
+                    delay.as_secs()
+                );
+                tracked.set(state, reason);
             }
         }
     }
@@ -592,7 +586,13 @@ impl<D: Driver> Daemon<D> {
     pub(super) fn next_start(&self) -> Option<Instant> {
         self.nodes
             .values()
-            .filter(|n| matches!(n.state, NodeState::Exited | NodeState::Crashloop))
+            .filter(|n| n.pid == 0)
+            .filter(|n| {
+                matches!(
+                    n.state,
+                    NodeState::Exited | NodeState::Crashloop | NodeState::Failed
+                )
+            })
             .filter_map(|n| n.next_start)
             .min()
     }
@@ -614,17 +614,19 @@ impl<D: Driver> Daemon<D> {
             if state.is_leaving() || matches!(state, NodeState::Waiting) {
                 continue;
             }
-            if matches!(
-                state,
-                NodeState::Exited | NodeState::Crashloop | NodeState::Failed
-            ) {
-                // Waiting out a backoff, or failed: due when its next start has come.
-                due |= self.nodes.get(&name).is_some_and(|n| {
-                    n.state != NodeState::Failed && n.next_start.is_none_or(|t| Instant::now() >= t)
-                });
-                if state != NodeState::Failed {
-                    continue;
-                }
+            let idle = self.nodes.get(&name).is_some_and(|n| n.pid == 0);
+            if idle
+                && matches!(
+                    state,
+                    NodeState::Exited | NodeState::Crashloop | NodeState::Failed
+                )
+            {
+                // No VM, waiting out a backoff: due when its next start has come.
+                due |= self
+                    .nodes
+                    .get(&name)
+                    .is_some_and(|n| n.next_start.is_none_or(|t| Instant::now() >= t));
+                continue;
             }
             // A node heard from lately runs: no need to ask its VM (QMP costs a connection);
             // an exit shows as its beacon port closing anyway.
@@ -644,11 +646,6 @@ impl<D: Driver> Daemon<D> {
                 continue;
             };
             if status == VmStatus::Stopped {
-                if matches!(tracked.state, NodeState::Failed) && tracked.pid == 0 {
-                    // It never started (a start that failed): the next pass tries again.
-                    due = true;
-                    continue;
-                }
                 exited(tracked, &dir, &backoff);
                 due = true;
                 continue;
@@ -721,59 +718,6 @@ fn exited(tracked: &mut Node, dir: &Path, backoff: &crate::model::Backoff) {
 mod tests {
     use super::*;
 
-    fn beacon() -> Beacon {
-        Beacon {
-            event: "ready".into(),
-            image: "tiny-linux".into(),
-            version: "2026.11.0".into(),
-            root_hash: "aa".into(),
-            kubeadm_sha256: "dd".into(),
-            address: "10.44.0.10/24".into(),
-            endpoint: "reachable".into(),
-            host: "reachable".into(),
-            uptime: 30.0,
-        }
-    }
-
-    fn booted() -> Booted {
-        Booted {
-            digest: "sha256:11".into(),
-            name: "tiny-linux".into(),
-            version: "2026.11.0".into(),
-            root_hash: "aa".into(),
-        }
-    }
-
-    #[test]
-    fn a_beacon_is_ready_only_with_its_own_root_documents_and_endpoint() {
-        assert_eq!(judge(&beacon(), Some(&booted()), "dd").0, NodeState::Ready);
-        let other_root = Beacon {
-            root_hash: "bb".into(),
-            ..beacon()
-        };
-        let (state, reason) = judge(&other_root, Some(&booted()), "dd");
-        assert_eq!(state, NodeState::Mismatch);
-        assert!(reason.contains("root bb"), "{reason}");
-        let (state, reason) = judge(&beacon(), Some(&booted()), "ee");
-        assert_eq!(state, NodeState::Mismatch);
-        assert!(reason.contains("sha256 dd; it was sent ee"), "{reason}");
-        let cut_off = Beacon {
-            endpoint: "unreachable".into(),
-            ..beacon()
-        };
-        assert_eq!(
-            judge(&cut_off, Some(&booted()), "dd").0,
-            NodeState::Unreachable
-        );
-        let no_host = Beacon {
-            host: "unreachable".into(),
-            ..beacon()
-        };
-        let (state, reason) = judge(&no_host, Some(&booted()), "dd");
-        assert_eq!(state, NodeState::Unreachable);
-        assert!(reason.contains("host"), "{reason}");
-    }
-
     #[test]
     fn exits_without_a_ready_beacon_back_off_longer_each_time_then_show_crashloop() {
         let backoff = crate::model::Backoff::default();
@@ -792,6 +736,28 @@ mod tests {
         exited(&mut node, dir, &backoff);
         assert_eq!(node.state, NodeState::Crashloop, "{}", node.reason);
         assert!(node.reason.contains("console.log"), "{}", node.reason);
+        // Whatever state its VM's exits find it in, the third one without a ready beacon is a
+        // crash loop (a state that refused the move would leave it never restarted).
+        for state in NodeState::ALL.into_iter().filter(|s| {
+            !s.is_leaving()
+                && !matches!(
+                    s,
+                    NodeState::Waiting | NodeState::Exited | NodeState::Crashloop
+                )
+        }) {
+            let mut node = Node::new("w-2");
+            for _ in 0..CRASHLOOP_AFTER {
+                node.state = state;
+                node.pid = 1;
+                exited(&mut node, dir, &backoff);
+            }
+            assert_eq!(
+                node.state,
+                NodeState::Crashloop,
+                "from {state}: {}",
+                node.reason
+            );
+        }
         // A ready beacon ends the loop: the next exit counts from one again.
         node.set(NodeState::Starting, "booting");
         node.ready_since_start = true;

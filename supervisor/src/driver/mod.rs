@@ -1,9 +1,6 @@
 //! Hypervisor drivers and the node network: the [`Driver`] trait says what the daemon needs of a
 //! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] implements it.
 
-// The daemon loop (run.rs) still calls the blocking API of `qemu`; until it moves to `Driver`
-// (issue 12), parts of either side are unused in the binary.
-
 pub mod network;
 pub mod qemu;
 

@@ -42,7 +42,15 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 /// manager to speak on the serial port. `/dev/kvm` can exist and still fail every guest: on the
 /// machines this was built on, OVMF stops at its first FPU instruction with "KVM internal
 /// error ... emulation failure" and QEMU sits paused; that is a `false` here, not a hang.
-pub fn probe(accel: &str, code: &Path, vars: &Path, deadline: Duration) -> bool {
+/// `confine` is added to QEMU's arguments: the node VMs' privilege drop and sandbox, so the
+/// probe never runs a guest as root either.
+pub fn probe(
+    accel: &str,
+    code: &Path,
+    vars: &Path,
+    deadline: Duration,
+    confine: &[String],
+) -> bool {
     let Ok(dir) = tempfile::tempdir() else {
         return false;
     };
@@ -61,6 +69,7 @@ pub fn probe(accel: &str, code: &Path, vars: &Path, deadline: Duration) -> bool 
             "none",
         ])
         .args(["-nodefaults", "-no-reboot", "-net", "none"])
+        .args(confine)
         .arg("-drive")
         .arg(format!(
             "if=pflash,format=raw,readonly=on,file={}",
@@ -108,11 +117,12 @@ mod probe_tests {
             "tcg",
             &ovmf.code,
             &ovmf.vars,
-            Duration::from_secs(60)
+            Duration::from_secs(60),
+            &[]
         ));
         // KVM may work or not on a given machine; either way the answer comes in time.
         let start = Instant::now();
-        let kvm = probe("kvm", &ovmf.code, &ovmf.vars, Duration::from_secs(3));
+        let kvm = probe("kvm", &ovmf.code, &ovmf.vars, Duration::from_secs(3), &[]);
         assert!(
             start.elapsed() < Duration::from_secs(6),
             "the probe outlived its deadline"

@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The longest QMP message read (answers to the commands sent here are a few hundred bytes).
+const MAX_MESSAGE: u64 = 1 << 20;
 
 /// Errors of a QMP exchange.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +106,9 @@ impl Client {
 
     async fn read_message(&mut self, command: &str) -> Result<serde_json::Value, Error> {
         let mut line = String::new();
-        let read = tokio::time::timeout(self.timeout, self.reader.read_line(&mut line)).await;
+        // A line longer than any QMP answer is cut there and fails to parse.
+        let mut bounded = (&mut self.reader).take(MAX_MESSAGE);
+        let read = tokio::time::timeout(self.timeout, bounded.read_line(&mut line)).await;
         match read {
             Err(_) => Err(Error::Timeout {
                 path: self.path.clone(),
@@ -164,19 +169,34 @@ impl Client {
             }
             Ok(Ok(())) => {}
         }
-        loop {
-            let reply = self.read_message(command).await?;
-            if let Some(value) = reply.get("return") {
-                return Ok(value.clone());
+        // Events before the answer are skipped, but all of it within the timeout: a QEMU
+        // sending an event now and then cannot hold the caller.
+        let timeout = self.timeout;
+        let path = self.path.clone();
+        let answer = async {
+            loop {
+                let reply = self.read_message(command).await?;
+                if let Some(value) = reply.get("return") {
+                    return Ok(value.clone());
+                }
+                if let Some(error) = reply.get("error") {
+                    return Err(Error::Refused {
+                        path: self.path.clone(),
+                        command: command.into(),
+                        message: error.to_string(),
+                    });
+                }
             }
-            if let Some(error) = reply.get("error") {
-                return Err(Error::Refused {
-                    path: self.path.clone(),
+        };
+        tokio::time::timeout(timeout, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    path,
                     command: command.into(),
-                    message: error.to_string(),
-                });
-            }
-        }
+                    timeout,
+                })
+            })
     }
 
     /// `query-status`: QEMU's run state (`running`, `paused`, `internal-error`, ...).

@@ -241,7 +241,11 @@ impl Qemu {
         let ovmf = firmware::find_default_ovmf().map_err(Error::FindFirmware)?;
         let kvm_works = || {
             let (code, vars) = (ovmf.code.clone(), ovmf.vars.clone());
-            tokio::task::spawn_blocking(move || probe("kvm", &code, &vars, PROBE_DEADLINE))
+            let mut confine = drop.args(&user.name).to_vec();
+            confine.extend(["-sandbox".to_owned(), SANDBOX.to_owned()]);
+            tokio::task::spawn_blocking(move || {
+                probe("kvm", &code, &vars, PROBE_DEADLINE, &confine)
+            })
         };
         let accel = match accel {
             config::Accel::Tcg => Accel::Tcg,

@@ -1,0 +1,130 @@
+//! Whether a node is healthy as it was started: its beacon against the image it booted and
+//! the kubeadm documents it was sent.
+
+use images::store::StoredImage;
+
+use crate::beacon::Beacon;
+use crate::model::NodeState;
+
+/// The image a VM was started from: what its beacons must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Booted {
+    pub(super) digest: String,
+    pub(super) name: String,
+    pub(super) version: String,
+    pub(super) root_hash: String,
+}
+
+impl From<&StoredImage> for Booted {
+    fn from(image: &StoredImage) -> Booted {
+        Booted {
+            digest: image.digest.clone(),
+            name: image.manifest.name.clone(),
+            version: image.manifest.version.clone(),
+            root_hash: image.manifest.disk.verity.root_hash.clone(),
+        }
+    }
+}
+
+/// Whether a beacon shows the node as it was started: its image's root, its own documents,
+/// and its cluster's endpoint reachable. Returns the state and, when not ready, why.
+pub(super) fn judge(
+    beacon: &Beacon,
+    booted: Option<&Booted>,
+    documents: &str,
+) -> (NodeState, String) {
+    if let Some(booted) = booted
+        && beacon.root_hash != booted.root_hash
+    {
+        return (
+            NodeState::Mismatch,
+            format!(
+                "it booted root {} ({} {}), not the root of {} {} it was started from",
+                beacon.root_hash, beacon.image, beacon.version, booted.name, booted.version
+            ),
+        );
+    }
+    if beacon.kubeadm_sha256 != documents {
+        return (
+            NodeState::Mismatch,
+            format!(
+                "it received kubeadm documents with sha256 {}; it was sent {documents}",
+                beacon.kubeadm_sha256
+            ),
+        );
+    }
+    if beacon.event != "ready" {
+        return (NodeState::Starting, format!("it says {}", beacon.event));
+    }
+    if beacon.endpoint != "reachable" {
+        return (
+            NodeState::Unreachable,
+            "it cannot reach its cluster's control-plane endpoint".into(),
+        );
+    }
+    if beacon.host == "unreachable" {
+        return (
+            NodeState::Unreachable,
+            "it cannot reach the host at its gateway address".into(),
+        );
+    }
+    (NodeState::Ready, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beacon() -> Beacon {
+        Beacon {
+            event: "ready".into(),
+            image: "tiny-linux".into(),
+            version: "2026.11.0".into(),
+            root_hash: "aa".into(),
+            kubeadm_sha256: "dd".into(),
+            address: "10.44.0.10/24".into(),
+            endpoint: "reachable".into(),
+            host: "reachable".into(),
+            uptime: 30.0,
+        }
+    }
+
+    fn booted() -> Booted {
+        Booted {
+            digest: "sha256:11".into(),
+            name: "tiny-linux".into(),
+            version: "2026.11.0".into(),
+            root_hash: "aa".into(),
+        }
+    }
+
+    #[test]
+    fn a_beacon_is_ready_only_with_its_own_root_documents_and_endpoint() {
+        assert_eq!(judge(&beacon(), Some(&booted()), "dd").0, NodeState::Ready);
+        let other_root = Beacon {
+            root_hash: "bb".into(),
+            ..beacon()
+        };
+        let (state, reason) = judge(&other_root, Some(&booted()), "dd");
+        assert_eq!(state, NodeState::Mismatch);
+        assert!(reason.contains("root bb"), "{reason}");
+        let (state, reason) = judge(&beacon(), Some(&booted()), "ee");
+        assert_eq!(state, NodeState::Mismatch);
+        assert!(reason.contains("sha256 dd; it was sent ee"), "{reason}");
+        let cut_off = Beacon {
+            endpoint: "unreachable".into(),
+            ..beacon()
+        };
+        assert_eq!(
+            judge(&cut_off, Some(&booted()), "dd").0,
+            NodeState::Unreachable
+        );
+        let no_host = Beacon {
+            host: "unreachable".into(),
+            ..beacon()
+        };
+        let (state, reason) = judge(&no_host, Some(&booted()), "dd");
+        assert_eq!(state, NodeState::Unreachable);
+        assert!(reason.contains("host"), "{reason}");
+    }
+}
