@@ -57,6 +57,14 @@ impl NodeName {
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
+#[cfg(test)]
+impl Digest {
+    /// `sha256:` and `hex` 64 times: a valid digest for tests (`hex` one of 0-9a-f).
+    pub(crate) fn repeated(hex: char) -> Digest {
+        Digest(format!("sha256:{}", hex.to_string().repeat(64)))
+    }
+}
+
 impl Digest {
     /// `digest`, checked.
     pub fn new(digest: impl Into<String>) -> Result<Digest, Error> {

@@ -99,9 +99,7 @@ mod tests {
     }
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::repeated(c)
     }
 
     fn recorded(nodes: &[(&str, char)]) -> BTreeMap<String, Digest> {

@@ -9,7 +9,8 @@
 //! `cluster-init`), and never changes afterwards, even when that node is removed.
 //!
 //! [`plan`] is pure: from the config, the records and the recorded initialisers it decides
-//! the records of new nodes; the caller writes them (initialisers first, then node records).
+//! the records of new nodes; the caller writes them (node records first, then initialisers: a
+//! crash between the two leaves records from which the same initialiser is chosen again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -267,7 +268,7 @@ pub fn record_initialiser(state_dir: &Path, cluster: &str, node: &NodeName) -> R
     }
 }
 
-/// What [`plan`] decided; the caller writes it: initialisers first, then records.
+/// What [`plan`] decided; the caller writes it: records first, then initialisers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Records to write, by name: every configured node that had none, and any existing
@@ -343,12 +344,17 @@ pub fn plan(
             }
         };
         let initialises = |node: &str| initialiser.as_ref().is_some_and(|i| i.as_str() == node);
-        // A new node initialises only a cluster whose initialiser is chosen now: once one is
+        // A node initialises only a cluster whose initialiser is chosen now: once one is
         // recorded, the cluster exists, and a node without a record (its initialiser purged
         // and configured again included) joins it.
         let fresh = !initialisers.contains_key(name);
         for record in &recorded {
-            if record.initialises != initialises(record.name.as_str()) {
+            // Corrected only where it is safe: a flag may always be cleared, but set only while
+            // the initialiser is chosen now (a host from before records). Once the cluster's
+            // initialiser is recorded, a record without the flag is a node that joined (that
+            // initialiser purged and configured again included): it never inits.
+            let wanted = initialises(record.name.as_str());
+            if record.initialises != wanted && (fresh || record.initialises) {
                 plan.records.push(NodeRecord {
                     initialises: !record.initialises,
                     ..(*record).clone()
@@ -593,8 +599,14 @@ mod tests {
         // cp-1 leaves the config and is purged (its directory and record deleted).
         std::fs::remove_dir_all(dir.path().join("nodes/cp-1")).unwrap();
         pass(&host(dir.path(), POOL, "cp-2 worker-1")).unwrap();
-        // Configured again: a fresh disk, and a JoinConfiguration, never a second init.
-        pass(&host(dir.path(), POOL, "cp-1 cp-2 worker-1")).unwrap();
+        // Configured again: a fresh disk, and a JoinConfiguration, never a second init (on
+        // this pass or any later one).
+        let config = host(dir.path(), POOL, "cp-1 cp-2 worker-1");
+        pass(&config).unwrap();
+        assert!(
+            pass(&config).unwrap().is_empty(),
+            "a later pass rewrites a record"
+        );
         let records = load_all(dir.path()).unwrap();
         assert!(!records["cp-1"].initialises, "a second kubeadm init");
         assert_eq!(initialiser(dir.path(), "lab").unwrap(), Some(name("cp-1")));

@@ -660,16 +660,18 @@ fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
     );
     assert!(again < Duration::from_secs(10), "took {again:?}");
     assert_eq!(qemu_pids(&state), pids, "a VM was restarted or duplicated");
+    // No guest rebooted: each one's uptime only grew. (Not by the time between the two
+    // beacons' arrival: a guest writes a beacon while no supervisor listens, and it arrives,
+    // with its older uptime, when the new one connects.)
     for name in nodes {
         let (old, new) = (node(&before, name), node(&after, name));
-        let elapsed = new["last_beacon"].as_i64().unwrap() - old["last_beacon"].as_i64().unwrap();
         let (old_up, new_up) = (
             old["uptime"].as_i64().unwrap(),
             new["uptime"].as_i64().unwrap(),
         );
         assert!(
-            new_up >= old_up + elapsed - 2,
-            "{name} rebooted: uptime {old_up} s, then {new_up} s {elapsed} s later"
+            new_up > old_up,
+            "{name} rebooted: uptime {old_up} s, then {new_up} s"
         );
     }
 

@@ -258,11 +258,7 @@ mod tests {
     fn a_failed_pull_keeps_what_was_verified_and_a_restart_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let digest = |c: char| -> Digest {
-            format!("sha256:{}", c.to_string().repeat(64))
-                .parse()
-                .unwrap()
-        };
+        let digest = Digest::repeated;
         let record = Record {
             target: Some(digest('b')),
             previous: Some(digest('a')),

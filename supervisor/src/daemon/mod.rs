@@ -348,8 +348,10 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "supervising"
     );
 
-    daemon.start_pull();
+    // Records first (a host from before records gets its nodes' images from image.json), so
+    // the store's collection before the first pull keeps every image a node runs.
     daemon.reconcile().await;
+    daemon.start_pull();
     let mut next_pass = Instant::now() + PASS_INTERVAL;
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     loop {
@@ -415,11 +417,7 @@ mod tests {
     fn the_store_keeps_every_recorded_image_and_the_channel_target_and_previous() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let digest = |c: char| -> Digest {
-            format!("sha256:{}", c.to_string().repeat(64))
-                .parse()
-                .unwrap()
-        };
+        let digest = Digest::repeated;
         let mut channel = Channel::load(dir.path(), &store).unwrap();
         channel.previous = Some(digest('f'));
         let record = |name: &str, image: Option<Digest>| NodeRecord {

@@ -37,6 +37,8 @@ pub(super) struct Node {
     last_beacon: i64,
     uptime: u64,
     heard: Option<Instant>,
+    /// Its beacon port closed since its last beacon (its QEMU may have ended).
+    lost: bool,
     /// When it entered a state whose deadline counts (start, re-attach).
     since: Option<Instant>,
     /// Consecutive exits without a ready beacon in between.
@@ -63,6 +65,7 @@ impl Node {
             last_beacon: 0,
             uptime: 0,
             heard: None,
+            lost: false,
             since: None,
             failures: 0,
             ready_since_start: false,
@@ -555,8 +558,10 @@ impl<D: Driver> Daemon<D> {
         };
         let Heard::Beacon(beacon) = heard else {
             tracing::debug!(node = %name, "beacon port closed");
+            tracked.lost = true;
             return !tracked.state.is_leaving();
         };
+        tracked.lost = false;
         self.counters.beacons += 1;
         tracked.heard = Some(Instant::now());
         tracked.last_beacon = unix_now();
@@ -621,11 +626,12 @@ impl<D: Driver> Daemon<D> {
                     NodeState::Exited | NodeState::Crashloop | NodeState::Failed
                 )
             {
-                // No VM, waiting out a backoff: due when its next start has come.
+                // No VM, waiting out a backoff: due when its next start has come (one failed
+                // for another reason, say it has no record, waits for the next whole pass).
                 due |= self
                     .nodes
                     .get(&name)
-                    .is_some_and(|n| n.next_start.is_none_or(|t| Instant::now() >= t));
+                    .is_some_and(|n| n.next_start.is_some_and(|t| Instant::now() >= t));
                 continue;
             }
             // A node heard from lately runs: no need to ask its VM (QMP costs a connection);
@@ -634,6 +640,7 @@ impl<D: Driver> Daemon<D> {
             if self
                 .nodes
                 .get(&name)
+                .filter(|n| !n.lost)
                 .and_then(|n| n.heard)
                 .is_some_and(|t| t.elapsed() < recently)
             {
