@@ -370,7 +370,19 @@ impl<D: Driver> Daemon<D> {
             .get(&node.cluster)
             .ok_or_else(|| anyhow::anyhow!("cluster {} is not configured", node.cluster))?;
         let placed = placed(&node, &record);
-        let seed = seed::for_node(&self.config, &placed, record.initialises)?;
+        // The seed: the cluster's PKI (made on first use) and a FAT image (mkfs.vfat, mcopy),
+        // written on the blocking pool so beacons, D-Bus and metrics are served meanwhile.
+        let seed_path = seed::image_path(&self.config, &node);
+        let (config, init, path) = (self.config.clone(), record.initialises, seed_path.clone());
+        let seed = tokio::task::spawn_blocking(move || -> anyhow::Result<seed::Seed> {
+            let seed = seed::for_node(&config, &placed, init)?;
+            if let Some(dir) = path.parent() {
+                crate::persist::private_dir(dir)?;
+            }
+            seed::write_image(&seed, &path)?;
+            Ok(seed)
+        })
+        .await??;
         // The seed's network-config finds the node's NIC by this MAC.
         anyhow::ensure!(
             seed.mac == record.mac,
@@ -378,13 +390,11 @@ impl<D: Driver> Daemon<D> {
             record.mac,
             seed.mac
         );
-        let dir = self.node_dir(name);
-        crate::persist::private_dir(&dir)?;
         let spec = VmSpec {
             name: name.to_owned(),
-            dir: dir.clone(),
+            dir: self.node_dir(name),
             base: stored.vhdx.clone(),
-            seed: seed::image_path(&self.config, &node),
+            seed: seed_path,
             state_disk: node.state_disk,
             cpus: node.cpus,
             memory: node.memory,
@@ -395,7 +405,6 @@ impl<D: Driver> Daemon<D> {
                 prefix: cluster.network.prefix,
             },
         };
-        seed::write_image(&seed, &spec.seed)?;
         self.driver.prepare(&spec).await?;
         let pid = self.driver.start(&spec).await?;
         Ok((Booted::from(&stored), seed.kubeadm_sha256, pid))
