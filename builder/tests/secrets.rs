@@ -76,24 +76,28 @@ fn spy_tools(dir: &Path, tools: &[&str]) -> PathBuf {
     dumps
 }
 
-#[test]
-fn a_passphrase_from_the_environment_is_not_passed_to_the_tools_a_build_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let secret = [(VAR, PASSPHRASE)];
+/// In `d`: `release.key`, encrypted with the passphrase from `VAR`, and tiny-linux without its
+/// lock (the build resolves its Debian packages with apt: the first tools it runs after reading
+/// the key).
+fn encrypted_key_and_recipe(d: &Path) {
     let keygen = slipway(
         d,
         &["keygen", "release.key", "--passphrase-env", VAR],
-        &secret,
+        &[(VAR, PASSPHRASE)],
     );
     assert!(keygen.status.success(), "{}", stderr(&keygen));
-
-    // tiny-linux without its lock: the build resolves its Debian packages with apt, the first
-    // tools it runs after reading the key.
     let recipes = repo().join("recipes");
     std::fs::create_dir_all(d.join("tiny-linux")).unwrap();
     std::fs::copy(recipes.join("tiny-linux/init"), d.join("tiny-linux/init")).unwrap();
     std::fs::copy(recipes.join("tiny-linux.toml"), d.join("tiny-linux.toml")).unwrap();
+}
+
+#[test]
+fn a_passphrase_from_the_environment_is_not_passed_to_the_tools_a_build_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    encrypted_key_and_recipe(d);
+
     let dumps = spy_tools(d, &["apt-cache", "apt-get"]);
     let path = format!(
         "{}:{}",
@@ -197,17 +201,7 @@ fn a_tool_run_by_slipway_as_the_same_user_cannot_read_the_passphrase_from_proc()
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let secret = [(VAR, PASSPHRASE)];
-    let keygen = slipway(
-        d,
-        &["keygen", "release.key", "--passphrase-env", VAR],
-        &secret,
-    );
-    assert!(keygen.status.success(), "{}", stderr(&keygen));
-    let recipes = repo().join("recipes");
-    std::fs::create_dir_all(d.join("tiny-linux")).unwrap();
-    std::fs::copy(recipes.join("tiny-linux/init"), d.join("tiny-linux/init")).unwrap();
-    std::fs::copy(recipes.join("tiny-linux.toml"), d.join("tiny-linux.toml")).unwrap();
+    encrypted_key_and_recipe(d);
     let dumps = environ_readers(d, &["apt-cache", "apt-get"]);
     // Everything the unprivileged slipway touches belongs to it.
     let chown = Command::new("chown")

@@ -295,19 +295,7 @@ fn a_manifest_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
     // lets the stall timeout (1 s) fire, and is far under the floor of 1 KiB/s over 1 s.
     let (host, connections, _server) =
         serve_counted(bytes, vec![Cut::Trickle(Duration::from_millis(200)); 4]);
-    let (done, result) = std::sync::mpsc::channel();
-    let start = Instant::now();
-    std::thread::spawn(move || {
-        let mut registry =
-            Registry::new(&host, "repo", true).with_patience(quick(Duration::from_secs(1)));
-        let _ = done.send(registry.get_manifest("latest"));
-    });
-    let err = result
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the manifest fetch still ran after 20 s")
-        .unwrap_err();
-    let elapsed = start.elapsed();
-    let text = error_line(&err);
+    let (text, elapsed) = manifest_given_up(host);
     assert!(
         text.contains("too slow") && text.contains("manifest"),
         "{text}"
@@ -318,6 +306,23 @@ fn a_manifest_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
         elapsed < Duration::from_secs(5),
         "gave up after {elapsed:?}"
     );
+}
+
+/// Fetches manifest `latest` from the registry at `host` with a patience of 1 s, in a thread
+/// the test never waits on for more than 20 s; returns the error's line and the time it took.
+fn manifest_given_up(host: String) -> (String, Duration) {
+    let (done, result) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let mut registry =
+            Registry::new(&host, "repo", true).with_patience(quick(Duration::from_secs(1)));
+        let _ = done.send(registry.get_manifest("latest"));
+    });
+    let err = result
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the fetch still ran after 20 s")
+        .unwrap_err();
+    (error_line(&err), start.elapsed())
 }
 
 /// A registry at which every request is refused with a bearer challenge whose token service is
@@ -351,19 +356,7 @@ fn a_token_trickled_under_the_speed_floor_is_given_up_as_too_slow() {
     let (token_host, tokens, _server) =
         serve_counted(bytes, vec![Cut::Trickle(Duration::from_millis(200)); 4]);
     let host = serve_challenge(&token_host, 4);
-    let (done, result) = std::sync::mpsc::channel();
-    let start = Instant::now();
-    std::thread::spawn(move || {
-        let mut registry =
-            Registry::new(&host, "repo", true).with_patience(quick(Duration::from_secs(1)));
-        let _ = done.send(registry.get_manifest("latest"));
-    });
-    let err = result
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the token fetch still ran after 20 s")
-        .unwrap_err();
-    let elapsed = start.elapsed();
-    let text = error_line(&err);
+    let (text, elapsed) = manifest_given_up(host);
     assert!(
         text.contains("too slow") && text.contains("registry token"),
         "{text}"

@@ -200,13 +200,26 @@ impl<D: Driver> Daemon<D> {
                 .or_insert_with(|| Node::new(name));
             node.set(NodeState::Failed, reason);
         }
-        let observed = self.observe().await;
+        let statuses = self.observe().await;
+        let observed = statuses
+            .iter()
+            .map(|(name, status)| {
+                let seen = match status {
+                    VmStatus::Stopped => Observed::Stopped,
+                    VmStatus::Running { .. } | VmStatus::Paused { .. } => Observed::Running,
+                };
+                (name.clone(), seen)
+            })
+            .collect();
         let target = self.channel.target_digest();
         for action in reconcile::decide(&wanted, &images, target.as_ref(), &observed) {
             match action {
                 Action::Stop { node } => self.stop(&node),
                 Action::Start { node, image } => self.start(&node, &image).await,
-                Action::Keep { node, image } => self.keep(&node, image.as_ref()).await,
+                Action::Keep { node, image } => {
+                    let status = statuses.get(&node).cloned().unwrap_or(VmStatus::Stopped);
+                    self.keep(&node, image.as_ref(), status);
+                }
                 Action::Wait { node } => self.wait(&node),
             }
         }
@@ -231,26 +244,16 @@ impl<D: Driver> Daemon<D> {
             .retain(|name, _| wanted.contains(name) || observed.contains_key(name));
     }
 
-    /// Every node directory in the state directory, with whether its VM runs.
-    async fn observe(&self) -> std::collections::BTreeMap<String, Observed> {
+    /// Every node directory in the state directory, with what its VM is doing.
+    async fn observe(&self) -> std::collections::BTreeMap<String, VmStatus> {
         let dir = self.config.state_dir.join("nodes");
         let mut seen = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let running = !matches!(
-                self.driver.status(&name, &entry.path()).await,
-                VmStatus::Stopped
-            );
-            seen.insert(
-                name,
-                if running {
-                    Observed::Running
-                } else {
-                    Observed::Stopped
-                },
-            );
+            let status = self.driver.status(&name, &entry.path()).await;
+            seen.insert(name, status);
         }
         seen
     }
@@ -412,9 +415,8 @@ impl<D: Driver> Daemon<D> {
 
     /// A configured node whose VM runs: re-attach (after a restart) and refresh what it must
     /// report.
-    async fn keep(&mut self, name: &str, image: Option<&Digest>) {
+    fn keep(&mut self, name: &str, image: Option<&Digest>, status: VmStatus) {
         let dir = self.node_dir(name);
-        let status = self.driver.status(name, &dir).await;
         let booted = match image {
             Some(digest) => self
                 .store
