@@ -48,6 +48,76 @@ pub struct NodeInfo {
     pub pid: u32,
 }
 
+/// One node of a rollout: the image it is on and the step of its swap, if one runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct SwapInfo {
+    /// Node name.
+    pub node: String,
+    /// `control-plane` or `worker`.
+    pub role: String,
+    /// "NAME VERSION" of the image the node's record names (what it runs or restarts on).
+    pub current: String,
+    /// That image's artifact digest.
+    pub current_digest: String,
+    /// The digest it is being moved to; empty when it is on the target.
+    pub target: String,
+    /// The swap step (planned, drained, stopping, stopped, disks-switched, booting, verifying,
+    /// committed, rolling-back, booting-previous, rolled-back), or "" when no swap runs.
+    pub step: String,
+    /// Why it is in that step (what it waits for, or what failed).
+    pub reason: String,
+    /// When the step was entered (Unix seconds; 0: none).
+    pub since: i64,
+}
+
+/// The rollout of one cluster on this host: where it stands and each node's swap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct RolloutInfo {
+    /// The cluster.
+    pub cluster: String,
+    /// done | rolling | waiting | paused | failed | aborted | idle
+    pub state: String,
+    /// "NAME VERSION DIGEST" of the image the rollout moves nodes to; empty when none.
+    pub target: String,
+    /// Why it is in that state (what it waits for, what failed, who paused it).
+    pub reason: String,
+    /// Its nodes on this host.
+    pub nodes: Vec<SwapInfo>,
+}
+
+/// Every rollout state, in the order the metrics list them.
+pub const ROLLOUT_STATES: [&str; 7] = [
+    "done", "rolling", "waiting", "paused", "failed", "aborted", "idle",
+];
+
+/// What an operator asks of the rollouts (the `PauseRollout`, `ResumeRollout` and
+/// `AbortRollout` calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutControl {
+    /// Start no new swap (a swap in flight finishes); persists across restarts.
+    Pause,
+    /// Undo [`RolloutControl::Pause`].
+    Resume,
+    /// Roll back the swap in flight and roll the target image no further on this host.
+    Abort {
+        /// The cluster; "" for every cluster.
+        cluster: String,
+    },
+}
+
+/// What a rollout control call does: hands the request to the loop; false when the loop has
+/// ended.
+pub type Control = Box<dyn Fn(RolloutControl) -> bool + Send + Sync>;
+
+/// What `slipwayd rollout status` shows: the `Rollout` call's answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct RolloutStatus {
+    /// Whether an operator paused the rollouts (no new swap starts).
+    pub paused: bool,
+    /// One rollout per cluster.
+    pub rollouts: Vec<RolloutInfo>,
+}
+
 /// Running totals, for the metrics.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counters {
@@ -85,6 +155,16 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Totals.
     pub counters: Counters,
+    /// One rollout per cluster.
+    pub rollouts: Vec<RolloutInfo>,
+    /// Whether an operator paused the rollouts.
+    pub rollout_paused: bool,
+    /// How long every finished swap (committed or rolled back) took in this process, seconds.
+    pub swap_durations: Vec<f64>,
+    /// Finished swaps by result (`committed`, `rolled-back`, `aborted`) → count.
+    pub swap_results: BTreeMap<String, u64>,
+    /// Node → how long its last swap kept it down, seconds.
+    pub downtime: BTreeMap<String, f64>,
 }
 
 /// The snapshot, shared between the loop, the D-Bus service and the metrics server.
@@ -105,6 +185,12 @@ struct Supervisor1 {
     shared: Shared,
     reload: Reload,
     purge: Purge,
+    control: Control,
+}
+
+/// The answer to a control call whose request the loop did not take.
+fn stopping() -> zbus::fdo::Error {
+    zbus::fdo::Error::Failed("the supervisor is stopping".into())
 }
 
 /// What a `Reload` call does: asks the loop for a pass; false when the loop has ended.
@@ -179,6 +265,63 @@ impl Supervisor1 {
         }
     }
 
+    /// Every cluster's rollout and whether rollouts are paused, in one consistent answer.
+    fn rollout(&self) -> RolloutStatus {
+        let snapshot = self.shared.lock();
+        RolloutStatus {
+            paused: snapshot.rollout_paused,
+            rollouts: snapshot.rollouts.clone(),
+        }
+    }
+
+    /// Starts no new swap on this host; a swap in flight finishes. Persists across restarts.
+    fn pause_rollout(&self) -> zbus::fdo::Result<()> {
+        if (self.control)(RolloutControl::Pause) {
+            Ok(())
+        } else {
+            Err(stopping())
+        }
+    }
+
+    /// Lets swaps start again after `PauseRollout`.
+    fn resume_rollout(&self) -> zbus::fdo::Result<()> {
+        if (self.control)(RolloutControl::Resume) {
+            Ok(())
+        } else {
+            Err(stopping())
+        }
+    }
+
+    /// Rolls back the swap in flight in `cluster` ("" for every cluster) and rolls its target
+    /// image no further on this host until a newer one is promoted. Persists across restarts.
+    fn abort_rollout(&self, cluster: &str) -> zbus::fdo::Result<()> {
+        if !cluster.is_empty() {
+            let snapshot = self.shared.lock();
+            if !snapshot.rollouts.iter().any(|r| r.cluster == cluster) {
+                let known: Vec<&str> = snapshot
+                    .rollouts
+                    .iter()
+                    .map(|r| r.cluster.as_str())
+                    .collect();
+                return Err(zbus::fdo::Error::InvalidArgs(format!(
+                    "no cluster named {cluster} on this host (its clusters: {}); give one of them, or none for every cluster",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        }
+        if (self.control)(RolloutControl::Abort {
+            cluster: cluster.to_owned(),
+        }) {
+            Ok(())
+        } else {
+            Err(stopping())
+        }
+    }
+
     /// The host's name.
     #[zbus(property)]
     fn host(&self) -> String {
@@ -211,6 +354,15 @@ impl Supervisor1 {
         state: &str,
         reason: &str,
     ) -> zbus::Result<()>;
+
+    /// A cluster's rollout changed state or reason.
+    #[zbus(signal)]
+    async fn rollout_changed(
+        emitter: &SignalEmitter<'_>,
+        cluster: &str,
+        state: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
 }
 
 fn describe(bus: Option<&str>) -> String {
@@ -234,17 +386,20 @@ pub struct Service {
 
 impl Service {
     /// Connects to `bus` (the system bus when `None`), owns [`NAME`] and serves the snapshot.
-    /// A `Reload` call runs `reload`, a `Purge` call `purge`.
+    /// A `Reload` call runs `reload`, a `Purge` call `purge`, and `PauseRollout`,
+    /// `ResumeRollout` and `AbortRollout` run `control`.
     pub async fn start(
         bus: Option<&str>,
         shared: Shared,
         reload: Reload,
         purge: Purge,
+        control: Control,
     ) -> anyhow::Result<Service> {
         let object = Supervisor1 {
             shared,
             reload,
             purge,
+            control,
         };
         let connection = async {
             builder(bus)?
@@ -275,6 +430,19 @@ impl Service {
             tracing::warn!(node = %node.name, "cannot emit NodeChanged: {e}");
         }
     }
+
+    /// Emits `RolloutChanged` for `r`.
+    pub async fn rollout_changed(&self, r: &RolloutInfo) {
+        let sent = match SignalEmitter::new(&self.connection, PATH) {
+            Ok(emitter) => {
+                Supervisor1::rollout_changed(&emitter, &r.cluster, &r.state, &r.reason).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(cluster = %r.cluster, "cannot emit RolloutChanged: {e}");
+        }
+    }
 }
 
 #[zbus::proxy(
@@ -288,6 +456,10 @@ trait Supervisor1 {
     fn status(&self) -> zbus::Result<Status>;
     fn reload(&self) -> zbus::Result<()>;
     fn purge(&self, name: &str) -> zbus::Result<()>;
+    fn rollout(&self) -> zbus::Result<RolloutStatus>;
+    fn pause_rollout(&self) -> zbus::Result<()>;
+    fn resume_rollout(&self) -> zbus::Result<()>;
+    fn abort_rollout(&self, cluster: &str) -> zbus::Result<()>;
 }
 
 /// What `slipwayd status` shows.
@@ -344,6 +516,43 @@ impl Client {
             .with_context(|| format!("slipwayd refused to purge node {name}"))
     }
 
+    /// Every cluster's rollout now.
+    pub async fn rollout(&self) -> anyhow::Result<RolloutStatus> {
+        self.proxy
+            .rollout()
+            .await
+            .with_context(|| format!("no answer from slipwayd ({NAME} on {})", self.bus))
+    }
+
+    /// Pauses the rollouts: no new swap starts; a swap in flight finishes.
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.proxy
+            .pause_rollout()
+            .await
+            .with_context(|| format!("slipwayd ({NAME} on {}) did not pause", self.bus))
+    }
+
+    /// Resumes paused rollouts.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.proxy
+            .resume_rollout()
+            .await
+            .with_context(|| format!("slipwayd ({NAME} on {}) did not resume", self.bus))
+    }
+
+    /// Aborts the rollout of `cluster` ("" for every cluster).
+    pub async fn abort(&self, cluster: &str) -> anyhow::Result<()> {
+        let which = if cluster.is_empty() {
+            "every rollout".to_owned()
+        } else {
+            format!("the rollout of {cluster}")
+        };
+        self.proxy
+            .abort_rollout(cluster)
+            .await
+            .with_context(|| format!("slipwayd ({NAME} on {}) did not abort {which}", self.bus))
+    }
+
     /// Asks for a reload and a pass.
     pub async fn reload(&self) -> anyhow::Result<()> {
         self.proxy
@@ -356,12 +565,7 @@ impl Client {
 /// `status` as a table for people.
 pub fn table(status: &Status) -> String {
     use std::fmt::Write;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = unix_now();
     let mut out = String::new();
     let image = if status.image.is_empty() {
         "none verified"
@@ -403,4 +607,189 @@ pub fn table(status: &Status) -> String {
         );
     }
     out
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn lab() -> RolloutInfo {
+        RolloutInfo {
+            cluster: "lab".into(),
+            state: "rolling".into(),
+            target: "tiny-linux 2026.12.0 sha256:12".into(),
+            reason: "swapping cp-1".into(),
+            nodes: vec![
+                SwapInfo {
+                    node: "cp-1".into(),
+                    role: "control-plane".into(),
+                    current: "tiny-linux 2026.11.0".into(),
+                    current_digest: "sha256:11".into(),
+                    target: "sha256:12".into(),
+                    step: "stopping".into(),
+                    reason: "powering down".into(),
+                    since: 1_000,
+                },
+                SwapInfo {
+                    node: "w-1".into(),
+                    role: "worker".into(),
+                    current: "tiny-linux 2026.11.0".into(),
+                    current_digest: "sha256:11".into(),
+                    target: "sha256:12".into(),
+                    ..SwapInfo::default()
+                },
+            ],
+        }
+    }
+
+    /// The rollout calls over a real bus: the answer is the snapshot's, each control call
+    /// reaches the callback once with its request, an unknown cluster never does, and a loop
+    /// that has ended makes the call fail.
+    #[tokio::test]
+    async fn rollout_calls_reach_the_control_and_refuse_unknown_clusters() {
+        let bus = ::tests::dbus::Bus::start();
+        let shared = Shared::default();
+        {
+            let mut snapshot = shared.lock();
+            snapshot.rollouts = vec![lab()];
+            snapshot.rollout_paused = true;
+        }
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicBool::new(true));
+        let control: Control = {
+            let (asked, open) = (asked.clone(), open.clone());
+            Box::new(move |c| {
+                asked.lock().unwrap().push(c);
+                open.load(Ordering::SeqCst)
+            })
+        };
+        let _service = Service::start(
+            Some(&bus.address),
+            shared,
+            Box::new(|| true),
+            Box::new(|_| true),
+            control,
+        )
+        .await
+        .unwrap();
+        let client = Client::connect(Some(&bus.address)).await.unwrap();
+
+        let status = client.rollout().await.unwrap();
+        assert_eq!(
+            status,
+            RolloutStatus {
+                paused: true,
+                rollouts: vec![lab()]
+            }
+        );
+        client.pause().await.unwrap();
+        client.resume().await.unwrap();
+        client.abort("lab").await.unwrap();
+        client.abort("").await.unwrap();
+        let e = client.abort("prod").await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("InvalidArgs")
+                && format!("{e:#}")
+                    .contains("no cluster named prod on this host (its clusters: lab)"),
+            "{e:#}"
+        );
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [
+                RolloutControl::Pause,
+                RolloutControl::Resume,
+                RolloutControl::Abort {
+                    cluster: "lab".into()
+                },
+                RolloutControl::Abort {
+                    cluster: String::new()
+                },
+            ]
+        );
+
+        open.store(false, Ordering::SeqCst);
+        for e in [
+            client.pause().await.unwrap_err(),
+            client.resume().await.unwrap_err(),
+            client.abort("lab").await.unwrap_err(),
+        ] {
+            assert!(
+                format!("{e:#}").contains("the supervisor is stopping"),
+                "{e:#}"
+            );
+        }
+    }
+
+    /// `rollout_changed` puts a `RolloutChanged` signal on the bus that another client
+    /// (dbus-monitor) sees with the cluster, state and reason.
+    #[tokio::test]
+    async fn rollout_changed_is_signalled() {
+        let bus = ::tests::dbus::Bus::start();
+        let service = Service::start(
+            Some(&bus.address),
+            Shared::default(),
+            Box::new(|| true),
+            Box::new(|_| true),
+            Box::new(|_| true),
+        )
+        .await
+        .unwrap();
+        let mut monitor = Command::new("dbus-monitor")
+            .arg("--address")
+            .arg(&bus.address)
+            .arg("type='signal',interface='org.slipway.Supervisor1'")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-monitor (package dbus-bin)");
+        let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
+        // dbus-monitor drops its name once it has become a monitor: from then on it sees all.
+        let watching = tokio::task::spawn_blocking(move || {
+            for line in lines.by_ref() {
+                if line.unwrap().contains("member=NameLost") {
+                    return lines;
+                }
+            }
+            panic!("dbus-monitor ended before it watched");
+        })
+        .await
+        .unwrap();
+        let failed = RolloutInfo {
+            state: "failed".into(),
+            reason: "cp-1 rolled back: no beacon".into(),
+            ..lab()
+        };
+        service.rollout_changed(&failed).await;
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut lines = watching.map(Result::unwrap);
+            lines.find(|l| l.contains("member=RolloutChanged")).unwrap();
+            lines.take(3).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+        assert_eq!(
+            seen.iter().map(|l| l.trim()).collect::<Vec<_>>(),
+            [
+                "string \"lab\"",
+                "string \"failed\"",
+                "string \"cp-1 rolled back: no beacon\""
+            ]
+        );
+    }
 }

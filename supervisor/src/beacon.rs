@@ -21,7 +21,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// What a node says on its beacon port.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Beacon {
-    /// `ready`.
+    /// `ready`; `booting` while the node is up but not ready (all an image built with the
+    /// never-ready knob ever says).
     pub event: String,
     /// Image name.
     pub image: String,
@@ -44,13 +45,27 @@ pub struct Beacon {
     /// Seconds since the guest booted.
     #[serde(default)]
     pub uptime: f64,
+    /// The node's id: a UUID the guest made on its first boot and keeps on its state disk, so
+    /// it survives image swaps that keep the disk. Empty without a usable state disk, or
+    /// from an image that does not say.
+    #[serde(default)]
+    pub node_id: String,
+    /// How many times the node booted with this state disk (1 on the first boot); 0 without a
+    /// usable state disk, or from an image that does not say.
+    #[serde(default)]
+    pub boot_count: u64,
+    /// The state disk as the guest found it on this boot: `mounted`, `formatted` (it was blank
+    /// and was formatted), `unreadable` (not blank, and it did not mount: left untouched) or
+    /// `missing`; empty from an image that does not say.
+    #[serde(default)]
+    pub state_disk: String,
 }
 
 /// What a listener reports.
 #[derive(Debug)]
 pub enum Heard {
-    /// A beacon from the node.
-    Beacon(Beacon),
+    /// A beacon from the node (boxed: it is far larger than the other variant).
+    Beacon(Box<Beacon>),
     /// The port closed (the VM stopped, or QEMU dropped the connection).
     Lost,
 }
@@ -109,7 +124,7 @@ async fn listen<E>(
                 Ok(_) => {
                     if let Ok(beacon) = serde_json::from_str::<Beacon>(line.trim()) {
                         if events
-                            .send(wrap(name.to_owned(), Heard::Beacon(beacon)))
+                            .send(wrap(name.to_owned(), Heard::Beacon(Box::new(beacon))))
                             .is_err()
                         {
                             return;
@@ -130,6 +145,29 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixListener;
     use tokio::sync::mpsc;
+
+    #[test]
+    fn state_disk_fields_are_read_and_default_when_absent() {
+        let with = r#"{"event":"booting","image":"tiny-linux","version":"2026.11.0","root_hash":"ab","kubeadm_sha256":"cd","uptime":4.03,"node_id":"0d1c217e-2311-4c12-8715-d73b93a5d65d","boot_count":2,"state_disk":"mounted"}"#;
+        let b: Beacon = serde_json::from_str(with).unwrap();
+        assert_eq!(b.event, "booting");
+        assert_eq!(b.node_id, "0d1c217e-2311-4c12-8715-d73b93a5d65d");
+        assert_eq!(b.boot_count, 2);
+        assert_eq!(b.state_disk, "mounted");
+
+        // An image from before the state disk: still a beacon, the new fields empty.
+        let without = r#"{"event":"ready","image":"tiny-linux","version":"2026.10.0","root_hash":"ab","kubeadm_sha256":"cd","uptime":12.5}"#;
+        let b: Beacon = serde_json::from_str(without).unwrap();
+        assert_eq!(b.event, "ready");
+        assert_eq!(
+            (b.node_id.as_str(), b.boot_count, b.state_disk.as_str()),
+            ("", 0, "")
+        );
+
+        // A boot count that is not a count makes the line unreadable (it is dropped), not 0.
+        let bad = with.replace(r#""boot_count":2"#, r#""boot_count":"two""#);
+        assert!(serde_json::from_str::<Beacon>(&bad).is_err());
+    }
 
     #[tokio::test]
     async fn beacons_in_pieces_are_joined_and_a_closed_port_is_reported_then_reconnected() {

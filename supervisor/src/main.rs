@@ -20,7 +20,9 @@ mod persist;
 mod pki;
 mod reconcile;
 mod records;
+mod rollout_cli;
 mod seed;
+mod swap;
 
 /// Supervise Kubernetes node VMs on this host: pull signed images, boot nodes, roll updates.
 #[derive(Debug, Parser)]
@@ -105,6 +107,76 @@ enum Command {
     },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
+    /// Follow, pause, resume or abort the rolling image swaps of a running supervisor.
+    ///
+    /// When the channel names a newer verified image, slipwayd moves the nodes of each cluster
+    /// on this host to it one swap at a time: drain, stop, switch disks, boot, verify, commit;
+    /// a node that fails verification is rolled back to its previous image and the rollout
+    /// stops.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+}
+
+/// What `slipwayd rollout` does.
+#[derive(Debug, Subcommand)]
+enum RolloutAction {
+    /// Show each cluster's rollout: its state and target, then every node's image and swap
+    /// step.
+    ///
+    /// States: done (every node runs the target), rolling (a swap runs), waiting (for a
+    /// window, a fleet slot or an unhealthy node), paused (by `slipwayd rollout pause`),
+    /// failed (a node was rolled back; the target is not rolled further on this host),
+    /// aborted (by `slipwayd rollout abort`), idle (no target image yet).
+    ///
+    /// With --follow, prints a line stamped HH:MM:SS (UTC) per change and ends when every
+    /// cluster's rollout has ended: exit 0 when done (or paused, without --target), exit 1
+    /// when one failed or was aborted, or when --timeout passes first.
+    Status {
+        /// Print JSON instead of tables (with --follow: one JSON line per change).
+        #[arg(long)]
+        json: bool,
+        /// Keep watching (every 500 ms) and print each change until every rollout has ended.
+        #[arg(long)]
+        follow: bool,
+        /// Follow until every cluster's rollout targets VERSION and has ended (a paused
+        /// rollout does not count as ended). Implies --follow.
+        #[arg(long, value_name = "VERSION")]
+        target: Option<String>,
+        /// Give up after SECONDS (exit 1). Implies --follow.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+    },
+    /// Pause the rollouts on this host: no new swap starts; a swap in flight finishes.
+    ///
+    /// The pause persists across restarts of slipwayd until `slipwayd rollout resume`.
+    Pause {
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+    },
+    /// Resume paused rollouts: swaps start again where they stopped.
+    Resume {
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+    },
+    /// Abort a rollout: the swap in flight is rolled back, and the target image is not rolled
+    /// further on this host until a newer one is promoted.
+    ///
+    /// Nodes already moved keep the target image. The abort persists across restarts of
+    /// slipwayd.
+    Abort {
+        /// The cluster whose rollout to abort (default: every cluster on this host).
+        cluster: Option<String>,
+        /// D-Bus address of the supervisor (default: the system bus).
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,6 +223,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Down { config } => daemon::down(&config).await,
         Command::Purge { node, config, bus } => daemon::purge(&config, &node, bus.as_deref()).await,
         Command::Firmware => firmware(),
+        Command::Rollout { action } => rollout(action).await,
     }
 }
 
@@ -271,4 +344,89 @@ fn firmware() -> anyhow::Result<()> {
     println!("code  {}", ovmf.code.display());
     println!("vars  {}", ovmf.vars.display());
     Ok(())
+}
+
+async fn rollout(action: RolloutAction) -> anyhow::Result<()> {
+    match action {
+        RolloutAction::Status {
+            json,
+            follow,
+            target,
+            timeout,
+            bus,
+        } => {
+            let follow = follow || target.is_some() || timeout.is_some();
+            rollout_cli::status(bus.as_deref(), json, follow, target.as_deref(), timeout).await
+        }
+        RolloutAction::Pause { bus } => {
+            api::Client::connect(bus.as_deref()).await?.pause().await?;
+            println!(
+                "rollouts paused: no new swap starts; a swap in flight finishes (slipwayd rollout resume to go on)"
+            );
+            Ok(())
+        }
+        RolloutAction::Resume { bus } => {
+            api::Client::connect(bus.as_deref()).await?.resume().await?;
+            println!("rollouts resumed");
+            Ok(())
+        }
+        RolloutAction::Abort { cluster, bus } => {
+            let cluster = cluster.unwrap_or_default();
+            api::Client::connect(bus.as_deref())
+                .await?
+                .abort(&cluster)
+                .await?;
+            let which = if cluster.is_empty() {
+                "every rollout on this host".to_owned()
+            } else {
+                format!("the rollout of {cluster}")
+            };
+            println!(
+                "aborting {which}: a swap in flight is rolled back; the target image is not rolled further here until a newer one is promoted"
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_rollout_commands_parse() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["slipwayd", "rollout", "abort", "lab", "--bus", "unix:x"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rollout {
+                action: RolloutAction::Abort { cluster: Some(c), bus: Some(b) }
+            } if c == "lab" && b == "unix:x"
+        ));
+        let cli = Cli::try_parse_from([
+            "slipwayd",
+            "rollout",
+            "status",
+            "--target",
+            "2026.12.0",
+            "--timeout",
+            "600",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rollout {
+                action: RolloutAction::Status {
+                    follow: false,
+                    target: Some(_),
+                    timeout: Some(600),
+                    ..
+                }
+            }
+        ));
+        assert!(Cli::try_parse_from(["slipwayd", "rollout", "pause", "lab"]).is_err());
+    }
 }

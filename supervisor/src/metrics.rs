@@ -11,17 +11,25 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::{Shared, Snapshot};
+use crate::api::{ROLLOUT_STATES, Shared, Snapshot};
 use crate::model::NodeState;
 
 /// The longest request head read.
 const MAX_REQUEST: u64 = 8 << 10;
 /// How long one connection may take, request and answer.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+/// The upper bounds of the swap duration histogram's buckets, seconds: a swap of a small
+/// node takes tens of seconds under KVM, minutes under TCG or with a slow drain.
+const SWAP_DURATION_BUCKETS: [f64; 11] = [
+    5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+];
+/// The results a finished swap can have; each is shown, 0 until one happens.
+const SWAP_RESULTS: [&str; 3] = ["committed", "rolled-back", "aborted"];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -104,6 +112,72 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let metric = Counter::<u64>::default();
     metric.inc_by(value);
     registry.register(name, help, metric);
+}
+
+/// The rollout metrics of `snapshot`: swap durations, results and downtime, each cluster's
+/// rollout state, and the pause.
+fn rollouts(registry: &mut Registry, snapshot: &Snapshot) {
+    // The snapshot keeps every duration of this process, so the histogram is rebuilt whole
+    // on each scrape and stays monotonic as long as the process lives.
+    let durations = Histogram::new(SWAP_DURATION_BUCKETS);
+    for seconds in &snapshot.swap_durations {
+        durations.observe(*seconds);
+    }
+    registry.register(
+        "slipway_swap_duration_seconds",
+        "How long finished image swaps took, from planned to committed or rolled back",
+        durations,
+    );
+    let results: Family<Labels, Counter<u64>> = Family::default();
+    for result in SWAP_RESULTS {
+        results
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc_by(0);
+    }
+    for (result, count) in &snapshot.swap_results {
+        results
+            .get_or_create(&vec![("result", result.clone())])
+            .inc_by(*count);
+    }
+    registry.register(
+        "slipway_swaps",
+        "Finished image swaps by result: committed, rolled-back or aborted",
+        results,
+    );
+    let downtime: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+    for (node, seconds) in &snapshot.downtime {
+        downtime
+            .get_or_create(&vec![("node", node.clone())])
+            .set(*seconds);
+    }
+    registry.register(
+        "slipway_node_downtime_seconds",
+        "How long the node's last image swap kept it down",
+        downtime,
+    );
+    let states: Family<Labels, Gauge> = Family::default();
+    for rollout in &snapshot.rollouts {
+        for state in ROLLOUT_STATES {
+            states
+                .get_or_create(&vec![
+                    ("cluster", rollout.cluster.clone()),
+                    ("state", state.to_owned()),
+                ])
+                .set(i64::from(rollout.state == state));
+        }
+    }
+    registry.register(
+        "slipway_rollout_state",
+        "1 for the state of the cluster's rollout: done, rolling, waiting, paused, failed, aborted or idle",
+        states,
+    );
+    let paused = Gauge::<i64>::default();
+    paused.set(i64::from(snapshot.rollout_paused));
+    registry.register(
+        "slipway_rollout_paused",
+        "1 while an operator has paused the rollouts on this host",
+        paused,
+    );
 }
 
 /// The metrics of `snapshot`, encoded.
@@ -214,6 +288,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Node VMs started",
         c.starts,
     );
+    rollouts(&mut registry, snapshot);
     let rss = Gauge::<f64, AtomicU64>::default();
     rss.set(resident_bytes());
     registry.register(
@@ -296,6 +371,60 @@ mod tests {
         assert!(text.contains("node=\"w\\\"2\""), "{text}");
         assert!(text.contains("version=\"2026.11.0\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn swaps_rollouts_and_downtime_are_encoded() {
+        let mut snapshot = Snapshot {
+            swap_durations: vec![4.0, 12.5, 600.0, 700.0],
+            rollout_paused: true,
+            ..Snapshot::default()
+        };
+        snapshot.swap_results.insert("committed".into(), 3);
+        snapshot.swap_results.insert("rolled-back".into(), 1);
+        snapshot.downtime.insert("cp-1".into(), 41.5);
+        snapshot.rollouts.push(crate::api::RolloutInfo {
+            cluster: "lab".into(),
+            state: "rolling".into(),
+            ..Default::default()
+        });
+        let text = render(&snapshot);
+        let has = |line: &str| assert!(text.contains(line), "no {line:?} in\n{text}");
+        has("# TYPE slipway_swap_duration_seconds histogram\n");
+        has("slipway_swap_duration_seconds_count 4\n");
+        has("slipway_swap_duration_seconds_sum 1316.5\n");
+        // Buckets are cumulative; 700 s is above the last bound and counts only in +Inf.
+        has("slipway_swap_duration_seconds_bucket{le=\"5.0\"} 1\n");
+        has("slipway_swap_duration_seconds_bucket{le=\"10.0\"} 1\n");
+        has("slipway_swap_duration_seconds_bucket{le=\"20.0\"} 2\n");
+        has("slipway_swap_duration_seconds_bucket{le=\"300.0\"} 2\n");
+        has("slipway_swap_duration_seconds_bucket{le=\"600.0\"} 3\n");
+        has("slipway_swap_duration_seconds_bucket{le=\"+Inf\"} 4\n");
+        has("# TYPE slipway_swaps counter\n");
+        has("slipway_swaps_total{result=\"committed\"} 3\n");
+        has("slipway_swaps_total{result=\"rolled-back\"} 1\n");
+        has("slipway_swaps_total{result=\"aborted\"} 0\n");
+        has("slipway_node_downtime_seconds{node=\"cp-1\"} 41.5\n");
+        has("slipway_rollout_state{cluster=\"lab\",state=\"rolling\"} 1\n");
+        for state in ["done", "waiting", "paused", "failed", "aborted", "idle"] {
+            has(&format!(
+                "slipway_rollout_state{{cluster=\"lab\",state=\"{state}\"}} 0\n"
+            ));
+        }
+        has("slipway_rollout_paused 1\n");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn without_swaps_the_histogram_is_empty_and_nothing_is_paused() {
+        let text = render(&Snapshot::default());
+        assert!(
+            text.contains("slipway_swap_duration_seconds_count 0\n")
+                && text.contains("slipway_swap_duration_seconds_bucket{le=\"+Inf\"} 0\n")
+                && text.contains("slipway_rollout_paused 0\n")
+                && !text.contains("slipway_rollout_state{"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -152,6 +152,9 @@ pub enum NodeState {
     Crashloop,
     /// Its VM cannot be started, or runs but is not running its guest (paused, internal error).
     Failed,
+    /// A rolling swap moves it to another image (or back): its VM is powering down, stopped,
+    /// or getting its new OS disk; the swap's step says which.
+    Swapping,
     /// No longer configured: its VM is powering down.
     Stopping,
     /// No longer configured, its VM stopped; its disks and record stay until a purge.
@@ -159,13 +162,13 @@ pub enum NodeState {
 }
 
 use NodeState::{
-    Crashloop, Exited, Failed, Mismatch, Ready, Removed, Silent, Starting, Stopping, Unreachable,
-    Waiting,
+    Crashloop, Exited, Failed, Mismatch, Ready, Removed, Silent, Starting, Stopping, Swapping,
+    Unreachable, Waiting,
 };
 
 impl NodeState {
     /// Every state, in declaration order.
-    pub const ALL: [NodeState; 11] = [
+    pub const ALL: [NodeState; 12] = [
         Waiting,
         Starting,
         Ready,
@@ -175,12 +178,13 @@ impl NodeState {
         Exited,
         Crashloop,
         Failed,
+        Swapping,
         Stopping,
         Removed,
     ];
 
     /// The names, as [`NodeState::as_str`] gives them, in declaration order.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "waiting",
         "starting",
         "ready",
@@ -190,6 +194,7 @@ impl NodeState {
         "exited",
         "crashloop",
         "failed",
+        "swapping",
         "stopping",
         "removed",
     ];
@@ -206,6 +211,7 @@ impl NodeState {
             Exited => "exited",
             Crashloop => "crashloop",
             Failed => "failed",
+            Swapping => "swapping",
             Stopping => "stopping",
             Removed => "removed",
         }
@@ -223,10 +229,12 @@ impl NodeState {
     /// - waiting is also where a node slipwayd has just met starts (after a restart of
     ///   slipwayd), so it may be stopped (its VM runs but it is no longer configured);
     /// - a failed node's beacon is believed (its guest runs after all), but an exited node
-    ///   becomes ready only through starting: a beacon heard after its QEMU went is stale.
+    ///   becomes ready only through starting: a beacon heard after its QEMU went is stale;
+    /// - a configured node may be taken by a rolling swap (swapping), and leaves it booting
+    ///   (starting), or as its VM is found (exited, failed), or when it leaves the config.
     pub fn next(self) -> &'static [NodeState] {
         match self {
-            Waiting => &[Starting, Exited, Failed, Stopping, Removed],
+            Waiting => &[Starting, Exited, Failed, Swapping, Stopping, Removed],
             Starting => &[
                 Ready,
                 Unreachable,
@@ -235,6 +243,7 @@ impl NodeState {
                 Exited,
                 Crashloop,
                 Failed,
+                Swapping,
                 Stopping,
                 Removed,
             ],
@@ -246,11 +255,13 @@ impl NodeState {
                 Exited,
                 Crashloop,
                 Failed,
+                Swapping,
                 Stopping,
                 Removed,
             ],
             Unreachable => &[
-                Starting, Ready, Mismatch, Silent, Exited, Crashloop, Failed, Stopping, Removed,
+                Starting, Ready, Mismatch, Silent, Exited, Crashloop, Failed, Swapping, Stopping,
+                Removed,
             ],
             Mismatch => &[
                 Starting,
@@ -260,6 +271,7 @@ impl NodeState {
                 Exited,
                 Crashloop,
                 Failed,
+                Swapping,
                 Stopping,
                 Removed,
             ],
@@ -271,10 +283,11 @@ impl NodeState {
                 Exited,
                 Crashloop,
                 Failed,
+                Swapping,
                 Stopping,
                 Removed,
             ],
-            Exited => &[Starting, Waiting, Crashloop, Failed, Removed],
+            Exited => &[Starting, Waiting, Crashloop, Failed, Swapping, Removed],
             // Shown from the crash count, so it stays while the VM is restarted, until a
             // ready beacon (or the node is removed).
             Crashloop => &[
@@ -285,6 +298,7 @@ impl NodeState {
                 Silent,
                 Waiting,
                 Failed,
+                Swapping,
                 Stopping,
                 Removed,
             ],
@@ -296,6 +310,19 @@ impl NodeState {
                 Waiting,
                 Exited,
                 Crashloop,
+                Swapping,
+                Stopping,
+                Removed,
+            ],
+            Swapping => &[
+                Starting,
+                Ready,
+                Unreachable,
+                Mismatch,
+                Silent,
+                Exited,
+                Crashloop,
+                Failed,
                 Stopping,
                 Removed,
             ],
@@ -326,7 +353,7 @@ impl NodeState {
         match self {
             Starting => Some(d.boot),
             Ready | Unreachable | Mismatch => Some(d.silence),
-            Waiting | Silent | Exited | Crashloop | Failed | Stopping | Removed => None,
+            Waiting | Silent | Exited | Crashloop | Failed | Swapping | Stopping | Removed => None,
         }
     }
 }

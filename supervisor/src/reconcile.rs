@@ -52,21 +52,27 @@ pub enum Action {
 }
 
 /// The actions that bring `observed` to `wanted`, in a stable order (stops first, so a renamed
-/// node never runs twice). `images` holds each recorded node's image; `channel` is the
-/// channel's verified image.
+/// node never runs twice). `images` holds each recorded node's image; `channel` is the image a
+/// node that never booted takes (the channel's verified image, unless it failed on this host).
+/// A node in `swapping` gets no action: its swap in the rollout journal owns its VM until the
+/// swap ends.
 pub fn decide(
     wanted: &BTreeSet<String>,
     images: &BTreeMap<String, Digest>,
     channel: Option<&Digest>,
     observed: &BTreeMap<String, Observed>,
+    swapping: &BTreeSet<String>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     for (name, state) in observed {
+        if swapping.contains(name) {
+            continue;
+        }
         if !wanted.contains(name) && *state == Observed::Running {
             actions.push(Action::Stop { node: name.clone() });
         }
     }
-    for name in wanted {
+    for name in wanted.iter().filter(|n| !swapping.contains(*n)) {
         let recorded = images.get(name);
         match observed.get(name) {
             Some(Observed::Running) => actions.push(Action::Keep {
@@ -116,6 +122,7 @@ mod tests {
             &BTreeMap::new(),
             Some(&digest('a')),
             &BTreeMap::new(),
+            &BTreeSet::new(),
         );
         assert_eq!(
             actions,
@@ -141,6 +148,7 @@ mod tests {
             &recorded(&[("cp-1", 'a'), ("worker-1", 'a')]),
             Some(&digest('b')),
             &seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Stopped)]),
+            &BTreeSet::new(),
         );
         assert_eq!(
             actions,
@@ -168,6 +176,7 @@ mod tests {
             &recorded(&[("cp-1", 'a')]),
             None,
             &BTreeMap::new(),
+            &BTreeSet::new(),
         );
         assert_eq!(
             actions,
@@ -194,6 +203,7 @@ mod tests {
                 ("worker-9", Observed::Running),
                 ("old", Observed::Stopped),
             ]),
+            &BTreeSet::new(),
         );
         assert_eq!(
             actions,
@@ -214,10 +224,40 @@ mod tests {
         let wanted = set(&["cp-1", "worker-1"]);
         let images = recorded(&[("cp-1", 'a'), ("worker-1", 'a')]);
         let after = seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Running)]);
-        let actions = decide(&wanted, &images, Some(&digest('b')), &after);
+        let actions = decide(
+            &wanted,
+            &images,
+            Some(&digest('b')),
+            &after,
+            &BTreeSet::new(),
+        );
         assert!(
             actions.iter().all(|a| matches!(a, Action::Keep { .. })),
             "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_a_swap_owns_gets_no_action_running_or_not() {
+        // cp-1 is being swapped (its VM stopped for the new disk): no start on its recorded
+        // image behind the swap's back, and worker-9, removed but swapping, is not stopped.
+        let actions = decide(
+            &set(&["cp-1", "worker-1"]),
+            &recorded(&[("cp-1", 'a'), ("worker-1", 'a'), ("worker-9", 'a')]),
+            Some(&digest('b')),
+            &seen(&[
+                ("cp-1", Observed::Stopped),
+                ("worker-1", Observed::Running),
+                ("worker-9", Observed::Running),
+            ]),
+            &set(&["cp-1", "worker-9"]),
+        );
+        assert_eq!(
+            actions,
+            [Action::Keep {
+                node: "worker-1".into(),
+                image: Some(digest('a'))
+            }]
         );
     }
 }

@@ -3,6 +3,7 @@
 //! address from its cluster's static pool here, so the whole plan is known before anything boots.
 
 mod net;
+mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use net::{Cidr, Pool};
+#[cfg(test)]
+pub use rollout::Window;
+pub use rollout::{Rollout, Strategy};
 
 /// The host config format this build reads.
 pub const FORMAT: u32 = 1;
@@ -118,6 +122,8 @@ pub struct Cluster {
     pub gateway: std::net::Ipv4Addr,
     /// Addresses nodes get, in order.
     pub pool: Pool,
+    /// How its nodes move to a new image.
+    pub rollout: Rollout,
 }
 
 /// A node's role.
@@ -200,6 +206,7 @@ mod raw {
         pub pod_cidr: Spanned<String>,
         pub service_cidr: Spanned<String>,
         pub network: Network,
+        pub rollout: Option<Spanned<super::rollout::Raw>>,
     }
 
     #[derive(Deserialize)]
@@ -452,6 +459,23 @@ impl Validator<'_> {
             if clusters.contains_key(&name) {
                 return Err(self.error(&span, format!("cluster {name} is declared twice")));
             }
+            let rollout = match c.rollout {
+                None => Rollout::default(),
+                Some(raw) => {
+                    let at = raw.span();
+                    let rollout = raw
+                        .into_inner()
+                        .validate()
+                        .map_err(|(span, why)| self.error(&span, why))?;
+                    if rollout.strategy == Strategy::Surge {
+                        return Err(self.error(
+                            &at,
+                            "strategy \"surge\" is not built yet: use \"in-place\" (the default)",
+                        ));
+                    }
+                    rollout
+                }
+            };
             clusters.insert(
                 name.clone(),
                 Cluster {
@@ -463,6 +487,7 @@ impl Validator<'_> {
                     network,
                     gateway,
                     pool,
+                    rollout,
                 },
             );
         }

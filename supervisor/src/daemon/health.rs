@@ -86,6 +86,9 @@ mod tests {
             endpoint: "reachable".into(),
             host: "reachable".into(),
             uptime: 30.0,
+            node_id: "0d1c217e-2311-4c12-8715-d73b93a5d65d".into(),
+            boot_count: 1,
+            state_disk: "formatted".into(),
         }
     }
 

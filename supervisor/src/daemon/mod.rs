@@ -14,6 +14,7 @@ mod channel;
 mod health;
 mod lock;
 mod nodes;
+mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use images::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use crate::api::{self, Counters, NodeInfo, Shared, Snapshot};
+use crate::api::{self, Counters, NodeInfo, RolloutControl, RolloutInfo, Shared, Snapshot};
 use crate::beacon::Heard;
 use crate::config::{HostConfig, Hypervisor};
 use crate::driver::Driver;
@@ -34,6 +35,8 @@ use crate::driver::qemu::Qemu;
 use crate::metrics;
 use crate::model::{Backoff, Deadlines, Digest, NodeName};
 use crate::records::{self, NodeRecord};
+use crate::swap::journal::Journal;
+use crate::swap::plan::Decision;
 pub use admin::{down, purge};
 use channel::Channel;
 pub use lock::HostLock;
@@ -64,12 +67,20 @@ enum Event {
     /// A pull ended.
     Pulled(Box<channel::Outcome>),
     Reload,
+    /// An operator's rollout pause, resume or abort.
+    Control(RolloutControl),
 }
 
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -99,6 +110,20 @@ struct Daemon<D: Driver> {
     events: UnboundedSender<Event>,
     deadlines: Deadlines,
     backoff: Backoff,
+    /// The rollout journal: swaps in flight, failed images, pause.
+    journal: Journal,
+    /// Why the journal cannot be written; cleared by the next write.
+    rollout_problem: String,
+    /// What the executor keeps in memory of each swap in flight.
+    progress: BTreeMap<String, rollout::Progress>,
+    /// Finished swaps, for the metrics.
+    swap_stats: rollout::SwapStats,
+    /// The last rollout decision of each cluster.
+    decisions: BTreeMap<String, Decision>,
+    /// `NAME VERSION` of the images met so far.
+    labels: BTreeMap<Digest, String>,
+    /// What `slipwayd rollout status` shows.
+    rollouts: Vec<RolloutInfo>,
 }
 
 impl<D: Driver> Daemon<D> {
@@ -111,6 +136,10 @@ impl<D: Driver> Daemon<D> {
         let store = Store::open(&config.state_dir.join("store"))?;
         let channel = Channel::load(&config.state_dir, &store)?;
         let records = records::load_all(&config.state_dir)?;
+        let journal = Journal::load(&config.state_dir)?;
+        if !journal.swaps.is_empty() {
+            tracing::info!(swaps = ?journal.swaps.keys().collect::<Vec<_>>(), "resuming the swaps the rollout journal holds");
+        }
         let mut daemon = Daemon {
             path: path.to_owned(),
             stamp: modified(path),
@@ -127,6 +156,13 @@ impl<D: Driver> Daemon<D> {
             events,
             deadlines: Deadlines::default(),
             backoff: Backoff::default(),
+            journal,
+            rollout_problem: String::new(),
+            progress: BTreeMap::new(),
+            swap_stats: rollout::SwapStats::default(),
+            decisions: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            rollouts: Vec::new(),
         };
         daemon.load_initialisers()?;
         Ok(daemon)
@@ -187,7 +223,7 @@ impl<D: Driver> Daemon<D> {
             return;
         }
         self.channel.pulling = true;
-        let keep = keep(&self.records, &self.channel);
+        let keep = keep(&self.records, &self.channel, &self.journal);
         let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
         let events = self.events.clone();
         let now = u64::try_from(unix_now()).unwrap_or(0);
@@ -253,6 +289,7 @@ impl<D: Driver> Daemon<D> {
             problem: [
                 self.config_problem.as_str(),
                 self.records_problem.as_str(),
+                self.rollout_problem.as_str(),
                 problem.as_str(),
             ]
             .into_iter()
@@ -266,24 +303,53 @@ impl<D: Driver> Daemon<D> {
                 .map(|(n, t)| (n.clone(), t.info()))
                 .collect(),
             counters: self.counters.clone(),
+            rollouts: self.rollouts.clone(),
+            rollout_paused: self.journal.paused,
+            swap_durations: self.swap_stats.durations.clone(),
+            swap_results: self.swap_stats.results.clone(),
+            downtime: self.swap_stats.downtime.clone(),
         }
     }
 }
 
 /// The images the store must keep: every node record's (removed nodes' too, until a purge),
-/// the channel's verified image and the one before it.
-fn keep(records: &BTreeMap<String, NodeRecord>, channel: &Channel) -> BTreeSet<Digest> {
+/// the channel's verified image and the one before it, and both images of every swap in
+/// flight (its way back).
+fn keep(
+    records: &BTreeMap<String, NodeRecord>,
+    channel: &Channel,
+    journal: &Journal,
+) -> BTreeSet<Digest> {
     records
         .values()
         .filter_map(|r| r.image.clone())
         .chain(channel.keeps())
+        .chain(journal.images().cloned())
         .collect()
 }
 
-/// Publishes the supervisor's view; returns the nodes whose state or reason changed.
-fn publish<D: Driver>(daemon: &Daemon<D>, shared: &Shared, metrics: &str) -> Vec<NodeInfo> {
+/// Publishes the supervisor's view; returns the nodes whose state or reason changed, and the
+/// rollouts whose state or reason did.
+fn publish<D: Driver>(
+    daemon: &Daemon<D>,
+    shared: &Shared,
+    metrics: &str,
+) -> (Vec<NodeInfo>, Vec<RolloutInfo>) {
     let fresh = daemon.snapshot(metrics);
     let mut snapshot = shared.lock();
+    let rollouts = fresh
+        .rollouts
+        .iter()
+        .filter(|r| {
+            !snapshot.rollouts.iter().any(|old| {
+                (&old.cluster, &old.state, &old.reason) == (&r.cluster, &r.state, &r.reason)
+            })
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    for rollout in &rollouts {
+        tracing::info!(cluster = %rollout.cluster, state = %rollout.state, reason = %rollout.reason, target = %rollout.target, "rollout");
+    }
     let changed = fresh
         .nodes
         .values()
@@ -299,7 +365,7 @@ fn publish<D: Driver>(daemon: &Daemon<D>, shared: &Shared, metrics: &str) -> Vec
         tracing::info!(node = %node.name, state = %node.state, reason = %node.reason, "node state");
     }
     *snapshot = fresh;
-    changed
+    (changed, rollouts)
 }
 
 /// The driver a host config names.
@@ -329,12 +395,13 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let metrics = metrics::serve(options.metrics, shared.clone())
         .await?
         .to_string();
-    let (reload, purge) = (events.clone(), events.clone());
+    let (reload, purge, control) = (events.clone(), events.clone(), events.clone());
     let service = api::Service::start(
         options.bus.as_deref(),
         shared.clone(),
         Box::new(move || reload.send(Event::Reload).is_ok()),
         Box::new(move |name: &str| purge.send(Event::Purge(name.to_owned())).is_ok()),
+        Box::new(move |c: RolloutControl| control.send(Event::Control(c)).is_ok()),
     )
     .await?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -351,12 +418,17 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     // Records first (a host from before records gets its nodes' images from image.json), so
     // the store's collection before the first pull keeps every image a node runs.
     daemon.reconcile().await;
+    daemon.roll(true).await;
     daemon.start_pull();
     let mut next_pass = Instant::now() + PASS_INTERVAL;
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     loop {
-        for node in publish(&daemon, &shared, &metrics) {
+        let (nodes, rollouts) = publish(&daemon, &shared, &metrics);
+        for node in nodes {
             service.node_changed(&node).await;
+        }
+        for rollout in rollouts {
+            service.rollout_changed(&rollout).await;
         }
         // A node waiting out its crash backoff starts on time, not at the next check (and a
         // start that cannot happen is not retried more than once a second).
@@ -366,6 +438,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         let wake = next_check.min(next_pass).min(restart.unwrap_or(next_pass));
         let wake = tokio::time::Instant::from_std(wake);
         let mut pass_due = false;
+        let mut probe = false;
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -387,19 +460,24 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 Some(Event::Stopped(name, result)) => daemon.stopped(&name, result),
                 Some(Event::Purge(name)) => daemon.purge(&name).await,
                 Some(Event::Pulled(outcome)) => daemon.pulled(*outcome).await,
+                Some(Event::Control(control)) => daemon.control(control).await,
             },
             () = tokio::time::sleep_until(wake) => {}
         }
         if Instant::now() >= next_check {
             pass_due |= daemon.check().await;
             next_check = Instant::now() + CHECK_INTERVAL;
+            probe = true;
         }
         pass_due |= restart.is_some_and(|t| Instant::now() >= t);
         if pass_due || Instant::now() >= next_pass {
             daemon.start_pull();
             daemon.reconcile().await;
             next_pass = Instant::now() + PASS_INTERVAL;
+            probe = true;
         }
+        // Swaps move on every wake: a beacon may end a soak, a stop may have ended.
+        daemon.roll(probe).await;
     }
     daemon.detach();
     tracing::info!(
@@ -433,10 +511,21 @@ mod tests {
             ("old".to_owned(), record("old", Some(digest('b')))),
             ("new".to_owned(), record("new", None)),
         ]);
-        let kept = keep(&records, &channel);
+        let mut journal = Journal::default();
+        journal.swaps.insert(
+            "w-1".into(),
+            crate::swap::Swap::plan("w-1", "lab", digest('c'), digest('d'), 0),
+        );
+        let kept = keep(&records, &channel, &journal);
         assert_eq!(
             kept,
-            BTreeSet::from([digest('a'), digest('b'), digest('f')])
+            BTreeSet::from([
+                digest('a'),
+                digest('b'),
+                digest('c'),
+                digest('d'),
+                digest('f')
+            ])
         );
     }
 }

@@ -27,14 +27,20 @@ pub(super) struct Node {
     cluster: String,
     role: String,
     address: String,
-    state: NodeState,
-    reason: String,
+    pub(super) state: NodeState,
+    pub(super) reason: String,
     /// sha256 of the kubeadm documents its seed carries.
     documents: String,
     /// The image it was started from.
     booted: Option<Booted>,
-    pid: u32,
+    pub(super) pid: u32,
     last_beacon: i64,
+    /// Its last ready beacon (Unix seconds, fractional; 0: none yet).
+    pub(super) last_ready: f64,
+    /// The node id its state disk holds, as its beacon says.
+    node_id: String,
+    /// How many times it booted, as its state disk counts.
+    boot_count: u64,
     uptime: u64,
     heard: Option<Instant>,
     /// Its beacon port closed since its last beacon (its QEMU may have ended).
@@ -63,6 +69,9 @@ impl Node {
             booted: None,
             pid: 0,
             last_beacon: 0,
+            last_ready: 0.0,
+            node_id: String::new(),
+            boot_count: 0,
             uptime: 0,
             heard: None,
             lost: false,
@@ -75,7 +84,7 @@ impl Node {
     }
 
     /// Moves to `state`; a move the lifecycle does not allow is a bug, logged and not made.
-    fn set(&mut self, state: NodeState, reason: impl Into<String>) {
+    pub(super) fn set(&mut self, state: NodeState, reason: impl Into<String>) {
         if state != self.state && !self.state.may_become(state) {
             tracing::error!(
                 node = %self.name,
@@ -211,8 +220,9 @@ impl<D: Driver> Daemon<D> {
                 (name.clone(), seen)
             })
             .collect();
-        let target = self.channel.target_digest();
-        for action in reconcile::decide(&wanted, &images, target.as_ref(), &observed) {
+        let fresh = self.image_for_new_nodes();
+        let owned = self.journal.swaps.keys().cloned().collect();
+        for action in reconcile::decide(&wanted, &images, fresh.as_ref(), &observed, &owned) {
             match action {
                 Action::Stop { node } => self.stop(&node),
                 Action::Start { node, image } => self.start(&node, &image).await,
@@ -260,7 +270,7 @@ impl<D: Driver> Daemon<D> {
 
     /// The tracked entry of configured node `name`, its facts refreshed from the config and
     /// its record.
-    fn tracked(&mut self, name: &str) -> Option<(config::Node, NodeRecord, &mut Node)> {
+    pub(super) fn tracked(&mut self, name: &str) -> Option<(config::Node, NodeRecord, &mut Node)> {
         let node = self.config.nodes.get(name)?.clone();
         let record = self.records.get(name)?.clone();
         let tracked = self
@@ -296,57 +306,65 @@ impl<D: Driver> Daemon<D> {
         if tracked.next_start.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        // A QEMU or qemu-img that hangs must not hold the loop.
-        let result = tokio::time::timeout(BOOT_STEPS_DEADLINE, self.boot(name, image))
-            .await
-            .unwrap_or_else(|_| {
-                Err(anyhow::anyhow!(
-                    "its seed, disks and VM start took over {} s",
-                    BOOT_STEPS_DEADLINE.as_secs()
-                ))
-            });
+        let Err(e) = self.launch(name, image).await else {
+            return;
+        };
         let backoff = self.backoff;
-        let events = self.events.clone();
-        let socket = self.driver.beacon(&self.node_dir(name));
         let Some((_, _, tracked)) = self.tracked(name) else {
             return;
         };
-        match result {
-            Ok((booted, documents, pid)) => {
-                tracing::info!(node = %name, image = %booted.name, version = %booted.version, pid, "node VM started");
-                tracked.pid = pid;
-                tracked.booted = Some(booted);
-                tracked.documents = documents;
-                tracked.heard = None;
-                tracked.since = Some(Instant::now());
-                tracked.ready_since_start = false;
-                tracked.next_start = None;
-                tracked.set(NodeState::Starting, "booting; waiting for its first beacon");
-                if tracked.listener.is_none() {
-                    tracked.listener = Some(Listener::start(name, socket, events, Event::Heard));
-                }
-                self.counters.starts += 1;
-            }
-            Err(e) => {
-                // Tried again after the crash backoff, counted towards crashloop.
-                tracked.pid = 0;
-                tracked.failures += 1;
-                let delay = backoff.delay(tracked.failures, jitter());
-                tracked.next_start = Some(Instant::now() + delay);
-                tracing::error!(node = %name, delay_s = delay.as_secs(), "cannot start the node VM: {e:#}");
-                let state = if tracked.failures >= CRASHLOOP_AFTER {
-                    NodeState::Crashloop
-                } else {
-                    NodeState::Failed
-                };
-                let reason = format!(
-                    "cannot start its VM: {e:#} (tried {} times; next try in {} s)",
-                    tracked.failures,
-                    delay.as_secs()
-                );
-                tracked.set(state, reason);
-            }
+        // Tried again after the crash backoff, counted towards crashloop.
+        tracked.pid = 0;
+        tracked.failures += 1;
+        let delay = backoff.delay(tracked.failures, jitter());
+        tracked.next_start = Some(Instant::now() + delay);
+        tracing::error!(node = %name, delay_s = delay.as_secs(), "cannot start the node VM: {e:#}");
+        let state = if tracked.failures >= CRASHLOOP_AFTER {
+            NodeState::Crashloop
+        } else {
+            NodeState::Failed
+        };
+        let reason = format!(
+            "cannot start its VM: {e:#} (tried {} times; next try in {} s)",
+            tracked.failures,
+            delay.as_secs()
+        );
+        tracked.set(state, reason);
+    }
+
+    /// Makes node `name`'s seed and disks and starts its VM on `image` (its record names the
+    /// image first), then tracks the started VM: listening to its beacon, judging it against
+    /// `image`.
+    pub(super) async fn launch(&mut self, name: &str, image: &Digest) -> anyhow::Result<()> {
+        // A QEMU or qemu-img that hangs must not hold the loop.
+        let (booted, documents, pid) =
+            tokio::time::timeout(BOOT_STEPS_DEADLINE, self.boot(name, image))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "its seed, disks and VM start took over {} s",
+                        BOOT_STEPS_DEADLINE.as_secs()
+                    ))
+                })?;
+        let events = self.events.clone();
+        let socket = self.driver.beacon(&self.node_dir(name));
+        let Some((_, _, tracked)) = self.tracked(name) else {
+            anyhow::bail!("node {name} is no longer configured");
+        };
+        tracing::info!(node = %name, image = %booted.name, version = %booted.version, pid, "node VM started");
+        tracked.pid = pid;
+        tracked.booted = Some(booted);
+        tracked.documents = documents;
+        tracked.heard = None;
+        tracked.since = Some(Instant::now());
+        tracked.ready_since_start = false;
+        tracked.next_start = None;
+        tracked.set(NodeState::Starting, "booting; waiting for its first beacon");
+        if tracked.listener.is_none() {
+            tracked.listener = Some(Listener::start(name, socket, events, Event::Heard));
         }
+        self.counters.starts += 1;
+        Ok(())
     }
 
     /// Seed, disks and VM for node `name` from `image`: the booted image, the digest of the
@@ -397,6 +415,7 @@ impl<D: Driver> Daemon<D> {
             name: name.to_owned(),
             dir: self.node_dir(name),
             base: stored.vhdx.clone(),
+            image: image.to_string(),
             seed: seed_path,
             state_disk: node.state_disk,
             cpus: node.cpus,
@@ -415,7 +434,7 @@ impl<D: Driver> Daemon<D> {
 
     /// A configured node whose VM runs: re-attach (after a restart) and refresh what it must
     /// report.
-    fn keep(&mut self, name: &str, image: Option<&Digest>, status: VmStatus) {
+    pub(super) fn keep(&mut self, name: &str, image: Option<&Digest>, status: VmStatus) {
         let dir = self.node_dir(name);
         let booted = match image {
             Some(digest) => self
@@ -516,6 +535,10 @@ impl<D: Driver> Daemon<D> {
     }
 
     pub(super) fn stopped(&mut self, name: &str, result: Result<Stopped, String>) {
+        if self.journal.swaps.contains_key(name) {
+            self.swap_stopped(name, result);
+            return;
+        }
         let configured = self.config.nodes.contains_key(name);
         let Some(tracked) = self.nodes.get_mut(name) else {
             return;
@@ -583,7 +606,8 @@ impl<D: Driver> Daemon<D> {
         if !beacon.address.is_empty() {
             tracked.address.clone_from(&beacon.address);
         }
-        if tracked.state.is_leaving() {
+        // Leaving, or on its way to another image: what its old VM still says is not judged.
+        if tracked.state.is_leaving() || tracked.state == NodeState::Swapping {
             return false;
         }
         let (state, reason) = judge(&beacon, tracked.booted.as_ref(), &tracked.documents);
@@ -593,9 +617,18 @@ impl<D: Driver> Daemon<D> {
         if state == NodeState::Ready {
             tracked.ready_since_start = true;
             tracked.failures = 0;
+            tracked.last_ready = super::unix_now_f64();
         }
+        tracked.node_id.clone_from(&beacon.node_id);
+        tracked.boot_count = beacon.boot_count;
         tracked.set(state, reason);
+        self.swap_heard(name, state);
         false
+    }
+
+    /// Whether node `name`'s beacon is being listened to.
+    pub(super) fn listening(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.listener.is_some())
     }
 
     /// When the next node held back by its crash backoff may start.
@@ -627,7 +660,11 @@ impl<D: Driver> Daemon<D> {
             let dir = root.join(&name);
             let state = self.nodes.get(&name).map(|n| n.state);
             let Some(state) = state else { continue };
-            if state.is_leaving() || matches!(state, NodeState::Waiting) {
+            // A node a swap owns is watched by its swap (its exits are the swap's to judge).
+            if state.is_leaving()
+                || matches!(state, NodeState::Waiting)
+                || self.journal.swaps.contains_key(&name)
+            {
                 continue;
             }
             let idle = self.nodes.get(&name).is_some_and(|n| n.pid == 0);

@@ -18,6 +18,9 @@ pub struct VmSpec {
     pub dir: PathBuf,
     /// The image's VHDX in the store (the read-only backing file of the OS overlay).
     pub base: PathBuf,
+    /// The image's digest, `sha256:HEX`: each image gets an OS overlay of its own, so a swap
+    /// keeps the previous one until it commits.
+    pub image: String,
     /// The NoCloud seed disk image (raw, attached read-only).
     pub seed: PathBuf,
     /// State disk size in bytes (used once, when the disk is created).
@@ -91,10 +94,26 @@ pub enum Stopped {
 
 /// A hypervisor that runs node VMs.
 pub trait Driver: Send + Sync + 'static {
-    /// Makes the disks: a fresh OS overlay over spec.base, the state disk only if missing,
-    /// firmware vars only if missing, the console log kept (rotated by size); the network of
-    /// spec.network is up afterwards.
+    /// Makes the disks: the OS overlay of spec.image over spec.base only if missing (see
+    /// [`Driver::overlay`]), the state disk only if missing, firmware vars only if missing, the
+    /// console log kept (rotated by size); the network of spec.network is up afterwards.
     fn prepare(&self, spec: &VmSpec) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Makes the OS overlay of `image` (a digest) over `base` in run directory `dir` unless it
+    /// exists; the overlays of other images stay (a swap's way back). Atomic: a crash leaves
+    /// the overlay whole or absent.
+    fn overlay(
+        &self,
+        dir: &Path,
+        base: &Path,
+        image: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Deletes the OS overlays in `dir` of every image but `keep` (a digest): a committed
+    /// swap's previous disk. The VM must run on `keep`'s overlay or not at all.
+    fn drop_overlays(
+        &self,
+        dir: &Path,
+        keep: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Starts the prepared VM detached; returns its pid.
     fn start(&self, spec: &VmSpec) -> impl Future<Output = anyhow::Result<u32>> + Send;
     /// Stops the VM of node `name` whose run directory is `dir`: ACPI power-down, then QMP quit,

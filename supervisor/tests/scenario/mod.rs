@@ -1,7 +1,9 @@
-//! The parts of the slipwayd scenarios (run.rs): the images published, the supervisor run and
+//! The parts of the slipwayd scenarios (run.rs, rollout.rs): the images published, the supervisor run and
 //! killed, its status and metrics read the way other tools read them.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// Each scenario (run.rs, rollout.rs) uses its own part of these.
+#![allow(dead_code)]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -66,54 +68,93 @@ pub fn slipway(d: &Path, args: &[&str]) -> String {
     slipway_in(d, None, args)
 }
 
-/// Builds both images (locked against today's archive), signs and pushes them to `repo` on a
-/// plain-HTTP registry in `netns`, and promotes the good one to `stable`; returns the host.toml
-/// text.
-pub fn publish(d: &Path, repo: &str, netns: &tests::netns::Netns) -> String {
+/// How a test image differs from tiny-linux as its recipe says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// As the recipe says.
+    Good,
+    /// Its init exits at once (the kernel panics, QEMU ends): an image that crashes at boot.
+    Crashing,
+    /// One file more (/etc/motd names its version): next month's image.
+    Changed,
+    /// The recipe's never-ready knob on: it boots and never reports ready.
+    NeverReady,
+}
+
+/// Builds tiny-linux `version` as `variant` (locked against today's archive), signs it with
+/// `release.key` (made on first use) and pushes it to `repo` on a plain-HTTP registry in
+/// `netns`.
+pub fn build_and_push(
+    d: &Path,
+    repo: &str,
+    netns: &tests::netns::Netns,
+    version: &str,
+    variant: Variant,
+) {
     let recipes = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .join("recipes");
-    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slipway-downloads/debs");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::fs::create_dir_all(d.join("cache")).unwrap();
-    std::os::unix::fs::symlink(&shared, d.join("cache/debs")).unwrap();
-    let recipe = std::fs::read_to_string(recipes.join("tiny-linux.toml")).unwrap();
-    let init = std::fs::read_to_string(recipes.join("tiny-linux/init")).unwrap();
-    let crash_init = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
-        echo \"slipway-node: crashing at boot, uptime $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n\
-        exit 1\n";
-    for (version, init) in [(GOOD, init.as_str()), (CRASHING, crash_init)] {
-        let dir = d.join("recipe").join(version);
-        std::fs::create_dir_all(dir.join("tiny-linux")).unwrap();
-        std::fs::write(
-            dir.join("tiny-linux.toml"),
-            recipe.replace(
-                &format!("version = \"{GOOD}\""),
-                &format!("version = \"{version}\""),
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("tiny-linux/init"), init).unwrap();
-        let toml = format!("recipe/{version}/tiny-linux.toml");
-        if version == GOOD {
-            slipway(d, &["keygen", "release.key"]);
-        }
-        slipway(d, &["lock", &toml]);
-        slipway(d, &["build", &toml, "--locked", "--out", "out"]);
-        slipway_in(
-            d,
-            Some(netns),
-            &[
-                "push",
-                &format!("out/tiny-linux-{version}.vhdx"),
-                &format!("{repo}:{version}"),
-                "--key",
-                "release.key",
-                "--plain-http",
-            ],
-        );
+    if !d.join("cache/debs").exists() {
+        let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slipway-downloads/debs");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::create_dir_all(d.join("cache")).unwrap();
+        std::os::unix::fs::symlink(&shared, d.join("cache/debs")).unwrap();
     }
+    let mut recipe = std::fs::read_to_string(recipes.join("tiny-linux.toml"))
+        .unwrap()
+        .replace(
+            &format!("version = \"{GOOD}\""),
+            &format!("version = \"{version}\""),
+        );
+    let knob = "  # { path = \"/etc/slipway/never-ready\", text = \"\" },";
+    assert!(recipe.contains(knob), "the recipe's never-ready knob moved");
+    let mut init = std::fs::read_to_string(recipes.join("tiny-linux/init")).unwrap();
+    match variant {
+        Variant::Good => {}
+        Variant::Crashing => {
+            init = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+                echo \"slipway-node: crashing at boot, uptime $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n\
+                exit 1\n"
+                .to_owned();
+        }
+        Variant::Changed => {
+            recipe = recipe.replace(
+                knob,
+                &format!("  {{ path = \"/etc/motd\", text = \"tiny-linux {version}\\n\" }},"),
+            );
+        }
+        Variant::NeverReady => recipe = recipe.replace(knob, &knob.replacen("# ", "", 1)),
+    }
+    let dir = d.join("recipe").join(version);
+    std::fs::create_dir_all(dir.join("tiny-linux")).unwrap();
+    std::fs::write(dir.join("tiny-linux.toml"), recipe).unwrap();
+    std::fs::write(dir.join("tiny-linux/init"), init).unwrap();
+    let toml = format!("recipe/{version}/tiny-linux.toml");
+    if !d.join("release.key").exists() {
+        slipway(d, &["keygen", "release.key"]);
+    }
+    slipway(d, &["lock", &toml]);
+    slipway(d, &["build", &toml, "--locked", "--out", "out"]);
+    slipway_in(
+        d,
+        Some(netns),
+        &[
+            "push",
+            &format!("out/tiny-linux-{version}.vhdx"),
+            &format!("{repo}:{version}"),
+            "--key",
+            "release.key",
+            "--plain-http",
+        ],
+    );
+}
+
+/// Builds the good image and the crashing one, pushes both to `repo` and promotes the good
+/// one to `stable`; returns the host.toml text.
+pub fn publish(d: &Path, repo: &str, netns: &tests::netns::Netns) -> String {
+    build_and_push(d, repo, netns, GOOD, Variant::Good);
+    build_and_push(d, repo, netns, CRASHING, Variant::Crashing);
     promote(d, repo, GOOD, netns);
     host_config(&d.join("state"), repo, &d.join("release.key.pub"))
 }
@@ -207,6 +248,17 @@ impl Supervisor {
         log: &str,
         netns: Option<&tests::netns::Netns>,
     ) -> Supervisor {
+        Supervisor::start_with(d, bus, log, netns, &[])
+    }
+
+    /// [`Supervisor::start`] with `env` set for it.
+    pub fn start_with(
+        d: &Path,
+        bus: &str,
+        log: &str,
+        netns: Option<&tests::netns::Netns>,
+        env: &[(&str, &str)],
+    ) -> Supervisor {
         let log = std::fs::File::create(d.join(log)).unwrap();
         let program = env!("CARGO_BIN_EXE_slipwayd");
         let mut command = netns.map_or_else(|| Command::new(program), |n| n.command(program));
@@ -214,6 +266,7 @@ impl Supervisor {
             .current_dir(d)
             .args(["run", "--config", "host.toml", "--metrics", "127.0.0.1:0"])
             .args(["--bus", bus])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -223,6 +276,18 @@ impl Supervisor {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits up to `limit` for it to end by itself; how it ended.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn kill(&mut self) {

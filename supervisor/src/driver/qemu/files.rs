@@ -92,6 +92,28 @@ pub async fn vars(template: &Path, path: &Path, gid: u32) -> Result<(), Error> {
     disk(path, gid).await
 }
 
+/// The OS overlay of image `digest` (`sha256:HEX`) in a run directory: `os-HEX16.qcow2`.
+pub fn overlay_name(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("os-{}.qcow2", &hex[..hex.len().min(16)])
+}
+
+/// Whether `name` is an OS overlay's file name ([`overlay_name`]).
+pub fn is_overlay_name(name: &str) -> bool {
+    name.strip_prefix("os-")
+        .and_then(|n| n.strip_suffix(".qcow2"))
+        .is_some_and(|hex| hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Syncs directory `dir` (a rename in it is durable afterwards).
+pub async fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let path = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&path).and_then(|d| d.sync_all()))
+        .await
+        .map_err(|e| Error::access("sync", dir, e.into()))?
+        .map_err(|e| Error::access("sync", dir, e))
+}
+
 /// The `generation`th rotated console log of `dir` (0: the live one).
 pub fn console(dir: &Path, generation: u32) -> PathBuf {
     match generation {

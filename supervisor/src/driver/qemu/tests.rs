@@ -29,6 +29,7 @@ fn spec(root: &Path) -> VmSpec {
         name: "n-1".into(),
         dir: root.join("state/nodes/n-1"),
         base,
+        image: format!("sha256:{}", "1a".repeat(32)),
         seed: root.join("seed.raw"),
         state_disk: 64 << 20,
         cpus: 1,
@@ -164,7 +165,7 @@ async fn a_vm_runs_unprivileged_keeps_its_console_and_always_stops() {
     );
     for (name, mode) in [
         ("", 0o750),
-        ("os.qcow2", 0o660),
+        ("os-1a1a1a1a1a1a1a1a.qcow2", 0o660),
         ("state.raw", 0o660),
         ("vars.fd", 0o660),
         ("console.log", 0o640),
@@ -333,4 +334,33 @@ async fn the_privilege_drop_option_matches_the_qemu_version() {
         expected,
         "{version}"
     );
+}
+
+#[tokio::test]
+async fn each_image_gets_its_own_overlay_kept_until_a_commit_drops_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(root.path());
+    let qemu = driver(root.path()).await;
+    files::run_dir(&spec.dir, qemu.user().gid).await.unwrap();
+    let (old, new) = (spec.image.clone(), format!("sha256:{}", "2b".repeat(32)));
+    qemu.overlay(&spec.dir, &spec.base, &old).await.unwrap();
+    let first = std::fs::metadata(spec.dir.join(files::overlay_name(&old))).unwrap();
+    // Made again (a swap step run twice after a crash): the same file, not a fresh one.
+    qemu.overlay(&spec.dir, &spec.base, &old).await.unwrap();
+    let again = std::fs::metadata(spec.dir.join(files::overlay_name(&old))).unwrap();
+    assert_eq!((first.ino(), first.mtime()), (again.ino(), again.mtime()));
+    qemu.overlay(&spec.dir, &spec.base, &new).await.unwrap();
+    let info = tests::run(
+        tests::qemu_img(&["info", "--output=json"]).arg(spec.dir.join(files::overlay_name(&new))),
+    );
+    assert!(info.contains(spec.base.to_str().unwrap()), "{info}");
+    std::fs::write(spec.dir.join("os.qcow2"), b"left by an older slipwayd").unwrap();
+    std::fs::write(spec.dir.join("state.raw"), b"state").unwrap();
+    qemu.drop_overlays(&spec.dir, &new).await.unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&spec.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, [files::overlay_name(&new), "state.raw".to_owned()]);
 }

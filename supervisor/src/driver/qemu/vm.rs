@@ -322,19 +322,8 @@ impl Qemu {
     pub async fn prepare_vm(&self, spec: &VmSpec) -> Result<(), Error> {
         let gid = self.user.gid;
         files::run_dir(&spec.dir, gid).await?;
-        let overlay = spec.dir.join("os.qcow2");
-        match tokio::fs::remove_file(&overlay).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::access("remove", &overlay, e)),
-        }
-        let args = ["create", "-q", "-f", "qcow2", "-b"].map(String::from);
-        let mut args = args.to_vec();
-        args.push(spec.base.to_string_lossy().into_owned());
-        args.extend(["-F".into(), "vhdx".into()]);
-        args.push(overlay.to_string_lossy().into_owned());
-        self.run(&spec.name, "qemu-img", &args).await?;
-        files::disk(&overlay, gid).await?;
+        self.make_overlay(&spec.name, &spec.dir, &spec.base, &spec.image)
+            .await?;
         files::state_disk(&spec.dir.join("state.raw"), spec.state_disk, gid).await?;
         files::vars(&self.ovmf.vars, &spec.dir.join("vars.fd"), gid).await?;
         files::console_log(&spec.dir, gid).await?;
@@ -352,6 +341,59 @@ impl Qemu {
         .await
         .map_err(|e| Error::access("start the network of", Path::new(&cluster), e.into()))?
         .map_err(|source| Error::Network { cluster, source })?;
+        Ok(())
+    }
+
+    /// See [`Driver::overlay`].
+    pub async fn make_overlay(
+        &self,
+        vm: &str,
+        dir: &Path,
+        base: &Path,
+        image: &str,
+    ) -> Result<(), Error> {
+        let overlay = dir.join(files::overlay_name(image));
+        if tokio::fs::try_exists(&overlay).await.unwrap_or(false) {
+            return Ok(());
+        }
+        // Made beside it, then renamed: a crash never leaves a torn overlay under its name.
+        let partial = dir.join(format!(".{}.partial", files::overlay_name(image)));
+        let _ = tokio::fs::remove_file(&partial).await;
+        let mut args = ["create", "-q", "-f", "qcow2", "-b"]
+            .map(String::from)
+            .to_vec();
+        args.push(base.to_string_lossy().into_owned());
+        args.extend(["-F".into(), "vhdx".into()]);
+        args.push(partial.to_string_lossy().into_owned());
+        self.run(vm, "qemu-img", &args).await?;
+        files::disk(&partial, self.user.gid).await?;
+        tokio::fs::rename(&partial, &overlay)
+            .await
+            .map_err(|e| Error::access("rename", &partial, e))?;
+        files::sync_dir(dir).await
+    }
+
+    /// See [`Driver::drop_overlays`].
+    pub async fn drop_other_overlays(&self, dir: &Path, keep: &str) -> Result<(), Error> {
+        let keep = files::overlay_name(keep);
+        let mut entries = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| Error::access("list", dir, e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| Error::access("list", dir, e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // os.qcow2: the one overlay of a VM started before per-image overlays.
+            let overlay = name == "os.qcow2" || files::is_overlay_name(&name);
+            if overlay && name != keep {
+                tokio::fs::remove_file(entry.path())
+                    .await
+                    .map_err(|e| Error::access("remove", &entry.path(), e))?;
+                tracing::info!(overlay = %name, "previous OS overlay dropped");
+            }
+        }
         Ok(())
     }
 
@@ -389,7 +431,10 @@ impl Qemu {
             "-drive",
             &format!("if=pflash,format=raw,file={}", p("vars.fd")),
             "-drive",
-            &format!("file={},format=qcow2,if=none,id=os", p("os.qcow2")),
+            &format!(
+                "file={},format=qcow2,if=none,id=os",
+                p(&files::overlay_name(&spec.image))
+            ),
             "-device",
             "virtio-blk-pci,drive=os,bootindex=0",
             "-drive",
@@ -611,6 +656,17 @@ impl Driver for Qemu {
 
     async fn status(&self, _name: &str, dir: &Path) -> VmStatus {
         self.vm_status(dir).await
+    }
+
+    async fn overlay(&self, dir: &Path, base: &Path, image: &str) -> anyhow::Result<()> {
+        let vm = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(self
+            .make_overlay(vm.as_deref().unwrap_or("?"), dir, base, image)
+            .await?)
+    }
+
+    async fn drop_overlays(&self, dir: &Path, keep: &str) -> anyhow::Result<()> {
+        Ok(self.drop_other_overlays(dir, keep).await?)
     }
 
     fn beacon(&self, dir: &Path) -> PathBuf {

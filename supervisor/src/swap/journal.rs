@@ -1,0 +1,153 @@
+//! The rollout journal (`STATE/rollout`, a [`crate::persist`] record of kind `rollout`): the
+//! swaps in flight with their steps, the images that failed on this host, the clusters whose
+//! rollout an operator aborted, and whether rollouts are paused. It is written before every
+//! side effect of a swap, so what it says is what the supervisor was doing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Step, Swap};
+use crate::model::Digest;
+use crate::persist;
+
+/// The record kind.
+pub const KIND: &str = "rollout";
+/// The payload version written.
+pub const VERSION: u32 = 1;
+
+/// Why an image is not rolled further on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// The node whose swap failed (empty for an abort).
+    pub node: String,
+    /// Why.
+    pub reason: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// The journal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// No new swap starts while set (swaps in flight finish).
+    pub paused: bool,
+    /// Swaps in flight, by node.
+    pub swaps: BTreeMap<String, Swap>,
+    /// The last finished swap of each node (shown by status).
+    pub last: BTreeMap<String, Swap>,
+    /// Images whose swap failed on this host: never rolled again here.
+    pub failed: BTreeMap<Digest, Failure>,
+    /// Clusters whose rollout of an image an operator aborted, with the image.
+    pub aborted: BTreeMap<String, Digest>,
+}
+
+/// Where the journal of a host lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("rollout")
+}
+
+impl Journal {
+    /// Reads the journal (an empty one when there is none yet).
+    pub fn load(state_dir: &Path) -> Result<Journal, persist::Error> {
+        Ok(persist::read(&path(state_dir), KIND, VERSION)?.unwrap_or_default())
+    }
+
+    /// Writes the journal, durably, before the caller acts on it.
+    pub fn save(&self, state_dir: &Path) -> Result<(), persist::Error> {
+        persist::write(&path(state_dir), KIND, VERSION, self)?;
+        #[cfg(debug_assertions)]
+        die_at_step_for_tests(self);
+        Ok(())
+    }
+
+    /// Every image a swap in flight may need (its old one and its new one).
+    pub fn images(&self) -> impl Iterator<Item = &Digest> {
+        self.swaps.values().flat_map(|s| [&s.from, &s.to])
+    }
+
+    /// Moves a finished swap of `node` from the swaps in flight to the last ones; a rolled-back
+    /// one marks its image failed (in the same write), unless an operator aborted it.
+    pub fn finish(&mut self, node: &str) {
+        let Some(swap) = self.swaps.remove(node) else {
+            return;
+        };
+        if swap.step == Step::RolledBack
+            && swap.reason != super::ABORTED
+            && !self.failed.contains_key(&swap.to)
+        {
+            self.failed.insert(
+                swap.to.clone(),
+                Failure {
+                    node: swap.node.clone(),
+                    reason: swap.reason.clone(),
+                    at: swap.since,
+                },
+            );
+        }
+        self.last.insert(node.to_owned(), swap);
+    }
+}
+
+/// Test hook, compiled into debug builds only: with `SLIPWAYD_DIE_AT_STEP=STEP` in the
+/// environment, the process kills itself with SIGKILL right after the journal first records a
+/// swap entering STEP, as a crash there would. The crash-matrix test walks every step with it.
+#[cfg(debug_assertions)]
+fn die_at_step_for_tests(journal: &Journal) {
+    let Ok(step) = std::env::var("SLIPWAYD_DIE_AT_STEP") else {
+        return;
+    };
+    if journal.swaps.values().any(|s| s.step.as_str() == step) {
+        tracing::warn!(%step, "SLIPWAYD_DIE_AT_STEP: killing this slipwayd with SIGKILL");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swap::Outcome;
+
+    #[test]
+    fn the_journal_survives_a_round_trip_and_a_rollback_marks_its_image_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Journal::load(dir.path()).unwrap(), Journal::default());
+        let (a, b) = (Digest::repeated('a'), Digest::repeated('b'));
+        let mut journal = Journal::default();
+        let mut swap = Swap::plan("cp-1", "lab", a.clone(), b.clone(), 100);
+        swap.advance(Outcome::Done, 101);
+        journal.swaps.insert("cp-1".into(), swap.clone());
+        journal.save(dir.path()).unwrap();
+        assert_eq!(Journal::load(dir.path()).unwrap(), journal);
+        assert!(journal.images().any(|d| *d == a) && journal.images().any(|d| *d == b));
+
+        swap.step = Step::RolledBack;
+        swap.reason = "no healthy beacon".into();
+        journal.swaps.insert("cp-1".into(), swap);
+        journal.finish("cp-1");
+        assert!(journal.swaps.is_empty());
+        assert_eq!(journal.failed[&b].node, "cp-1");
+        assert!(!journal.failed.contains_key(&a));
+        // An aborted swap does not mark its image failed: the abort was one cluster's.
+        let mut aborted = Swap::plan("w-1", "lab", b.clone(), a.clone(), 200);
+        aborted.step = Step::RolledBack;
+        aborted.reason = crate::swap::ABORTED.into();
+        journal.swaps.insert("w-1".into(), aborted);
+        journal.finish("w-1");
+        assert!(!journal.failed.contains_key(&a) && journal.last.contains_key("w-1"));
+        // A damaged journal is refused, never read as empty.
+        journal.save(dir.path()).unwrap();
+        let file = path(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        assert!(Journal::load(dir.path()).is_err());
+    }
+}

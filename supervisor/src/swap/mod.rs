@@ -1,0 +1,281 @@
+//! One node's image swap as a state machine, the rollout journal that makes each of its steps
+//! durable, and the plan that picks which node swaps next.
+//!
+//! An in-place swap goes
+//!
+//! ```text
+//! planned → drained → stopping → stopped → disks-switched → booting → verifying → committed
+//!              │          │          │             │            │          │
+//!              └──────────┴──────────┴─────────────┴────────────┴──────────┴→ rolling-back
+//!                                                         → booting-previous → rolled-back
+//! ```
+//!
+//! (a failure before the VM is touched, in planned or drained, goes straight to rolled-back).
+//! Each step is written to the journal before its side effect runs, and every side effect is
+//! idempotent, so a supervisor killed anywhere runs the step again on its next start: a stop
+//! of a stopped VM is nothing, the OS overlay of an image is made only if missing, a VM is
+//! started only when none runs on the node's disks, and the state disk is never made again
+//! once it exists.
+
+pub mod journal;
+pub mod plan;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Digest;
+
+/// The reason a swap ends with when an operator aborts its rollout (its image is then not
+/// marked failed on the host: the abort is the cluster's).
+pub const ABORTED: &str = "aborted by an operator";
+
+/// Where a swap is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Chosen to move; nothing touched yet.
+    Planned,
+    /// Drained of its workloads (a hook: the fleet issue fills it; today nothing to drain).
+    Drained,
+    /// Its VM is being powered down.
+    Stopping,
+    /// Its VM is gone.
+    Stopped,
+    /// It has an OS overlay over the new image; the previous overlay and image are kept.
+    DisksSwitched,
+    /// Its VM is being started on the new image.
+    Booting,
+    /// Its VM runs the new image: waiting for a healthy beacon with the new root hash, then
+    /// for the soak.
+    Verifying,
+    /// It runs the new image for good; the previous overlay is dropped.
+    Committed,
+    /// The new image failed: its VM is being stopped and its record set back.
+    RollingBack,
+    /// Its VM is being started on the previous image again.
+    BootingPrevious,
+    /// It is back on the previous image; the new image is marked failed on this host.
+    RolledBack,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 11] = [
+        Step::Planned,
+        Step::Drained,
+        Step::Stopping,
+        Step::Stopped,
+        Step::DisksSwitched,
+        Step::Booting,
+        Step::Verifying,
+        Step::Committed,
+        Step::RollingBack,
+        Step::BootingPrevious,
+        Step::RolledBack,
+    ];
+
+    /// Its name in status, logs and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Drained => "drained",
+            Step::Stopping => "stopping",
+            Step::Stopped => "stopped",
+            Step::DisksSwitched => "disks-switched",
+            Step::Booting => "booting",
+            Step::Verifying => "verifying",
+            Step::Committed => "committed",
+            Step::RollingBack => "rolling-back",
+            Step::BootingPrevious => "booting-previous",
+            Step::RolledBack => "rolled-back",
+        }
+    }
+
+    /// Whether the swap has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Step::Committed | Step::RolledBack)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a step's work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what the step is for.
+    Done,
+    /// It could not (the reason goes in the swap).
+    Failed,
+}
+
+/// The step after `step` given how its work ended; None for a final step. A failure once the
+/// VM may have been touched rolls back; one before (planned, drained) ends the swap with
+/// nothing changed. A rollback that cannot stop the VM tries again; a previous image that does
+/// not come back either still ends the swap (the node is then supervised like any other, its
+/// record naming the previous image).
+pub fn next(step: Step, outcome: Outcome) -> Option<Step> {
+    use Outcome::{Done, Failed};
+    Some(match (step, outcome) {
+        (Step::Planned, Done) => Step::Drained,
+        (Step::Drained, Done) => Step::Stopping,
+        (Step::Planned | Step::Drained, Failed) => Step::RolledBack,
+        (Step::Stopping, Done) => Step::Stopped,
+        (Step::Stopped, Done) => Step::DisksSwitched,
+        (Step::DisksSwitched, Done) => Step::Booting,
+        (Step::Booting, Done) => Step::Verifying,
+        (Step::Verifying, Done) => Step::Committed,
+        (
+            Step::Stopping | Step::Stopped | Step::DisksSwitched | Step::Booting | Step::Verifying,
+            Failed,
+        ) => Step::RollingBack,
+        (Step::RollingBack, Done) => Step::BootingPrevious,
+        (Step::RollingBack, Failed) => Step::RollingBack,
+        (Step::BootingPrevious, Done | Failed) => Step::RolledBack,
+        (Step::Committed | Step::RolledBack, _) => return None,
+    })
+}
+
+/// One node's swap, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swap {
+    /// The node.
+    pub node: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// The image it ran.
+    pub from: Digest,
+    /// The image it moves to.
+    pub to: Digest,
+    /// Where the swap is.
+    pub step: Step,
+    /// When it was planned (Unix seconds).
+    pub started: i64,
+    /// When `step` was entered (Unix seconds).
+    pub since: i64,
+    /// When its boot on the new image (or the previous one) began: the boot deadline counts
+    /// from here (Unix seconds; 0 before booting).
+    pub booted: i64,
+    /// Its last healthy beacon on the old image (Unix seconds, fractional; 0: none heard).
+    pub last_healthy: f64,
+    /// Its first healthy beacon on the new image (Unix seconds, fractional; 0: none yet).
+    pub first_healthy: f64,
+    /// Why it rolls back, or how it ended.
+    pub reason: String,
+}
+
+impl Swap {
+    /// A swap of `node` from `from` to `to`, planned at `now`.
+    pub fn plan(node: &str, cluster: &str, from: Digest, to: Digest, now: i64) -> Swap {
+        Swap {
+            node: node.to_owned(),
+            cluster: cluster.to_owned(),
+            from,
+            to,
+            step: Step::Planned,
+            started: now,
+            since: now,
+            booted: 0,
+            last_healthy: 0.0,
+            first_healthy: 0.0,
+            reason: String::new(),
+        }
+    }
+
+    /// Moves on after `outcome` at `now`; false when the swap had ended.
+    pub fn advance(&mut self, outcome: Outcome, now: i64) -> bool {
+        match next(self.step, outcome) {
+            Some(step) => {
+                self.step = step;
+                self.since = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The image the node's VM should run in this step: the new one from disks-switched to
+    /// committed, the previous one otherwise.
+    pub fn image(&self) -> &Digest {
+        match self.step {
+            Step::DisksSwitched | Step::Booting | Step::Verifying | Step::Committed => &self.to,
+            _ => &self.from,
+        }
+    }
+
+    /// The node's downtime: its last healthy beacon on the old image to its first on the new
+    /// (None until both are known).
+    pub fn downtime(&self) -> Option<f64> {
+        (self.last_healthy > 0.0 && self.first_healthy >= self.last_healthy)
+            .then_some(self.first_healthy - self.last_healthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_that_never_fails_walks_every_forward_step_to_committed() {
+        let mut step = Step::Planned;
+        let mut walked = vec![step];
+        while let Some(s) = next(step, Outcome::Done) {
+            step = s;
+            walked.push(step);
+        }
+        assert_eq!(walked, Step::ALL[..8].to_vec());
+    }
+
+    #[test]
+    fn a_failure_rolls_back_once_the_vm_was_touched_and_ends_at_rolled_back() {
+        for step in Step::ALL.into_iter().filter(|s| !s.is_final()) {
+            let mut s = next(step, Outcome::Failed).unwrap();
+            let touched = !matches!(step, Step::Planned | Step::Drained);
+            if touched && step != Step::BootingPrevious {
+                assert_eq!(s, Step::RollingBack, "from {step}");
+            }
+            // Whatever fails afterwards, the rollback ends.
+            let mut hops = 0;
+            while !s.is_final() {
+                s = next(s, Outcome::Done).unwrap();
+                hops += 1;
+                assert!(hops < 4, "from {step}");
+            }
+            assert_eq!(s, Step::RolledBack, "from {step}");
+        }
+        assert_eq!(next(Step::Committed, Outcome::Failed), None);
+        assert_eq!(next(Step::RolledBack, Outcome::Done), None);
+    }
+
+    #[test]
+    fn the_image_a_node_runs_follows_the_step() {
+        let (a, b) = (Digest::repeated('a'), Digest::repeated('b'));
+        let mut swap = Swap::plan("w-1", "lab", a.clone(), b.clone(), 100);
+        let mut seen = vec![(swap.step, swap.image().clone())];
+        while swap.advance(Outcome::Done, 101) {
+            seen.push((swap.step, swap.image().clone()));
+        }
+        let on_new: Vec<Step> = seen
+            .iter()
+            .filter(|(_, i)| *i == b)
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(
+            on_new,
+            [
+                Step::DisksSwitched,
+                Step::Booting,
+                Step::Verifying,
+                Step::Committed
+            ]
+        );
+        swap.step = Step::RollingBack;
+        assert_eq!(swap.image(), &a, "a rollback restores the previous image");
+        swap.last_healthy = 10.0;
+        swap.first_healthy = 32.5;
+        assert_eq!(swap.downtime(), Some(22.5));
+    }
+}
