@@ -391,6 +391,13 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
     // v3 stays failed: across a restart and a reload, nothing is planned.
     supervisor.kill();
     let supervisor = Supervisor::start(d, bus, "run-failed.log", Some(&netns));
+    wait_for(
+        d,
+        bus,
+        Duration::from_secs(30),
+        "the new supervisor",
+        |_| true,
+    );
     ok(slipwayd(d, &["reload", "--bus", bus]));
     let (_, r) = watch(
         d,

@@ -16,7 +16,7 @@ use toml::Spanned;
 pub use net::{Cidr, Pool};
 #[cfg(test)]
 pub use rollout::Window;
-pub use rollout::{Rollout, Strategy};
+pub use rollout::Rollout;
 
 /// The host config format this build reads.
 pub const FORMAT: u32 = 1;
@@ -461,20 +461,10 @@ impl Validator<'_> {
             }
             let rollout = match c.rollout {
                 None => Rollout::default(),
-                Some(raw) => {
-                    let at = raw.span();
-                    let rollout = raw
-                        .into_inner()
-                        .validate()
-                        .map_err(|(span, why)| self.error(&span, why))?;
-                    if rollout.strategy == Strategy::Surge {
-                        return Err(self.error(
-                            &at,
-                            "strategy \"surge\" is not built yet: use \"in-place\" (the default)",
-                        ));
-                    }
-                    rollout
-                }
+                Some(raw) => raw
+                    .into_inner()
+                    .validate()
+                    .map_err(|(span, why)| self.error(&span, why))?,
             };
             clusters.insert(
                 name.clone(),

@@ -120,7 +120,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct Raw {
-    strategy: Option<Strategy>,
+    strategy: Option<Spanned<Strategy>>,
     max_unavailable: Option<Spanned<u32>>,
     boot_deadline: Option<Spanned<String>>,
     soak: Option<Spanned<String>>,
@@ -132,7 +132,13 @@ impl Raw {
     pub(super) fn validate(self) -> Result<Rollout, (std::ops::Range<usize>, String)> {
         let mut rollout = Rollout::default();
         if let Some(strategy) = self.strategy {
-            rollout.strategy = strategy;
+            if *strategy.get_ref() == Strategy::Surge {
+                return Err((
+                    strategy.span(),
+                    "strategy \"surge\" is not built yet: use \"in-place\" (the default)".into(),
+                ));
+            }
+            rollout.strategy = *strategy.get_ref();
         }
         if let Some(n) = self.max_unavailable {
             if *n.get_ref() == 0 {

@@ -173,3 +173,48 @@ fn the_vm_user_defaults_to_slipway_vm_and_is_taken_as_given() {
     let config = edited("user = \"slipway-vm\"", "user = \"qemu_nodes-2\"").unwrap();
     assert_eq!(config.vm_user, "qemu_nodes-2");
 }
+
+#[test]
+fn a_cluster_rolls_in_place_one_at_a_time_unless_its_rollout_table_says_otherwise() {
+    let network = "pool = \"10.44.0.10-10.44.0.50\" }";
+    let config = edited(network, network).unwrap();
+    assert_eq!(config.clusters["lab"].rollout, super::Rollout::default());
+    let table = format!(
+        "{network}\n[clusters.rollout]\nmax-unavailable = 2\nboot-deadline = \"2m\"\nsoak = \"0s\"\nwindow = \"22:00-04:00\""
+    );
+    let rollout = edited(network, &table).unwrap().clusters["lab"]
+        .rollout
+        .clone();
+    assert_eq!(rollout.max_unavailable, 2);
+    assert_eq!(rollout.boot_deadline, std::time::Duration::from_secs(120));
+    assert_eq!(rollout.soak, std::time::Duration::ZERO);
+    assert_eq!(rollout.window.unwrap().to_string(), "22:00-04:00 UTC");
+    for (bad, at, expected) in [
+        ("max-unavailable = 0", "0", "would never let a node move"),
+        ("boot-deadline = \"300\"", "\"300\"", "expected a duration"),
+        ("boot-deadline = \"5s\"", "\"5s\"", "at least 10 s"),
+        ("window = \"25:00-01:00\"", "\"25:00-01:00\"", "HH:MM-HH:MM"),
+        (
+            "strategy = \"surge\"",
+            "\"surge\"",
+            "\"surge\" is not built yet",
+        ),
+        (
+            "strategy = \"blue-green\"",
+            "\"blue-green\"",
+            "unknown variant `blue-green`",
+        ),
+    ] {
+        let to = format!("{network}\n[clusters.rollout]\n{bad}");
+        let message = edited(network, &to).expect_err(bad).to_string();
+        assert!(message.contains(expected), "{bad}: {message}");
+        let text = EXAMPLE.replacen(network, &to, 1);
+        let offset = text.find(bad).unwrap() + bad.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert!(
+            message.starts_with(&format!("host.toml:{line}:{column}: ")),
+            "{bad}: {message}"
+        );
+    }
+}

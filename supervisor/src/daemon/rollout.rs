@@ -51,6 +51,7 @@ impl<D: Driver> Daemon<D> {
         match journal.save(&self.config.state_dir) {
             Ok(()) => {
                 self.journal = journal;
+                self.rollout_problem.clear();
                 true
             }
             Err(e) => {

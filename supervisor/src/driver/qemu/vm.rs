@@ -16,6 +16,8 @@ use crate::driver::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 const STOP_QMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one QMP answer may take for a status: a hung QEMU must not hold the caller.
 const STATUS_QMP_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the power button is pressed again while a guest has not powered down.
+const POWERDOWN_REPEAT: Duration = Duration::from_secs(5);
 /// How often a stop looks whether the process is gone.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// The QEMU binary.
@@ -524,8 +526,7 @@ impl Qemu {
             match sent {
                 // Whatever was sent, the rest of this step's deadline is the wait.
                 Ok(()) => {
-                    let left = deadline.saturating_sub(started.elapsed());
-                    if gone(pid, dir, left).await {
+                    if wait_gone(&socket, pid, dir, step, started, deadline).await {
                         let stopped = step.stopped();
                         tracing::info!(pid, ?stopped, "VM stopped");
                         return Ok(stopped);
@@ -595,6 +596,33 @@ impl Step {
 /// Whether `pid` is still the QEMU of run directory `dir`.
 fn runs(pid: u32, dir: &Path) -> bool {
     crate::driver::runs(pid, "qemu-system", dir)
+}
+
+/// Waits until `step`'s `deadline` (counted from `started`) for `pid` to be gone. During a
+/// power-down the button is pressed again every [`POWERDOWN_REPEAT`]: a guest still booting
+/// when it was first pressed (no ACPI handler yet) did not see it.
+async fn wait_gone(
+    socket: &Path,
+    pid: u32,
+    dir: &Path,
+    step: Step,
+    started: Instant,
+    deadline: Duration,
+) -> bool {
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        let slice = match step {
+            Step::Powerdown => left.min(POWERDOWN_REPEAT),
+            Step::Quit | Step::Kill => left,
+        };
+        if gone(pid, dir, slice).await {
+            return true;
+        }
+        if started.elapsed() >= deadline {
+            return false;
+        }
+        let _ = qmp_command(socket, "system_powerdown", deadline).await;
+    }
 }
 
 /// Waits up to `deadline` for `pid` to be gone.
