@@ -793,3 +793,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod policy {
+    use tokio::process::Command;
+
+    use super::*;
+
+    /// `busctl call` of `member` as `uid` (0: root); its output and whether it succeeded.
+    async fn call(bus: &str, uid: u32, member: &str, args: &[&str]) -> (bool, String) {
+        let id = uid.to_string();
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid", &id, "--regid", &id, "--clear-groups", "busctl"]);
+        let out = command
+            .arg(format!("--address={bus}"))
+            .args(["call", NAME, PATH, NAME, member])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// The bus policy shipped for the system bus, applied by a real dbus-daemon: anyone may
+    /// read the status and the rollout; only root may reload, purge, or pause, resume or abort
+    /// a rollout.
+    #[tokio::test]
+    async fn only_root_may_change_anything_through_the_shipped_bus_policy() {
+        let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dbus/org.slipway.Supervisor1.conf");
+        let bus = ::tests::dbus::Bus::system_like(&policy);
+        let _service = Service::start(
+            Some(&bus.address),
+            Shared::default(),
+            Box::new(|| true),
+            Box::new(|_| true),
+            Box::new(|_| true),
+        )
+        .await
+        .unwrap();
+        let nobody = 65534;
+        for member in ["Status", "Rollout"] {
+            let (ok, said) = call(&bus.address, nobody, member, &[]).await;
+            assert!(ok, "nobody may call {member}: {said}");
+        }
+        for (member, args) in [
+            ("Reload", &[][..]),
+            ("PauseRollout", &[][..]),
+            ("ResumeRollout", &[][..]),
+            ("AbortRollout", &["s", ""][..]),
+            ("Purge", &["s", "w-1"][..]),
+        ] {
+            let (ok, said) = call(&bus.address, nobody, member, args).await;
+            assert!(
+                !ok && said.contains("Access denied"),
+                "nobody called {member}: {said}"
+            );
+        }
+        let (ok, said) = call(&bus.address, 0, "PauseRollout", &[]).await;
+        assert!(ok, "root may pause: {said}");
+    }
+}

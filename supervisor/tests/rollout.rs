@@ -388,6 +388,12 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
             "{name} rebooted"
         );
     }
+    // Back within its deadline plus one boot (and the three restarts of slipwayd).
+    let j = journal(&state);
+    let last = &j["last"]["cp-1"];
+    assert_eq!(last["step"], "rolled-back", "{j:#}");
+    let took = last["since"].as_i64().unwrap() - last["started"].as_i64().unwrap();
+    assert!(took <= 60 + 45, "the rollback took {took} s: {j:#}");
     // v3 stays failed: across a restart and a reload, nothing is planned.
     supervisor.kill();
     let supervisor = Supervisor::start(d, bus, "run-failed.log", Some(&netns));
