@@ -29,7 +29,7 @@ const SWAP_DURATION_BUCKETS: [f64; 11] = [
     5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
 ];
 /// The results a finished swap can have; each is shown, 0 until one happens.
-const SWAP_RESULTS: [&str; 3] = ["committed", "rolled-back", "aborted"];
+const SWAP_RESULTS: [&str; 4] = ["committed", "rolled-back", "aborted", "abandoned"];
 
 type Labels = Vec<(&'static str, String)>;
 

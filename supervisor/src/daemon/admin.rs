@@ -81,6 +81,14 @@ pub(super) async fn purge_node<D: Driver>(
     if !dir.is_dir() {
         bail!("no node {name} in {}", config.state_dir.display());
     }
+    // A swap in flight needs the node's disks until it ends (the next `run` abandons it, since
+    // the node left host.toml).
+    let journal = crate::swap::journal::Journal::load(&config.state_dir)?;
+    if journal.swaps.contains_key(name.as_ref()) {
+        bail!(
+            "a swap of node {name} is in flight (see `slipwayd rollout status`): start `slipwayd run` to end it, then purge"
+        );
+    }
     if let VmStatus::Running { pid } | VmStatus::Paused { pid, .. } =
         driver.status(name.as_ref(), &dir).await
     {

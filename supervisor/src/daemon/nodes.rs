@@ -38,7 +38,9 @@ pub(super) struct Node {
     /// Its last ready beacon (Unix seconds, fractional; 0: none yet).
     pub(super) last_ready: f64,
     /// The node id its state disk holds, as its beacon says.
-    node_id: String,
+    pub(super) node_id: String,
+    /// What its beacon says of its state disk (`mounted`, `formatted`, ...).
+    pub(super) state_disk: String,
     /// How many times it booted, as its state disk counts.
     boot_count: u64,
     uptime: u64,
@@ -71,6 +73,7 @@ impl Node {
             last_beacon: 0,
             last_ready: 0.0,
             node_id: String::new(),
+            state_disk: String::new(),
             boot_count: 0,
             uptime: 0,
             heard: None,
@@ -96,6 +99,11 @@ impl Node {
         }
         self.state = state;
         self.reason = reason.into();
+    }
+
+    /// How long since its last beacon (None: none heard from this VM).
+    pub(super) fn quiet(&self) -> Option<std::time::Duration> {
+        self.heard.map(|t| t.elapsed())
     }
 
     fn stop_listening(&mut self) {
@@ -235,7 +243,10 @@ impl<D: Driver> Daemon<D> {
         }
         // Left behind: not configured, not running. Their disks stay until a purge.
         for (name, seen) in &observed {
-            if !wanted.contains(name) && *seen == Observed::Stopped {
+            if !wanted.contains(name)
+                && *seen == Observed::Stopped
+                && !self.journal.swaps.contains_key(name)
+            {
                 let node = self
                     .nodes
                     .entry(name.clone())
@@ -620,6 +631,7 @@ impl<D: Driver> Daemon<D> {
             tracked.last_ready = super::unix_now_f64();
         }
         tracked.node_id.clone_from(&beacon.node_id);
+        tracked.state_disk.clone_from(&beacon.state_disk);
         tracked.boot_count = beacon.boot_count;
         tracked.set(state, reason);
         self.swap_heard(name, state);
@@ -770,53 +782,4 @@ fn exited(tracked: &mut Node, dir: &Path, backoff: &crate::model::Backoff) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exits_without_a_ready_beacon_back_off_longer_each_time_then_show_crashloop() {
-        let backoff = crate::model::Backoff::default();
-        let mut node = Node::new("w-1");
-        node.set(NodeState::Starting, "booting");
-        let dir = Path::new("/nonexistent");
-        let mut gaps = Vec::new();
-        for _ in 0..CRASHLOOP_AFTER {
-            let before = Instant::now();
-            exited(&mut node, dir, &backoff);
-            gaps.push(node.next_start.map(|t| t - before));
-            // The pass starts it again once the gap passed.
-            node.set(NodeState::Starting, "booting");
-        }
-        assert!(gaps.windows(2).all(|w| w[0] < w[1]), "gaps grow: {gaps:?}");
-        exited(&mut node, dir, &backoff);
-        assert_eq!(node.state, NodeState::Crashloop, "{}", node.reason);
-        assert!(node.reason.contains("console.log"), "{}", node.reason);
-        // Whatever state its VM's exits find it in, the third one without a ready beacon is a
-        // crash loop (a state that refused the move would leave it never restarted).
-        for state in NodeState::ALL.into_iter().filter(|s| {
-            !s.is_leaving()
-                && !matches!(
-                    s,
-                    NodeState::Waiting | NodeState::Exited | NodeState::Crashloop
-                )
-        }) {
-            let mut node = Node::new("w-2");
-            for _ in 0..CRASHLOOP_AFTER {
-                node.state = state;
-                node.pid = 1;
-                exited(&mut node, dir, &backoff);
-            }
-            assert_eq!(
-                node.state,
-                NodeState::Crashloop,
-                "from {state}: {}",
-                node.reason
-            );
-        }
-        // A ready beacon ends the loop: the next exit counts from one again.
-        node.set(NodeState::Starting, "booting");
-        node.ready_since_start = true;
-        exited(&mut node, dir, &backoff);
-        assert_eq!((node.state, node.failures), (NodeState::Exited, 1));
-    }
-}
+mod tests;

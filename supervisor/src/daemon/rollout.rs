@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Daemon, Event};
-use crate::api::{RolloutControl, RolloutInfo, SwapInfo};
 use crate::driver::{Driver, Stopped, VmStatus};
 use crate::model::{Digest, NodeState};
 use crate::swap::journal::Journal;
-use crate::swap::plan::{self, Holds, Member};
-use crate::swap::{ABORTED, Outcome, Step, Swap};
+use crate::swap::{ABANDONED, ABORTED, Outcome, Step, Swap};
+
+mod operate;
 
 /// What the executor keeps in memory for a swap (lost on restart, on purpose: a restarted
 /// supervisor stops anew and soaks anew).
@@ -32,7 +32,19 @@ pub(super) struct Progress {
     healthy_beacons: u32,
     /// When this supervisor saw the step begin (for the step timings logged).
     entered: Option<Instant>,
+    /// This supervisor started the node's VM in this step (or the booting step before).
+    launched: bool,
+    /// When this supervisor began to watch the step (Unix seconds): after a restart the boot
+    /// deadline counts from here at the earliest.
+    watched: Option<i64>,
+    /// The step failed for a reason of the host's.
+    host_failure: bool,
 }
+
+/// How often a node's beacon comes (tiny-linux and linux-node send one every 5 s).
+const BEACON_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most finished swap durations kept for the histogram.
+const DURATIONS_KEPT: usize = 4096;
 
 /// What the supervisor counted of finished swaps (for the metrics).
 #[derive(Debug, Default, Clone)]
@@ -90,6 +102,10 @@ impl<D: Driver> Daemon<D> {
                 self.finish(&swap).await;
                 return;
             }
+            if let Some(why) = self.orphaned(name) {
+                self.abandon(&swap, &why);
+                continue;
+            }
             let Some((outcome, why)) = self.work(&swap, probe).await else {
                 return;
             };
@@ -100,6 +116,7 @@ impl<D: Driver> Daemon<D> {
             }
             if outcome == Outcome::Failed && next.reason.is_empty() {
                 next.reason.clone_from(&why);
+                next.host_failure = self.progress.get(name).is_some_and(|p| p.host_failure);
             }
             match next.step {
                 Step::Booting | Step::BootingPrevious => next.booted = now,
@@ -121,9 +138,13 @@ impl<D: Driver> Daemon<D> {
                 .and_then(|p| p.entered)
                 .map_or(0, |t| t.elapsed().as_millis());
             if next.step != swap.step {
-                // A fresh step starts with a fresh view of the node's health.
+                // A fresh step starts with a fresh view of the node's health (verifying knows
+                // whether booting started the VM).
+                let launched = next.step == Step::Verifying
+                    && self.progress.get(name).is_some_and(|p| p.launched);
                 let fresh = Progress {
                     entered: Some(Instant::now()),
+                    launched,
                     ..Progress::default()
                 };
                 self.progress.insert(name.to_owned(), fresh);
@@ -153,16 +174,21 @@ impl<D: Driver> Daemon<D> {
             Step::Stopping => {
                 let reason = format!("swap to {}: powering down", self.image_label(&swap.to));
                 self.mark_swapping(name, reason);
-                self.stop_for_swap(name).map(|r| {
-                    r.map_or_else(|e| (Outcome::Failed, e), |_| (Outcome::Done, String::new()))
-                })
+                let stopped = self.stop_for_swap(name)?;
+                Some(self.host_outcome(name, stopped.map(|_| ())))
             }
             Step::Stopped => match self.driver.status(name, &self.node_dir(name)).await {
                 VmStatus::Stopped => done,
                 _ => Some((Outcome::Failed, "its VM runs again after it stopped".into())),
             },
-            Step::DisksSwitched => Some(self.switch_disks(swap).await),
-            Step::Booting => Some(self.boot_for_swap(name, &swap.to).await),
+            Step::DisksSwitched => {
+                let switched = self.switch_disks(swap).await;
+                Some(self.host_outcome(name, switched))
+            }
+            Step::Booting => {
+                let booted = self.boot_for_swap(name, &swap.to).await;
+                Some(self.host_outcome(name, booted))
+            }
             Step::Verifying => self.verify(swap, probe).await,
             Step::RollingBack => {
                 let reason = format!(
@@ -179,15 +205,63 @@ impl<D: Driver> Daemon<D> {
                 })
             }
             Step::BootingPrevious => {
-                if self.nodes.get(name).is_none_or(|n| n.pid == 0) {
+                if !self.progress.get(name).is_some_and(|p| p.launched) {
                     let booted = self.boot_for_swap(name, &swap.from).await;
-                    if booted.0 == Outcome::Failed {
-                        return Some(booted);
+                    if booted.is_err() {
+                        return Some(self.host_outcome(name, booted));
                     }
                 }
                 self.verify(swap, probe).await
             }
             Step::Committed | Step::RolledBack => None,
+        }
+    }
+
+    /// The outcome of a step whose failure is the host's, not the image's.
+    fn host_outcome(&mut self, name: &str, result: Result<(), String>) -> (Outcome, String) {
+        match result {
+            Ok(()) => (Outcome::Done, String::new()),
+            Err(why) => {
+                self.progress
+                    .entry(name.to_owned())
+                    .or_default()
+                    .host_failure = true;
+                (Outcome::Failed, why)
+            }
+        }
+    }
+
+    /// Why the swap of `name` cannot go on: its node left host.toml or has no record.
+    fn orphaned(&self, name: &str) -> Option<String> {
+        if !self.config.nodes.contains_key(name) {
+            Some(format!("node {name} left host.toml"))
+        } else if !self.records.contains_key(name) {
+            Some(format!("node {name} has no record"))
+        } else {
+            None
+        }
+    }
+
+    /// Ends the swap of a node that left host.toml (or lost its record) without blaming its
+    /// image: its record names the previous image again, and the ordinary supervision takes
+    /// the node (a removed node's VM is stopped).
+    fn abandon(&mut self, swap: &Swap, why: &str) {
+        let name = swap.node.clone();
+        if self.records.contains_key(&name)
+            && let Err(e) = self.set_record_image(&name, &swap.from)
+        {
+            tracing::warn!(node = %name, "cannot set its record back: {e:#}");
+        }
+        let now = super::unix_now();
+        let reason = format!("{ABANDONED}: {why}");
+        if self.journal(|j| {
+            if let Some(s) = j.swaps.get_mut(&name) {
+                s.step = Step::RolledBack;
+                s.since = now;
+                s.reason = reason;
+            }
+        }) {
+            tracing::warn!(node = %name, "swap abandoned: {why}");
         }
     }
 
@@ -250,16 +324,11 @@ impl<D: Driver> Daemon<D> {
     }
 
     /// disks-switched: the new image's OS overlay (the previous one stays), then the record.
-    async fn switch_disks(&mut self, swap: &Swap) -> (Outcome, String) {
+    async fn switch_disks(&mut self, swap: &Swap) -> Result<(), String> {
         let stored = match self.store.get(swap.to.as_ref()) {
             Ok(Some(stored)) => stored,
-            Ok(None) => {
-                return (
-                    Outcome::Failed,
-                    format!("its new image {} is not in the store", swap.to),
-                );
-            }
-            Err(e) => return (Outcome::Failed, format!("cannot read the store: {e:#}")),
+            Ok(None) => return Err(format!("its new image {} is not in the store", swap.to)),
+            Err(e) => return Err(format!("cannot read the store: {e:#}")),
         };
         let dir = self.node_dir(&swap.node);
         if let Err(e) = self
@@ -267,27 +336,22 @@ impl<D: Driver> Daemon<D> {
             .overlay(&dir, &stored.vhdx, swap.to.as_str())
             .await
         {
-            return (
-                Outcome::Failed,
-                format!("cannot make its new OS disk: {e:#}"),
-            );
+            return Err(format!("cannot make its new OS disk: {e:#}"));
         }
-        match self.set_record_image(&swap.node, &swap.to) {
-            Ok(()) => (Outcome::Done, String::new()),
-            Err(e) => (Outcome::Failed, format!("{e:#}")),
-        }
+        self.set_record_image(&swap.node, &swap.to)
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Boots `name` on `image` unless its VM already runs (never two VMs on one node's disks).
-    async fn boot_for_swap(&mut self, name: &str, image: &Digest) -> (Outcome, String) {
-        match self.driver.status(name, &self.node_dir(name)).await {
-            VmStatus::Stopped => {}
-            _ => return (Outcome::Done, String::new()),
+    async fn boot_for_swap(&mut self, name: &str, image: &Digest) -> Result<(), String> {
+        if self.driver.status(name, &self.node_dir(name)).await != VmStatus::Stopped {
+            return Ok(());
         }
-        match self.launch(name, image).await {
-            Ok(()) => (Outcome::Done, String::new()),
-            Err(e) => (Outcome::Failed, format!("cannot start its VM: {e:#}")),
-        }
+        self.launch(name, image)
+            .await
+            .map_err(|e| format!("cannot start its VM: {e:#}"))?;
+        self.progress.entry(name.to_owned()).or_default().launched = true;
+        Ok(())
     }
 
     /// A beacon was judged for node `name` (now in `state`): counts towards a soak.
@@ -310,8 +374,9 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
-    /// verifying / booting-previous: healthy on the swap's image for the soak (one healthy
-    /// beacon for the way back), within the boot deadline.
+    /// verifying / booting-previous: healthy on the swap's image, beacons still coming, for
+    /// the soak (one healthy beacon for the way back), within the boot deadline; the state
+    /// disk the one the node had.
     async fn verify(&mut self, swap: &Swap, probe: bool) -> Option<(Outcome, String)> {
         let name = swap.node.as_str();
         let policy = self
@@ -321,46 +386,87 @@ impl<D: Driver> Daemon<D> {
             .map(|c| c.rollout.clone())
             .unwrap_or_default();
         let back = swap.step == Step::BootingPrevious;
-        let console = self.node_dir(name).join("console.log");
-        // Found running after a restart of slipwayd: listen to it again.
-        if !self.listening(name) {
-            let status = self.driver.status(name, &self.node_dir(name)).await;
-            if status != VmStatus::Stopped {
-                self.keep(name, Some(swap.image()), status);
+        let dir = self.node_dir(name);
+        let console = dir.join("console.log");
+        let now = super::unix_now();
+        let watched = *self
+            .progress
+            .entry(name.to_owned())
+            .or_default()
+            .watched
+            .get_or_insert(now);
+        let status = if probe || !self.listening(name) {
+            Some(self.driver.status(name, &dir).await)
+        } else {
+            None
+        };
+        match status {
+            Some(VmStatus::Stopped) if !self.progress.get(name).is_some_and(|p| p.launched) => {
+                // Found stopped by a supervisor that did not start it (the host rebooted, or
+                // `slipwayd down` ran): booted again, once, and watched anew.
+                tracing::warn!(node = %name, "its VM is not running: starting it again to verify");
+                if let Err(why) = self.boot_for_swap(name, swap.image()).await {
+                    return Some(self.host_outcome(name, Err(why)));
+                }
+                self.progress.entry(name.to_owned()).or_default().watched = Some(now);
+                return None;
+            }
+            Some(VmStatus::Stopped) => {
+                if let Some(node) = self.nodes.get_mut(name) {
+                    node.pid = 0;
+                }
+                let image = self.image_label(swap.image());
+                return Some((
+                    Outcome::Failed,
+                    format!("its VM exited on {image} (see {})", console.display()),
+                ));
+            }
+            // Found running after a restart of slipwayd: listen to it again.
+            Some(status) if !self.listening(name) => self.keep(name, Some(swap.image()), status),
+            _ => {}
+        }
+        if let Some(node) = self.nodes.get(name) {
+            if node.state == NodeState::Mismatch {
+                return Some((Outcome::Failed, node.reason.clone()));
+            }
+            if let Some(why) = state_disk_changed(swap, &node.node_id, &node.state_disk) {
+                return Some((Outcome::Failed, why));
             }
         }
-        if probe && self.driver.status(name, &self.node_dir(name)).await == VmStatus::Stopped {
-            if let Some(node) = self.nodes.get_mut(name) {
-                node.pid = 0;
-            }
-            return Some((
-                Outcome::Failed,
-                format!(
-                    "its VM exited on {} (see {})",
-                    self.image_label(swap.image()),
-                    console.display()
-                ),
-            ));
-        }
-        if let Some(node) = self.nodes.get(name)
-            && node.state == NodeState::Mismatch
-        {
-            return Some((Outcome::Failed, node.reason.clone()));
-        }
+        let quiet = self.nodes.get(name).and_then(|n| n.quiet());
         let progress = self.progress.entry(name.to_owned()).or_default();
         let soak = if back {
             std::time::Duration::ZERO
         } else {
             policy.soak
         };
-        let wanted = if soak.is_zero() { 1 } else { 2 };
-        if let Some((since, _)) = progress.healthy_since
-            && since.elapsed() >= soak
-            && progress.healthy_beacons >= wanted
-        {
-            return Some((Outcome::Done, String::new()));
+        // About one beacon per interval of the soak, two at least, and the last one recent.
+        let wanted = if soak.is_zero() {
+            1
+        } else {
+            u32::try_from(soak.as_secs() / BEACON_INTERVAL.as_secs())
+                .unwrap_or(u32::MAX)
+                .max(2)
+        };
+        let recent = quiet.is_some_and(|q| q < BEACON_INTERVAL * 2);
+        if let Some((since, _)) = progress.healthy_since {
+            if since.elapsed() >= soak && progress.healthy_beacons >= wanted && recent {
+                return Some((Outcome::Done, String::new()));
+            }
+            if quiet.is_some_and(|q| q > self.deadlines.silence) {
+                return Some((
+                    Outcome::Failed,
+                    format!(
+                        "its beacon went silent for over {} s while it soaked (see {})",
+                        self.deadlines.silence.as_secs(),
+                        console.display()
+                    ),
+                ));
+            }
         }
-        let elapsed = u64::try_from(super::unix_now() - swap.booted).unwrap_or(0);
+        // A supervisor that restarts gives the node its whole deadline from its restart.
+        let start = swap.booted.max(watched);
+        let elapsed = u64::try_from(now - start).unwrap_or(0);
         let healthy = progress.healthy_since.is_some();
         // The deadline for a first healthy beacon; a node that flaps during its soak has the
         // soak's length more to settle.
@@ -402,33 +508,70 @@ impl<D: Driver> Daemon<D> {
     /// rolled-back one marks its image failed; both leave the swaps in flight.
     async fn finish(&mut self, swap: &Swap) {
         let name = swap.node.as_str();
+        let dir = self.node_dir(name);
+        let abandoned = swap.reason.starts_with(ABANDONED);
         let result = if swap.step == Step::Committed {
-            let dir = self.node_dir(name);
-            if let Err(e) = self.driver.drop_overlays(&dir, swap.to.as_str()).await {
-                tracing::warn!(node = %name, "cannot drop its previous OS overlay: {e:#}");
-            }
             "committed"
         } else if swap.reason == ABORTED {
             "aborted"
+        } else if abandoned {
+            "abandoned"
         } else {
             "rolled-back"
         };
-        if !self.journal(|j| j.finish(name)) {
+        // The overlay the node no longer runs goes: the previous one after a commit, the
+        // failed image's after a rollback (a later swap to it starts from a fresh one). An
+        // abandoned node's VM may still run either.
+        if !abandoned {
+            let keep = if swap.step == Step::Committed {
+                &swap.to
+            } else {
+                &swap.from
+            };
+            if let Err(e) = self.driver.drop_overlays(&dir, keep.as_str()).await {
+                tracing::warn!(node = %name, "cannot drop an OS overlay it no longer runs: {e:#}");
+            }
+        }
+        let marks_failed = swap.step == Step::RolledBack && !swap.blameless();
+        let failed_on = format!("{} failed on {name}", self.image_label(&swap.to));
+        let now = super::unix_now();
+        let finished = self.journal(|j| {
+            j.finish(name);
+            // An image that failed here is not left to commit elsewhere on this host: the
+            // other swaps to it that have not committed roll back too.
+            if marks_failed {
+                for other in j.swaps.values_mut().filter(|o| o.to == swap.to) {
+                    let step = match other.step {
+                        Step::Planned | Step::Drained => Step::RolledBack,
+                        s if s <= Step::Verifying => Step::RollingBack,
+                        _ => continue,
+                    };
+                    other.step = step;
+                    other.since = now;
+                    other.reason.clone_from(&failed_on);
+                }
+            }
+        });
+        if !finished {
             return;
         }
         self.progress.remove(name);
         // Supervised like any node from here: listened to at once (after a restart nothing
         // listens yet), not at the next whole pass.
         if !self.listening(name) {
-            let status = self.driver.status(name, &self.node_dir(name)).await;
+            let status = self.driver.status(name, &dir).await;
             if status != VmStatus::Stopped {
                 let image = self.records.get(name).and_then(|r| r.image.clone());
                 self.keep(name, image.as_ref(), status);
             }
         }
         let seconds = (swap.since - swap.started).max(0);
+        let durations = &mut self.swap_stats.durations;
+        if durations.len() >= DURATIONS_KEPT {
+            durations.remove(0);
+        }
         #[allow(clippy::cast_precision_loss)]
-        self.swap_stats.durations.push(seconds as f64);
+        durations.push(seconds as f64);
         *self
             .swap_stats
             .results
@@ -438,231 +581,77 @@ impl<D: Driver> Daemon<D> {
             self.swap_stats.downtime.insert(name.to_owned(), downtime);
         }
         let (from, to) = (self.image_label(&swap.from), self.image_label(&swap.to));
-        if result == "committed" {
-            tracing::info!(node = %name, %from, %to, seconds, downtime_s = ?swap.downtime(), "swap committed");
-        } else {
-            tracing::error!(node = %name, %from, %to, seconds, reason = %swap.reason, "swap {result}: {to} is not rolled further on this host");
-        }
-    }
-
-    /// The swaps the plan starts now, planned in the journal.
-    fn plan_swaps(&mut self) -> Vec<String> {
-        let Some(target) = self.channel.target_digest() else {
-            self.decisions.clear();
-            return Vec::new();
-        };
-        let now = super::unix_now();
-        let mut planned = Vec::new();
-        let clusters: Vec<_> = self.config.clusters.values().cloned().collect();
-        for cluster in clusters {
-            let members: Vec<Member> = self
-                .config
-                .nodes
-                .values()
-                .filter(|n| n.cluster == cluster.name)
-                .filter_map(|n| {
-                    let record = self.records.get(&n.name)?;
-                    Some(Member {
-                        name: n.name.clone(),
-                        role: n.role,
-                        image: record.image.clone(),
-                        ready: self
-                            .nodes
-                            .get(&n.name)
-                            .is_some_and(|t| t.state == NodeState::Ready),
-                        swapping: self.journal.swaps.contains_key(&n.name),
-                    })
-                })
-                .collect();
-            let label = self.image_label(&target);
-            let holds = Holds {
-                paused: self.journal.paused,
-                failed: self
-                    .journal
-                    .failed
-                    .get(&target)
-                    .map(|f| format!("{label} failed on {}: {}", f.node, f.reason)),
-                aborted: self.journal.aborted.get(&cluster.name) == Some(&target),
-                window_open: cluster.rollout.window.is_none_or(|w| w.contains(now)),
-            };
-            let decision = plan::decide(&cluster.rollout, Some(&target), &holds, &members);
-            for node in &decision.start {
-                let Some(from) = self.records.get(node).and_then(|r| r.image.clone()) else {
-                    continue;
-                };
-                let swap = Swap::plan(node, &cluster.name, from, target.clone(), now);
-                if self.journal(|j| {
-                    j.swaps.insert(node.clone(), swap.clone());
-                }) {
-                    let entered = Progress {
-                        entered: Some(Instant::now()),
-                        ..Progress::default()
-                    };
-                    self.progress.insert(node.clone(), entered);
-                    tracing::info!(node = %node, cluster = %cluster.name, from = %self.image_label(&swap.from), to = %self.image_label(&target), "swap planned");
-                    planned.push(node.clone());
-                }
+        match result {
+            "committed" => {
+                tracing::info!(node = %name, %from, %to, seconds, downtime_s = ?swap.downtime(), "swap committed");
             }
-            self.decisions.insert(cluster.name.clone(), decision);
-        }
-        planned
-    }
-
-    /// `NAME VERSION` of `digest` when the store has it, else the digest.
-    pub(super) fn image_label(&mut self, digest: &Digest) -> String {
-        if let Some(label) = self.labels.get(digest) {
-            return label.clone();
-        }
-        match self.store.get(digest.as_ref()) {
-            Ok(Some(image)) => {
-                let label = format!("{} {}", image.manifest.name, image.manifest.version);
-                self.labels.insert(digest.clone(), label.clone());
-                label
+            _ if marks_failed => {
+                tracing::error!(node = %name, %from, %to, seconds, reason = %swap.reason, "swap rolled back: {to} is not rolled further on this host");
             }
-            _ => digest.to_string(),
-        }
-    }
-
-    /// What `slipwayd rollout status` shows.
-    fn rollout_infos(&mut self) -> Vec<RolloutInfo> {
-        let target = self.channel.target_digest();
-        let target_label = match &target {
-            Some(t) => format!("{} {t}", self.image_label(t)),
-            None => String::new(),
-        };
-        let mut infos = Vec::new();
-        let clusters: Vec<String> = self.config.clusters.keys().cloned().collect();
-        for cluster in clusters {
-            let decision = self.decisions.get(&cluster).cloned();
-            let nodes: Vec<(String, String)> = self
-                .config
-                .nodes
-                .values()
-                .filter(|n| n.cluster == cluster)
-                .map(|n| (n.name.clone(), n.role.to_string()))
-                .collect();
-            let mut swaps = Vec::new();
-            for (name, role) in nodes {
-                let current = self.records.get(&name).and_then(|r| r.image.clone());
-                let swap = self.journal.swaps.get(&name).cloned();
-                let (step, reason, since) = match &swap {
-                    Some(s) => (s.step.as_str().to_owned(), s.reason.clone(), s.since),
-                    None => match self.journal.last.get(&name) {
-                        Some(s)
-                            if Some(&s.to) == target.as_ref()
-                                || Some(&s.from) == current.as_ref() =>
-                        {
-                            (s.step.as_str().to_owned(), s.reason.clone(), s.since)
-                        }
-                        _ => (String::new(), String::new(), 0),
-                    },
-                };
-                let wanted = swap.as_ref().map(|s| s.to.clone()).or_else(|| {
-                    target
-                        .clone()
-                        .filter(|t| current.as_ref().is_some_and(|c| c != t))
-                });
-                swaps.push(SwapInfo {
-                    node: name,
-                    role,
-                    current: current
-                        .as_ref()
-                        .map(|c| self.image_label(c))
-                        .unwrap_or_default(),
-                    current_digest: current.map(|c| c.to_string()).unwrap_or_default(),
-                    target: wanted.map(|t| t.to_string()).unwrap_or_default(),
-                    step,
-                    reason,
-                    since,
-                });
+            _ if swap.host_failure => {
+                tracing::error!(node = %name, %from, %to, seconds, reason = %swap.reason, "swap rolled back for a host failure: rollouts are paused until `slipwayd rollout resume`");
             }
-            let (state, reason) = decision.map_or_else(
-                || {
-                    (
-                        plan::State::Idle.as_str().to_owned(),
-                        "no verified image yet".to_owned(),
-                    )
-                },
-                |d| (d.state.as_str().to_owned(), d.reason),
-            );
-            infos.push(RolloutInfo {
-                cluster,
-                state,
-                target: target_label.clone(),
-                reason,
-                nodes: swaps,
-            });
-        }
-        infos
-    }
-
-    /// An operator's pause, resume or abort.
-    pub(super) async fn control(&mut self, control: RolloutControl) {
-        match control {
-            RolloutControl::Pause => {
-                if self.journal(|j| j.paused = true) {
-                    tracing::warn!("rollouts paused by an operator: no new swap starts");
-                }
-            }
-            RolloutControl::Resume => {
-                if self.journal(|j| j.paused = false) {
-                    tracing::info!("rollouts resumed by an operator");
-                }
-            }
-            RolloutControl::Abort { cluster } => {
-                let Some(target) = self.channel.target_digest() else {
-                    return;
-                };
-                let clusters: Vec<String> = self
-                    .config
-                    .clusters
-                    .keys()
-                    .filter(|c| cluster.is_empty() || **c == cluster)
-                    .cloned()
-                    .collect();
-                let now = super::unix_now();
-                let ok = self.journal(|j| {
-                    for swap in j
-                        .swaps
-                        .values_mut()
-                        .filter(|s| clusters.contains(&s.cluster))
-                    {
-                        swap.reason = ABORTED.to_owned();
-                        swap.since = now;
-                        swap.step = match swap.step {
-                            Step::Planned | Step::Drained => Step::RolledBack,
-                            Step::Stopping
-                            | Step::Stopped
-                            | Step::DisksSwitched
-                            | Step::Booting
-                            | Step::Verifying => Step::RollingBack,
-                            other => other,
-                        };
-                    }
-                    for c in &clusters {
-                        j.aborted.insert(c.clone(), target.clone());
-                    }
-                });
-                if ok {
-                    tracing::warn!(clusters = ?clusters, image = %self.image_label(&target), "rollout aborted by an operator: swaps in flight roll back");
-                }
+            _ => {
+                tracing::warn!(node = %name, %from, %to, seconds, reason = %swap.reason, "swap {result}");
             }
         }
-        self.roll(true).await;
     }
 }
 
-impl<D: Driver> Daemon<D> {
-    /// The image a node that never booted takes: the channel's verified image, unless it
-    /// failed on this host; then the one before it, if the store still has it.
-    pub(super) fn image_for_new_nodes(&self) -> Option<Digest> {
-        let target = self.channel.target_digest()?;
-        if !self.journal.failed.contains_key(&target) {
-            return Some(target);
-        }
-        self.channel.previous.clone().filter(|p| {
-            !self.journal.failed.contains_key(p)
-                && matches!(self.store.get(p.as_ref()), Ok(Some(_)))
-        })
+/// Why the state disk a node reports is not the one it had before its swap, if it is not: its
+/// node id changed, or the disk was found blank (formatted) or unreadable. Nothing to compare
+/// when the node reported no id before the swap (an image that does not say).
+fn state_disk_changed(swap: &Swap, node_id: &str, state_disk: &str) -> Option<String> {
+    if swap.node_id.is_empty() {
+        return None;
+    }
+    if matches!(state_disk, "formatted" | "unreadable" | "missing") {
+        return Some(format!(
+            "its state disk is {state_disk} on {} (it held node id {})",
+            if swap.step == Step::BootingPrevious {
+                "the previous image"
+            } else {
+                "the new image"
+            },
+            swap.node_id
+        ));
+    }
+    (!node_id.is_empty() && node_id != swap.node_id).then(|| {
+        format!(
+            "its state disk holds node id {node_id}, not {} as before the swap",
+            swap.node_id
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_fails_when_the_node_comes_back_with_another_state_disk() {
+        let mut swap = Swap::plan(
+            "w-1",
+            "lab",
+            Digest::repeated('a'),
+            Digest::repeated('b'),
+            0,
+        );
+        assert_eq!(
+            state_disk_changed(&swap, "x", "formatted"),
+            None,
+            "no id known before"
+        );
+        swap.node_id = "0f1e".into();
+        assert_eq!(state_disk_changed(&swap, "0f1e", "mounted"), None);
+        assert_eq!(
+            state_disk_changed(&swap, "", ""),
+            None,
+            "a beacon that does not say"
+        );
+        let why = state_disk_changed(&swap, "77aa", "mounted").unwrap();
+        assert!(why.contains("77aa") && why.contains("0f1e"), "{why}");
+        let why = state_disk_changed(&swap, "77aa", "formatted").unwrap();
+        assert!(why.contains("formatted on the new image"), "{why}");
     }
 }

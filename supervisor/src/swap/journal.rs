@@ -69,15 +69,17 @@ impl Journal {
         self.swaps.values().flat_map(|s| [&s.from, &s.to])
     }
 
-    /// Moves a finished swap of `node` from the swaps in flight to the last ones; a rolled-back
-    /// one marks its image failed (in the same write), unless an operator aborted it.
+    /// Moves a finished swap of `node` from the swaps in flight to the last ones. A rolled-back
+    /// one marks its image failed (in the same write), unless the image is not to blame (see
+    /// [`Swap::blameless`]); one that failed for the host's reasons pauses the rollouts.
     pub fn finish(&mut self, node: &str) {
         let Some(swap) = self.swaps.remove(node) else {
             return;
         };
-        if swap.step == Step::RolledBack
-            && swap.reason != super::ABORTED
-            && !self.failed.contains_key(&swap.to)
+        if swap.step == Step::RolledBack && swap.host_failure {
+            self.paused = true;
+        }
+        if swap.step == Step::RolledBack && !swap.blameless() && !self.failed.contains_key(&swap.to)
         {
             self.failed.insert(
                 swap.to.clone(),
@@ -141,6 +143,14 @@ mod tests {
         journal.swaps.insert("w-1".into(), aborted);
         journal.finish("w-1");
         assert!(!journal.failed.contains_key(&a) && journal.last.contains_key("w-1"));
+        // Nor does a failure of the host's: it pauses the rollouts instead.
+        let mut host = Swap::plan("w-2", "lab", b.clone(), a.clone(), 300);
+        host.step = Step::RolledBack;
+        host.reason = "cannot start its VM: qemu-img failed".into();
+        host.host_failure = true;
+        journal.swaps.insert("w-2".into(), host);
+        journal.finish("w-2");
+        assert!(!journal.failed.contains_key(&a) && journal.paused);
         // A damaged journal is refused, never read as empty.
         journal.save(dir.path()).unwrap();
         let file = path(dir.path());

@@ -27,6 +27,9 @@ use crate::model::Digest;
 /// The reason a swap ends with when an operator aborts its rollout (its image is then not
 /// marked failed on the host: the abort is the cluster's).
 pub const ABORTED: &str = "aborted by an operator";
+/// How the reason of a swap whose node left host.toml (or lost its record) begins: it ends
+/// without marking its image failed.
+pub const ABANDONED: &str = "abandoned";
 
 /// Where a swap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -165,6 +168,14 @@ pub struct Swap {
     pub first_healthy: f64,
     /// Why it rolls back, or how it ended.
     pub reason: String,
+    /// The node id its state disk held before the swap (empty: not known): the new image must
+    /// report the same one.
+    #[serde(default)]
+    pub node_id: String,
+    /// It failed for a reason of the host's, not the image's (a disk, a seed, QEMU's start):
+    /// the image is not marked failed, and rollouts pause until an operator resumes them.
+    #[serde(default)]
+    pub host_failure: bool,
 }
 
 impl Swap {
@@ -182,7 +193,15 @@ impl Swap {
             last_healthy: 0.0,
             first_healthy: 0.0,
             reason: String::new(),
+            node_id: String::new(),
+            host_failure: false,
         }
+    }
+
+    /// Whether it ended without its image being to blame (an abort, an abandoned node, a
+    /// host failure).
+    pub fn blameless(&self) -> bool {
+        self.reason == ABORTED || self.reason.starts_with(ABANDONED) || self.host_failure
     }
 
     /// Moves on after `outcome` at `now`; false when the swap had ended.

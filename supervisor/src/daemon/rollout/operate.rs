@@ -1,0 +1,242 @@
+//! The rollout seen from outside the swaps: which swaps start now (the plan, per cluster),
+//! what `slipwayd rollout status` shows, and an operator's pause, resume and abort.
+
+use std::time::Instant;
+
+use super::Progress;
+use crate::api::{RolloutControl, RolloutInfo, SwapInfo};
+use crate::daemon::Daemon;
+use crate::driver::Driver;
+use crate::model::{Digest, NodeState};
+use crate::swap::plan::{self, Holds, Member};
+use crate::swap::{ABORTED, Step, Swap};
+
+impl<D: Driver> Daemon<D> {
+    /// The swaps the plan starts now, planned in the journal.
+    pub(in crate::daemon) fn plan_swaps(&mut self) -> Vec<String> {
+        let Some(target) = self.channel.target_digest() else {
+            self.decisions.clear();
+            return Vec::new();
+        };
+        let now = crate::daemon::unix_now();
+        let mut planned = Vec::new();
+        let clusters: Vec<_> = self.config.clusters.values().cloned().collect();
+        for cluster in clusters {
+            let members: Vec<Member> = self
+                .config
+                .nodes
+                .values()
+                .filter(|n| n.cluster == cluster.name)
+                .filter_map(|n| {
+                    let record = self.records.get(&n.name)?;
+                    Some(Member {
+                        name: n.name.clone(),
+                        role: n.role,
+                        image: record.image.clone(),
+                        ready: self
+                            .nodes
+                            .get(&n.name)
+                            .is_some_and(|t| t.state == NodeState::Ready),
+                        swapping: self.journal.swaps.contains_key(&n.name),
+                    })
+                })
+                .collect();
+            let label = self.image_label(&target);
+            let holds = Holds {
+                paused: self.journal.paused,
+                failed: self
+                    .journal
+                    .failed
+                    .get(&target)
+                    .map(|f| format!("{label} failed on {}: {}", f.node, f.reason)),
+                aborted: self.journal.aborted.get(&cluster.name) == Some(&target),
+                window_open: cluster.rollout.window.is_none_or(|w| w.contains(now)),
+            };
+            let decision = plan::decide(&cluster.rollout, Some(&target), &holds, &members);
+            for node in &decision.start {
+                let Some(from) = self.records.get(node).and_then(|r| r.image.clone()) else {
+                    continue;
+                };
+                let mut swap = Swap::plan(node, &cluster.name, from, target.clone(), now);
+                swap.node_id = self
+                    .nodes
+                    .get(node)
+                    .map(|n| n.node_id.clone())
+                    .unwrap_or_default();
+                if self.journal(|j| {
+                    j.swaps.insert(node.clone(), swap.clone());
+                }) {
+                    let entered = Progress {
+                        entered: Some(Instant::now()),
+                        ..Progress::default()
+                    };
+                    self.progress.insert(node.clone(), entered);
+                    tracing::info!(node = %node, cluster = %cluster.name, from = %self.image_label(&swap.from), to = %self.image_label(&target), "swap planned");
+                    planned.push(node.clone());
+                }
+            }
+            self.decisions.insert(cluster.name.clone(), decision);
+        }
+        planned
+    }
+
+    /// `NAME VERSION` of `digest` when the store has it, else the digest.
+    pub(in crate::daemon) fn image_label(&mut self, digest: &Digest) -> String {
+        if let Some(label) = self.labels.get(digest) {
+            return label.clone();
+        }
+        match self.store.get(digest.as_ref()) {
+            Ok(Some(image)) => {
+                let label = format!("{} {}", image.manifest.name, image.manifest.version);
+                self.labels.insert(digest.clone(), label.clone());
+                label
+            }
+            _ => digest.to_string(),
+        }
+    }
+
+    /// What `slipwayd rollout status` shows.
+    pub(in crate::daemon) fn rollout_infos(&mut self) -> Vec<RolloutInfo> {
+        let target = self.channel.target_digest();
+        let target_label = match &target {
+            Some(t) => format!("{} {t}", self.image_label(t)),
+            None => String::new(),
+        };
+        let mut infos = Vec::new();
+        let clusters: Vec<String> = self.config.clusters.keys().cloned().collect();
+        for cluster in clusters {
+            let decision = self.decisions.get(&cluster).cloned();
+            let nodes: Vec<(String, String)> = self
+                .config
+                .nodes
+                .values()
+                .filter(|n| n.cluster == cluster)
+                .map(|n| (n.name.clone(), n.role.to_string()))
+                .collect();
+            let mut swaps = Vec::new();
+            for (name, role) in nodes {
+                let current = self.records.get(&name).and_then(|r| r.image.clone());
+                let swap = self.journal.swaps.get(&name).cloned();
+                let (step, reason, since) = match &swap {
+                    Some(s) => (s.step.as_str().to_owned(), s.reason.clone(), s.since),
+                    None => match self.journal.last.get(&name) {
+                        Some(s)
+                            if Some(&s.to) == target.as_ref()
+                                || Some(&s.from) == current.as_ref() =>
+                        {
+                            (s.step.as_str().to_owned(), s.reason.clone(), s.since)
+                        }
+                        _ => (String::new(), String::new(), 0),
+                    },
+                };
+                let wanted = swap.as_ref().map(|s| s.to.clone()).or_else(|| {
+                    target
+                        .clone()
+                        .filter(|t| current.as_ref().is_some_and(|c| c != t))
+                });
+                swaps.push(SwapInfo {
+                    node: name,
+                    role,
+                    current: current
+                        .as_ref()
+                        .map(|c| self.image_label(c))
+                        .unwrap_or_default(),
+                    current_digest: current.map(|c| c.to_string()).unwrap_or_default(),
+                    target: wanted.map(|t| t.to_string()).unwrap_or_default(),
+                    step,
+                    reason,
+                    since,
+                });
+            }
+            let (state, reason) = decision.map_or_else(
+                || {
+                    (
+                        plan::State::Idle.as_str().to_owned(),
+                        "no verified image yet".to_owned(),
+                    )
+                },
+                |d| (d.state.as_str().to_owned(), d.reason),
+            );
+            infos.push(RolloutInfo {
+                cluster,
+                state,
+                target: target_label.clone(),
+                reason,
+                nodes: swaps,
+            });
+        }
+        infos
+    }
+
+    /// An operator's pause, resume or abort.
+    pub(in crate::daemon) async fn control(&mut self, control: RolloutControl) {
+        match control {
+            RolloutControl::Pause => {
+                if self.journal(|j| j.paused = true) {
+                    tracing::warn!("rollouts paused by an operator: no new swap starts");
+                }
+            }
+            RolloutControl::Resume => {
+                if self.journal(|j| j.paused = false) {
+                    tracing::info!("rollouts resumed by an operator");
+                }
+            }
+            RolloutControl::Abort { cluster } => {
+                let Some(target) = self.channel.target_digest() else {
+                    return;
+                };
+                let clusters: Vec<String> = self
+                    .config
+                    .clusters
+                    .keys()
+                    .filter(|c| cluster.is_empty() || **c == cluster)
+                    .cloned()
+                    .collect();
+                let now = crate::daemon::unix_now();
+                let ok = self.journal(|j| {
+                    // A swap already rolling back keeps its reason: its image failed.
+                    let moving = |s: &Swap| s.step <= Step::Verifying;
+                    for swap in j
+                        .swaps
+                        .values_mut()
+                        .filter(|s| clusters.contains(&s.cluster) && moving(s))
+                    {
+                        swap.reason = ABORTED.to_owned();
+                        swap.since = now;
+                        swap.step = match swap.step {
+                            Step::Planned | Step::Drained => Step::RolledBack,
+                            Step::Stopping
+                            | Step::Stopped
+                            | Step::DisksSwitched
+                            | Step::Booting
+                            | Step::Verifying => Step::RollingBack,
+                            other => other,
+                        };
+                    }
+                    for c in &clusters {
+                        j.aborted.insert(c.clone(), target.clone());
+                    }
+                });
+                if ok {
+                    tracing::warn!(clusters = ?clusters, image = %self.image_label(&target), "rollout aborted by an operator: swaps in flight roll back");
+                }
+            }
+        }
+        self.roll(true).await;
+    }
+}
+
+impl<D: Driver> Daemon<D> {
+    /// The image a node that never booted takes: the channel's verified image, unless it
+    /// failed on this host; then the one before it, if the store still has it.
+    pub(in crate::daemon) fn image_for_new_nodes(&self) -> Option<Digest> {
+        let target = self.channel.target_digest()?;
+        if !self.journal.failed.contains_key(&target) {
+            return Some(target);
+        }
+        self.channel.previous.clone().filter(|p| {
+            !self.journal.failed.contains_key(p)
+                && matches!(self.store.get(p.as_ref()), Ok(Some(_)))
+        })
+    }
+}
