@@ -370,6 +370,9 @@ impl<D: Driver> Daemon<D> {
         tracked.since = Some(Instant::now());
         tracked.ready_since_start = false;
         tracked.next_start = None;
+        // What the previous VM said of its state disk is not what this one will.
+        tracked.node_id.clear();
+        tracked.state_disk.clear();
         tracked.set(NodeState::Starting, "booting; waiting for its first beacon");
         if tracked.listener.is_none() {
             tracked.listener = Some(Listener::start(name, socket, events, Event::Heard));
