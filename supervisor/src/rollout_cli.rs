@@ -295,36 +295,8 @@ fn waited_for(last: Option<&RolloutStatus>, target: Option<&str>) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::api::tests::lab;
     use api::SwapInfo;
-
-    fn lab() -> RolloutInfo {
-        RolloutInfo {
-            cluster: "lab".into(),
-            state: "rolling".into(),
-            target: "tiny-linux 2026.12.0 sha256:12".into(),
-            reason: "swapping cp-1".into(),
-            nodes: vec![
-                SwapInfo {
-                    node: "cp-1".into(),
-                    role: "control-plane".into(),
-                    current: "tiny-linux 2026.11.0".into(),
-                    current_digest: "sha256:11".into(),
-                    target: "sha256:12".into(),
-                    step: "stopping".into(),
-                    reason: "powering down".into(),
-                    since: 1_000,
-                },
-                SwapInfo {
-                    node: "w-1".into(),
-                    role: "worker".into(),
-                    current: "tiny-linux 2026.11.0".into(),
-                    current_digest: "sha256:11".into(),
-                    target: "sha256:12".into(),
-                    ..SwapInfo::default()
-                },
-            ],
-        }
-    }
 
     /// 06:12:03 UTC on some day.
     const T: i64 = 1_795_000_000 - 1_795_000_000 % 86_400 + 6 * 3600 + 12 * 60 + 3;

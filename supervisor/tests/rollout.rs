@@ -110,6 +110,48 @@ fn invariants(state: &Path, disks: &BTreeMap<&str, u64>, when: &str) {
     assert!(down.len() <= 1, "{when}: down at once: {down:?}");
 }
 
+/// The crash matrix: a slipwayd per step of `steps`, each told to kill itself with SIGKILL
+/// right after the journal records cp-1's swap entering that step (the next one resumes
+/// from there). After each death: the journal says that step, `check` agrees, and the
+/// invariants hold. Returns the supervisor started after the last step, told nothing.
+fn crash_walk(
+    d: &Path,
+    bus: &str,
+    netns: &tests::netns::Netns,
+    disks: &BTreeMap<&str, u64>,
+    steps: &[&str],
+    log: &str,
+    check: impl Fn(usize, &Value),
+) -> Supervisor {
+    let state = d.join("state");
+    let die_at = |i: usize| -> Vec<(&str, &str)> {
+        steps
+            .get(i)
+            .map(|step| ("SLIPWAYD_DIE_AT_STEP", *step))
+            .into_iter()
+            .collect()
+    };
+    let mut supervisor =
+        Supervisor::start_with(d, bus, &format!("run-{log}-0.log"), Some(netns), &die_at(0));
+    for (i, at) in steps.iter().enumerate() {
+        let ended = supervisor
+            .wait_exit(Duration::from_secs(400))
+            .unwrap_or_else(|| panic!("slipwayd did not reach step {at}"));
+        assert_eq!(
+            ended.signal(),
+            Some(9),
+            "it ended otherwise at {at}: {ended:?}"
+        );
+        let j = journal(&state);
+        assert_eq!(j["swaps"]["cp-1"]["step"], *at, "{j:#}");
+        check(i, &j);
+        invariants(&state, disks, &format!("killed at {at}"));
+        let next = format!("run-{log}-{}.log", i + 1);
+        supervisor = Supervisor::start_with(d, bus, &next, Some(netns), &die_at(i + 1));
+    }
+    supervisor
+}
+
 /// Waits for the rollout to satisfy `done`, checking on every look that at most one node is
 /// down (no QEMU, or a swap step that stops it).
 fn watch(
@@ -219,44 +261,11 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
     // v2, with slipwayd killed at every step of the first node's swap.
     supervisor.kill();
     promote(d, &repo, V2, &netns);
-    let mut supervisor = Supervisor::start_with(
-        d,
-        bus,
-        "run-die-0.log",
-        Some(&netns),
-        &[("SLIPWAYD_DIE_AT_STEP", FORWARD[0])],
-    );
     let rolled = Instant::now();
-    for (i, at) in FORWARD.iter().enumerate() {
-        let ended = supervisor
-            .wait_exit(Duration::from_secs(300))
-            .unwrap_or_else(|| panic!("slipwayd did not reach step {at}"));
-        assert_eq!(
-            ended.signal(),
-            Some(9),
-            "it ended otherwise at {at}: {ended:?}"
-        );
-        let j = journal(&state);
-        assert_eq!(j["swaps"]["cp-1"]["step"], *at, "{j:#}");
-        assert_eq!(
-            j["swaps"].as_object().unwrap().len(),
-            1,
-            "one swap at a time: {j:#}"
-        );
-        invariants(&state, &disks, &format!("killed at {at}"));
-        let env: Vec<(&str, &str)> = FORWARD
-            .get(i + 1)
-            .map(|next| ("SLIPWAYD_DIE_AT_STEP", *next))
-            .into_iter()
-            .collect();
-        supervisor = Supervisor::start_with(
-            d,
-            bus,
-            &format!("run-die-{}.log", i + 1),
-            Some(&netns),
-            &env,
-        );
-    }
+    let mut supervisor = crash_walk(d, bus, &netns, &disks, &FORWARD, "die", |_, j| {
+        let swaps = j["swaps"].as_object().unwrap();
+        assert_eq!(swaps.len(), 1, "one swap at a time: {j:#}");
+    });
     let (s, r) = watch(
         d,
         bus,
@@ -313,25 +322,8 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
         .collect();
     supervisor.kill();
     promote(d, &repo, V3, &netns);
-    let mut supervisor = Supervisor::start_with(
-        d,
-        bus,
-        "run-back-0.log",
-        Some(&netns),
-        &[("SLIPWAYD_DIE_AT_STEP", BACKWARD[0])],
-    );
     let broke = Instant::now();
-    for (i, at) in BACKWARD.iter().enumerate() {
-        let ended = supervisor
-            .wait_exit(Duration::from_secs(400))
-            .unwrap_or_else(|| panic!("slipwayd did not reach step {at}"));
-        assert_eq!(
-            ended.signal(),
-            Some(9),
-            "it ended otherwise at {at}: {ended:?}"
-        );
-        let j = journal(&state);
-        assert_eq!(j["swaps"]["cp-1"]["step"], *at, "{j:#}");
+    let mut supervisor = crash_walk(d, bus, &netns, &disks, &BACKWARD, "back", |i, j| {
         if i == 0 {
             let reason = j["swaps"]["cp-1"]["reason"].as_str().unwrap();
             assert!(
@@ -339,20 +331,7 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
                 "{reason}"
             );
         }
-        invariants(&state, &disks, &format!("killed at {at}"));
-        let env: Vec<(&str, &str)> = BACKWARD
-            .get(i + 1)
-            .map(|next| ("SLIPWAYD_DIE_AT_STEP", *next))
-            .into_iter()
-            .collect();
-        supervisor = Supervisor::start_with(
-            d,
-            bus,
-            &format!("run-back-{}.log", i + 1),
-            Some(&netns),
-            &env,
-        );
-    }
+    });
     let (s, r) = watch(
         d,
         bus,
@@ -470,22 +449,8 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
     );
 
     // What the metrics say of it all (this supervisor saw the abort only).
-    let address = busctl(
-        bus,
-        &[
-            "get-property",
-            "org.slipway.Supervisor1",
-            "/org/slipway/Supervisor1",
-            "org.slipway.Supervisor1",
-            "MetricsAddress",
-        ],
-    );
-    let address = address
-        .trim()
-        .strip_prefix("s \"")
-        .and_then(|a| a.strip_suffix('"'))
-        .unwrap();
-    let text = scrape(&netns, address);
+    let address = metrics_address(bus);
+    let text = scrape(&netns, &address);
     let samples = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(
         samples["slipway_swaps_total{result=\"aborted\"}"], 1.0,

@@ -172,22 +172,7 @@ fn the_supervisor_keeps_its_promises_when_things_go_wrong() {
         answer.contains("\"worker-1\" \"lab\" \"worker\" \"ready\""),
         "{answer}"
     );
-    let metrics_property = busctl(
-        address,
-        &[
-            "get-property",
-            "org.slipway.Supervisor1",
-            "/org/slipway/Supervisor1",
-            "org.slipway.Supervisor1",
-            "MetricsAddress",
-        ],
-    );
-    let metrics_address = metrics_property
-        .trim()
-        .strip_prefix("s \"")
-        .and_then(|m| m.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    let metrics_address = metrics_address(address);
 
     // Metrics, through a real parser (which refuses a text cut short).
     let text = scrape(&netns, &metrics_address);

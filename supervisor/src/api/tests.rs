@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 
-fn lab() -> RolloutInfo {
+/// A rollout of cluster lab in flight (the CLI's tests use it too).
+pub(crate) fn lab() -> RolloutInfo {
     RolloutInfo {
         cluster: "lab".into(),
         state: "rolling".into(),
@@ -112,20 +113,25 @@ async fn rollout_calls_reach_the_control_and_refuse_unknown_clusters() {
     }
 }
 
-/// `rollout_changed` puts a `RolloutChanged` signal on the bus that another client
-/// (dbus-monitor) sees with the cluster, state and reason.
-#[tokio::test]
-async fn rollout_changed_is_signalled() {
-    let bus = ::tests::dbus::Bus::start();
-    let service = Service::start(
-        Some(&bus.address),
+/// The service on `bus`, an empty snapshot, every call accepted.
+async fn serve_all(bus: &str) -> Service {
+    Service::start(
+        Some(bus),
         Shared::default(),
         Box::new(|| true),
         Box::new(|_| true),
         Box::new(|_| true),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// `rollout_changed` puts a `RolloutChanged` signal on the bus that another client
+/// (dbus-monitor) sees with the cluster, state and reason.
+#[tokio::test]
+async fn rollout_changed_is_signalled() {
+    let bus = ::tests::dbus::Bus::start();
+    let service = serve_all(&bus.address).await;
     let mut monitor = Command::new("dbus-monitor")
         .arg("--address")
         .arg(&bus.address)
@@ -200,15 +206,7 @@ mod policy {
         let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("dbus/org.slipway.Supervisor1.conf");
         let bus = ::tests::dbus::Bus::system_like(&policy);
-        let _service = Service::start(
-            Some(&bus.address),
-            Shared::default(),
-            Box::new(|| true),
-            Box::new(|_| true),
-            Box::new(|_| true),
-        )
-        .await
-        .unwrap();
+        let _service = super::serve_all(&bus.address).await;
         let nobody = 65534;
         for member in ["Status", "Rollout"] {
             let (ok, said) = call(&bus.address, nobody, member, &[]).await;

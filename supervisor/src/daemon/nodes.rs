@@ -535,8 +535,13 @@ impl<D: Driver> Daemon<D> {
             "no longer in host.toml: powering down (its disks stay)",
         );
         tracing::info!(node = %name, "no longer configured: stopping its VM; its state disk stays");
-        let events = self.events.clone();
-        let driver = self.driver.clone();
+        self.spawn_stop(name, dir);
+    }
+
+    /// Stops the VM of `name` in `dir` in the background (power-down, quit, kill, each with
+    /// its deadline); [`Event::Stopped`] says how it ended.
+    pub(super) fn spawn_stop(&self, name: &str, dir: std::path::PathBuf) {
+        let (events, driver) = (self.events.clone(), self.driver.clone());
         let name = name.to_owned();
         let deadlines = super::admin::stop_deadlines(&self.deadlines);
         tokio::spawn(async move {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Daemon, Event};
+use super::Daemon;
 use crate::driver::{Driver, Stopped, VmStatus};
 use crate::model::{Digest, NodeState};
 use crate::swap::journal::Journal;
@@ -282,16 +282,7 @@ impl<D: Driver> Daemon<D> {
             return None;
         }
         progress.stopping = true;
-        let (events, driver) = (self.events.clone(), self.driver.clone());
-        let (name, dir) = (name.to_owned(), self.node_dir(name));
-        let deadlines = super::admin::stop_deadlines(&self.deadlines);
-        tokio::spawn(async move {
-            let result = driver
-                .stop(&name, &dir, deadlines)
-                .await
-                .map_err(|e| format!("{e:#}"));
-            let _ = events.send(Event::Stopped(name, result));
-        });
+        self.spawn_stop(name, self.node_dir(name));
         None
     }
 

@@ -379,6 +379,27 @@ pub fn busctl(bus: &str, args: &[&str]) -> String {
         .unwrap())
 }
 
+/// The loopback address the supervisor on `bus` serves its metrics on (its MetricsAddress
+/// property, as busctl reads it).
+pub fn metrics_address(bus: &str) -> String {
+    let property = busctl(
+        bus,
+        &[
+            "get-property",
+            "org.slipway.Supervisor1",
+            "/org/slipway/Supervisor1",
+            "org.slipway.Supervisor1",
+            "MetricsAddress",
+        ],
+    );
+    property
+        .trim()
+        .strip_prefix("s \"")
+        .and_then(|m| m.strip_suffix('"'))
+        .unwrap()
+        .to_owned()
+}
+
 /// `GET /metrics` from inside `netns` (the supervisor's loopback is there).
 pub fn scrape(netns: &tests::netns::Netns, address: &str) -> String {
     let script = "import sys, urllib.request\n\
