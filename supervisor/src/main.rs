@@ -125,10 +125,11 @@ enum RolloutAction {
     /// Show each cluster's rollout: its state and target, then every node's image and swap
     /// step.
     ///
-    /// States: done (every node runs the target), rolling (a swap runs), waiting (for a
-    /// window, a fleet slot or an unhealthy node), paused (by `slipwayd rollout pause`),
-    /// failed (a node was rolled back; the target is not rolled further on this host),
-    /// aborted (by `slipwayd rollout abort`), idle (no target image yet).
+    /// States: done (every node runs the target), rolling (a swap runs), waiting (for the
+    /// maintenance window, or for nodes that are not ready), paused (by `slipwayd rollout
+    /// pause`, or after a host failure; the reason says which), failed (a node was rolled
+    /// back; the target is not rolled further on this host), aborted (by `slipwayd rollout
+    /// abort`), idle (no target image yet).
     ///
     /// With --follow, prints a line stamped HH:MM:SS (UTC) per change and ends when every
     /// cluster's rollout has ended: exit 0 when done (or paused, without --target), exit 1
@@ -165,8 +166,8 @@ enum RolloutAction {
         #[arg(long, value_name = "ADDRESS")]
         bus: Option<String>,
     },
-    /// Abort a rollout: the swap in flight is rolled back, and the target image is not rolled
-    /// further on this host until a newer one is promoted.
+    /// Abort a rollout: the swap in flight is rolled back, and the target image (that digest)
+    /// is not rolled further in the cluster; promoting a different image starts a new rollout.
     ///
     /// Nodes already moved keep the target image. The abort persists across restarts of
     /// slipwayd.
@@ -382,7 +383,7 @@ async fn rollout(action: RolloutAction) -> anyhow::Result<()> {
                 format!("the rollout of {cluster}")
             };
             println!(
-                "aborting {which}: a swap in flight is rolled back; the target image is not rolled further here until a newer one is promoted"
+                "aborting {which}: a swap in flight is rolled back; the target image is not rolled further here; promoting a different image starts a new rollout"
             );
             Ok(())
         }

@@ -175,7 +175,7 @@ fn rollouts(registry: &mut Registry, snapshot: &Snapshot) {
     paused.set(i64::from(snapshot.rollout_paused));
     registry.register(
         "slipway_rollout_paused",
-        "1 while an operator has paused the rollouts on this host",
+        "1 while rollouts on this host are paused (by an operator, or after a host failure)",
         paused,
     );
 }

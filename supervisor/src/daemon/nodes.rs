@@ -101,6 +101,11 @@ impl Node {
         self.reason = reason.into();
     }
 
+    /// Whether its beacon port closed since its last beacon (its VM may have ended).
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// How long since its last beacon (None: none heard from this VM).
     pub(super) fn quiet(&self) -> Option<std::time::Duration> {
         self.heard.map(|t| t.elapsed())

@@ -39,7 +39,12 @@ pub(super) struct Progress {
     watched: Option<i64>,
     /// The step failed for a reason of the host's.
     host_failure: bool,
+    /// A rollback that failed is tried again after this.
+    retry_at: Option<Instant>,
 }
+
+/// How long a rollback that failed (a VM that would not stop) waits before it tries again.
+const ROLLBACK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often a node's beacon comes (tiny-linux and linux-node send one every 5 s).
 const BEACON_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -150,8 +155,17 @@ impl<D: Driver> Daemon<D> {
                 self.progress.insert(name.to_owned(), fresh);
             }
             let (from, to) = (self.image_label(&next.from), self.image_label(&next.to));
+            // A failure the image is to blame for marks it failed as the rollback begins, in
+            // the same write: nothing else starts on it meanwhile. One of the host's pauses
+            // the rollouts.
+            let starts_back = next.step == Step::RollingBack && swap.step != Step::RollingBack;
             if !self.journal(|j| {
                 j.swaps.insert(name.to_owned(), next.clone());
+                if starts_back && next.host_failure {
+                    j.pause_for_host(&next);
+                } else if starts_back && !next.blameless() {
+                    j.fail_image(&next);
+                }
             }) {
                 return;
             }
@@ -159,6 +173,13 @@ impl<D: Driver> Daemon<D> {
                 tracing::error!(node = %name, step = %next.step, after = %swap.step, took_ms, %from, %to, "swap failed: {why}");
             } else {
                 tracing::info!(node = %name, step = %next.step, after = %swap.step, took_ms, %from, %to, "swap step");
+            }
+            if next.step == swap.step {
+                // A rollback that failed (the VM would not stop): tried again later, not in
+                // a loop on every wake.
+                let progress = self.progress.entry(name.to_owned()).or_default();
+                progress.retry_at = Some(Instant::now() + ROLLBACK_RETRY);
+                return;
             }
         }
     }
@@ -179,7 +200,9 @@ impl<D: Driver> Daemon<D> {
             }
             Step::Stopped => match self.driver.status(name, &self.node_dir(name)).await {
                 VmStatus::Stopped => done,
-                _ => Some((Outcome::Failed, "its VM runs again after it stopped".into())),
+                _ => {
+                    Some(self.host_outcome(name, Err("its VM runs again after it stopped".into())))
+                }
             },
             Step::DisksSwitched => {
                 let switched = self.switch_disks(swap).await;
@@ -191,6 +214,14 @@ impl<D: Driver> Daemon<D> {
             }
             Step::Verifying => self.verify(swap, probe).await,
             Step::RollingBack => {
+                if self
+                    .progress
+                    .get(name)
+                    .and_then(|p| p.retry_at)
+                    .is_some_and(|t| Instant::now() < t)
+                {
+                    return None;
+                }
                 let reason = format!(
                     "rolling back to {}: {}",
                     self.image_label(&swap.from),
@@ -256,9 +287,12 @@ impl<D: Driver> Daemon<D> {
         let reason = format!("{ABANDONED}: {why}");
         if self.journal(|j| {
             if let Some(s) = j.swaps.get_mut(&name) {
+                // A swap already rolling back keeps its reason: its image failed.
+                if s.step <= Step::Verifying {
+                    s.reason = reason;
+                }
                 s.step = Step::RolledBack;
                 s.since = now;
-                s.reason = reason;
             }
         }) {
             tracing::warn!(node = %name, "swap abandoned: {why}");
@@ -386,7 +420,8 @@ impl<D: Driver> Daemon<D> {
             .or_default()
             .watched
             .get_or_insert(now);
-        let status = if probe || !self.listening(name) {
+        let lost = self.nodes.get(name).is_some_and(|n| n.is_lost());
+        let status = if probe || lost || !self.listening(name) {
             Some(self.driver.status(name, &dir).await)
         } else {
             None
@@ -399,7 +434,11 @@ impl<D: Driver> Daemon<D> {
                 if let Err(why) = self.boot_for_swap(name, swap.image()).await {
                     return Some(self.host_outcome(name, Err(why)));
                 }
-                self.progress.entry(name.to_owned()).or_default().watched = Some(now);
+                // A new VM: watched anew, its predecessor's soak forgotten.
+                let progress = self.progress.entry(name.to_owned()).or_default();
+                progress.watched = Some(now);
+                progress.healthy_since = None;
+                progress.healthy_beacons = 0;
                 return None;
             }
             Some(VmStatus::Stopped) => {
@@ -425,6 +464,10 @@ impl<D: Driver> Daemon<D> {
             }
         }
         let quiet = self.nodes.get(name).and_then(|n| n.quiet());
+        let ready = self
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.state == NodeState::Ready && !n.is_lost());
         let progress = self.progress.entry(name.to_owned()).or_default();
         let soak = if back {
             std::time::Duration::ZERO
@@ -441,7 +484,7 @@ impl<D: Driver> Daemon<D> {
         };
         let recent = quiet.is_some_and(|q| q < BEACON_INTERVAL * 2);
         if let Some((since, _)) = progress.healthy_since {
-            if since.elapsed() >= soak && progress.healthy_beacons >= wanted && recent {
+            if since.elapsed() >= soak && progress.healthy_beacons >= wanted && recent && ready {
                 return Some((Outcome::Done, String::new()));
             }
             if quiet.is_some_and(|q| q > self.deadlines.silence) {
@@ -524,25 +567,8 @@ impl<D: Driver> Daemon<D> {
             }
         }
         let marks_failed = swap.step == Step::RolledBack && !swap.blameless();
-        let failed_on = format!("{} failed on {name}", self.image_label(&swap.to));
-        let now = super::unix_now();
-        let finished = self.journal(|j| {
-            j.finish(name);
-            // An image that failed here is not left to commit elsewhere on this host: the
-            // other swaps to it that have not committed roll back too.
-            if marks_failed {
-                for other in j.swaps.values_mut().filter(|o| o.to == swap.to) {
-                    let step = match other.step {
-                        Step::Planned | Step::Drained => Step::RolledBack,
-                        s if s <= Step::Verifying => Step::RollingBack,
-                        _ => continue,
-                    };
-                    other.step = step;
-                    other.since = now;
-                    other.reason.clone_from(&failed_on);
-                }
-            }
-        });
+        // The journal marks a failed image (and sends its other swaps back) as it ends the swap.
+        let finished = self.journal(|j| j.finish(name));
         if !finished {
             return;
         }

@@ -35,6 +35,9 @@ pub struct Failure {
 pub struct Journal {
     /// No new swap starts while set (swaps in flight finish).
     pub paused: bool,
+    /// Why: an operator, or a host failure (which node, what failed).
+    #[serde(default)]
+    pub pause_reason: String,
     /// Swaps in flight, by node.
     pub swaps: BTreeMap<String, Swap>,
     /// The last finished swap of each node (shown by status).
@@ -77,10 +80,18 @@ impl Journal {
             return;
         };
         if swap.step == Step::RolledBack && swap.host_failure {
-            self.paused = true;
+            self.pause_for_host(&swap);
         }
-        if swap.step == Step::RolledBack && !swap.blameless() && !self.failed.contains_key(&swap.to)
-        {
+        if swap.step == Step::RolledBack && !swap.blameless() {
+            self.fail_image(&swap);
+        }
+        self.last.insert(node.to_owned(), swap);
+    }
+
+    /// Marks `swap`'s new image failed on this host (once), and sends every other swap to it
+    /// that has not committed back: nothing else gets an image that failed here.
+    pub fn fail_image(&mut self, swap: &Swap) {
+        if !self.failed.contains_key(&swap.to) {
             self.failed.insert(
                 swap.to.clone(),
                 Failure {
@@ -90,7 +101,30 @@ impl Journal {
                 },
             );
         }
-        self.last.insert(node.to_owned(), swap);
+        let why = format!("its image failed on {}: {}", swap.node, swap.reason);
+        for other in self
+            .swaps
+            .values_mut()
+            .filter(|o| o.node != swap.node && o.to == swap.to)
+        {
+            let step = match other.step {
+                Step::Planned | Step::Drained => Step::RolledBack,
+                s if s <= Step::Verifying => Step::RollingBack,
+                _ => continue,
+            };
+            other.step = step;
+            other.since = swap.since;
+            other.reason.clone_from(&why);
+        }
+    }
+
+    /// Pauses rollouts after `swap` failed for the host's reasons.
+    pub fn pause_for_host(&mut self, swap: &Swap) {
+        self.paused = true;
+        self.pause_reason = format!(
+            "a host failure on {}: {} (fix the host, then `slipwayd rollout resume`)",
+            swap.node, swap.reason
+        );
     }
 }
 
@@ -151,6 +185,27 @@ mod tests {
         journal.swaps.insert("w-2".into(), host);
         journal.finish("w-2");
         assert!(!journal.failed.contains_key(&a) && journal.paused);
+        assert!(
+            journal.pause_reason.contains("w-2"),
+            "{}",
+            journal.pause_reason
+        );
+        // A failed image sends the other swaps to it back, committed ones aside.
+        let c = Digest::repeated('c');
+        let mut verifying = Swap::plan("w-3", "other", a.clone(), c.clone(), 400);
+        verifying.step = Step::Verifying;
+        let mut done = Swap::plan("w-4", "other", a.clone(), c.clone(), 400);
+        done.step = Step::Committed;
+        journal.swaps.insert("w-3".into(), verifying);
+        journal.swaps.insert("w-4".into(), done);
+        let mut failing = Swap::plan("w-5", "lab", a.clone(), c.clone(), 500);
+        failing.step = Step::RollingBack;
+        failing.reason = "no healthy beacon".into();
+        journal.fail_image(&failing);
+        assert_eq!(journal.swaps["w-3"].step, Step::RollingBack);
+        assert!(journal.swaps["w-3"].reason.contains("failed on w-5"));
+        assert_eq!(journal.swaps["w-4"].step, Step::Committed);
+        assert_eq!(journal.failed[&c].node, "w-5");
         // A damaged journal is refused, never read as empty.
         journal.save(dir.path()).unwrap();
         let file = path(dir.path());

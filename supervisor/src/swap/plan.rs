@@ -81,7 +81,8 @@ pub struct Decision {
 #[derive(Debug, Clone, Default)]
 pub struct Holds {
     /// Paused by an operator.
-    pub paused: bool,
+    /// Why rollouts are paused (an operator, a host failure); None: not paused.
+    pub paused: Option<String>,
     /// Why the target failed on this host, if it did.
     pub failed: Option<String>,
     /// Whether an operator aborted this target's rollout in this cluster.
@@ -130,8 +131,8 @@ pub fn decide(
             wait(state, reason)
         }
     };
-    if holds.paused {
-        return rolling_or(State::Paused, "paused by an operator".into());
+    if let Some(why) = &holds.paused {
+        return rolling_or(State::Paused, why.clone());
     }
     if !holds.window_open {
         let window = policy
@@ -287,7 +288,7 @@ mod tests {
             State::Aborted
         );
         let paused = Holds {
-            paused: true,
+            paused: Some("paused by an operator".into()),
             ..open()
         };
         assert_eq!(

@@ -43,7 +43,13 @@ impl<D: Driver> Daemon<D> {
                 .collect();
             let label = self.image_label(&target);
             let holds = Holds {
-                paused: self.journal.paused,
+                paused: self.journal.paused.then(|| {
+                    if self.journal.pause_reason.is_empty() {
+                        "paused by an operator".to_owned()
+                    } else {
+                        self.journal.pause_reason.clone()
+                    }
+                }),
                 failed: self
                     .journal
                     .failed
@@ -172,12 +178,18 @@ impl<D: Driver> Daemon<D> {
     pub(in crate::daemon) async fn control(&mut self, control: RolloutControl) {
         match control {
             RolloutControl::Pause => {
-                if self.journal(|j| j.paused = true) {
+                if self.journal(|j| {
+                    j.paused = true;
+                    j.pause_reason = "paused by an operator (`slipwayd rollout resume`)".into();
+                }) {
                     tracing::warn!("rollouts paused by an operator: no new swap starts");
                 }
             }
             RolloutControl::Resume => {
-                if self.journal(|j| j.paused = false) {
+                if self.journal(|j| {
+                    j.paused = false;
+                    j.pause_reason.clear();
+                }) {
                     tracing::info!("rollouts resumed by an operator");
                 }
             }
