@@ -61,8 +61,23 @@ device=/dev/mapper/slipway-root
 [ -b "$device" ] || device=/dev/dm-0
 $B mount -t "$fstype" -o ro "$device" /newroot ||
 	fail "cannot mount the verity root: its content does not match the root hash (tampered or corrupt image)"
-# /sbin/init may be an absolute link, which only resolves once the root is /.
-[ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "the root has no /sbin/init"
+# /sbin/init may be an absolute link, which only resolves once the root is /: links are
+# followed by hand, inside /newroot.
+init=/newroot/sbin/init
+[ -e "$init" ] || [ -L "$init" ] || fail "the root has no /sbin/init"
+hops=0
+while [ -L "$init" ] && [ "$hops" -lt 16 ]; do
+	target=$($B readlink "$init")
+	case "$target" in
+	/*) init=/newroot$target ;;
+	*) init=$($B dirname "$init")/$target ;;
+	esac
+	hops=$((hops + 1))
+done
+# dm-verity checks each block as it is read: /sbin/init is read whole here, so a tampered
+# init is refused with a message and a power-off, not a kernel panic after switch_root.
+$B cat "$init" >/dev/null 2>&1 ||
+	fail "cannot read /sbin/init from the verity root: its content does not match the root hash (tampered or corrupt image)"
 echo "slipway-initrd: root verified against $roothash"
 $B umount /sys /proc
 $B umount -l /dev
