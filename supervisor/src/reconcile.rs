@@ -52,14 +52,15 @@ pub enum Action {
 }
 
 /// The actions that bring `observed` to `wanted`, in a stable order (stops first, so a renamed
-/// node never runs twice). `images` holds each recorded node's image; `channel` is the image a
-/// node that never booted takes (the channel's verified image, unless it failed on this host).
+/// node never runs twice). `images` holds each recorded node's image; `fresh` the image each
+/// node would take if it never booted (the channel's verified image, unless it failed on this
+/// host or was aborted in the node's cluster).
 /// A node in `swapping` gets no action: its swap in the rollout journal owns its VM until the
 /// swap ends.
 pub fn decide(
     wanted: &BTreeSet<String>,
     images: &BTreeMap<String, Digest>,
-    channel: Option<&Digest>,
+    fresh: &BTreeMap<String, Digest>,
     observed: &BTreeMap<String, Observed>,
     swapping: &BTreeSet<String>,
 ) -> Vec<Action> {
@@ -79,7 +80,7 @@ pub fn decide(
                 node: name.clone(),
                 image: recorded.cloned(),
             }),
-            Some(Observed::Stopped) | None => match recorded.or(channel) {
+            Some(Observed::Stopped) | None => match recorded.or_else(|| fresh.get(name)) {
                 Some(image) => actions.push(Action::Start {
                     node: name.clone(),
                     image: image.clone(),
@@ -108,6 +109,14 @@ mod tests {
         Digest::repeated(c)
     }
 
+    /// The image every node of these tests would take if it never booted.
+    fn every(image: char) -> BTreeMap<String, Digest> {
+        ["cp-1", "worker-1", "worker-2", "worker-9", "old"]
+            .iter()
+            .map(|n| ((*n).to_owned(), digest(image)))
+            .collect()
+    }
+
     fn recorded(nodes: &[(&str, char)]) -> BTreeMap<String, Digest> {
         nodes
             .iter()
@@ -120,7 +129,7 @@ mod tests {
         let actions = decide(
             &set(&["cp-1", "worker-1"]),
             &BTreeMap::new(),
-            Some(&digest('a')),
+            &every('a'),
             &BTreeMap::new(),
             &BTreeSet::new(),
         );
@@ -146,7 +155,7 @@ mod tests {
         let actions = decide(
             &set(&["cp-1", "worker-1", "worker-2"]),
             &recorded(&[("cp-1", 'a'), ("worker-1", 'a')]),
-            Some(&digest('b')),
+            &every('b'),
             &seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Stopped)]),
             &BTreeSet::new(),
         );
@@ -174,7 +183,7 @@ mod tests {
         let actions = decide(
             &set(&["cp-1", "worker-9"]),
             &recorded(&[("cp-1", 'a')]),
-            None,
+            &BTreeMap::new(),
             &BTreeMap::new(),
             &BTreeSet::new(),
         );
@@ -197,7 +206,7 @@ mod tests {
         let actions = decide(
             &set(&["cp-1"]),
             &recorded(&[("cp-1", 'a'), ("worker-9", 'a'), ("old", 'a')]),
-            Some(&digest('a')),
+            &every('a'),
             &seen(&[
                 ("cp-1", Observed::Running),
                 ("worker-9", Observed::Running),
@@ -224,13 +233,7 @@ mod tests {
         let wanted = set(&["cp-1", "worker-1"]);
         let images = recorded(&[("cp-1", 'a'), ("worker-1", 'a')]);
         let after = seen(&[("cp-1", Observed::Running), ("worker-1", Observed::Running)]);
-        let actions = decide(
-            &wanted,
-            &images,
-            Some(&digest('b')),
-            &after,
-            &BTreeSet::new(),
-        );
+        let actions = decide(&wanted, &images, &every('b'), &after, &BTreeSet::new());
         assert!(
             actions.iter().all(|a| matches!(a, Action::Keep { .. })),
             "{actions:?}"
@@ -244,7 +247,7 @@ mod tests {
         let actions = decide(
             &set(&["cp-1", "worker-1"]),
             &recorded(&[("cp-1", 'a'), ("worker-1", 'a'), ("worker-9", 'a')]),
-            Some(&digest('b')),
+            &every('b'),
             &seen(&[
                 ("cp-1", Observed::Stopped),
                 ("worker-1", Observed::Running),
@@ -258,6 +261,31 @@ mod tests {
                 node: "worker-1".into(),
                 image: Some(digest('a'))
             }]
+        );
+    }
+
+    #[test]
+    fn a_new_node_takes_the_image_its_own_cluster_may_have_or_waits() {
+        // worker-1's cluster may take b; worker-2's aborted b and has no other: it waits.
+        let fresh = BTreeMap::from([("worker-1".to_owned(), digest('b'))]);
+        let actions = decide(
+            &set(&["worker-1", "worker-2"]),
+            &BTreeMap::new(),
+            &fresh,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::Start {
+                    node: "worker-1".into(),
+                    image: digest('b')
+                },
+                Action::Wait {
+                    node: "worker-2".into()
+                }
+            ]
         );
     }
 }

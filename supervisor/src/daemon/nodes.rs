@@ -233,9 +233,14 @@ impl<D: Driver> Daemon<D> {
                 (name.clone(), seen)
             })
             .collect();
-        let fresh = self.image_for_new_nodes();
+        let fresh = self
+            .config
+            .nodes
+            .values()
+            .filter_map(|n| Some((n.name.clone(), self.image_for_new_nodes(&n.cluster)?)))
+            .collect();
         let owned = self.journal.swaps.keys().cloned().collect();
-        for action in reconcile::decide(&wanted, &images, fresh.as_ref(), &observed, &owned) {
+        for action in reconcile::decide(&wanted, &images, &fresh, &observed, &owned) {
             match action {
                 Action::Stop { node } => self.stop(&node),
                 Action::Start { node, image } => self.start(&node, &image).await,
@@ -302,7 +307,12 @@ impl<D: Driver> Daemon<D> {
     }
 
     fn wait(&mut self, name: &str) {
-        let reason = if self.channel.reason.is_empty() {
+        let reason = if let Some(target) = self.channel.target_digest() {
+            format!(
+                "not booted: the channel's image {} failed on this host or its rollout was aborted in this cluster, and the image before it is not usable (promote another image)",
+                self.image_label(&target)
+            )
+        } else if self.channel.reason.is_empty() {
             "not booted: no verified image yet".to_owned()
         } else {
             format!(

@@ -124,7 +124,10 @@ impl<D: Driver> Daemon<D> {
                 next.host_failure = self.progress.get(name).is_some_and(|p| p.host_failure);
             }
             match next.step {
-                Step::Booting | Step::BootingPrevious => next.booted = now,
+                Step::Booting | Step::BootingPrevious => {
+                    next.booted = now;
+                    next.extended = 0;
+                }
                 Step::Stopped => {
                     next.last_healthy = self.nodes.get(name).map_or(0.0, |n| n.last_ready);
                 }
@@ -420,6 +423,16 @@ impl<D: Driver> Daemon<D> {
             .or_default()
             .watched
             .get_or_insert(now);
+        // A supervisor that restarts gives the node its whole deadline from its restart, once.
+        let (start, extends) = swap.deadline_start(watched);
+        if extends {
+            tracing::info!(node = %name, "found verifying after a restart: its boot deadline starts again (once)");
+            self.journal(|j| {
+                if let Some(s) = j.swaps.get_mut(name) {
+                    s.extended = watched;
+                }
+            });
+        }
         let lost = self.nodes.get(name).is_some_and(|n| n.is_lost());
         let status = if probe || lost || !self.listening(name) {
             Some(self.driver.status(name, &dir).await)
@@ -498,8 +511,6 @@ impl<D: Driver> Daemon<D> {
                 ));
             }
         }
-        // A supervisor that restarts gives the node its whole deadline from its restart.
-        let start = swap.booted.max(watched);
         let elapsed = u64::try_from(now - start).unwrap_or(0);
         let healthy = progress.healthy_since.is_some();
         // The deadline for a first healthy beacon; a node that flaps during its soak has the

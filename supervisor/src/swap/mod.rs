@@ -166,6 +166,10 @@ pub struct Swap {
     pub last_healthy: f64,
     /// Its first healthy beacon on the new image (Unix seconds, fractional; 0: none yet).
     pub first_healthy: f64,
+    /// When its boot deadline was started again, once, because a restarted supervisor found
+    /// it verifying (Unix seconds; 0: never). A supervisor that keeps restarting gets no more.
+    #[serde(default)]
+    pub extended: i64,
     /// Why it rolls back, or how it ended.
     pub reason: String,
     /// The node id its state disk held before the swap (empty: not known): the new image must
@@ -192,6 +196,7 @@ impl Swap {
             booted: 0,
             last_healthy: 0.0,
             first_healthy: 0.0,
+            extended: 0,
             reason: String::new(),
             node_id: String::new(),
             host_failure: false,
@@ -222,6 +227,20 @@ impl Swap {
         match self.step {
             Step::DisksSwitched | Step::Booting | Step::Verifying | Step::Committed => &self.to,
             _ => &self.from,
+        }
+    }
+
+    /// When the boot deadline counts from, for a supervisor that began to watch this step at
+    /// `watched`: the boot, or, once, the restart of a supervisor that found the node
+    /// verifying (more than a few seconds after the boot began). Returns it, and whether the
+    /// extension is taken now (to be journaled).
+    pub fn deadline_start(&self, watched: i64) -> (i64, bool) {
+        if self.extended > 0 {
+            (self.booted.max(self.extended), false)
+        } else if watched > self.booted + 5 {
+            (watched, true)
+        } else {
+            (self.booted, false)
         }
     }
 
@@ -290,6 +309,24 @@ mod tests {
                 Step::Verifying,
                 Step::Committed
             ]
+        );
+        // A restarted supervisor gives the boot deadline one fresh start, no more.
+        swap.booted = 1000;
+        assert_eq!(
+            swap.deadline_start(1002),
+            (1000, false),
+            "the same supervisor"
+        );
+        assert_eq!(
+            swap.deadline_start(1100),
+            (1100, true),
+            "restarted: extended once"
+        );
+        swap.extended = 1100;
+        assert_eq!(
+            swap.deadline_start(1200),
+            (1100, false),
+            "restarted again: no more"
         );
         swap.step = Step::RollingBack;
         assert_eq!(swap.image(), &a, "a rollback restores the previous image");

@@ -239,16 +239,20 @@ impl<D: Driver> Daemon<D> {
 }
 
 impl<D: Driver> Daemon<D> {
-    /// The image a node that never booted takes: the channel's verified image, unless it
-    /// failed on this host; then the one before it, if the store still has it.
-    pub(in crate::daemon) fn image_for_new_nodes(&self) -> Option<Digest> {
+    /// The image a node of `cluster` that never booted takes: the channel's verified image,
+    /// unless it failed on this host or its rollout was aborted in the cluster; then the one
+    /// before it, if that one is neither and the store still has it.
+    pub(in crate::daemon) fn image_for_new_nodes(&self, cluster: &str) -> Option<Digest> {
+        let allowed = |d: &Digest| {
+            !self.journal.failed.contains_key(d) && self.journal.aborted.get(cluster) != Some(d)
+        };
         let target = self.channel.target_digest()?;
-        if !self.journal.failed.contains_key(&target) {
+        if allowed(&target) {
             return Some(target);
         }
-        self.channel.previous.clone().filter(|p| {
-            !self.journal.failed.contains_key(p)
-                && matches!(self.store.get(p.as_ref()), Ok(Some(_)))
-        })
+        self.channel
+            .previous
+            .clone()
+            .filter(|p| allowed(p) && matches!(self.store.get(p.as_ref()), Ok(Some(_))))
     }
 }
