@@ -27,7 +27,9 @@ use images::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use crate::api::{self, Counters, NodeInfo, RolloutControl, RolloutInfo, Shared, Snapshot};
+use crate::api::{
+    self, Counters, NodeInfo, RolloutControl, RolloutInfo, Shared, Snapshot, unix_now,
+};
 use crate::beacon::Heard;
 use crate::config::{HostConfig, Hypervisor};
 use crate::driver::Driver;
@@ -69,12 +71,6 @@ enum Event {
     Reload,
     /// An operator's rollout pause, resume or abort.
     Control(RolloutControl),
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn unix_now_f64() -> f64 {

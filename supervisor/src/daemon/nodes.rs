@@ -41,8 +41,6 @@ pub(super) struct Node {
     pub(super) node_id: String,
     /// What its beacon says of its state disk (`mounted`, `formatted`, ...).
     pub(super) state_disk: String,
-    /// How many times it booted, as its state disk counts.
-    boot_count: u64,
     uptime: u64,
     heard: Option<Instant>,
     /// Its beacon port closed since its last beacon (its QEMU may have ended).
@@ -74,7 +72,6 @@ impl Node {
             last_ready: 0.0,
             node_id: String::new(),
             state_disk: String::new(),
-            boot_count: 0,
             uptime: 0,
             heard: None,
             lost: false,
@@ -655,7 +652,6 @@ impl<D: Driver> Daemon<D> {
         }
         tracked.node_id.clone_from(&beacon.node_id);
         tracked.state_disk.clone_from(&beacon.state_disk);
-        tracked.boot_count = beacon.boot_count;
         tracked.set(state, reason);
         self.swap_heard(name, state);
         false
