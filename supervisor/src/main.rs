@@ -306,7 +306,8 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
     // nodes without one, what `run` would record (nothing is recorded here).
     let mut records = records::load_all(&config.state_dir)?;
     let initialisers = records::initialisers(&config.state_dir, &config)?;
-    let plan = records::plan(&config, &records, &initialisers)?;
+    let journal = swap::journal::Journal::load(&config.state_dir)?;
+    let plan = records::plan(&config, &records, &initialisers, &journal.reserved())?;
     for record in plan.records {
         records.insert(record.name.to_string(), record);
     }
@@ -315,12 +316,10 @@ fn write_seeds(path: &Path) -> anyhow::Result<()> {
             continue;
         };
         let init = record.initialises;
-        let placed = config::Node {
-            address: record.address,
-            ..node.clone()
-        };
+        let placed = record.placed(node);
         let seed = seed::for_node(&config, &placed, init)?;
-        let image = seed::image_path(&config, node);
+        let dir = records::run_dir(&config.state_dir, &node.name, record.generation);
+        let image = seed::image_path(&dir);
         // The node's directory, private as `run` makes it (it keeps an existing one's mode).
         if let Some(dir) = image.parent() {
             persist::private_dir(dir)

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HostConfig, Node, Role};
+use crate::config::{Cluster, HostConfig, Node, Role};
 use crate::model::{self, Digest, NodeName};
 use crate::persist;
 
@@ -127,12 +127,76 @@ pub struct NodeRecord {
     pub cluster: String,
     /// The image it runs (None until its first boot). Only the rolling swap changes it after that.
     pub image: Option<Digest>,
-    /// Its address on the cluster's network: never changes once recorded.
+    /// Its address on the cluster's network: never changes once recorded, except by a surge
+    /// swap's handover (the replacement's address becomes the node's).
     pub address: Ipv4Addr,
-    /// Its MAC address ([`crate::seed::mac_address`]).
+    /// Its MAC address ([`crate::seed::mac_address`] of its hostname).
     pub mac: String,
     /// Whether this node initialised its cluster (kubeadm init).
     pub initialises: bool,
+    /// How many surge swaps replaced its VM: each one a fresh VM with its own disks in
+    /// [`run_dir`], hostname ([`hostname`]), MAC and address.
+    #[serde(default)]
+    pub generation: u32,
+}
+
+impl NodeRecord {
+    /// `node` as its seed renders it: the hostname and address this record holds.
+    pub fn placed(&self, node: &Node) -> Node {
+        Node {
+            name: hostname(self.name.as_str(), self.generation),
+            address: self.address,
+            ..node.clone()
+        }
+    }
+}
+
+/// The hostname (and Kubernetes node name) of generation `generation` of node `name`: the
+/// name itself, then `NAME-gN` (a surge's replacement runs beside the node it replaces, and
+/// two kubelets must not register one Node).
+pub fn hostname(name: &str, generation: u32) -> String {
+    match generation {
+        0 => name.to_owned(),
+        n => format!("{name}-g{n}"),
+    }
+}
+
+/// The run directory of generation `generation` of node `name`: `STATE/nodes/NAME`, then
+/// `STATE/nodes/NAME/gen-N` (the record stays at `STATE/nodes/NAME/record`).
+pub fn run_dir(state_dir: &Path, name: &str, generation: u32) -> PathBuf {
+    let root = state_dir.join("nodes").join(name);
+    match generation {
+        0 => root,
+        n => root.join(format!("gen-{n}")),
+    }
+}
+
+/// The generation whose run directory `entry` (a name in `STATE/nodes/NAME`) is, if it is one.
+pub fn generation_dir(entry: &str) -> Option<u32> {
+    entry
+        .strip_prefix("gen-")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+}
+
+/// The first address of `cluster`'s pool that is neither its gateway nor in `held`.
+pub fn free_address(cluster: &Cluster, held: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    (0..=u32::MAX)
+        .map_while(|i| cluster.pool.nth(i))
+        .find(|a| *a != cluster.gateway && !held.contains(a))
+}
+
+/// Every run directory of node `name` that exists: its own and any generation's (a surge's
+/// replacement, or its leftovers).
+pub fn vm_dirs(state_dir: &Path, name: &str) -> Vec<PathBuf> {
+    let root = state_dir.join("nodes").join(name);
+    let mut dirs = vec![root.clone()];
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        if let Some(generation) = entry.file_name().to_str().and_then(generation_dir) {
+            dirs.push(run_dir(state_dir, name, generation));
+        }
+    }
+    dirs
 }
 
 /// The payload of a cluster's initialiser record.
@@ -302,6 +366,7 @@ pub fn plan(
     config: &HostConfig,
     records: &BTreeMap<String, NodeRecord>,
     initialisers: &BTreeMap<String, NodeName>,
+    reserved: &BTreeSet<Ipv4Addr>,
 ) -> Result<Plan, Error> {
     for node in config.nodes.values() {
         if let Some(record) = records.get(&node.name)
@@ -362,7 +427,12 @@ pub fn plan(
             }
         }
 
-        let mut held: BTreeSet<Ipv4Addr> = recorded.iter().map(|r| r.address).collect();
+        // Held by a record, or by a surge's replacement (its address becomes its node's).
+        let mut held: BTreeSet<Ipv4Addr> = recorded
+            .iter()
+            .map(|r| r.address)
+            .chain(reserved.iter().copied())
+            .collect();
         let mut new: Vec<&Node> = configured
             .iter()
             .filter(|n| !records.contains_key(&n.name))
@@ -381,10 +451,7 @@ pub fn plan(
             }
         }
         for node in homeless {
-            let free = (0..=u32::MAX)
-                .map_while(|i| cluster.pool.nth(i))
-                .find(|a| *a != cluster.gateway && !held.contains(a));
-            let Some(free) = free else {
+            let Some(free) = free_address(cluster, &held) else {
                 return Err(Error::ExhaustPool {
                     cluster: name.clone(),
                     pool: cluster.pool.to_string(),
@@ -402,6 +469,7 @@ pub fn plan(
                 address,
                 mac: crate::seed::mac_address(name, &node.name),
                 initialises: fresh && initialises(&node.name),
+                generation: 0,
             });
         }
     }
@@ -454,10 +522,59 @@ mod tests {
 
     const POOL: &str = "10.44.0.10-10.44.0.50";
 
+    #[test]
+    fn each_generation_of_a_node_has_its_own_directory_hostname_and_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = host(dir.path(), POOL, "cp-1 worker-1");
+        pass(&config).unwrap();
+        let mut record = load_all(dir.path()).unwrap()["worker-1"].clone();
+        assert_eq!(record.generation, 0, "a new node is generation 0");
+        let own = run_dir(dir.path(), "worker-1", 0);
+        assert_eq!(own, dir.path().join("nodes/worker-1"));
+        let next = run_dir(dir.path(), "worker-1", 1);
+        assert_eq!(next, own.join("gen-1"));
+        assert_eq!(vm_dirs(dir.path(), "worker-1"), vec![own.clone()]);
+        std::fs::create_dir(&next).unwrap();
+        std::fs::create_dir(own.join("gen-x")).unwrap();
+        assert_eq!(vm_dirs(dir.path(), "worker-1"), vec![own, next]);
+        assert_eq!(generation_dir("gen-0"), None);
+        // The seed of generation 1 names its own host; its MAC follows the hostname.
+        record.generation = 1;
+        let placed = record.placed(&config.nodes["worker-1"]);
+        assert_eq!(placed.name, "worker-1-g1");
+        assert_eq!(placed.address, record.address);
+        assert_ne!(
+            crate::seed::mac_address("lab", &placed.name),
+            crate::seed::mac_address("lab", "worker-1")
+        );
+        // A replacement's reserved address is never given to a new node.
+        let held: BTreeSet<Ipv4Addr> = ["10.44.0.10", "10.44.0.11"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let lab = &config.clusters["lab"];
+        let free = free_address(lab, &held).unwrap();
+        assert_eq!(free.to_string(), "10.44.0.12");
+        let config = host(dir.path(), POOL, "cp-1 worker-1 worker-2");
+        let records = load_all(dir.path()).unwrap();
+        let init = initialisers(dir.path(), &config).unwrap();
+        let plan = plan(&config, &records, &init, &BTreeSet::from([free])).unwrap();
+        assert_eq!(plan.records[0].name.as_str(), "worker-2");
+        assert_ne!(
+            plan.records[0].address, free,
+            "took a replacement's address"
+        );
+    }
+
     /// What the daemon does on each pass: load, plan, write the plan; returns the plan.
     fn pass(config: &HostConfig) -> Result<Plan, Error> {
         let state = &config.state_dir;
-        let plan = plan(config, &load_all(state)?, &initialisers(state, config)?)?;
+        let plan = plan(
+            config,
+            &load_all(state)?,
+            &initialisers(state, config)?,
+            &BTreeSet::new(),
+        )?;
         // As the daemon does: the records first, so a crash between the two leaves records
         // from which the same initialiser is chosen again.
         for record in &plan.records {
@@ -624,6 +741,7 @@ mod tests {
                 address: ip(last),
                 mac: crate::seed::mac_address("lab", n),
                 initialises: false,
+                generation: 0,
             };
             save(dir.path(), &record).unwrap();
         }

@@ -8,8 +8,12 @@
 //! - v3 promoted: the first node misses its boot deadline and is rolled back to v2, with
 //!   slipwayd killed at every rollback step; the other two never reboot; v3 is marked failed,
 //!   stays failed across a restart, and is never tried again;
-//! - pause, then v1 promoted again (a rollout back is a normal rollout): nothing moves while
-//!   paused; resumed, the first node swaps; an abort rolls it back to v2;
+//! - surge: v1 promoted again (a rollout back is a normal rollout) with `strategy = "surge"`:
+//!   cp-1 swaps in place, each worker gets a replacement (its own run directory, state disk,
+//!   MAC and address) that is ready before its old VM stops; slipwayd is killed while
+//!   worker-1's replacement has verified, and again at its handover;
+//! - pause, then v2 promoted again: nothing moves while paused; resumed, cp-1 swaps, then an
+//!   abort while worker-1's replacement verifies drops the replacement, and the old VM runs on;
 //! - the D-Bus signal, the metrics and `slipwayd rollout status` say each of these.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -71,16 +75,31 @@ fn step<'a>(rollout: &'a Value, name: &str) -> &'a str {
         .unwrap()
 }
 
-/// The QEMU processes running on node `name`'s disks.
-fn vms_of(state: &Path, name: &str) -> usize {
+/// The QEMU processes running on node `name`'s disks, by run directory: `""` for the node's
+/// own, `gen-N` for a surge's generation.
+fn vms_by_dir(state: &Path, name: &str) -> BTreeMap<String, usize> {
+    let marker = format!("{}/nodes/{name}/", state.display());
     let out = Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("qemu-system.*{}/nodes/{name}/", state.display()),
-        ])
+        .args(["-af", &format!("qemu-system.*{marker}")])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    let mut dirs = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let after = &line[line.find(&marker).unwrap() + marker.len()..];
+        let first = after.split('/').next().unwrap_or_default();
+        let dir = if first.starts_with("gen-") && after.contains('/') {
+            first
+        } else {
+            ""
+        };
+        *dirs.entry(dir.to_owned()).or_default() += 1;
+    }
+    dirs
+}
+
+/// The QEMU processes running for node `name` (its own VM and a surge's replacement).
+fn vms_of(state: &Path, name: &str) -> usize {
+    vms_by_dir(state, name).values().sum()
 }
 
 /// The journal's payload (the line after the record header).
@@ -94,10 +113,16 @@ fn journal(state: &Path) -> Value {
 fn invariants(state: &Path, disks: &BTreeMap<&str, u64>, when: &str) {
     let mut down = Vec::new();
     for name in NODES {
-        let vms = vms_of(state, name);
-        assert!(vms <= 1, "{when}: {vms} VMs on {name}'s disks");
-        if vms == 0 {
+        let vms = vms_by_dir(state, name);
+        assert!(
+            vms.values().all(|n| *n <= 1),
+            "{when}: two VMs on one run directory of {name}: {vms:?}"
+        );
+        if vms.is_empty() {
             down.push(name);
+        }
+        if !disks.contains_key(name) {
+            continue;
         }
         let ino = std::fs::metadata(state.join("nodes").join(name).join("state.raw"))
             .unwrap()
@@ -375,7 +400,7 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
     assert!(took <= 60 + 45, "the rollback took {took} s: {j:#}");
     // v3 stays failed: across a restart and a reload, nothing is planned.
     supervisor.kill();
-    let supervisor = Supervisor::start(d, bus, "run-failed.log", Some(&netns));
+    let mut supervisor = Supervisor::start(d, bus, "run-failed.log", Some(&netns));
     wait_for(
         d,
         bus,
@@ -403,18 +428,146 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
     let text = ok(slipwayd(d, &["rollout", "status", "--bus", bus]));
     assert!(text.contains("failed") && text.contains("cp-1"), "{text}");
 
-    // Paused, v1 promoted again: nothing moves. Resumed: cp-1 swaps back to v1; aborted
-    // while it verifies, it rolls back to v2.
-    ok(slipwayd(d, &["rollout", "pause", "--bus", bus]));
+    // Surge: v1 promoted again (a rollout back is a normal rollout). cp-1, a control plane,
+    // swaps in place; each worker gets a replacement beside it, ready before its old VM
+    // stops. slipwayd is killed while worker-1's replacement verifies, and again right
+    // before its handover.
+    supervisor.kill();
+    let policy = "[clusters.rollout]\n";
+    let surge = std::fs::read_to_string(d.join("host.toml"))
+        .unwrap()
+        .replacen(policy, &format!("{policy}strategy = \"surge\"\n"), 1);
+    std::fs::write(d.join("host.toml"), surge).unwrap();
     promote(d, &repo, GOOD, &netns);
+    let old_workers: BTreeMap<&str, u32> = ["worker-1", "worker-2"]
+        .iter()
+        .map(|n| (*n, qemu_pid(&state, n)))
+        .collect();
+    let surged = Instant::now();
+    let mut supervisor = Supervisor::start_with(
+        d,
+        bus,
+        "run-surge-0.log",
+        Some(&netns),
+        &[("SLIPWAYD_DIE_AT_STEP", "worker-1:drained")],
+    );
+    let ended = supervisor.wait_exit(Duration::from_secs(400)).unwrap();
+    assert_eq!(ended.signal(), Some(9), "{ended:?}");
+    let j = journal(&state);
+    let w1 = &j["swaps"]["worker-1"];
+    assert_eq!(w1["surge"]["generation"], 1, "{j:#}");
+    // The replacement verified while the old VM ran on: both up now, each on its own disks.
+    assert_eq!(qemu_pid(&state, "worker-1"), old_workers["worker-1"]);
+    let vms = vms_by_dir(&state, "worker-1");
+    assert_eq!(
+        vms,
+        BTreeMap::from([(String::new(), 1), ("gen-1".to_owned(), 1)]),
+        "worker-1's VMs after its replacement verified"
+    );
+    invariants(&state, &BTreeMap::new(), "killed at worker-1's drained");
+    let mut supervisor = Supervisor::start_with(
+        d,
+        bus,
+        "run-surge-1.log",
+        Some(&netns),
+        &[("SLIPWAYD_DIE_AT_STEP", "worker-1:stopped")],
+    );
+    let ended = supervisor.wait_exit(Duration::from_secs(200)).unwrap();
+    assert_eq!(ended.signal(), Some(9), "{ended:?}");
+    assert_eq!(generation(&state, "worker-1"), 0, "handed over early");
+    let vms = vms_by_dir(&state, "worker-1");
+    assert_eq!(
+        vms,
+        BTreeMap::from([("gen-1".to_owned(), 1)]),
+        "worker-1's VMs at its handover"
+    );
+    invariants(&state, &BTreeMap::new(), "killed at worker-1's handover");
+    let supervisor = Supervisor::start(d, bus, "run-surge-2.log", Some(&netns));
+    let (s, r) = watch(
+        d,
+        bus,
+        &state,
+        Duration::from_secs(600),
+        "every node on v1 again, the workers by surge",
+        |s, r| lab(r)["state"] == "done" && all_ready(s, &NODES),
+    );
+    eprintln!(
+        "v2 → v1: cp-1 in place, two workers by surge (two restarts): {:.0} s",
+        surged.elapsed().as_secs_f64()
+    );
+    let v1_digest = node(&s, "cp-1")["digest"].as_str().unwrap().to_owned();
+    assert_ne!(v1_digest, v2_digest);
+    let j = journal(&state);
+    for name in ["worker-1", "worker-2"] {
+        let last = &j["last"][name];
+        assert_eq!(last["step"], "committed", "{j:#}");
+        assert_eq!(step(&r, name), "committed", "{r:#}");
+        assert_eq!(node(&s, name)["digest"], v1_digest.as_str(), "{s:#}");
+        // Ready before the old VM stopped: its first healthy beacon came before the old
+        // VM's last one. (worker-1's old VM was stopped by a supervisor that had just
+        // started and had not heard it yet: its last healthy beacon is not known.)
+        let (first, before) = (
+            last["first_healthy"].as_f64().unwrap(),
+            last["last_healthy"].as_f64().unwrap(),
+        );
+        assert!(first > 0.0, "{last:#}");
+        assert!(
+            first < before || (name == "worker-1" && before == 0.0),
+            "{name}'s replacement was not ready before its old VM stopped: {last:#}"
+        );
+        // The replacement is the node now: its generation, address and disks; the old
+        // generation's disks are gone.
+        assert_eq!(generation(&state, name), 1);
+        let address = last["surge"]["address"].as_str().unwrap();
+        assert!(
+            node(&s, name)["address"]
+                .as_str()
+                .unwrap()
+                .starts_with(address),
+            "{s:#}"
+        );
+        let root = state.join("nodes").join(name);
+        assert!(!root.join("state.raw").exists() && !root.join("qemu.pid").exists());
+        let beacon = console_beacon(&state, name);
+        assert_eq!(beacon["version"], GOOD, "{beacon:#}");
+        assert_eq!(beacon["root_hash"], v1[name]["root_hash"], "{beacon:#}");
+        assert_ne!(beacon["node_id"], v1[name]["node_id"], "a fresh state disk");
+        assert_eq!(beacon["boot_count"], 1, "{beacon:#}");
+        assert_ne!(qemu_pid(&state, name), old_workers[name]);
+    }
+    let cp = console_beacon(&state, "cp-1");
+    assert_eq!(
+        cp["node_id"], v1["cp-1"]["node_id"],
+        "cp-1 swapped in place"
+    );
+    assert_eq!(cp["boot_count"], 5, "{cp:#}");
+    assert!(
+        j["swaps"].as_object().unwrap().is_empty() && generation(&state, "cp-1") == 0,
+        "{j:#}"
+    );
+
+    // Paused, v2 promoted again: nothing moves. Resumed: cp-1 swaps to v2, then worker-1's
+    // surge begins; aborted while its replacement verifies, the replacement is dropped and
+    // the old VM never stopped. (A fresh supervisor: the metrics below are this part's.)
+    drop(supervisor);
+    let supervisor = Supervisor::start(d, bus, "run-abort.log", Some(&netns));
+    wait_for(
+        d,
+        bus,
+        Duration::from_secs(30),
+        "the new supervisor",
+        |_| true,
+    );
+    ok(slipwayd(d, &["rollout", "pause", "--bus", bus]));
+    promote(d, &repo, V2, &netns);
     ok(slipwayd(d, &["reload", "--bus", bus]));
     let (_, r) = watch(
         d,
         bus,
         &state,
         Duration::from_secs(60),
-        "paused on v1",
-        |_, r| lab(r)["state"] == "paused" && lab(r)["target"].as_str().unwrap().contains(GOOD),
+        "paused on v2",
+        |_, r| lab(r)["state"] == "paused" && lab(r)["target"].as_str().unwrap().contains(V2),
     );
     assert!(r["paused"].as_bool().unwrap(), "{r:#}");
     std::thread::sleep(Duration::from_secs(6));
@@ -428,27 +581,48 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
         bus,
         &state,
         Duration::from_secs(200),
-        "cp-1 verifying v1",
-        |_, r| step(r, "cp-1") == "verifying",
+        "worker-1's replacement verifying v2",
+        |_, r| step(r, "worker-1") == "verifying",
+    );
+    let worker = qemu_pid(&state, "worker-1");
+    assert_eq!(
+        vms_by_dir(&state, "worker-1").len(),
+        2,
+        "no replacement beside worker-1"
     );
     ok(slipwayd(d, &["rollout", "abort", "lab", "--bus", bus]));
-    let (s, _) = watch(
+    let (s, r) = watch(
         d,
         bus,
         &state,
         Duration::from_secs(200),
-        "aborted, cp-1 back on v2",
+        "aborted, worker-1's replacement dropped",
         |s, r| {
-            lab(r)["state"] == "aborted" && step(r, "cp-1") == "rolled-back" && all_ready(s, &NODES)
+            lab(r)["state"] == "aborted"
+                && step(r, "worker-1") == "rolled-back"
+                && all_ready(s, &NODES)
         },
     );
+    assert_eq!(step(&r, "cp-1"), "committed", "{r:#}");
     assert_eq!(node(&s, "cp-1")["digest"], v2_digest.as_str(), "{s:#}");
+    assert_eq!(node(&s, "worker-1")["digest"], v1_digest.as_str(), "{s:#}");
+    assert_eq!(
+        qemu_pid(&state, "worker-1"),
+        worker,
+        "worker-1's VM was stopped"
+    );
+    assert_eq!(generation(&state, "worker-1"), 1);
+    assert!(
+        !state.join("nodes/worker-1/gen-2").exists(),
+        "the replacement's disks were kept"
+    );
+    assert_eq!(vms_of(&state, "worker-1"), 1);
     assert!(
         journal(&state)["failed"].as_object().unwrap().len() == 1,
         "an abort marks no image failed"
     );
 
-    // What the metrics say of it all (this supervisor saw the abort only).
+    // What the metrics say of it all (this supervisor saw cp-1's swap and the abort only).
     let address = metrics_address(bus);
     let text = scrape(&netns, &address);
     let samples = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -461,7 +635,11 @@ fn images_roll_node_by_node_survive_crashes_and_roll_back_on_their_own() {
         "{text}"
     );
     assert_eq!(
-        samples["slipway_swap_duration_seconds_count"], 1.0,
+        samples["slipway_swaps_total{result=\"committed\"}"], 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples["slipway_swap_duration_seconds_count"], 2.0,
         "{text}"
     );
     drop(supervisor);

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use net::{Cidr, Pool};
-pub use rollout::Rollout;
 #[cfg(test)]
 pub use rollout::Window;
+pub use rollout::{Rollout, Strategy};
 
 /// The host config format this build reads.
 pub const FORMAT: u32 = 1;

@@ -14,8 +14,9 @@ pub enum Strategy {
     /// Stop the node, put a new OS disk over the new image under it, boot it; its state disk,
     /// address and name stay.
     InPlace,
-    /// Boot a replacement beside the node, then retire the old one (workers whose state need
-    /// not survive).
+    /// For workers (control planes still swap in place): boot a replacement beside the node,
+    /// with a fresh state disk, a hostname, MAC and address of its own, and retire the old VM
+    /// once the replacement is healthy. For workers whose state need not survive.
     Surge,
 }
 
@@ -132,12 +133,6 @@ impl Raw {
     pub(super) fn validate(self) -> Result<Rollout, (std::ops::Range<usize>, String)> {
         let mut rollout = Rollout::default();
         if let Some(strategy) = self.strategy {
-            if *strategy.get_ref() == Strategy::Surge {
-                return Err((
-                    strategy.span(),
-                    "strategy \"surge\" is not built yet: use \"in-place\" (the default)".into(),
-                ));
-            }
             rollout.strategy = *strategy.get_ref();
         }
         if let Some(n) = self.max_unavailable {

@@ -30,21 +30,37 @@ pub async fn down(path: &Path) -> anyhow::Result<()> {
     let _lock = HostLock::take(&config.state_dir, "stop the node VMs")?;
     let driver = std::sync::Arc::new(super::driver(&config).await?);
     let deadlines = stop_deadlines(&Deadlines::default());
+    let records = crate::records::load_all(&config.state_dir)?;
     // All at once: each VM gets the whole deadline to power down.
     let mut stopping = tokio::task::JoinSet::new();
     for node in config.nodes.values() {
-        let dir = config.state_dir.join("nodes").join(&node.name);
-        let (name, driver) = (node.name.clone(), driver.clone());
-        stopping.spawn(async move {
-            let result = driver.stop(&name, &dir, deadlines).await;
-            (name, result)
-        });
+        // Its own VM (of its record's generation), and a surge's replacement if one runs
+        // beside it (shown as NAME/DIR).
+        let own = records
+            .get(&node.name)
+            .map_or(0, |r: &crate::records::NodeRecord| r.generation);
+        let own = crate::records::run_dir(&config.state_dir, &node.name, own);
+        for dir in crate::records::vm_dirs(&config.state_dir, &node.name) {
+            let name = if dir == own {
+                node.name.clone()
+            } else {
+                let sub = dir.file_name().unwrap_or_default().to_string_lossy();
+                format!("{}/{sub}", node.name)
+            };
+            let driver = driver.clone();
+            stopping.spawn(async move {
+                let result = driver.stop(&name, &dir, deadlines).await;
+                (name, result)
+            });
+        }
     }
     let mut results: Vec<(String, anyhow::Result<Stopped>)> = stopping.join_all().await;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     let mut alive = Vec::new();
     for (name, result) in results {
         match result {
+            // Of a node's other generations, only one that ran is worth a line.
+            Ok(Stopped::AlreadyStopped) if name.contains('/') => {}
             Ok(Stopped::AlreadyStopped) => println!("{name:<16} not running"),
             Ok(Stopped::PoweredDown) => println!("{name:<16} stopped (powered down)"),
             Ok(Stopped::Quit) => println!("{name:<16} stopped (ignored the power-down: quit)"),
@@ -89,10 +105,12 @@ pub(super) async fn purge_node<D: Driver>(
             "a swap of node {name} is in flight (see `slipwayd rollout status`): start `slipwayd run` to end it, then purge"
         );
     }
-    if let VmStatus::Running { pid } | VmStatus::Paused { pid, .. } =
-        driver.status(name.as_ref(), &dir).await
-    {
-        bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
+    for vm in crate::records::vm_dirs(&config.state_dir, name.as_ref()) {
+        if let VmStatus::Running { pid } | VmStatus::Paused { pid, .. } =
+            driver.status(name.as_ref(), &vm).await
+        {
+            bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
+        }
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     Ok(())

@@ -208,8 +208,18 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
+    /// The run directory of the VM tracked as `name`: a node's, of its record's generation, or
+    /// a surge's replacement's (`NAME/next`: the next generation's).
     fn node_dir(&self, name: &str) -> PathBuf {
-        self.config.state_dir.join("nodes").join(name)
+        let (node, generation) = match crate::swap::replaced(name) {
+            Some(node) => {
+                let surge = self.journal.swaps.get(node).and_then(|s| s.surge.as_ref());
+                let current = self.records.get(node).map_or(0, |r| r.generation);
+                (node, surge.map_or(current + 1, |r| r.generation))
+            }
+            None => (name, self.records.get(name).map_or(0, |r| r.generation)),
+        };
+        records::run_dir(&self.config.state_dir, node, generation)
     }
 
     /// Starts a pull of what the channel names, unless one runs. The store is collected first,
@@ -501,6 +511,7 @@ mod tests {
             address: "10.44.0.10".parse().unwrap(),
             mac: "52:54:00:00:00:01".into(),
             initialises: false,
+            generation: 0,
         };
         let records = BTreeMap::from([
             ("cp-1".to_owned(), record("cp-1", Some(digest('a')))),

@@ -20,6 +20,7 @@ use crate::model::{CRASHLOOP_AFTER, Digest, NodeState, jitter};
 use crate::reconcile::{self, Action, Observed};
 use crate::records::{self, NodeRecord};
 use crate::seed;
+use crate::swap;
 
 /// What the loop knows of a node beyond its record.
 pub(super) struct Node {
@@ -158,20 +159,16 @@ fn removed_reason() -> String {
     "no longer in host.toml; its disks stay until `slipwayd purge`".into()
 }
 
-/// The seed of a configured node: its config with the address its record holds, and whether
-/// it is its cluster's recorded initialiser.
-fn placed(node: &config::Node, record: &NodeRecord) -> config::Node {
-    config::Node {
-        address: record.address,
-        ..node.clone()
-    }
-}
-
 impl<D: Driver> Daemon<D> {
     /// Records for configured nodes that have none (addresses never renumbered, one
     /// initialiser per cluster), made durable before anything boots.
     fn ensure_records(&mut self) -> anyhow::Result<()> {
-        let plan = records::plan(&self.config, &self.records, &self.initialisers)?;
+        let plan = records::plan(
+            &self.config,
+            &self.records,
+            &self.initialisers,
+            &self.journal.reserved(),
+        )?;
         if plan.is_empty() {
             return Ok(());
         }
@@ -267,12 +264,18 @@ impl<D: Driver> Daemon<D> {
                 }
             }
         }
-        // Purged: gone from the disk and the config.
-        self.nodes
-            .retain(|name, _| wanted.contains(name) || observed.contains_key(name));
+        // Purged: gone from the disk and the config (a surge's replacement stays while its
+        // swap runs).
+        let swaps = &self.journal.swaps;
+        self.nodes.retain(|name, _| {
+            wanted.contains(name)
+                || observed.contains_key(name)
+                || swap::replaced(name).is_some_and(|n| swaps.contains_key(n))
+        });
     }
 
-    /// Every node directory in the state directory, with what its VM is doing.
+    /// Every node directory in the state directory, with what the VM of its record's
+    /// generation is doing.
     async fn observe(&self) -> std::collections::BTreeMap<String, VmStatus> {
         let dir = self.config.state_dir.join("nodes");
         let mut seen = std::collections::BTreeMap::new();
@@ -280,17 +283,38 @@ impl<D: Driver> Daemon<D> {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let status = self.driver.status(&name, &entry.path()).await;
+            let status = self.driver.status(&name, &self.node_dir(&name)).await;
             seen.insert(name, status);
         }
         seen
     }
 
-    /// The tracked entry of configured node `name`, its facts refreshed from the config and
-    /// its record.
-    pub(super) fn tracked(&mut self, name: &str) -> Option<(config::Node, NodeRecord, &mut Node)> {
+    /// The config and record of the VM tracked as `key`: a configured node's own, or, for a
+    /// surge's replacement (`NAME/next`), the record it will hand over to its node.
+    pub(super) fn identity(&self, key: &str) -> Option<(config::Node, NodeRecord)> {
+        let Some(name) = swap::replaced(key) else {
+            let node = self.config.nodes.get(key)?.clone();
+            return Some((node, self.records.get(key)?.clone()));
+        };
         let node = self.config.nodes.get(name)?.clone();
-        let record = self.records.get(name)?.clone();
+        let record = self.records.get(name)?;
+        let swap = self.journal.swaps.get(name)?;
+        let next = swap.surge.as_ref()?;
+        let record = NodeRecord {
+            image: Some(swap.to.clone()),
+            address: next.address,
+            mac: next.mac.clone(),
+            initialises: false,
+            generation: next.generation,
+            ..record.clone()
+        };
+        Some((node, record))
+    }
+
+    /// The tracked entry of configured node `name` (or of a surge's replacement, see
+    /// [`Daemon::identity`]), its facts refreshed from the config and its record.
+    pub(super) fn tracked(&mut self, name: &str) -> Option<(config::Node, NodeRecord, &mut Node)> {
+        let (node, record) = self.identity(name)?;
         let tracked = self
             .nodes
             .entry(name.to_owned())
@@ -396,6 +420,19 @@ impl<D: Driver> Daemon<D> {
     /// Seed, disks and VM for node `name` from `image`: the booted image, the digest of the
     /// documents sent, the pid.
     async fn boot(&mut self, name: &str, image: &Digest) -> anyhow::Result<(Booted, String, u32)> {
+        let (spec, booted, documents) = self.prepare(name, image).await?;
+        let pid = self.driver.start(&spec).await?;
+        Ok((booted, documents, pid))
+    }
+
+    /// Seed and disks for the VM tracked as `name` (a node, or a surge's replacement) on
+    /// `image`: what starts it, the image and the digest of the documents sent. A node's
+    /// record names the image first.
+    pub(super) async fn prepare(
+        &mut self,
+        name: &str,
+        image: &Digest,
+    ) -> anyhow::Result<(VmSpec, Booted, String)> {
         let stored = self.store.get(image.as_ref())?.ok_or_else(|| {
             anyhow::anyhow!(
                 "its image {image} is not in the store (a node only boots the image its record names; see `slipwayd status`)"
@@ -405,8 +442,9 @@ impl<D: Driver> Daemon<D> {
             .tracked(name)
             .ok_or_else(|| anyhow::anyhow!("node {name} is not configured"))?;
         // The record names the image before the VM exists: a crash from here on restarts it
-        // on this image, never on whatever the channel names by then.
-        if record.image.as_ref() != Some(image) {
+        // on this image, never on whatever the channel names by then. (A replacement's record
+        // is written at its handover.)
+        if swap::replaced(name).is_none() && record.image.as_ref() != Some(image) {
             record.image = Some(image.clone());
             records::save(&self.config.state_dir, &record)?;
             self.records.insert(name.to_owned(), record.clone());
@@ -416,13 +454,15 @@ impl<D: Driver> Daemon<D> {
             .clusters
             .get(&node.cluster)
             .ok_or_else(|| anyhow::anyhow!("cluster {} is not configured", node.cluster))?;
-        let placed = placed(&node, &record);
+        let placed = record.placed(&node);
+        let dir = self.node_dir(name);
         // The seed: the cluster's PKI (made on first use) and a FAT image (mkfs.vfat, mcopy),
         // written on the blocking pool so beacons, D-Bus and metrics are served meanwhile.
-        let seed_path = seed::image_path(&self.config, &node);
+        let seed_path = seed::image_path(&dir);
         let (config, init, path) = (self.config.clone(), record.initialises, seed_path.clone());
+        let for_seed = placed.clone();
         let seed = tokio::task::spawn_blocking(move || -> anyhow::Result<seed::Seed> {
-            let seed = seed::for_node(&config, &placed, init)?;
+            let seed = seed::for_node(&config, &for_seed, init)?;
             if let Some(dir) = path.parent() {
                 crate::persist::private_dir(dir)?;
             }
@@ -438,8 +478,8 @@ impl<D: Driver> Daemon<D> {
             seed.mac
         );
         let spec = VmSpec {
-            name: name.to_owned(),
-            dir: self.node_dir(name),
+            name: placed.name.clone(),
+            dir,
             base: stored.vhdx.clone(),
             image: image.to_string(),
             seed: seed_path,
@@ -454,8 +494,7 @@ impl<D: Driver> Daemon<D> {
             },
         };
         self.driver.prepare(&spec).await?;
-        let pid = self.driver.start(&spec).await?;
-        Ok((Booted::from(&stored), seed.kubeadm_sha256, pid))
+        Ok((spec, Booted::from(&stored), seed.kubeadm_sha256))
     }
 
     /// A configured node whose VM runs: re-attach (after a restart) and refresh what it must
@@ -471,12 +510,9 @@ impl<D: Driver> Daemon<D> {
                 .map(|i| Booted::from(&i)),
             None => None,
         };
-        let documents = self.config.nodes.get(name).and_then(|node| {
-            let record = self.records.get(name)?;
-            Some(
-                seed::for_node(&self.config, &placed(node, record), record.initialises)
-                    .map(|s| s.kubeadm_sha256),
-            )
+        let documents = self.identity(name).map(|(node, record)| {
+            seed::for_node(&self.config, &record.placed(&node), record.initialises)
+                .map(|s| s.kubeadm_sha256)
         });
         let events = self.events.clone();
         let socket = self.driver.beacon(&dir);
@@ -566,7 +602,8 @@ impl<D: Driver> Daemon<D> {
     }
 
     pub(super) fn stopped(&mut self, name: &str, result: Result<Stopped, String>) {
-        if self.journal.swaps.contains_key(name) {
+        let owner = swap::replaced(name).unwrap_or(name);
+        if self.journal.swaps.contains_key(owner) {
             self.swap_stopped(name, result);
             return;
         }
@@ -657,6 +694,35 @@ impl<D: Driver> Daemon<D> {
         false
     }
 
+    /// A surge's handover: the replacement's tracking (`NAME/next`) becomes node `name`'s,
+    /// listened to under the node's name; the old VM's is dropped. Without one (a restarted
+    /// supervisor), the node is tracked anew and re-attached when its swap ends.
+    pub(super) fn adopt_replacement(&mut self, name: &str) {
+        if let Some(mut old) = self.nodes.remove(name) {
+            old.stop_listening();
+        }
+        let Some(mut tracked) = self.nodes.remove(&swap::replacement_key(name)) else {
+            return;
+        };
+        tracked.stop_listening();
+        tracked.name = name.to_owned();
+        let socket = self.driver.beacon(&self.node_dir(name));
+        tracked.listener = Some(Listener::start(
+            name,
+            socket,
+            self.events.clone(),
+            Event::Heard,
+        ));
+        self.nodes.insert(name.to_owned(), tracked);
+    }
+
+    /// Stops tracking the VM tracked as `key` (its listener ends).
+    pub(super) fn forget(&mut self, key: &str) {
+        if let Some(mut tracked) = self.nodes.remove(key) {
+            tracked.stop_listening();
+        }
+    }
+
     /// Whether node `name`'s beacon is being listened to.
     pub(super) fn listening(&self, name: &str) -> bool {
         self.nodes.get(name).is_some_and(|n| n.listener.is_some())
@@ -685,16 +751,17 @@ impl<D: Driver> Daemon<D> {
             self.reload();
             due = true;
         }
-        let root = self.config.state_dir.join("nodes");
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for name in names {
-            let dir = root.join(&name);
+            let dir = self.node_dir(&name);
             let state = self.nodes.get(&name).map(|n| n.state);
             let Some(state) = state else { continue };
-            // A node a swap owns is watched by its swap (its exits are the swap's to judge).
+            // A node a swap owns, or a surge's replacement, is watched by its swap (its exits
+            // are the swap's to judge).
             if state.is_leaving()
                 || matches!(state, NodeState::Waiting)
                 || self.journal.swaps.contains_key(&name)
+                || swap::replaced(&name).is_some()
             {
                 continue;
             }

@@ -13,18 +13,19 @@ use super::Daemon;
 use crate::driver::{Driver, Stopped, VmStatus};
 use crate::model::{Digest, NodeState};
 use crate::swap::journal::Journal;
-use crate::swap::{ABANDONED, ABORTED, Outcome, Step, Swap};
+use crate::swap::{ABANDONED, ABORTED, Outcome, Step, Swap, replaced, replacement_key};
 
 mod operate;
+mod surge;
 
 /// What the executor keeps in memory for a swap (lost on restart, on purpose: a restarted
 /// supervisor stops anew and soaks anew).
 #[derive(Debug, Default)]
 pub(super) struct Progress {
-    /// A stop task runs for the node.
-    stopping: bool,
-    /// How the last stop ended.
-    stopped: Option<Result<Stopped, String>>,
+    /// A stop task runs for the VM tracked as this (the node's, or its replacement's).
+    stopping: Option<String>,
+    /// How the last stop ended, and of which VM.
+    stopped: Option<(String, Result<Stopped, String>)>,
     /// Since when the node has been healthy on the swap's image without a break, and when
     /// that was in Unix seconds.
     healthy_since: Option<(Instant, f64)>,
@@ -107,8 +108,11 @@ impl<D: Driver> Daemon<D> {
                 self.finish(&swap).await;
                 return;
             }
-            if let Some(why) = self.orphaned(name) {
-                self.abandon(&swap, &why);
+            let orphaned = self.orphaned(name);
+            if let Some(why) = &orphaned
+                && (swap.surge.is_none() || swap.moving())
+            {
+                self.abandon(&swap, why);
                 continue;
             }
             let Some((outcome, why)) = self.work(&swap, probe).await else {
@@ -118,6 +122,11 @@ impl<D: Driver> Daemon<D> {
             let now = super::unix_now();
             if !next.advance(outcome, now) {
                 return;
+            }
+            // An abandoned surge's replacement is gone: its node is not configured any more,
+            // so its old VM is left to the ordinary supervision (which stops it).
+            if orphaned.is_some() && next.step == Step::BootingPrevious {
+                next.step = Step::RolledBack;
             }
             if outcome == Outcome::Failed && next.reason.is_empty() {
                 next.reason.clone_from(&why);
@@ -131,7 +140,11 @@ impl<D: Driver> Daemon<D> {
                 Step::Stopped => {
                     next.last_healthy = self.nodes.get(name).map_or(0.0, |n| n.last_ready);
                 }
-                Step::Committed => {
+                // A surge's replacement is healthy when it leaves verifying; a node swapped in
+                // place when it commits.
+                Step::Committed | Step::Drained
+                    if (next.step == Step::Drained) == next.surge.is_some() =>
+                {
                     next.first_healthy = self
                         .progress
                         .get(name)
@@ -190,6 +203,9 @@ impl<D: Driver> Daemon<D> {
     /// The work of `swap`'s step: None while it is under way, else how it ended and, when it
     /// failed, why.
     async fn work(&mut self, swap: &Swap, probe: bool) -> Option<(Outcome, String)> {
+        if swap.surge.is_some() {
+            return self.work_surge(swap, probe).await;
+        }
         let name = swap.node.as_str();
         let done = Some((Outcome::Done, String::new()));
         match swap.step {
@@ -198,7 +214,7 @@ impl<D: Driver> Daemon<D> {
             Step::Stopping => {
                 let reason = format!("swap to {}: powering down", self.image_label(&swap.to));
                 self.mark_swapping(name, reason);
-                let stopped = self.stop_for_swap(name)?;
+                let stopped = self.stop_for_swap(name, name)?;
                 Some(self.host_outcome(name, stopped.map(|_| ())))
             }
             Step::Stopped => match self.driver.status(name, &self.node_dir(name)).await {
@@ -212,17 +228,12 @@ impl<D: Driver> Daemon<D> {
                 Some(self.host_outcome(name, switched))
             }
             Step::Booting => {
-                let booted = self.boot_for_swap(name, &swap.to).await;
+                let booted = self.boot_for_swap(name, name, &swap.to).await;
                 Some(self.host_outcome(name, booted))
             }
-            Step::Verifying => self.verify(swap, probe).await,
+            Step::Verifying => self.verify(swap, name, probe).await,
             Step::RollingBack => {
-                if self
-                    .progress
-                    .get(name)
-                    .and_then(|p| p.retry_at)
-                    .is_some_and(|t| Instant::now() < t)
-                {
+                if self.waits_to_retry(name) {
                     return None;
                 }
                 let reason = format!(
@@ -234,21 +245,34 @@ impl<D: Driver> Daemon<D> {
                 if let Err(e) = self.set_record_image(name, &swap.from) {
                     return Some((Outcome::Failed, format!("{e:#}")));
                 }
-                self.stop_for_swap(name).map(|r| {
+                self.stop_for_swap(name, name).map(|r| {
                     r.map_or_else(|e| (Outcome::Failed, e), |_| (Outcome::Done, String::new()))
                 })
             }
-            Step::BootingPrevious => {
-                if !self.progress.get(name).is_some_and(|p| p.launched) {
-                    let booted = self.boot_for_swap(name, &swap.from).await;
-                    if booted.is_err() {
-                        return Some(self.host_outcome(name, booted));
-                    }
-                }
-                self.verify(swap, probe).await
-            }
+            Step::BootingPrevious => self.back_on_previous(swap, probe).await,
             Step::Committed | Step::RolledBack => None,
         }
+    }
+
+    /// booting-previous: the node's VM on its previous image (started again unless it runs:
+    /// a surge's old VM usually still does), healthy once.
+    async fn back_on_previous(&mut self, swap: &Swap, probe: bool) -> Option<(Outcome, String)> {
+        let name = swap.node.as_str();
+        if !self.progress.get(name).is_some_and(|p| p.launched) {
+            let booted = self.boot_for_swap(name, name, &swap.from).await;
+            if booted.is_err() {
+                return Some(self.host_outcome(name, booted));
+            }
+        }
+        self.verify(swap, name, probe).await
+    }
+
+    /// Whether node `name`'s rollback failed lately and waits before it tries again.
+    fn waits_to_retry(&self, name: &str) -> bool {
+        self.progress
+            .get(name)
+            .and_then(|p| p.retry_at)
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// The outcome of a step whose failure is the host's, not the image's.
@@ -281,17 +305,29 @@ impl<D: Driver> Daemon<D> {
     /// the node (a removed node's VM is stopped).
     fn abandon(&mut self, swap: &Swap, why: &str) {
         let name = swap.node.clone();
+        let now = super::unix_now();
+        let reason = format!("{ABANDONED}: {why}");
+        if swap.surge.is_some() {
+            // Its replacement is stopped and deleted first, and its record set back (see
+            // `drop_replacement`); the old VM is then left to the ordinary supervision.
+            if self.journal(|j| {
+                if let Some(s) = j.swaps.get_mut(&name) {
+                    s.send_back(&reason, now);
+                }
+            }) {
+                tracing::warn!(node = %name, "surge abandoned: {why}: its replacement is dropped");
+            }
+            return;
+        }
         if self.records.contains_key(&name)
             && let Err(e) = self.set_record_image(&name, &swap.from)
         {
             tracing::warn!(node = %name, "cannot set its record back: {e:#}");
         }
-        let now = super::unix_now();
-        let reason = format!("{ABANDONED}: {why}");
         if self.journal(|j| {
             if let Some(s) = j.swaps.get_mut(&name) {
                 // A swap already rolling back keeps its reason: its image failed.
-                if s.step <= Step::Verifying {
+                if s.moving() {
                     s.reason = reason;
                 }
                 s.step = Step::RolledBack;
@@ -309,31 +345,36 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
-    /// Stops node `name`'s VM for its swap: None while the stop runs, else how it ended.
-    fn stop_for_swap(&mut self, name: &str) -> Option<Result<Stopped, String>> {
+    /// Stops the VM tracked as `key` (node `name`'s own, or its replacement) for node
+    /// `name`'s swap: None while the stop runs, else how it ended.
+    fn stop_for_swap(&mut self, name: &str, key: &str) -> Option<Result<Stopped, String>> {
+        let dir = self.node_dir(key);
         let progress = self.progress.entry(name.to_owned()).or_default();
-        if let Some(result) = progress.stopped.take() {
-            return Some(result);
+        match progress.stopped.take() {
+            Some((of, result)) if of == key => return Some(result),
+            // Another VM's stop (an abort came while it ran): not this one's.
+            _ => {}
         }
-        if progress.stopping {
+        if progress.stopping.is_some() {
             return None;
         }
-        progress.stopping = true;
-        self.spawn_stop(name, self.node_dir(name));
+        progress.stopping = Some(key.to_owned());
+        self.spawn_stop(key, dir);
         None
     }
 
-    /// A stop ended for a node a swap owns.
-    pub(super) fn swap_stopped(&mut self, name: &str, result: Result<Stopped, String>) {
+    /// A stop ended for the VM tracked as `key`, which a swap owns.
+    pub(super) fn swap_stopped(&mut self, key: &str, result: Result<Stopped, String>) {
         if let Ok(how) = &result {
-            tracing::info!(node = %name, ?how, "its VM stopped for its swap");
-            if let Some(node) = self.nodes.get_mut(name) {
+            tracing::info!(vm = %key, ?how, "its VM stopped for its swap");
+            if let Some(node) = self.nodes.get_mut(key) {
                 node.pid = 0;
             }
         }
+        let name = replaced(key).unwrap_or(key);
         let progress = self.progress.entry(name.to_owned()).or_default();
-        progress.stopping = false;
-        progress.stopped = Some(result);
+        progress.stopping = None;
+        progress.stopped = Some((key.to_owned(), result));
     }
 
     /// The record of `name` names `image` from now on (what it restarts on).
@@ -370,24 +411,36 @@ impl<D: Driver> Daemon<D> {
             .map_err(|e| format!("{e:#}"))
     }
 
-    /// Boots `name` on `image` unless its VM already runs (never two VMs on one node's disks).
-    async fn boot_for_swap(&mut self, name: &str, image: &Digest) -> Result<(), String> {
-        if self.driver.status(name, &self.node_dir(name)).await != VmStatus::Stopped {
+    /// Boots the VM tracked as `key` (node `name`'s, or its replacement) on `image` unless it
+    /// already runs (never two VMs on one run directory's disks).
+    async fn boot_for_swap(&mut self, name: &str, key: &str, image: &Digest) -> Result<(), String> {
+        if self.driver.status(key, &self.node_dir(key)).await != VmStatus::Stopped {
             return Ok(());
         }
-        self.launch(name, image)
+        self.launch(key, image)
             .await
             .map_err(|e| format!("cannot start its VM: {e:#}"))?;
         self.progress.entry(name.to_owned()).or_default().launched = true;
         Ok(())
     }
 
-    /// A beacon was judged for node `name` (now in `state`): counts towards a soak.
-    pub(super) fn swap_heard(&mut self, name: &str, state: NodeState) {
+    /// A beacon was judged for the VM tracked as `key` (now in `state`): counts towards its
+    /// swap's soak when that VM is the one the step watches (a surge's replacement while it
+    /// verifies, the node's own VM otherwise).
+    pub(super) fn swap_heard(&mut self, key: &str, state: NodeState) {
+        let name = replaced(key).unwrap_or(key);
         let Some(swap) = self.journal.swaps.get(name) else {
             return;
         };
         if !matches!(swap.step, Step::Verifying | Step::BootingPrevious) {
+            return;
+        }
+        let watched = if swap.surge.is_some() && swap.step == Step::Verifying {
+            replacement_key(name)
+        } else {
+            name.to_owned()
+        };
+        if key != watched {
             return;
         }
         let progress = self.progress.entry(name.to_owned()).or_default();
@@ -405,7 +458,12 @@ impl<D: Driver> Daemon<D> {
     /// verifying / booting-previous: healthy on the swap's image, beacons still coming, for
     /// the soak (one healthy beacon for the way back), within the boot deadline; the state
     /// disk the one the node had.
-    async fn verify(&mut self, swap: &Swap, probe: bool) -> Option<(Outcome, String)> {
+    async fn verify(
+        &mut self,
+        swap: &Swap,
+        subject: &str,
+        probe: bool,
+    ) -> Option<(Outcome, String)> {
         let name = swap.node.as_str();
         let policy = self
             .config
@@ -414,7 +472,7 @@ impl<D: Driver> Daemon<D> {
             .map(|c| c.rollout.clone())
             .unwrap_or_default();
         let back = swap.step == Step::BootingPrevious;
-        let dir = self.node_dir(name);
+        let dir = self.node_dir(subject);
         let console = dir.join("console.log");
         let now = super::unix_now();
         let watched = *self
@@ -433,9 +491,9 @@ impl<D: Driver> Daemon<D> {
                 }
             });
         }
-        let lost = self.nodes.get(name).is_some_and(|n| n.is_lost());
-        let status = if probe || lost || !self.listening(name) {
-            Some(self.driver.status(name, &dir).await)
+        let lost = self.nodes.get(subject).is_some_and(|n| n.is_lost());
+        let status = if probe || lost || !self.listening(subject) {
+            Some(self.driver.status(subject, &dir).await)
         } else {
             None
         };
@@ -443,8 +501,8 @@ impl<D: Driver> Daemon<D> {
             Some(VmStatus::Stopped) if !self.progress.get(name).is_some_and(|p| p.launched) => {
                 // Found stopped by a supervisor that did not start it (the host rebooted, or
                 // `slipwayd down` ran): booted again, once, and watched anew.
-                tracing::warn!(node = %name, "its VM is not running: starting it again to verify");
-                if let Err(why) = self.boot_for_swap(name, swap.image()).await {
+                tracing::warn!(vm = %subject, "its VM is not running: starting it again to verify");
+                if let Err(why) = self.boot_for_swap(name, subject, swap.image()).await {
                     return Some(self.host_outcome(name, Err(why)));
                 }
                 // A new VM: watched anew, its predecessor's soak forgotten.
@@ -455,7 +513,7 @@ impl<D: Driver> Daemon<D> {
                 return None;
             }
             Some(VmStatus::Stopped) => {
-                if let Some(node) = self.nodes.get_mut(name) {
+                if let Some(node) = self.nodes.get_mut(subject) {
                     node.pid = 0;
                 }
                 let image = self.image_label(swap.image());
@@ -465,10 +523,12 @@ impl<D: Driver> Daemon<D> {
                 ));
             }
             // Found running after a restart of slipwayd: listen to it again.
-            Some(status) if !self.listening(name) => self.keep(name, Some(swap.image()), status),
+            Some(status) if !self.listening(subject) => {
+                self.keep(subject, Some(swap.image()), status);
+            }
             _ => {}
         }
-        if let Some(node) = self.nodes.get(name) {
+        if let Some(node) = self.nodes.get(subject) {
             if node.state == NodeState::Mismatch {
                 return Some((Outcome::Failed, node.reason.clone()));
             }
@@ -476,10 +536,10 @@ impl<D: Driver> Daemon<D> {
                 return Some((Outcome::Failed, why));
             }
         }
-        let quiet = self.nodes.get(name).and_then(|n| n.quiet());
+        let quiet = self.nodes.get(subject).and_then(|n| n.quiet());
         let ready = self
             .nodes
-            .get(name)
+            .get(subject)
             .is_some_and(|n| n.state == NodeState::Ready && !n.is_lost());
         let progress = self.progress.entry(name.to_owned()).or_default();
         let soak = if back {
@@ -529,7 +589,7 @@ impl<D: Driver> Daemon<D> {
             } else {
                 let said = self
                     .nodes
-                    .get(name)
+                    .get(subject)
                     .map(|n| n.reason.clone())
                     .unwrap_or_default();
                 format!(
@@ -564,10 +624,22 @@ impl<D: Driver> Daemon<D> {
         } else {
             "rolled-back"
         };
+        // A surge leaves one generation: the old VM's disks go after a commit, the
+        // replacement's (if any are left) after a rollback.
+        if let Some(next) = &swap.surge {
+            let generation = if swap.step == Step::Committed {
+                next.generation - 1
+            } else {
+                next.generation
+            };
+            if let Err(e) = self.remove_generation(name, generation).await {
+                tracing::warn!(node = %name, generation, "cannot delete the disks of a VM it no longer runs: {e:#}");
+            }
+        }
         // The overlay the node no longer runs goes: the previous one after a commit, the
         // failed image's after a rollback (a later swap to it starts from a fresh one). An
         // abandoned node's VM may still run either.
-        if !abandoned {
+        if !abandoned && swap.surge.is_none() {
             let keep = if swap.step == Step::Committed {
                 &swap.to
             } else {

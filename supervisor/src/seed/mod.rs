@@ -172,13 +172,10 @@ pub fn for_node(config: &HostConfig, node: &Node, init: bool) -> anyhow::Result<
     Ok(render(config, node, &pki, init)?)
 }
 
-/// Where `node`'s seed disk lives: `STATE/nodes/NODE/seed.img`.
-pub fn image_path(config: &HostConfig, node: &Node) -> std::path::PathBuf {
-    config
-        .state_dir
-        .join("nodes")
-        .join(&node.name)
-        .join("seed.img")
+/// Where the seed disk of the VM whose run directory is `dir` lives: `DIR/seed.img` (see
+/// [`crate::records::run_dir`]).
+pub fn image_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("seed.img")
 }
 
 /// Renders the seed of `node` (which initialises its cluster when `init`).

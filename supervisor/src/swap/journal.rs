@@ -67,6 +67,14 @@ impl Journal {
         Ok(())
     }
 
+    /// The addresses surge replacements hold: no new node is given one.
+    pub fn reserved(&self) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+        self.swaps
+            .values()
+            .filter_map(|s| s.surge.as_ref().map(|r| r.address))
+            .collect()
+    }
+
     /// Every image a swap in flight may need (its old one and its new one).
     pub fn images(&self) -> impl Iterator<Item = &Digest> {
         self.swaps.values().flat_map(|s| [&s.from, &s.to])
@@ -107,14 +115,7 @@ impl Journal {
             .values_mut()
             .filter(|o| o.node != swap.node && o.to == swap.to)
         {
-            let step = match other.step {
-                Step::Planned | Step::Drained => Step::RolledBack,
-                s if s <= Step::Verifying => Step::RollingBack,
-                _ => continue,
-            };
-            other.step = step;
-            other.since = swap.since;
-            other.reason.clone_from(&why);
+            other.send_back(&why, swap.since);
         }
     }
 
@@ -128,15 +129,21 @@ impl Journal {
     }
 }
 
-/// Test hook, compiled into debug builds only: with `SLIPWAYD_DIE_AT_STEP=STEP` in the
-/// environment, the process kills itself with SIGKILL right after the journal first records a
-/// swap entering STEP, as a crash there would. The crash-matrix test walks every step with it.
+/// Test hook, compiled into debug builds only: with `SLIPWAYD_DIE_AT_STEP=STEP` (or
+/// `NODE:STEP`) in the environment, the process kills itself with SIGKILL right after the
+/// journal first records a swap (of NODE) entering STEP, as a crash there would. The
+/// crash-matrix test walks every step with it.
 #[cfg(debug_assertions)]
 fn die_at_step_for_tests(journal: &Journal) {
-    let Ok(step) = std::env::var("SLIPWAYD_DIE_AT_STEP") else {
+    let Ok(at) = std::env::var("SLIPWAYD_DIE_AT_STEP") else {
         return;
     };
-    if journal.swaps.values().any(|s| s.step.as_str() == step) {
+    let (node, step) = at.split_once(':').unwrap_or(("", &at));
+    if journal
+        .swaps
+        .values()
+        .any(|s| s.step.as_str() == step && (node.is_empty() || s.node == node))
+    {
         tracing::warn!(%step, "SLIPWAYD_DIE_AT_STEP: killing this slipwayd with SIGKILL");
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &std::process::id().to_string()])

@@ -11,6 +11,24 @@
 //! ```
 //!
 //! (a failure before the VM is touched, in planned or drained, goes straight to rolled-back).
+//!
+//! A surge swap (a worker whose state need not survive) boots a replacement beside the node
+//! first, and touches the node only once the replacement is healthy:
+//!
+//! ```text
+//! planned → disks-switched → booting → verifying → drained → stopping → stopped → committed
+//!                 │             │          │          │          │          │
+//!                 └─────────────┴──────────┴──────────┴──────────┴──────────┴→ rolling-back
+//!                                                         → booting-previous → rolled-back
+//! ```
+//!
+//! Here disks-switched makes the replacement's own disks (a new generation of the node's run
+//! directory, a fresh state disk, a MAC and a pool address of its own), booting and verifying
+//! are the replacement's, and drained, stopping and stopped the old VM's. The handover, in
+//! stopped, rewrites the node's record in one write: from then on the replacement is the
+//! node (its generation, address and MAC). A rollback stops the replacement, deletes its
+//! disks, sets the record back if the handover was made, and makes sure the old VM runs.
+//!
 //! Each step is written to the journal before its side effect runs, and every side effect is
 //! idempotent, so a supervisor killed anywhere runs the step again on its next start: a stop
 //! of a stopped VM is nothing, the OS overlay of an image is made only if missing, a VM is
@@ -19,6 +37,8 @@
 
 pub mod journal;
 pub mod plan;
+
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +161,65 @@ pub fn next(step: Step, outcome: Outcome) -> Option<Step> {
     })
 }
 
+/// The step after `step` of a surge swap given how its work ended; None for a final step (see
+/// the module's second diagram). Only a failure in planned, before anything was made, ends
+/// the swap at once; every later one rolls back (the rollback deletes the replacement).
+pub fn next_surge(step: Step, outcome: Outcome) -> Option<Step> {
+    use Outcome::{Done, Failed};
+    Some(match (step, outcome) {
+        (Step::Planned, Done) => Step::DisksSwitched,
+        (Step::Planned, Failed) => Step::RolledBack,
+        (Step::DisksSwitched, Done) => Step::Booting,
+        (Step::Booting, Done) => Step::Verifying,
+        (Step::Verifying, Done) => Step::Drained,
+        (Step::Drained, Done) => Step::Stopping,
+        (Step::Stopping, Done) => Step::Stopped,
+        (Step::Stopped, Done) => Step::Committed,
+        (
+            Step::DisksSwitched
+            | Step::Booting
+            | Step::Verifying
+            | Step::Drained
+            | Step::Stopping
+            | Step::Stopped,
+            Failed,
+        ) => Step::RollingBack,
+        (Step::RollingBack, Done) => Step::BootingPrevious,
+        (Step::RollingBack, Failed) => Step::RollingBack,
+        (Step::BootingPrevious, Done | Failed) => Step::RolledBack,
+        (Step::Committed | Step::RolledBack, _) => return None,
+    })
+}
+
+/// A surge swap's replacement: the node's next generation, with its own run directory, state
+/// disk, hostname, MAC and address (see [`crate::records::run_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replacement {
+    /// Its generation: the node's own is one less until the handover.
+    pub generation: u32,
+    /// Its address, taken from the pool while both VMs run; the node's from the handover on
+    /// (the previous one goes back to the pool).
+    pub address: Ipv4Addr,
+    /// Its MAC address.
+    pub mac: String,
+    /// The node's address before the handover (a rollback sets it back).
+    pub previous_address: Ipv4Addr,
+    /// The node's MAC before the handover.
+    pub previous_mac: String,
+}
+
+/// The key a surge's replacement VM is tracked by while its swap runs: `NAME/next` (never a
+/// node name: those are DNS labels).
+pub fn replacement_key(node: &str) -> String {
+    format!("{node}/next")
+}
+
+/// The node whose replacement `key` is, if it is a replacement's key.
+pub fn replaced(key: &str) -> Option<&str> {
+    key.strip_suffix("/next")
+}
+
 /// One node's swap, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +259,9 @@ pub struct Swap {
     /// the image is not marked failed, and rollouts pause until an operator resumes them.
     #[serde(default)]
     pub host_failure: bool,
+    /// A surge swap's replacement (None: the swap is in place).
+    #[serde(default)]
+    pub surge: Option<Replacement>,
 }
 
 impl Swap {
@@ -200,7 +282,37 @@ impl Swap {
             reason: String::new(),
             node_id: String::new(),
             host_failure: false,
+            surge: None,
         }
+    }
+
+    /// The step after the current one given `outcome` (in place or surge).
+    pub fn next(&self, outcome: Outcome) -> Option<Step> {
+        if self.surge.is_some() {
+            next_surge(self.step, outcome)
+        } else {
+            next(self.step, outcome)
+        }
+    }
+
+    /// Whether it still moves towards its new image (it neither ended nor rolls back): an
+    /// abort or a failure of its image elsewhere sends it back.
+    pub fn moving(&self) -> bool {
+        !self.step.is_final() && !matches!(self.step, Step::RollingBack | Step::BootingPrevious)
+    }
+
+    /// Sends a moving swap back at `now` for `reason` (see [`Swap::moving`]): rolled back at
+    /// once when nothing was touched yet, else rolling back. False when it was not moving.
+    pub fn send_back(&mut self, reason: &str, now: i64) -> bool {
+        if !self.moving() {
+            return false;
+        }
+        if let Some(step) = self.next(Outcome::Failed) {
+            self.step = step;
+        }
+        self.since = now;
+        reason.clone_into(&mut self.reason);
+        true
     }
 
     /// Whether it ended without its image being to blame (an abort, an abandoned node, a
@@ -211,7 +323,7 @@ impl Swap {
 
     /// Moves on after `outcome` at `now`; false when the swap had ended.
     pub fn advance(&mut self, outcome: Outcome, now: i64) -> bool {
-        match next(self.step, outcome) {
+        match self.next(outcome) {
             Some(step) => {
                 self.step = step;
                 self.since = now;
@@ -221,8 +333,8 @@ impl Swap {
         }
     }
 
-    /// The image the node's VM should run in this step: the new one from disks-switched to
-    /// committed, the previous one otherwise.
+    /// The image the VM this step watches should run: the new one from disks-switched to
+    /// verifying (a surge's replacement) and at committed, the previous one otherwise.
     pub fn image(&self) -> &Digest {
         match self.step {
             Step::DisksSwitched | Step::Booting | Step::Verifying | Step::Committed => &self.to,
@@ -245,10 +357,11 @@ impl Swap {
     }
 
     /// The node's downtime: its last healthy beacon on the old image to its first on the new
-    /// (None until both are known).
+    /// (None until both are known). Zero for a surge whose replacement was healthy before
+    /// the old VM's last healthy beacon, as it should be.
     pub fn downtime(&self) -> Option<f64> {
-        (self.last_healthy > 0.0 && self.first_healthy >= self.last_healthy)
-            .then_some(self.first_healthy - self.last_healthy)
+        (self.last_healthy > 0.0 && self.first_healthy > 0.0)
+            .then_some((self.first_healthy - self.last_healthy).max(0.0))
     }
 }
 
@@ -256,15 +369,20 @@ impl Swap {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_swap_that_never_fails_walks_every_forward_step_to_committed() {
+    /// The steps a swap walks by `next` when nothing fails.
+    fn forward(next: fn(Step, Outcome) -> Option<Step>) -> Vec<Step> {
         let mut step = Step::Planned;
         let mut walked = vec![step];
         while let Some(s) = next(step, Outcome::Done) {
             step = s;
             walked.push(step);
         }
-        assert_eq!(walked, Step::ALL[..8].to_vec());
+        walked
+    }
+
+    #[test]
+    fn a_swap_that_never_fails_walks_every_forward_step_to_committed() {
+        assert_eq!(forward(next), Step::ALL[..8].to_vec());
     }
 
     #[test]
@@ -286,6 +404,57 @@ mod tests {
         }
         assert_eq!(next(Step::Committed, Outcome::Failed), None);
         assert_eq!(next(Step::RolledBack, Outcome::Done), None);
+    }
+
+    #[test]
+    fn a_surge_verifies_its_replacement_before_the_old_vm_is_touched() {
+        let walked = forward(next_surge);
+        let verified = walked.iter().position(|s| *s == Step::Verifying).unwrap();
+        let stopping = walked.iter().position(|s| *s == Step::Stopping).unwrap();
+        assert!(verified < stopping, "{walked:?}");
+        assert_eq!(walked.last(), Some(&Step::Committed));
+        assert_eq!(walked.len(), 8, "every forward step once: {walked:?}");
+        // Only planned ends at once; any later failure drops the replacement first.
+        assert_eq!(
+            next_surge(Step::Planned, Outcome::Failed),
+            Some(Step::RolledBack)
+        );
+        for step in &walked[1..walked.len() - 1] {
+            assert_eq!(
+                next_surge(*step, Outcome::Failed),
+                Some(Step::RollingBack),
+                "{step}"
+            );
+        }
+        // An abort sends a moving swap back by its own machine, and leaves one rolling back.
+        let (a, b) = (Digest::repeated('a'), Digest::repeated('b'));
+        let mut swap = Swap::plan("w-1", "lab", a.clone(), b.clone(), 100);
+        swap.surge = Some(Replacement {
+            generation: 1,
+            address: "10.44.0.20".parse().unwrap(),
+            mac: "52:54:00:00:00:02".into(),
+            previous_address: "10.44.0.11".parse().unwrap(),
+            previous_mac: "52:54:00:00:00:01".into(),
+        });
+        swap.step = Step::Drained;
+        assert!(swap.send_back(ABORTED, 120));
+        assert_eq!(
+            (swap.step, swap.reason.as_str()),
+            (Step::RollingBack, ABORTED)
+        );
+        assert!(!swap.send_back("again", 130), "already rolling back");
+        assert_eq!(swap.reason, ABORTED);
+        // In place, drained is before the VM is touched: back at once.
+        let mut in_place = Swap::plan("w-2", "lab", a, b, 100);
+        in_place.step = Step::Drained;
+        assert!(in_place.send_back(ABORTED, 120));
+        assert_eq!(in_place.step, Step::RolledBack);
+        // A replacement healthy before the old VM's last beacon: no downtime.
+        swap.last_healthy = 50.0;
+        swap.first_healthy = 40.0;
+        assert_eq!(swap.downtime(), Some(0.0));
+        assert_eq!(replaced(&replacement_key("w-1")), Some("w-1"));
+        assert_eq!(replaced("w-1"), None);
     }
 
     #[test]

@@ -210,8 +210,24 @@ pub fn node_table(name: &str, role: &str) -> String {
 }
 
 /// The pid of node `name`'s QEMU.
+/// The generation node `name`'s record names (how many surges replaced its VM).
+pub fn generation(state: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(state.join("nodes").join(name).join("record")).unwrap();
+    let record: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    record["generation"].as_u64().unwrap_or(0)
+}
+
+/// The run directory of node `name`'s VM: its own, or its generation's after a surge.
+pub fn vm_dir(state: &Path, name: &str) -> PathBuf {
+    let root = state.join("nodes").join(name);
+    match generation(state, name) {
+        0 => root,
+        n => root.join(format!("gen-{n}")),
+    }
+}
+
 pub fn qemu_pid(state: &Path, name: &str) -> u32 {
-    std::fs::read_to_string(state.join("nodes").join(name).join("qemu.pid"))
+    std::fs::read_to_string(vm_dir(state, name).join("qemu.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -463,7 +479,7 @@ pub fn seed_documents(state: &Path, node: &str) -> Vec<u8> {
 /// The beacon the guest printed on its serial console as it came up (its own words, not
 /// slipwayd's; its endpoint may not be up yet then).
 pub fn console_beacon(state: &Path, node: &str) -> Value {
-    let log = std::fs::read_to_string(state.join("nodes").join(node).join("console.log")).unwrap();
+    let log = std::fs::read_to_string(vm_dir(state, node).join("console.log")).unwrap();
     let line = log
         .lines()
         .filter_map(|l| l.split_once("slipway-beacon: "))

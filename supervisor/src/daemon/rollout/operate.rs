@@ -1,15 +1,19 @@
 //! The rollout seen from outside the swaps: which swaps start now (the plan, per cluster),
 //! what `slipwayd rollout status` shows, and an operator's pause, resume and abort.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use super::Progress;
 use crate::api::{RolloutControl, RolloutInfo, SwapInfo};
+use crate::config::{Cluster, Role, Strategy};
 use crate::daemon::Daemon;
 use crate::driver::Driver;
-use crate::model::{Digest, NodeState};
+use crate::model::{Digest, NodeName, NodeState};
+use crate::records::{self, NodeRecord};
 use crate::swap::plan::{self, Holds, Member};
-use crate::swap::{ABORTED, Step, Swap};
+use crate::swap::{ABORTED, Replacement, Swap};
 
 impl<D: Driver> Daemon<D> {
     /// The swaps the plan starts now, planned in the journal.
@@ -58,17 +62,39 @@ impl<D: Driver> Daemon<D> {
                 aborted: self.journal.aborted.get(&cluster.name) == Some(&target),
                 window_open: cluster.rollout.window.is_none_or(|w| w.contains(now)),
             };
-            let decision = plan::decide(&cluster.rollout, Some(&target), &holds, &members);
-            for node in &decision.start {
-                let Some(from) = self.records.get(node).and_then(|r| r.image.clone()) else {
+            let mut decision = plan::decide(&cluster.rollout, Some(&target), &holds, &members);
+            for node in &decision.start.clone() {
+                let Some(record) = self.records.get(node).cloned() else {
+                    continue;
+                };
+                let Some(from) = record.image.clone() else {
                     continue;
                 };
                 let mut swap = Swap::plan(node, &cluster.name, from, target.clone(), now);
-                swap.node_id = self
-                    .nodes
-                    .get(node)
-                    .map(|n| n.node_id.clone())
-                    .unwrap_or_default();
+                let surges = cluster.rollout.strategy == Strategy::Surge
+                    && self
+                        .config
+                        .nodes
+                        .get(node)
+                        .is_some_and(|n| n.role == Role::Worker);
+                if surges {
+                    // A fresh state disk: nothing of the old one to compare.
+                    match self.replacement(&cluster, &record) {
+                        Ok(replacement) => swap.surge = Some(replacement),
+                        Err(why) => {
+                            tracing::error!(node = %node, "cannot plan its surge swap: {why}");
+                            decision.state = plan::State::Waiting;
+                            decision.reason = format!("cannot plan the surge of {node}: {why}");
+                            continue;
+                        }
+                    }
+                } else {
+                    swap.node_id = self
+                        .nodes
+                        .get(node)
+                        .map(|n| n.node_id.clone())
+                        .unwrap_or_default();
+                }
                 if self.journal(|j| {
                     j.swaps.insert(node.clone(), swap.clone());
                 }) {
@@ -84,6 +110,45 @@ impl<D: Driver> Daemon<D> {
             self.decisions.insert(cluster.name.clone(), decision);
         }
         planned
+    }
+
+    /// The replacement a surge of the node `record` names boots: the next generation, its
+    /// hostname's MAC, and the first address of the pool that no record, configured node or
+    /// other replacement holds.
+    fn replacement(&self, cluster: &Cluster, record: &NodeRecord) -> Result<Replacement, String> {
+        let generation = record.generation + 1;
+        let hostname = records::hostname(record.name.as_str(), generation);
+        if NodeName::new(&hostname).is_err() {
+            return Err(format!(
+                "its replacement's hostname {hostname} is not a DNS label of at most 63 characters (shorten the node's name)"
+            ));
+        }
+        let held: BTreeSet<Ipv4Addr> = self
+            .records
+            .values()
+            .map(|r| r.address)
+            .chain(
+                self.config
+                    .nodes
+                    .values()
+                    .filter(|n| n.cluster == cluster.name)
+                    .map(|n| n.address),
+            )
+            .chain(self.journal.reserved())
+            .collect();
+        let address = records::free_address(cluster, &held).ok_or_else(|| {
+                format!(
+                    "the pool {} has no free address for a replacement (widen it, or purge removed nodes)",
+                    cluster.pool
+                )
+            })?;
+        Ok(Replacement {
+            generation,
+            address,
+            mac: crate::seed::mac_address(&cluster.name, &hostname),
+            previous_address: record.address,
+            previous_mac: record.mac.clone(),
+        })
     }
 
     /// `NAME VERSION` of `digest` when the store has it, else the digest.
@@ -207,23 +272,12 @@ impl<D: Driver> Daemon<D> {
                 let now = crate::daemon::unix_now();
                 let ok = self.journal(|j| {
                     // A swap already rolling back keeps its reason: its image failed.
-                    let moving = |s: &Swap| s.step <= Step::Verifying;
                     for swap in j
                         .swaps
                         .values_mut()
-                        .filter(|s| clusters.contains(&s.cluster) && moving(s))
+                        .filter(|s| clusters.contains(&s.cluster))
                     {
-                        swap.reason = ABORTED.to_owned();
-                        swap.since = now;
-                        swap.step = match swap.step {
-                            Step::Planned | Step::Drained => Step::RolledBack,
-                            Step::Stopping
-                            | Step::Stopped
-                            | Step::DisksSwitched
-                            | Step::Booting
-                            | Step::Verifying => Step::RollingBack,
-                            other => other,
-                        };
+                        swap.send_back(ABORTED, now);
                     }
                     for c in &clusters {
                         j.aborted.insert(c.clone(), target.clone());

@@ -1,0 +1,182 @@
+//! A surge swap's own steps: the replacement's disks and boot, the handover of the node's
+//! record to it, and, on the way back, dropping it (see [`crate::swap`]'s second diagram).
+
+use crate::daemon::Daemon;
+use crate::driver::{Driver, VmStatus};
+use crate::model::NodeState;
+use crate::records::{self, NodeRecord};
+use crate::swap::{Outcome, Step, Swap, replacement_key};
+
+impl<D: Driver> Daemon<D> {
+    /// The work of a surge swap's step (see [`crate::swap`]'s second diagram).
+    pub(super) async fn work_surge(
+        &mut self,
+        swap: &Swap,
+        probe: bool,
+    ) -> Option<(Outcome, String)> {
+        let name = swap.node.as_str();
+        let next = replacement_key(name);
+        let done = Some((Outcome::Done, String::new()));
+        let generation = swap.surge.as_ref().map_or(1, |r| r.generation);
+        let old_dir = records::run_dir(&self.config.state_dir, name, generation - 1);
+        match swap.step {
+            Step::Planned => done,
+            Step::DisksSwitched => {
+                let made = self
+                    .prepare(&next, &swap.to)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot make its replacement's disks: {e:#}"));
+                Some(self.host_outcome(name, made))
+            }
+            Step::Booting => {
+                let booted = self.boot_for_swap(name, &next, &swap.to).await;
+                Some(self.host_outcome(name, booted))
+            }
+            Step::Verifying => self.verify(swap, &next, probe).await,
+            // The drain hook: nothing to drain without a Kubernetes client (the fleet issue).
+            Step::Drained => done,
+            Step::Stopping => {
+                let reason = format!(
+                    "surge to {}: its replacement is healthy: powering down",
+                    self.image_label(&swap.to)
+                );
+                self.mark_swapping(name, reason);
+                let stopped = self.stop_for_swap(name, name)?;
+                Some(self.host_outcome(name, stopped.map(|_| ())))
+            }
+            Step::Stopped => match self.driver.status(name, &old_dir).await {
+                VmStatus::Stopped => {
+                    let handed = self.hand_over(swap);
+                    Some(self.host_outcome(name, handed))
+                }
+                _ => {
+                    Some(self.host_outcome(name, Err("its VM runs again after it stopped".into())))
+                }
+            },
+            Step::RollingBack => self.drop_replacement(swap),
+            Step::BootingPrevious => self.back_on_previous(swap, probe).await,
+            Step::Committed | Step::RolledBack => None,
+        }
+    }
+
+    /// A surge's handover: the node's record takes the replacement's generation, address, MAC
+    /// and image, in one write, and the replacement's tracking becomes the node's.
+    fn hand_over(&mut self, swap: &Swap) -> Result<(), String> {
+        let name = swap.node.as_str();
+        let (Some(next), Some(record)) = (&swap.surge, self.records.get(name)) else {
+            return Err(format!("node {name} has no record"));
+        };
+        let handed = NodeRecord {
+            generation: next.generation,
+            address: next.address,
+            mac: next.mac.clone(),
+            image: Some(swap.to.clone()),
+            ..record.clone()
+        };
+        if *record != handed {
+            records::save(&self.config.state_dir, &handed)
+                .map_err(|e| format!("cannot hand its record over: {e:#}"))?;
+            self.records.insert(name.to_owned(), handed);
+            tracing::info!(node = %name, generation = next.generation, address = %next.address, mac = %next.mac, "surge handover: its replacement is the node now");
+        }
+        self.adopt_replacement(name);
+        Ok(())
+    }
+
+    /// rolling-back, for a surge: the node's record as before the handover (if it was made),
+    /// then the replacement stopped and its disks deleted. The old VM is left as it is
+    /// (booting-previous starts it if it does not run).
+    fn drop_replacement(&mut self, swap: &Swap) -> Option<(Outcome, String)> {
+        let name = swap.node.as_str();
+        if self.waits_to_retry(name) {
+            return None;
+        }
+        let next = swap.surge.as_ref()?;
+        let key = replacement_key(name);
+        if let Some(record) = self.records.get(name).cloned()
+            && record.generation == next.generation
+        {
+            let restored = NodeRecord {
+                generation: next.generation - 1,
+                address: next.previous_address,
+                mac: next.previous_mac.clone(),
+                image: Some(swap.from.clone()),
+                ..record
+            };
+            if let Err(e) = records::save(&self.config.state_dir, &restored) {
+                return Some((
+                    Outcome::Failed,
+                    format!("cannot set its record back: {e:#}"),
+                ));
+            }
+            self.records.insert(name.to_owned(), restored);
+            // What was tracked as the node was the replacement.
+            self.forget(name);
+            tracing::warn!(node = %name, "surge handover undone: its record names its previous VM again");
+        }
+        // Its old VM, still running, is judged again (it was shown swapping while it stopped).
+        if let Some(node) = self.nodes.get_mut(name)
+            && node.state == NodeState::Swapping
+        {
+            node.set(
+                NodeState::Starting,
+                format!("back from its surge: {}", swap.reason),
+            );
+        }
+        let dir = self.node_dir(&key);
+        let stopped = self.stop_for_swap(name, &key)?;
+        if let Err(e) = stopped {
+            return Some((Outcome::Failed, format!("cannot stop its replacement: {e}")));
+        }
+        self.forget(&key);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Some((
+                    Outcome::Failed,
+                    format!(
+                        "cannot delete its replacement's disks {}: {e}",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Some((Outcome::Done, String::new()))
+    }
+
+    /// Deletes the run directory of generation `generation` of node `name` (generation 0's
+    /// files: the node's directory keeps its record and later generations), unless a VM runs
+    /// there.
+    pub(super) async fn remove_generation(
+        &mut self,
+        name: &str,
+        generation: u32,
+    ) -> anyhow::Result<()> {
+        let dir = records::run_dir(&self.config.state_dir, name, generation);
+        if !dir.exists() {
+            return Ok(());
+        }
+        if self.driver.status(name, &dir).await != VmStatus::Stopped {
+            anyhow::bail!("a VM still runs in {}", dir.display());
+        }
+        if generation > 0 {
+            return Ok(std::fs::remove_dir_all(&dir)?);
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if file == "record" || records::generation_dir(&file).is_some() {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
