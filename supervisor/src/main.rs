@@ -14,6 +14,9 @@ mod beacon;
 mod config;
 mod daemon;
 mod driver;
+// Not wired into the rollout executor yet (issue 14).
+#[cfg_attr(not(test), allow(dead_code))]
+mod fleet;
 mod metrics;
 mod model;
 mod persist;
