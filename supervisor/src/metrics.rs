@@ -194,7 +194,8 @@ pub fn render(snapshot: &Snapshot) -> String {
             .get_or_create(&vec![("state", state.to_owned())])
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    for node in snapshot.nodes.values() {
+    // A surge's replacement (`NODE/next`) counts among the VMs by state, not as a node.
+    for node in snapshot.nodes.values().filter(|n| !n.name.contains('/')) {
         let labels = vec![
             ("node", node.name.clone()),
             ("cluster", node.cluster.clone()),

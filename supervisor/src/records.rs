@@ -136,8 +136,13 @@ pub struct NodeRecord {
     pub initialises: bool,
     /// How many surge swaps replaced its VM: each one a fresh VM with its own disks in
     /// [`run_dir`], hostname ([`hostname`]), MAC and address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
+}
+
+/// Generation 0 is not written, so a record an older slipwayd wrote and one it reads look alike.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodeRecord {
@@ -159,6 +164,14 @@ pub fn hostname(name: &str, generation: u32) -> String {
         0 => name.to_owned(),
         n => format!("{name}-g{n}"),
     }
+}
+
+/// The generation a hostname names when it ends like one of [`hostname`]'s (`NAME-gN`).
+pub fn generation_of(hostname: &str) -> Option<u32> {
+    let (_, n) = hostname.rsplit_once("-g")?;
+    (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
 }
 
 /// The run directory of generation `generation` of node `name`: `STATE/nodes/NAME`, then
@@ -538,6 +551,9 @@ mod tests {
         std::fs::create_dir(own.join("gen-x")).unwrap();
         assert_eq!(vm_dirs(dir.path(), "worker-1"), vec![own, next]);
         assert_eq!(generation_dir("gen-0"), None);
+        assert_eq!(generation_of("worker-1-g12"), Some(12));
+        assert_eq!(generation_of("worker-g"), None);
+        assert_eq!(generation_of(&hostname("w", 3)), Some(3));
         // The seed of generation 1 names its own host; its MAC follows the hostname.
         record.generation = 1;
         let placed = record.placed(&config.nodes["worker-1"]);

@@ -124,6 +124,11 @@ fn invariants(state: &Path, disks: &BTreeMap<&str, u64>, when: &str) {
         if !disks.contains_key(name) {
             continue;
         }
+        // Swapped in place: its VM runs on its own disks, never in another directory.
+        assert!(
+            vms.keys().all(String::is_empty),
+            "{when}: {name} has a VM outside its own directory: {vms:?}"
+        );
         let ino = std::fs::metadata(state.join("nodes").join(name).join("state.raw"))
             .unwrap()
             .ino();

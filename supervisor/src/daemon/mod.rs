@@ -118,6 +118,9 @@ struct Daemon<D: Driver> {
     decisions: BTreeMap<String, Decision>,
     /// `NAME VERSION` of the images met so far.
     labels: BTreeMap<Digest, String>,
+    /// Stray VMs being stopped (one in a generation directory that neither its node's record
+    /// nor a surge in flight names), by `NODE/DIR`.
+    strays: BTreeSet<String>,
     /// What `slipwayd rollout status` shows.
     rollouts: Vec<RolloutInfo>,
 }
@@ -158,6 +161,7 @@ impl<D: Driver> Daemon<D> {
             swap_stats: rollout::SwapStats::default(),
             decisions: BTreeMap::new(),
             labels: BTreeMap::new(),
+            strays: BTreeSet::new(),
             rollouts: Vec::new(),
         };
         daemon.load_initialisers()?;

@@ -264,6 +264,7 @@ impl<D: Driver> Daemon<D> {
                 }
             }
         }
+        self.stop_strays(&observed).await;
         // Purged: gone from the disk and the config (a surge's replacement stays while its
         // swap runs).
         let swaps = &self.journal.swaps;
@@ -272,6 +273,36 @@ impl<D: Driver> Daemon<D> {
                 || observed.contains_key(name)
                 || swap::replaced(name).is_some_and(|n| swaps.contains_key(n))
         });
+    }
+
+    /// Stops any VM that runs in a node's generation directory that neither its record nor a
+    /// surge in flight names (a handover that was undone on the disk only, a replacement whose
+    /// start timed out after its disks went): nothing else would ever see it.
+    async fn stop_strays(&mut self, observed: &std::collections::BTreeMap<String, Observed>) {
+        for name in observed.keys() {
+            let own = self.node_dir(name);
+            let next = self
+                .journal
+                .swaps
+                .get(name)
+                .filter(|s| s.surge.is_some())
+                .map(|_| self.node_dir(&swap::replacement_key(name)));
+            for dir in records::vm_dirs(&self.config.state_dir, name) {
+                if dir == own || Some(&dir) == next.as_ref() {
+                    continue;
+                }
+                let sub = dir.file_name().unwrap_or_default().to_string_lossy();
+                let key = format!("{name}/{sub}");
+                if self.strays.contains(&key)
+                    || self.driver.status(&key, &dir).await == VmStatus::Stopped
+                {
+                    continue;
+                }
+                tracing::warn!(node = %name, dir = %dir.display(), "a VM runs in a generation its node's record does not name: stopping it");
+                self.strays.insert(key.clone());
+                self.spawn_stop(&key, dir);
+            }
+        }
     }
 
     /// Every node directory in the state directory, with what the VM of its record's
@@ -602,6 +633,13 @@ impl<D: Driver> Daemon<D> {
     }
 
     pub(super) fn stopped(&mut self, name: &str, result: Result<Stopped, String>) {
+        if self.strays.remove(name) {
+            match result {
+                Ok(how) => tracing::info!(vm = %name, ?how, "the stray VM stopped"),
+                Err(e) => tracing::error!(vm = %name, "cannot stop the stray VM: {e}"),
+            }
+            return;
+        }
         let owner = swap::replaced(name).unwrap_or(name);
         if self.journal.swaps.contains_key(owner) {
             self.swap_stopped(name, result);

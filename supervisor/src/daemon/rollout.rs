@@ -42,6 +42,8 @@ pub(super) struct Progress {
     host_failure: bool,
     /// A rollback that failed is tried again after this.
     retry_at: Option<Instant>,
+    /// A surge's rollback wrote the node's previous record.
+    restored: bool,
 }
 
 /// How long a rollback that failed (a VM that would not stop) waits before it tries again.
@@ -628,7 +630,7 @@ impl<D: Driver> Daemon<D> {
         // replacement's (if any are left) after a rollback.
         if let Some(next) = &swap.surge {
             let generation = if swap.step == Step::Committed {
-                next.generation - 1
+                next.generation.saturating_sub(1)
             } else {
                 next.generation
             };

@@ -67,11 +67,14 @@ impl Journal {
         Ok(())
     }
 
-    /// The addresses surge replacements hold: no new node is given one.
+    /// The addresses surges in flight hold, their replacements' and their nodes' previous ones
+    /// (a handover may be written before its swap commits, and a rollback gives the previous
+    /// one back): no new node is given one.
     pub fn reserved(&self) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
         self.swaps
             .values()
-            .filter_map(|s| s.surge.as_ref().map(|r| r.address))
+            .filter_map(|s| s.surge.as_ref())
+            .flat_map(|r| [r.address, r.previous_address])
             .collect()
     }
 

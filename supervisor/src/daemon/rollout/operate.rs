@@ -112,15 +112,41 @@ impl<D: Driver> Daemon<D> {
         planned
     }
 
-    /// The replacement a surge of the node `record` names boots: the next generation, its
-    /// hostname's MAC, and the first address of the pool that no record, configured node or
-    /// other replacement holds.
+    /// The replacement a surge of the node `record` names boots: the next generation (past
+    /// any leftover generation directory, so its state disk is fresh), its hostname's MAC, and
+    /// the first address of the pool that no record, configured node or other surge holds.
+    /// Refused when the hostname or MAC is another node's.
     fn replacement(&self, cluster: &Cluster, record: &NodeRecord) -> Result<Replacement, String> {
-        let generation = record.generation + 1;
-        let hostname = records::hostname(record.name.as_str(), generation);
+        let name = record.name.as_str();
+        let leftover = records::vm_dirs(&self.config.state_dir, name)
+            .iter()
+            .filter_map(|d| d.file_name()?.to_str().and_then(records::generation_dir))
+            .max()
+            .unwrap_or(0);
+        let generation = record
+            .generation
+            .max(leftover)
+            .checked_add(1)
+            .ok_or_else(|| format!("node {name} has no generation left"))?;
+        let hostname = records::hostname(name, generation);
         if NodeName::new(&hostname).is_err() {
             return Err(format!(
                 "its replacement's hostname {hostname} is not a DNS label of at most 63 characters (shorten the node's name)"
+            ));
+        }
+        let mac = crate::seed::mac_address(&cluster.name, &hostname);
+        let taken = |r: &NodeRecord| {
+            records::hostname(r.name.as_str(), r.generation) == hostname || r.mac == mac
+        };
+        let surging = self.journal.swaps.values().filter_map(|s| s.surge.as_ref());
+        if self.config.nodes.contains_key(&hostname)
+            || self.records.values().any(taken)
+            || surging
+                .clone()
+                .any(|r| r.mac == mac || r.previous_mac == mac)
+        {
+            return Err(format!(
+                "its replacement's hostname {hostname} or MAC {mac} is another node's (rename one of them)"
             ));
         }
         let held: BTreeSet<Ipv4Addr> = self
@@ -137,15 +163,15 @@ impl<D: Driver> Daemon<D> {
             .chain(self.journal.reserved())
             .collect();
         let address = records::free_address(cluster, &held).ok_or_else(|| {
-                format!(
-                    "the pool {} has no free address for a replacement (widen it, or purge removed nodes)",
-                    cluster.pool
-                )
-            })?;
+            format!(
+                "the pool {} has no free address for a replacement (widen it, or purge removed nodes)",
+                cluster.pool
+            )
+        })?;
         Ok(Replacement {
             generation,
             address,
-            mac: crate::seed::mac_address(&cluster.name, &hostname),
+            mac,
             previous_address: record.address,
             previous_mac: record.mac.clone(),
         })

@@ -18,7 +18,25 @@ impl<D: Driver> Daemon<D> {
         let next = replacement_key(name);
         let done = Some((Outcome::Done, String::new()));
         let generation = swap.surge.as_ref().map_or(1, |r| r.generation);
-        let old_dir = records::run_dir(&self.config.state_dir, name, generation - 1);
+        let old_dir = records::run_dir(&self.config.state_dir, name, generation.saturating_sub(1));
+        // The old VM serves until it is drained: listened to (after a restart too), so status
+        // shows it and its last healthy beacon is known when it stops; started again if it
+        // exited meanwhile (the ordinary supervision leaves a node its swap owns alone).
+        let serving = matches!(
+            swap.step,
+            Step::Planned | Step::DisksSwitched | Step::Booting | Step::Verifying | Step::Drained
+        );
+        let lost = self.nodes.get(name).is_some_and(|n| n.is_lost());
+        if serving && (lost || !self.listening(name)) {
+            match self.driver.status(name, &old_dir).await {
+                VmStatus::Stopped => {
+                    tracing::warn!(node = %name, "its VM exited while its replacement is made: starting it again");
+                    self.start(name, &swap.from).await;
+                }
+                status if !self.listening(name) => self.keep(name, Some(&swap.from), status),
+                _ => {}
+            }
+        }
         match swap.step {
             Step::Planned => done,
             Step::DisksSwitched => {
@@ -37,6 +55,14 @@ impl<D: Driver> Daemon<D> {
             // The drain hook: nothing to drain without a Kubernetes client (the fleet issue).
             Step::Drained => done,
             Step::Stopping => {
+                // The old VM stops only while the replacement serves (once the stop runs,
+                // it runs: the next step checks again).
+                if self.progress.get(name).is_none_or(|p| p.stopping.is_none()) {
+                    match self.replacement_serving(swap).await? {
+                        Ok(()) => {}
+                        Err(why) => return Some((Outcome::Failed, why)),
+                    }
+                }
                 let reason = format!(
                     "surge to {}: its replacement is healthy: powering down",
                     self.image_label(&swap.to)
@@ -47,6 +73,9 @@ impl<D: Driver> Daemon<D> {
             }
             Step::Stopped => match self.driver.status(name, &old_dir).await {
                 VmStatus::Stopped => {
+                    if let Err(why) = self.replacement_serving(swap).await? {
+                        return Some((Outcome::Failed, why));
+                    }
                     let handed = self.hand_over(swap);
                     Some(self.host_outcome(name, handed))
                 }
@@ -54,7 +83,7 @@ impl<D: Driver> Daemon<D> {
                     Some(self.host_outcome(name, Err("its VM runs again after it stopped".into())))
                 }
             },
-            Step::RollingBack => self.drop_replacement(swap),
+            Step::RollingBack => self.drop_replacement(swap).await,
             Step::BootingPrevious => self.back_on_previous(swap, probe).await,
             Step::Committed | Step::RolledBack => None,
         }
@@ -87,22 +116,25 @@ impl<D: Driver> Daemon<D> {
     /// rolling-back, for a surge: the node's record as before the handover (if it was made),
     /// then the replacement stopped and its disks deleted. The old VM is left as it is
     /// (booting-previous starts it if it does not run).
-    fn drop_replacement(&mut self, swap: &Swap) -> Option<(Outcome, String)> {
+    async fn drop_replacement(&mut self, swap: &Swap) -> Option<(Outcome, String)> {
         let name = swap.node.as_str();
         if self.waits_to_retry(name) {
             return None;
         }
         let next = swap.surge.as_ref()?;
         let key = replacement_key(name);
+        // Written once by each supervisor that rolls the surge back, whatever it believes the
+        // record says: a handover whose write failed late may be on the disk anyway.
+        let restored_here = self.progress.get(name).is_some_and(|p| p.restored);
         if let Some(record) = self.records.get(name).cloned()
-            && record.generation == next.generation
+            && (!restored_here || record.generation == next.generation)
         {
             let restored = NodeRecord {
-                generation: next.generation - 1,
+                generation: next.generation.saturating_sub(1),
                 address: next.previous_address,
                 mac: next.previous_mac.clone(),
                 image: Some(swap.from.clone()),
-                ..record
+                ..record.clone()
             };
             if let Err(e) = records::save(&self.config.state_dir, &restored) {
                 return Some((
@@ -111,9 +143,12 @@ impl<D: Driver> Daemon<D> {
                 ));
             }
             self.records.insert(name.to_owned(), restored);
-            // What was tracked as the node was the replacement.
-            self.forget(name);
-            tracing::warn!(node = %name, "surge handover undone: its record names its previous VM again");
+            self.progress.entry(name.to_owned()).or_default().restored = true;
+            if record.generation == next.generation {
+                // What was tracked as the node was the replacement.
+                self.forget(name);
+                tracing::warn!(node = %name, "surge handover undone: its record names its previous VM again");
+            }
         }
         // Its old VM, still running, is judged again (it was shown swapping while it stopped).
         if let Some(node) = self.nodes.get_mut(name)
@@ -130,20 +165,54 @@ impl<D: Driver> Daemon<D> {
             return Some((Outcome::Failed, format!("cannot stop its replacement: {e}")));
         }
         self.forget(&key);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Some((
-                    Outcome::Failed,
-                    format!(
-                        "cannot delete its replacement's disks {}: {e}",
-                        dir.display()
-                    ),
-                ));
-            }
+        if let Err(e) = self.remove_generation(name, next.generation).await {
+            return Some((
+                Outcome::Failed,
+                format!(
+                    "cannot delete its replacement's disks {}: {e:#}",
+                    dir.display()
+                ),
+            ));
         }
         Some((Outcome::Done, String::new()))
+    }
+
+    /// Whether a surge's replacement still serves (its VM runs, ready, its beacon recent):
+    /// None while that is not known yet (a restarted supervisor waits for its next beacon,
+    /// for as long as a silent node may be), else Ok or why not.
+    async fn replacement_serving(&mut self, swap: &Swap) -> Option<Result<(), String>> {
+        let name = swap.node.as_str();
+        let key = replacement_key(name);
+        let dir = self.node_dir(&key);
+        let status = self.driver.status(&key, &dir).await;
+        if status == VmStatus::Stopped {
+            return Some(Err(format!(
+                "its replacement's VM exited before the handover (see {})",
+                dir.join("console.log").display()
+            )));
+        }
+        if !self.listening(&key) {
+            self.keep(&key, Some(&swap.to), status);
+        }
+        let watched = *self
+            .progress
+            .entry(name.to_owned())
+            .or_default()
+            .watched
+            .get_or_insert_with(crate::daemon::unix_now);
+        let node = self.nodes.get(&key)?;
+        let recent = node.quiet().is_some_and(|q| q < self.deadlines.silence);
+        if node.state == NodeState::Ready && recent && !node.is_lost() {
+            return Some(Ok(()));
+        }
+        let waited = u64::try_from(crate::daemon::unix_now() - watched).unwrap_or(0);
+        if node.state == NodeState::Mismatch || waited > self.deadlines.silence.as_secs() {
+            return Some(Err(format!(
+                "its replacement no longer serves before the handover: {} {}",
+                node.state, node.reason
+            )));
+        }
+        None
     }
 
     /// Deletes the run directory of generation `generation` of node `name` (generation 0's
@@ -162,7 +231,10 @@ impl<D: Driver> Daemon<D> {
             anyhow::bail!("a VM still runs in {}", dir.display());
         }
         if generation > 0 {
-            return Ok(std::fs::remove_dir_all(&dir)?);
+            return match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            };
         }
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
