@@ -17,6 +17,7 @@ mod driver;
 // Not wired into the rollout executor yet (issue 14).
 #[cfg_attr(not(test), allow(dead_code))]
 mod fleet;
+mod kube;
 mod metrics;
 mod model;
 mod persist;
@@ -107,6 +108,23 @@ enum Command {
         /// (default: the system bus).
         #[arg(long, value_name = "ADDRESS")]
         bus: Option<String>,
+    },
+    /// Write an admin kubeconfig for a cluster, minted from the cluster CA slipwayd made (the
+    /// counterpart of AKS-HCI's Get-AksHciCredential): a client certificate for
+    /// `slipway-admin` in `system:masters`, the CA and the control-plane endpoint, in one file
+    /// written 0600. Needs read access to the cluster's CA key (root).
+    Kubeconfig {
+        /// The cluster.
+        cluster: String,
+        /// The host config (host.toml).
+        #[arg(long, short, default_value = "/etc/slipway/host.toml")]
+        config: PathBuf,
+        /// Where to write it (`-`: standard output) [default: ./CLUSTER.kubeconfig].
+        #[arg(long, short, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// How long the certificate is valid, in hours (at most a year: it cannot be revoked).
+        #[arg(long, value_name = "HOURS", default_value_t = kube::cli::DEFAULT_VALID_HOURS)]
+        valid_for: u32,
     },
     /// Show the UEFI firmware node VMs would boot with.
     Firmware,
@@ -226,6 +244,12 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Seed { config } => write_seeds(&config),
         Command::Down { config } => daemon::down(&config).await,
         Command::Purge { node, config, bus } => daemon::purge(&config, &node, bus.as_deref()).await,
+        Command::Kubeconfig {
+            cluster,
+            config,
+            out,
+            valid_for,
+        } => kube::cli::kubeconfig(&config, &cluster, out.as_deref(), valid_for),
         Command::Firmware => firmware(),
         Command::Rollout { action } => rollout(action).await,
     }

@@ -189,16 +189,7 @@ fn generate(dir: &Path, cluster: &str) -> Result<(), Error> {
         ("front-proxy-ca", "front-proxy-ca"),
     ] {
         let key = KeyPair::generate().map_err(gen_err("CA key"))?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(common_name);
         let today = time::OffsetDateTime::now_utc();
         params.not_before = today;
         params.not_after = today + time::Duration::days(CA_VALID_DAYS);
@@ -238,6 +229,22 @@ fn generate(dir: &Path, cluster: &str) -> Result<(), Error> {
     images::atomic::sync_parent(dir).map_err(access("sync", dir))?;
     tracing::info!(%cluster, dir = %dir.display(), "cluster PKI generated");
     Ok(())
+}
+
+/// The subject, constraints and usages of a cluster CA named `common_name` (kubeadm's: a
+/// common name only); the caller sets its validity.
+pub fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
 }
 
 #[cfg(test)]
