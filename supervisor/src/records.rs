@@ -166,14 +166,6 @@ pub fn hostname(name: &str, generation: u32) -> String {
     }
 }
 
-/// The generation a hostname names when it ends like one of [`hostname`]'s (`NAME-gN`).
-pub fn generation_of(hostname: &str) -> Option<u32> {
-    let (_, n) = hostname.rsplit_once("-g")?;
-    (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        .then(|| n.parse().ok())
-        .flatten()
-}
-
 /// The run directory of generation `generation` of node `name`: `STATE/nodes/NAME`, then
 /// `STATE/nodes/NAME/gen-N` (the record stays at `STATE/nodes/NAME/record`).
 pub fn run_dir(state_dir: &Path, name: &str, generation: u32) -> PathBuf {
@@ -551,9 +543,6 @@ mod tests {
         std::fs::create_dir(own.join("gen-x")).unwrap();
         assert_eq!(vm_dirs(dir.path(), "worker-1"), vec![own, next]);
         assert_eq!(generation_dir("gen-0"), None);
-        assert_eq!(generation_of("worker-1-g12"), Some(12));
-        assert_eq!(generation_of("worker-g"), None);
-        assert_eq!(generation_of(&hostname("w", 3)), Some(3));
         // The seed of generation 1 names its own host; its MAC follows the hostname.
         record.generation = 1;
         let placed = record.placed(&config.nodes["worker-1"]);

@@ -495,15 +495,6 @@ impl Validator<'_> {
             let span = spanned.span();
             let n = spanned.into_inner();
             let name = self.label(&n.name, "node name")?;
-            if crate::records::generation_of(&name).is_some() {
-                return Err(self.error(
-                    &n.name.span(),
-                    format!(
-                        "node name {name:?} ends like a surge replacement's hostname (NAME-gN, with \
-                         its own MAC derived from it): choose a name that does not end in -g and digits"
-                    ),
-                ));
-            }
             let cluster = clusters.get(n.cluster.get_ref()).ok_or_else(|| {
                 self.error(
                     &n.cluster.span(),

@@ -754,6 +754,19 @@ impl<D: Driver> Daemon<D> {
         self.nodes.insert(name.to_owned(), tracked);
     }
 
+    /// Node `name`'s VM in `dir`, which a swap owns, was found stopped: counted as an exit
+    /// (with its crash backoff) and started again on `image` once the backoff allows.
+    pub(super) async fn restart_exited(&mut self, name: &str, dir: &Path, image: &Digest) {
+        let backoff = self.backoff;
+        if let Some(tracked) = self.nodes.get_mut(name)
+            && tracked.pid != 0
+        {
+            exited(tracked, dir, &backoff);
+        }
+        tracing::warn!(node = %name, "its VM exited while its replacement is made: starting it again");
+        self.start(name, image).await;
+    }
+
     /// Stops tracking the VM tracked as `key` (its listener ends).
     pub(super) fn forget(&mut self, key: &str) {
         if let Some(mut tracked) = self.nodes.remove(key) {

@@ -630,7 +630,7 @@ impl<D: Driver> Daemon<D> {
         // replacement's (if any are left) after a rollback.
         if let Some(next) = &swap.surge {
             let generation = if swap.step == Step::Committed {
-                next.generation.saturating_sub(1)
+                next.previous_generation
             } else {
                 next.generation
             };

@@ -196,8 +196,11 @@ pub fn next_surge(step: Step, outcome: Outcome) -> Option<Step> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replacement {
-    /// Its generation: the node's own is one less until the handover.
+    /// Its generation (past any leftover generation directory).
     pub generation: u32,
+    /// The node's generation before the handover: its old VM's run directory, and what a
+    /// rollback sets back.
+    pub previous_generation: u32,
     /// Its address, taken from the pool while both VMs run; the node's from the handover on
     /// (the previous one goes back to the pool).
     pub address: Ipv4Addr,
@@ -259,8 +262,9 @@ pub struct Swap {
     /// the image is not marked failed, and rollouts pause until an operator resumes them.
     #[serde(default)]
     pub host_failure: bool,
-    /// A surge swap's replacement (None: the swap is in place).
-    #[serde(default)]
+    /// A surge swap's replacement (None: the swap is in place; not written then, so an older
+    /// slipwayd reads the journal of in-place swaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surge: Option<Replacement>,
 }
 
@@ -431,6 +435,7 @@ mod tests {
         let mut swap = Swap::plan("w-1", "lab", a.clone(), b.clone(), 100);
         swap.surge = Some(Replacement {
             generation: 1,
+            previous_generation: 0,
             address: "10.44.0.20".parse().unwrap(),
             mac: "52:54:00:00:00:02".into(),
             previous_address: "10.44.0.11".parse().unwrap(),

@@ -170,6 +170,7 @@ impl<D: Driver> Daemon<D> {
         })?;
         Ok(Replacement {
             generation,
+            previous_generation: record.generation,
             address,
             mac,
             previous_address: record.address,

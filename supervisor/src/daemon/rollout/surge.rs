@@ -17,22 +17,22 @@ impl<D: Driver> Daemon<D> {
         let name = swap.node.as_str();
         let next = replacement_key(name);
         let done = Some((Outcome::Done, String::new()));
-        let generation = swap.surge.as_ref().map_or(1, |r| r.generation);
-        let old_dir = records::run_dir(&self.config.state_dir, name, generation.saturating_sub(1));
+        let (generation, previous) = swap
+            .surge
+            .as_ref()
+            .map_or((1, 0), |r| (r.generation, r.previous_generation));
+        let old_dir = records::run_dir(&self.config.state_dir, name, previous);
         // The old VM serves until it is drained: listened to (after a restart too), so status
         // shows it and its last healthy beacon is known when it stops; started again if it
         // exited meanwhile (the ordinary supervision leaves a node its swap owns alone).
         let serving = matches!(
             swap.step,
-            Step::Planned | Step::DisksSwitched | Step::Booting | Step::Verifying | Step::Drained
+            Step::Planned | Step::DisksSwitched | Step::Booting | Step::Verifying
         );
         let lost = self.nodes.get(name).is_some_and(|n| n.is_lost());
         if serving && (lost || !self.listening(name)) {
             match self.driver.status(name, &old_dir).await {
-                VmStatus::Stopped => {
-                    tracing::warn!(node = %name, "its VM exited while its replacement is made: starting it again");
-                    self.start(name, &swap.from).await;
-                }
+                VmStatus::Stopped => self.restart_exited(name, &old_dir, &swap.from).await,
                 status if !self.listening(name) => self.keep(name, Some(&swap.from), status),
                 _ => {}
             }
@@ -57,7 +57,11 @@ impl<D: Driver> Daemon<D> {
             Step::Stopping => {
                 // The old VM stops only while the replacement serves (once the stop runs,
                 // it runs: the next step checks again).
-                if self.progress.get(name).is_none_or(|p| p.stopping.is_none()) {
+                if self
+                    .progress
+                    .get(name)
+                    .is_none_or(|p| p.stopping.is_none() && p.stopped.is_none())
+                {
                     match self.replacement_serving(swap).await? {
                         Ok(()) => {}
                         Err(why) => return Some((Outcome::Failed, why)),
@@ -73,7 +77,10 @@ impl<D: Driver> Daemon<D> {
             }
             Step::Stopped => match self.driver.status(name, &old_dir).await {
                 VmStatus::Stopped => {
-                    if let Err(why) = self.replacement_serving(swap).await? {
+                    // Once handed over (a journal write after it failed), the replacement is
+                    // the node: its tracking and listener are the node's now.
+                    let handed = self.records.get(name).map(|r| r.generation) == Some(generation);
+                    if !handed && let Err(why) = self.replacement_serving(swap).await? {
                         return Some((Outcome::Failed, why));
                     }
                     let handed = self.hand_over(swap);
@@ -130,7 +137,7 @@ impl<D: Driver> Daemon<D> {
             && (!restored_here || record.generation == next.generation)
         {
             let restored = NodeRecord {
-                generation: next.generation.saturating_sub(1),
+                generation: next.previous_generation,
                 address: next.previous_address,
                 mac: next.previous_mac.clone(),
                 image: Some(swap.from.clone()),
