@@ -110,13 +110,17 @@ impl<D: Driver> Daemon<D> {
             image: Some(swap.to.clone()),
             ..record.clone()
         };
-        if *record != handed {
+        let changed = *record != handed;
+        if changed {
             records::save(&self.config.state_dir, &handed)
                 .map_err(|e| format!("cannot hand its record over: {e:#}"))?;
             self.records.insert(name.to_owned(), handed);
             tracing::info!(node = %name, generation = next.generation, address = %next.address, mac = %next.mac, "surge handover: its replacement is the node now");
         }
-        self.adopt_replacement(name);
+        // Already handed over by this supervisor, the node's tracking is the replacement's.
+        if changed || self.nodes.contains_key(&replacement_key(name)) {
+            self.adopt_replacement(name);
+        }
         Ok(())
     }
 
