@@ -138,12 +138,10 @@ impl<D: Driver> Daemon<D> {
         let taken = |r: &NodeRecord| {
             records::hostname(r.name.as_str(), r.generation) == hostname || r.mac == mac
         };
-        let surging = self.journal.swaps.values().filter_map(|s| s.surge.as_ref());
+        let mut surging = self.journal.swaps.values().filter_map(|s| s.surge.as_ref());
         if self.config.nodes.contains_key(&hostname)
             || self.records.values().any(taken)
-            || surging
-                .clone()
-                .any(|r| r.mac == mac || r.previous_mac == mac)
+            || surging.any(|r| r.mac == mac || r.previous_mac == mac)
         {
             return Err(format!(
                 "its replacement's hostname {hostname} or MAC {mac} is another node's (rename one of them)"
