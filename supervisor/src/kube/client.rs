@@ -79,6 +79,9 @@ pub enum Evicted {
     Gone,
 }
 
+/// The most pods one node's pod list may hold before it counts as endless.
+const MAX_LISTED_PODS: usize = 10_000;
+
 impl Client {
     /// A client of the API server at `https://ENDPOINT` (`address:port`) with `credentials`.
     pub fn new(endpoint: &str, credentials: &Credentials) -> Result<Client, Error> {
@@ -100,6 +103,8 @@ impl Client {
             .http_status_as_error(false)
             // The node network is reached directly, never through a proxy from the environment.
             .proxy(None)
+            // The API never redirects.
+            .max_redirects(0)
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("slipwayd/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -176,9 +181,24 @@ impl Client {
             }
             let list: PodList = self.get_json(&path, "a PodList")?;
             pods.extend(list.items);
+            let repeated = list.metadata.continue_token == token;
             token = list.metadata.continue_token;
             if token.is_empty() {
                 return Ok(pods);
+            }
+            // A server that never ends the list (the same token again, or more pods than a
+            // node can run many times over) is not followed further.
+            if repeated || pods.len() > MAX_LISTED_PODS {
+                return Err(Error::Api {
+                    method: "GET",
+                    path,
+                    code: 0,
+                    reason: "EndlessList".into(),
+                    message: format!(
+                        "the pod list of node {node} does not end (over {} pods, or its continue token repeats)",
+                        pods.len()
+                    ),
+                });
             }
         }
     }
@@ -348,11 +368,13 @@ fn decode<T: DeserializeOwned>(
 /// The error for a non-2xx answer, from its Status body (or the bare code when there is none).
 fn api_error(method: &'static str, path: &str, code: u16, body: &[u8]) -> Error {
     let status: Status = serde_json::from_slice(body).unwrap_or_default();
-    let message = if status.message.is_empty() {
-        String::from_utf8_lossy(body).chars().take(200).collect()
+    // The server's words, cut short and without control characters (they reach the logs).
+    let text = if status.message.is_empty() {
+        String::from_utf8_lossy(body).into_owned()
     } else {
         status.message
     };
+    let message = text.chars().filter(|c| !c.is_control()).take(200).collect();
     Error::Api {
         method,
         path: path.to_owned(),
@@ -418,5 +440,24 @@ mod tests {
             ));
         }
         assert_eq!(percent_encode("a b/c=d~"), "a%20b%2Fc%3Dd~");
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_error_text_reaches_the_logs_short_and_without_control_characters() {
+        let body = format!(
+            "{{\"kind\":\"Status\",\"message\":\"\\u001b[2Jboom{}\"}}",
+            "x".repeat(5000)
+        );
+        let Error::Api { message, .. } = api_error("GET", "/api/v1/pods", 500, body.as_bytes())
+        else {
+            panic!("not an API error");
+        };
+        assert!(message.starts_with("[2Jboom"), "{message}");
+        assert_eq!(message.chars().count(), 200);
     }
 }

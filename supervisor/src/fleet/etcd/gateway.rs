@@ -209,6 +209,10 @@ impl Gateway {
     pub fn new(endpoints: &[String], timeout: Duration) -> Gateway {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Straight to the members: never through a proxy from the environment, never
+            // redirected (either could answer a fencing check for etcd).
+            .proxy(None)
+            .max_redirects(0)
             .timeout_global(Some(timeout))
             .build()
             .into();
@@ -361,6 +365,15 @@ impl Gateway {
     pub fn grant(&self, ttl: i64) -> Result<i64, GatewayError> {
         let response: LeaseResponse =
             self.call("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
+        // Lease 0 is "no lease": a key put under it would never expire.
+        if response.id <= 0 {
+            return Err(GatewayError::Rejected {
+                endpoint: self.endpoints.join(","),
+                path: "/v3/lease/grant",
+                code: 0,
+                message: format!("it granted no lease (id {})", response.id),
+            });
+        }
         Ok(response.id)
     }
 
