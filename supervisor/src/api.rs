@@ -83,6 +83,23 @@ pub struct RolloutInfo {
     pub reason: String,
     /// Its nodes on this host.
     pub nodes: Vec<SwapInfo>,
+    /// The fleet's lock slots of the cluster, as last read (every host's holders).
+    pub slots: Vec<SlotInfo>,
+    /// Why the fleet's slots could not be read; empty when they could.
+    pub fleet_problem: String,
+}
+
+/// A fleet lock slot held: by which host, for which node, since when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct SlotInfo {
+    /// The slot's number, from 0.
+    pub index: u32,
+    /// The host holding it.
+    pub host: String,
+    /// The node it is held for.
+    pub node: String,
+    /// When it was taken (Unix seconds, the holder's clock).
+    pub since: i64,
 }
 
 /// Every rollout state, in the order the metrics list them.

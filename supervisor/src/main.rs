@@ -14,8 +14,6 @@ mod beacon;
 mod config;
 mod daemon;
 mod driver;
-// Not wired into the rollout executor yet (issue 14).
-#[cfg_attr(not(test), allow(dead_code))]
 mod fleet;
 mod kube;
 mod metrics;

@@ -171,6 +171,33 @@ fn rollouts(registry: &mut Registry, snapshot: &Snapshot) {
         "1 for the state of the cluster's rollout: done, rolling, waiting, paused, failed, aborted or idle",
         states,
     );
+    let slots: Family<Labels, Gauge> = Family::default();
+    let reachable: Family<Labels, Gauge> = Family::default();
+    for rollout in &snapshot.rollouts {
+        for slot in &rollout.slots {
+            slots
+                .get_or_create(&vec![
+                    ("cluster", rollout.cluster.clone()),
+                    ("slot", slot.index.to_string()),
+                    ("host", slot.host.clone()),
+                    ("node", slot.node.clone()),
+                ])
+                .set(slot.since);
+        }
+        reachable
+            .get_or_create(&vec![("cluster", rollout.cluster.clone())])
+            .set(i64::from(rollout.fleet_problem.is_empty()));
+    }
+    registry.register(
+        "slipway_fleet_slot_since_seconds",
+        "When the fleet lock slot was taken (Unix seconds), by cluster, slot, holding host and node",
+        slots,
+    );
+    registry.register(
+        "slipway_fleet_store_up",
+        "1 when the fleet lock store answered the last read of the cluster's slots",
+        reachable,
+    );
     let paused = Gauge::<i64>::default();
     paused.set(i64::from(snapshot.rollout_paused));
     registry.register(
@@ -387,6 +414,18 @@ mod tests {
         snapshot.rollouts.push(crate::api::RolloutInfo {
             cluster: "lab".into(),
             state: "rolling".into(),
+            slots: vec![crate::api::SlotInfo {
+                index: 0,
+                host: "hci-02".into(),
+                node: "w-3".into(),
+                since: 1_700_000_123,
+            }],
+            ..Default::default()
+        });
+        snapshot.rollouts.push(crate::api::RolloutInfo {
+            cluster: "edge".into(),
+            state: "waiting".into(),
+            fleet_problem: "the fleet lock store is unreachable".into(),
             ..Default::default()
         });
         let text = render(&snapshot);
@@ -407,6 +446,11 @@ mod tests {
         has("slipway_swaps_total{result=\"aborted\"} 0\n");
         has("slipway_node_downtime_seconds{node=\"cp-1\"} 41.5\n");
         has("slipway_rollout_state{cluster=\"lab\",state=\"rolling\"} 1\n");
+        has(
+            "slipway_fleet_slot_since_seconds{cluster=\"lab\",slot=\"0\",host=\"hci-02\",node=\"w-3\"} 1700000123\n",
+        );
+        has("slipway_fleet_store_up{cluster=\"lab\"} 1\n");
+        has("slipway_fleet_store_up{cluster=\"edge\"} 0\n");
         for state in ["done", "waiting", "paused", "failed", "aborted", "idle"] {
             has(&format!(
                 "slipway_rollout_state{{cluster=\"lab\",state=\"{state}\"}} 0\n"

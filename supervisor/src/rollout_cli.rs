@@ -61,6 +61,19 @@ pub fn table(status: &RolloutStatus, now: i64) -> String {
                 n.reason
             );
         }
+        for slot in &r.slots {
+            let _ = writeln!(
+                out,
+                "  fleet slot {}: node {} on host {}, {}s ago",
+                slot.index,
+                slot.node,
+                slot.host,
+                (now - slot.since).max(0)
+            );
+        }
+        if !r.fleet_problem.is_empty() {
+            let _ = writeln!(out, "  fleet: {}", r.fleet_problem);
+        }
     }
     out
 }
@@ -321,6 +334,7 @@ mod tests {
             target: format!("tiny-linux {version} sha256:12"),
             reason: String::new(),
             nodes,
+            ..RolloutInfo::default()
         }
     }
 
@@ -537,6 +551,27 @@ mod tests {
         );
         assert_eq!(row(lines[4]), "w-1 worker tiny-linux 2026.11.0 - -");
         assert_eq!(lines.len(), 5);
+        let mut spread = lab();
+        spread.slots.push(crate::api::SlotInfo {
+            index: 0,
+            host: "hci-02".into(),
+            node: "w-3".into(),
+            since: 1_000,
+        });
+        spread.fleet_problem = "the fleet lock store is unreachable".into();
+        let text = table(
+            &RolloutStatus {
+                paused: false,
+                rollouts: vec![spread],
+            },
+            1_042,
+        );
+        assert!(
+            text.ends_with(
+                "  fleet slot 0: node w-3 on host hci-02, 42s ago\n  fleet: the fleet lock store is unreachable\n"
+            ),
+            "{text}"
+        );
         let idle = RolloutInfo {
             cluster: "edge".into(),
             state: "idle".into(),

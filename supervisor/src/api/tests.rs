@@ -33,6 +33,8 @@ pub(crate) fn lab() -> RolloutInfo {
                 ..SwapInfo::default()
             },
         ],
+        slots: Vec::new(),
+        fleet_problem: String::new(),
     }
 }
 

@@ -2,9 +2,6 @@
 //! whole, every error located as `file:line:column` with what was expected. Each node gets its
 //! address from its cluster's static pool here, so the whole plan is known before anything boots.
 
-// Not read into HostConfig yet (issue 14): `[fleet]` is refused as an unknown table until the
-// rollout executor takes slots.
-#[cfg_attr(not(test), allow(dead_code))]
 mod fleet;
 mod net;
 mod rollout;
@@ -17,7 +14,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use fleet::Fleet;
 pub use net::{Cidr, Pool};
 #[cfg(test)]
@@ -73,6 +69,8 @@ pub struct HostConfig {
     pub clusters: BTreeMap<String, Cluster>,
     /// Node VMs by name, each with its address.
     pub nodes: BTreeMap<String, Node>,
+    /// `[fleet]`: where the hosts sharing a cluster keep their lock slots.
+    pub fleet: Fleet,
 }
 
 /// The image source.
@@ -176,6 +174,7 @@ mod raw {
         pub clusters: Vec<Spanned<Cluster>>,
         #[serde(default)]
         pub nodes: Vec<Spanned<Node>>,
+        pub fleet: Option<Spanned<super::fleet::Raw>>,
     }
 
     #[derive(Deserialize)]
@@ -538,13 +537,23 @@ impl Validator<'_> {
                 },
             );
         }
+        let fleet = match raw.fleet {
+            None => Fleet::None,
+            Some(f) => f
+                .into_inner()
+                .validate()
+                .map_err(|(span, why)| self.error(&span, why))?,
+        };
+        // A host alone needs a control plane for its nodes to join; hosts that share a fleet
+        // may run only workers of a cluster whose control planes are on other hosts.
         for cluster in clusters.values() {
             let has_nodes = nodes.values().any(|n| n.cluster == cluster.name);
-            if has_nodes && !control_planes.contains(&cluster.name) {
+            if has_nodes && fleet == Fleet::None && !control_planes.contains(&cluster.name) {
                 return Err(self.error(
                     &(0..0),
                     format!(
-                        "cluster {} has nodes but no control-plane node",
+                        "cluster {} has nodes but no control-plane node (a host that runs only \
+                         workers of a cluster spread over several hosts needs a [fleet] shared with them)",
                         cluster.name
                     ),
                 ));
@@ -569,6 +578,7 @@ impl Validator<'_> {
             vm_user,
             clusters,
             nodes,
+            fleet,
         })
     }
 }

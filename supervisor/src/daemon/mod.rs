@@ -11,6 +11,7 @@
 
 mod admin;
 mod channel;
+mod fleet;
 mod health;
 mod lock;
 mod nodes;
@@ -123,6 +124,8 @@ struct Daemon<D: Driver> {
     strays: BTreeSet<String>,
     /// What `slipwayd rollout status` shows.
     rollouts: Vec<RolloutInfo>,
+    /// The fleet lock: slots held, and this host's nodes published beside them.
+    fleet: fleet::Fleet,
 }
 
 impl<D: Driver> Daemon<D> {
@@ -139,7 +142,9 @@ impl<D: Driver> Daemon<D> {
         if !journal.swaps.is_empty() {
             tracing::info!(swaps = ?journal.swaps.keys().collect::<Vec<_>>(), "resuming the swaps the rollout journal holds");
         }
+        let fleet = fleet::Fleet::start(crate::fleet::open(&config.name, &config.fleet));
         let mut daemon = Daemon {
+            fleet,
             path: path.to_owned(),
             stamp: modified(path),
             config,
@@ -188,10 +193,12 @@ impl<D: Driver> Daemon<D> {
             }
             Ok(config)
                 if config.hypervisor != self.config.hypervisor
-                    || config.vm_user != self.config.vm_user =>
+                    || config.vm_user != self.config.vm_user
+                    || config.fleet != self.config.fleet
+                    || config.name != self.config.name =>
             {
                 self.config_problem = format!(
-                    "{}: the hypervisor section changed: restart slipwayd to use it (the previous config stays in force)",
+                    "{}: the host name, [hypervisor] or [fleet] changed: restart slipwayd to use it (the previous config stays in force)",
                     self.path.display(),
                 );
                 tracing::error!("{}", self.config_problem);
@@ -300,6 +307,7 @@ impl<D: Driver> Daemon<D> {
                 self.config_problem.as_str(),
                 self.records_problem.as_str(),
                 self.rollout_problem.as_str(),
+                self.fleet.problem.as_str(),
                 problem.as_str(),
             ]
             .into_iter()

@@ -13,7 +13,7 @@ use super::Daemon;
 use crate::driver::{Driver, Stopped, VmStatus};
 use crate::model::{Digest, NodeState};
 use crate::swap::journal::Journal;
-use crate::swap::{ABANDONED, ABORTED, Outcome, Step, Swap, replaced, replacement_key};
+use crate::swap::{ABANDONED, ABORTED, FENCED, Outcome, Step, Swap, replaced, replacement_key};
 
 mod operate;
 mod surge;
@@ -44,6 +44,10 @@ pub(super) struct Progress {
     retry_at: Option<Instant>,
     /// A surge's rollback wrote the node's previous record.
     restored: bool,
+    /// The fencing check passed for this step.
+    fenced: bool,
+    /// Why the step waits for the fleet lock, while it does.
+    pub(super) fence_wait: Option<String>,
 }
 
 /// How long a rollback that failed (a VM that would not stop) waits before it tries again.
@@ -86,11 +90,13 @@ impl<D: Driver> Daemon<D> {
     /// status shows. `probe`: ask the driver whether VMs still run (the check timer's passes;
     /// beacons alone do not).
     pub(super) async fn roll(&mut self, probe: bool) {
+        self.report_to_fleet();
+        self.retry_releases().await;
         let names: Vec<String> = self.journal.swaps.keys().cloned().collect();
         for name in names {
             self.advance(&name, probe).await;
         }
-        let planned = self.plan_swaps();
+        let planned = self.plan_swaps().await;
         for name in planned {
             self.advance(&name, true).await;
         }
@@ -117,7 +123,34 @@ impl<D: Driver> Daemon<D> {
                 self.abandon(&swap, why);
                 continue;
             }
-            let Some((outcome, why)) = self.work(&swap, probe).await else {
+            let fenced = if self.progress.get(name).is_some_and(|p| p.fenced) {
+                None
+            } else {
+                match self.fence(&swap).await {
+                    super::fleet::Fence::Go => {
+                        let progress = self.progress.entry(name.to_owned()).or_default();
+                        progress.fenced = true;
+                        progress.fence_wait = None;
+                        None
+                    }
+                    super::fleet::Fence::Wait(why) => {
+                        let progress = self.progress.entry(name.to_owned()).or_default();
+                        if progress.fence_wait.as_ref() != Some(&why) {
+                            tracing::warn!(node = %name, step = %swap.step, "swap waits: {why}");
+                        }
+                        progress.fence_wait = Some(why);
+                        return;
+                    }
+                    super::fleet::Fence::Lost(why) => {
+                        Some((Outcome::Failed, format!("{FENCED}: {why}")))
+                    }
+                }
+            };
+            let worked = match fenced {
+                Some(lost) => Some(lost),
+                None => self.work(&swap, probe).await,
+            };
+            let Some((outcome, why)) = worked else {
                 return;
             };
             let mut next = swap.clone();
@@ -658,6 +691,7 @@ impl<D: Driver> Daemon<D> {
             return;
         }
         self.progress.remove(name);
+        self.release_slot(name).await;
         // Supervised like any node from here: listened to at once (after a restart nothing
         // listens yet), not at the next whole pass.
         if !self.listening(name) {

@@ -50,6 +50,9 @@ pub const ABORTED: &str = "aborted by an operator";
 /// How the reason of a swap whose node left host.toml (or lost its record) begins: it ends
 /// without marking its image failed.
 pub const ABANDONED: &str = "abandoned";
+/// How the reason of a swap that lost its fleet slot begins: it ends (or rolls back) without
+/// marking its image failed.
+pub const FENCED: &str = "fenced";
 
 /// Where a swap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -322,7 +325,10 @@ impl Swap {
     /// Whether it ended without its image being to blame (an abort, an abandoned node, a
     /// host failure).
     pub fn blameless(&self) -> bool {
-        self.reason == ABORTED || self.reason.starts_with(ABANDONED) || self.host_failure
+        self.reason == ABORTED
+            || self.reason.starts_with(ABANDONED)
+            || self.reason.starts_with(FENCED)
+            || self.host_failure
     }
 
     /// Moves on after `outcome` at `now`; false when the swap had ended.

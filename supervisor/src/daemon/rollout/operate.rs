@@ -17,7 +17,7 @@ use crate::swap::{ABORTED, Replacement, Swap};
 
 impl<D: Driver> Daemon<D> {
     /// The swaps the plan starts now, planned in the journal.
-    pub(in crate::daemon) fn plan_swaps(&mut self) -> Vec<String> {
+    pub(in crate::daemon) async fn plan_swaps(&mut self) -> Vec<String> {
         let Some(target) = self.channel.target_digest() else {
             self.decisions.clear();
             return Vec::new();
@@ -70,6 +70,12 @@ impl<D: Driver> Daemon<D> {
                 let Some(from) = record.image.clone() else {
                     continue;
                 };
+                // The fleet's slot first: at most max-unavailable nodes down across hosts.
+                if let Err(why) = self.take_slot(&cluster.name, node).await {
+                    decision.state = plan::State::Waiting;
+                    decision.reason = why;
+                    break;
+                }
                 let mut swap = Swap::plan(node, &cluster.name, from, target.clone(), now);
                 let surges = cluster.rollout.strategy == Strategy::Surge
                     && self
@@ -85,6 +91,7 @@ impl<D: Driver> Daemon<D> {
                             tracing::error!(node = %node, "cannot plan its surge swap: {why}");
                             decision.state = plan::State::Waiting;
                             decision.reason = format!("cannot plan the surge of {node}: {why}");
+                            self.release_slot(node).await;
                             continue;
                         }
                     }
@@ -105,6 +112,8 @@ impl<D: Driver> Daemon<D> {
                     self.progress.insert(node.clone(), entered);
                     tracing::info!(node = %node, cluster = %cluster.name, from = %self.image_label(&swap.from), to = %self.image_label(&target), "swap planned");
                     planned.push(node.clone());
+                } else {
+                    self.release_slot(node).await;
                 }
             }
             self.decisions.insert(cluster.name.clone(), decision);
@@ -214,6 +223,14 @@ impl<D: Driver> Daemon<D> {
                 let current = self.records.get(&name).and_then(|r| r.image.clone());
                 let swap = self.journal.swaps.get(&name).cloned();
                 let (step, reason, since) = match &swap {
+                    Some(s) if s.reason.is_empty() => {
+                        let waits = self.progress.get(&name).and_then(|p| p.fence_wait.clone());
+                        (
+                            s.step.as_str().to_owned(),
+                            waits.unwrap_or_default(),
+                            s.since,
+                        )
+                    }
                     Some(s) => (s.step.as_str().to_owned(), s.reason.clone(), s.since),
                     None => match self.journal.last.get(&name) {
                         Some(s)
@@ -253,12 +270,15 @@ impl<D: Driver> Daemon<D> {
                 },
                 |d| (d.state.as_str().to_owned(), d.reason),
             );
+            let (slots, fleet_problem) = self.fleet.holders(&cluster);
             infos.push(RolloutInfo {
                 cluster,
                 state,
                 target: target_label.clone(),
                 reason,
                 nodes: swaps,
+                slots,
+                fleet_problem,
             });
         }
         infos

@@ -392,6 +392,7 @@ impl Gateway {
     }
 
     /// Revokes a lease, deleting every key bound to it.
+    #[cfg(test)]
     pub fn revoke(&self, lease: i64) -> Result<(), GatewayError> {
         let _: Value = self.call("/v3/lease/revoke", &json!({ "ID": lease.to_string() }))?;
         Ok(())
