@@ -1,8 +1,9 @@
 //! A cluster's PKI and join secrets, generated once per cluster before any node boots, so every
 //! node's kubeadm configuration is known up front: the cluster CA, the etcd CA, the front-proxy
 //! CA and the service-account key pair (ECDSA P-256, which kubeadm v1beta4 accepts with
-//! `encryptionAlgorithm: ECDSA-P256`), a bootstrap token for workers, and the certificate key
-//! with which control-plane nodes share the CAs. Private keys and secrets are written 0600 and
+//! `encryptionAlgorithm: ECDSA-P256`) and a bootstrap token for workers. Control-plane nodes
+//! get the shared keys in their seeds, so no certificate key (kubeadm's `--upload-certs`,
+//! whose upload expires after 2 h) is made any more. Private keys and secrets are written 0600 and
 //! never logged ([`Secret`] prints as `<redacted>`). The directory appears whole or not at all.
 
 use std::fmt;
@@ -72,8 +73,6 @@ pub struct ClusterPki {
     pub ca_cert_hash: String,
     /// Bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` for workers' discovery.
     pub bootstrap_token: Secret,
-    /// 64 hex digits: the key control-plane nodes decrypt the shared CAs with.
-    pub certificate_key: Secret,
 }
 
 /// The files a control-plane node needs in /etc/kubernetes/pki, so that `kubeadm init` uses
@@ -157,7 +156,6 @@ fn load(dir: &Path) -> Result<ClusterPki, Error> {
         dir: dir.to_owned(),
         ca_cert_hash: crate::seed::kubeadm::ca_cert_hash(&key.subject_public_key_info()),
         bootstrap_token: Secret(Zeroizing::new(read("bootstrap-token")?.trim().to_owned())),
-        certificate_key: Secret(Zeroizing::new(read("certificate-key")?.trim().to_owned())),
     })
 }
 
@@ -207,7 +205,7 @@ fn generate(dir: &Path, cluster: &str) -> Result<(), Error> {
     write("sa.key", &Zeroizing::new(sa.serialize_pem()), 0o600)?;
     write("sa.pub", &sa.public_key_pem(), 0o644)?;
 
-    let mut random = Zeroizing::new([0u8; 54]);
+    let mut random = Zeroizing::new([0u8; 22]);
     getrandom::fill(random.as_mut()).map_err(|_| Error::Random(cluster.to_owned()))?;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let pick = |b: u8| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]);
@@ -219,10 +217,7 @@ fn generate(dir: &Path, cluster: &str) -> Result<(), Error> {
             .chain(random[6..22].iter().map(|b| pick(*b)))
             .collect(),
     );
-    let certificate_key: Zeroizing<String> =
-        Zeroizing::new(random[22..54].iter().map(|b| format!("{b:02x}")).collect());
     write("bootstrap-token", &token, 0o600)?;
-    write("certificate-key", &certificate_key, 0o600)?;
 
     let staged = staging.keep();
     std::fs::rename(&staged, dir).map_err(access("publish", dir))?;
@@ -265,7 +260,6 @@ mod tests {
             ("front-proxy-ca.key", 0o600),
             ("sa.key", 0o600),
             ("bootstrap-token", 0o600),
-            ("certificate-key", 0o600),
             ("ca.crt", 0o644),
         ] {
             let meta = std::fs::metadata(pki_dir.join(name)).unwrap();
@@ -281,7 +275,6 @@ mod tests {
             }),
             "{token}"
         );
-        assert_eq!(pki.certificate_key.expose().len(), 64);
         assert_eq!(format!("{:?}", pki.bootstrap_token), "<redacted>");
         assert!(
             !format!("{pki:?}").contains(token),

@@ -107,7 +107,8 @@ pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -
                 }],
                 node_registration: Some(registration),
                 local_api_endpoint: Some(endpoint),
-                certificate_key: Some(pki.certificate_key.expose().to_owned()),
+                // Every control-plane seed carries the shared keys: nothing to upload.
+                certificate_key: None,
                 skip_phases: Vec::new(),
                 timeouts: None,
             }),
@@ -138,9 +139,11 @@ pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -
             }),
         ];
     }
-    let control_plane = (node.role == Role::ControlPlane).then(|| JoinControlPlane {
+    let control_plane = (node.role == Role::ControlPlane).then_some(JoinControlPlane {
         local_api_endpoint: Some(endpoint),
-        certificate_key: Some(pki.certificate_key.expose().to_owned()),
+        // Its seed carries the shared keys (the kubeadm-certs Secret that `--upload-certs`
+        // makes is deleted after 2 h: a control plane joining later would need a new one).
+        certificate_key: None,
     });
     vec![Document::Join(JoinConfiguration {
         node_registration: Some(registration),
