@@ -42,3 +42,54 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// A LAN: a namespace of the test's own holding a plain bridge (it forwards VLAN-tagged frames
+/// as they come), that other namespaces join through a veth pair each, as hosts plugged into
+/// one switch. Deleted (with its links) when dropped.
+pub struct Lan {
+    /// The namespace the bridge is in.
+    pub netns: Netns,
+    ports: AtomicU32,
+}
+
+impl Lan {
+    /// The bridge's name in the LAN namespace.
+    const BRIDGE: &'static str = "lan0";
+
+    /// Creates the LAN's namespace and its bridge.
+    pub fn create() -> Lan {
+        let netns = Netns::create();
+        crate::run(
+            netns
+                .command("ip")
+                .args(["link", "add", Lan::BRIDGE, "type", "bridge"]),
+        );
+        crate::run(netns.command("ip").args(["link", "set", Lan::BRIDGE, "up"]));
+        Lan {
+            netns,
+            ports: AtomicU32::new(0),
+        }
+    }
+
+    /// Plugs `host` into the LAN: a veth pair made inside the LAN namespace, one end a bridge
+    /// port, the other moved into `host` as `device`, up, holding `address` (CIDR).
+    pub fn join(&self, host: &Netns, device: &str, address: &str) {
+        let port = format!("port{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        crate::run(self.netns.command("ip").args([
+            "link", "add", &port, "type", "veth", "peer", "name", device, "netns", &host.name,
+        ]));
+        crate::run(self.netns.command("ip").args([
+            "link",
+            "set",
+            &port,
+            "master",
+            Lan::BRIDGE,
+            "up",
+        ]));
+        crate::run(
+            host.command("ip")
+                .args(["addr", "add", address, "dev", device]),
+        );
+        crate::run(host.command("ip").args(["link", "set", device, "up"]));
+    }
+}

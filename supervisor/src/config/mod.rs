@@ -1,6 +1,30 @@
 //! `host.toml`: what one host runs. Parsed strictly (unknown keys refused) and validated as a
 //! whole, every error located as `file:line:column` with what was expected. Each node gets its
 //! address from its cluster's static pool here, so the whole plan is known before anything boots.
+//!
+//! # A cluster's node network
+//!
+//! `network = { cidr, gateway, pool }` alone: the cluster lives on this host only. Its nodes plug
+//! into a VDE switch of their own, and the host holds `gateway` on it.
+//!
+//! Spread over several hosts, a cluster's nodes share one L2 segment on a LAN the hosts share:
+//! `network = { cidr, gateway, pool, uplink = "eth1", vlan = 101, host-address = "10.44.0.2" }`.
+//! - `uplink`: this host's device on that LAN (a NIC, a bond), which slipwayd brings up.
+//! - `vlan` (1 to 4094): the cluster's 802.1Q VLAN on it, tagged by a VLAN device on the uplink
+//!   (`UPLINK.VLAN`). The LAN's switch ports must trunk it. Or `vxlan` (1 to 16777215): a VXLAN
+//!   network identifier, UDP port 4789, its broadcasts sent to multicast group 239.X.Y.Z (the
+//!   three bytes of the identifier); the uplink must hold an address on the hosts' LAN, and
+//!   the nodes lose 50 bytes of MTU to the encapsulation. Exactly one of the two.
+//!   Every cluster gets its own segment, so clusters never see each other's frames: two clusters
+//!   of one host.toml on the same uplink and VLAN, or the same VXLAN identifier, are refused.
+//! - `host-address`: this host's own address on the cluster network, one per host, on a bridge
+//!   that holds the segment and the node VMs' tap devices. Several hosts cannot all hold the
+//!   gateway on one segment (every ARP question would get several answers), so `gateway` is
+//!   the nodes' default route held by one party only: the host whose `host-address` equals it,
+//!   or a router on the segment. The others hold addresses of their own.
+//! - `pool`: the addresses this host gives its nodes. The hosts of one cluster each write the
+//!   same `cidr`, `gateway` and segment, and pools that do not overlap: slipwayd sees one host
+//!   and cannot check the others.
 
 mod fleet;
 mod net;
@@ -126,8 +150,48 @@ pub struct Cluster {
     pub gateway: std::net::Ipv4Addr,
     /// Addresses nodes get, in order.
     pub pool: Pool,
+    /// How the nodes are joined: a switch on this host, or a bridge shared with other hosts.
+    pub link: Link,
     /// How its nodes move to a new image.
     pub rollout: Rollout,
+}
+
+/// How a cluster's node VMs are joined on this host (see the module comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// A VDE switch on this host alone; the host holds the gateway on it.
+    Switch,
+    /// A Linux bridge on a segment of an uplink shared with other hosts.
+    Bridge(Bridged),
+}
+
+/// A cluster network spread over hosts: `uplink`, `vlan` or `vxlan`, and `host-address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridged {
+    /// This host's device on the LAN the hosts share.
+    pub uplink: String,
+    /// The cluster's own segment on that LAN.
+    pub segment: Segment,
+    /// This host's address on the cluster network (the gateway, when this host holds it).
+    pub host_address: std::net::Ipv4Addr,
+}
+
+/// A cluster's own L2 segment on the hosts' LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Segment {
+    /// An 802.1Q VLAN, 1 to 4094.
+    Vlan(u16),
+    /// A VXLAN network identifier, 1 to 16777215.
+    Vxlan(u32),
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Segment::Vlan(id) => write!(f, "vlan {id}"),
+            Segment::Vxlan(id) => write!(f, "vxlan {id}"),
+        }
+    }
 }
 
 /// A node's role.
@@ -220,6 +284,10 @@ mod raw {
         pub cidr: Spanned<String>,
         pub gateway: Spanned<String>,
         pub pool: Spanned<String>,
+        pub uplink: Option<Spanned<String>>,
+        pub vlan: Option<Spanned<i64>>,
+        pub vxlan: Option<Spanned<i64>>,
+        pub host_address: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -314,6 +382,98 @@ impl Validator<'_> {
                 ),
             ))
         }
+    }
+
+    /// A cluster network's link: a switch unless `uplink` and a segment are given.
+    fn link(&self, n: &raw::Network, network: Cidr, pool: Pool) -> Result<Link, Error> {
+        let (uplink, host_address) = match (&n.uplink, &n.vlan, &n.vxlan, &n.host_address) {
+            (None, None, None, None) => return Ok(Link::Switch),
+            (Some(uplink), _, _, Some(host)) => (uplink, host),
+            (Some(uplink), _, _, None) => {
+                return Err(self.error(
+                    &uplink.span(),
+                    "uplink: a bridged cluster network needs host-address, this host's own address on it",
+                ));
+            }
+            (None, vlan, vxlan, host) => {
+                let span = vlan
+                    .as_ref()
+                    .or(vxlan.as_ref())
+                    .map(Spanned::span)
+                    .or(host.as_ref().map(Spanned::span))
+                    .unwrap_or(0..0);
+                return Err(self.error(
+                    &span,
+                    "vlan, vxlan and host-address need uplink, the host's device on the LAN the hosts share",
+                ));
+            }
+        };
+        let name = uplink.get_ref();
+        // The kernel's rule for device names (dev_valid_name).
+        if name.is_empty()
+            || name.len() > 15
+            || name == "."
+            || name == ".."
+            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err(self.error(
+                &uplink.span(),
+                format!("uplink {name:?}: expected a network device name like \"eth1\" (1 to 15 bytes, no '/', ':' or spaces)"),
+            ));
+        }
+        let segment = match (&n.vlan, &n.vxlan) {
+            (Some(vlan), None) => u16::try_from(*vlan.get_ref())
+                .ok()
+                .filter(|id| (1..=4094).contains(id))
+                .map(Segment::Vlan)
+                .ok_or_else(|| {
+                    self.error(
+                        &vlan.span(),
+                        format!("vlan {}: expected a VLAN id from 1 to 4094", vlan.get_ref()),
+                    )
+                })?,
+            (None, Some(vxlan)) => u32::try_from(*vxlan.get_ref())
+                .ok()
+                .filter(|id| (1..=0xff_ffff).contains(id))
+                .map(Segment::Vxlan)
+                .ok_or_else(|| {
+                    self.error(
+                        &vxlan.span(),
+                        format!(
+                            "vxlan {}: expected a VXLAN network identifier from 1 to 16777215",
+                            vxlan.get_ref()
+                        ),
+                    )
+                })?,
+            (Some(vlan), Some(_)) => {
+                return Err(self.error(&vlan.span(), "give vlan or vxlan, not both"));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    &uplink.span(),
+                    "uplink: a bridged cluster network needs vlan (1 to 4094) or vxlan (1 to 16777215), the cluster's own segment",
+                ));
+            }
+        };
+        let host: std::net::Ipv4Addr = host_address.get_ref().parse().map_err(|_| {
+            self.error(
+                &host_address.span(),
+                "host-address: expected an IPv4 address",
+            )
+        })?;
+        if !network.contains(host) || pool.contains(host) {
+            return Err(self.error(
+                &host_address.span(),
+                format!(
+                    "host-address {host} must lie inside {network} and outside the pool {pool}"
+                ),
+            ));
+        }
+        Ok(Link::Bridge(Bridged {
+            uplink: name.clone(),
+            segment,
+            host_address: host,
+        }))
     }
 
     fn size(&self, text: &Spanned<String>, what: &str, min: u64) -> Result<u64, Error> {
@@ -439,6 +599,32 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            let link = self.link(&c.network, network, pool)?;
+            if let Link::Bridge(bridged) = &link {
+                let other = clusters
+                    .values()
+                    .find(|other: &&Cluster| match &other.link {
+                        Link::Bridge(o) => {
+                            o.segment == bridged.segment
+                                && (o.uplink == bridged.uplink
+                                    || matches!(o.segment, Segment::Vxlan(_)))
+                        }
+                        Link::Switch => false,
+                    });
+                if let Some(other) = other {
+                    let span = match (&c.network.vlan, &c.network.vxlan) {
+                        (Some(v), _) | (None, Some(v)) => v.span(),
+                        (None, None) => span.clone(),
+                    };
+                    return Err(self.error(
+                        &span,
+                        format!(
+                            "{} on {} is already cluster {}'s: give each cluster a segment of its own (clusters on one segment reach each other's nodes)",
+                            bridged.segment, bridged.uplink, other.name
+                        ),
+                    ));
+                }
+            }
             let kubernetes = c.kubernetes.get_ref();
             let parts: Vec<&str> = kubernetes.split('.').collect();
             if parts.len() != 3
@@ -482,6 +668,7 @@ impl Validator<'_> {
                     network,
                     gateway,
                     pool,
+                    link,
                     rollout,
                 },
             );

@@ -220,3 +220,168 @@ fn a_cluster_rolls_in_place_one_at_a_time_unless_its_rollout_table_says_otherwis
         );
     }
 }
+
+/// The example's cluster network with `keys` added to it, and a second cluster `two` on
+/// 10.45.0.0/24 with `second` added to its network (no nodes).
+fn bridged(keys: &str, second: &str) -> (String, String) {
+    let from = "pool = \"10.44.0.10-10.44.0.50\" }";
+    let to = format!(
+        "pool = \"10.44.0.10-10.44.0.50\"{keys} }}\n\n[[clusters]]\nname = \"two\"\nkubernetes = \"1.32.10\"\n\
+         control-plane-endpoint = \"10.45.0.10:6443\"\npod-cidr = \"10.244.0.0/16\"\n\
+         service-cidr = \"10.96.0.0/12\"\nnetwork = {{ cidr = \"10.45.0.0/24\", gateway = \"10.45.0.1\", \
+         pool = \"10.45.0.10-10.45.0.50\"{second} }}"
+    );
+    (from.to_owned(), to)
+}
+
+#[test]
+fn a_cluster_is_bridged_over_hosts_when_its_network_names_an_uplink_and_a_segment() {
+    let config = edited("user = \"slipway-vm\"", "").unwrap();
+    assert_eq!(config.clusters["lab"].link, Link::Switch, "the default");
+    let (from, to) = bridged(
+        ", uplink = \"eth1\", vlan = 101, host-address = \"10.44.0.2\"",
+        ", uplink = \"eth1\", vlan = 102, host-address = \"10.45.0.1\"",
+    );
+    let config = edited(&from, &to).unwrap();
+    assert_eq!(
+        config.clusters["lab"].link,
+        Link::Bridge(Bridged {
+            uplink: "eth1".into(),
+            segment: Segment::Vlan(101),
+            host_address: Ipv4Addr::new(10, 44, 0, 2),
+        })
+    );
+    // The host may hold the gateway itself.
+    let Link::Bridge(two) = &config.clusters["two"].link else {
+        panic!("two is bridged");
+    };
+    assert_eq!(two.host_address, config.clusters["two"].gateway);
+    // One VLAN id on two uplinks is two segments; VXLAN identifiers are the LAN's.
+    let (from, to) = bridged(
+        ", uplink = \"eth1\", vlan = 101, host-address = \"10.44.0.2\"",
+        ", uplink = \"eth2\", vlan = 101, host-address = \"10.45.0.2\"",
+    );
+    edited(&from, &to).unwrap();
+    let (from, to) = bridged(
+        ", uplink = \"eth1\", vxlan = 16777215, host-address = \"10.44.0.2\"",
+        ", uplink = \"eth1\", vxlan = 7, host-address = \"10.45.0.2\"",
+    );
+    let config = edited(&from, &to).unwrap();
+    assert!(matches!(
+        &config.clusters["lab"].link,
+        Link::Bridge(b) if b.segment == Segment::Vxlan(16_777_215)
+    ));
+}
+
+#[test]
+fn a_bridged_network_is_refused_with_its_mistake_located() {
+    let host = ", host-address = \"10.44.0.2\"";
+    let cases = [
+        (
+            format!(", uplink = \"eth1\", vlan = 0{host}"),
+            "",
+            "0, host",
+            "expected a VLAN id from 1 to 4094",
+        ),
+        (
+            format!(", uplink = \"eth1\", vlan = 4095{host}"),
+            "",
+            "4095",
+            "expected a VLAN id from 1 to 4094",
+        ),
+        (
+            format!(", uplink = \"eth1\", vlan = -1{host}"),
+            "",
+            "-1, host",
+            "expected a VLAN id from 1 to 4094",
+        ),
+        (
+            format!(", uplink = \"eth1\", vxlan = 16777216{host}"),
+            "",
+            "16777216",
+            "from 1 to 16777215",
+        ),
+        (
+            format!(", uplink = \"eth1\", vlan = 5, vxlan = 5{host}"),
+            "",
+            "5, vxlan",
+            "vlan or vxlan, not both",
+        ),
+        (
+            format!(", uplink = \"eth1\"{host}"),
+            "",
+            "\"eth1\"",
+            "needs vlan (1 to 4094) or vxlan",
+        ),
+        (
+            ", uplink = \"eth1\", vlan = 5".to_owned(),
+            "",
+            "\"eth1\"",
+            "needs host-address",
+        ),
+        (", vlan = 5".to_owned(), "", "5 }", "need uplink"),
+        (host.to_owned(), "", "\"10.44.0.2\"", "need uplink"),
+        (
+            format!(", uplink = \"a/b\", vlan = 5{host}"),
+            "",
+            "\"a/b\"",
+            "expected a network device name",
+        ),
+        (
+            format!(", uplink = \"sixteen-bytes-xx\", vlan = 5{host}"),
+            "",
+            "\"sixteen",
+            "1 to 15 bytes",
+        ),
+        (
+            ", uplink = \"eth1\", vlan = 5, host-address = \"10.44.0.20\"".to_owned(),
+            "",
+            "\"10.44.0.20\"",
+            "outside the pool",
+        ),
+        (
+            ", uplink = \"eth1\", vlan = 5, host-address = \"10.45.0.2\"".to_owned(),
+            "",
+            "\"10.45.0.2\"",
+            "must lie inside 10.44.0.0/24",
+        ),
+        (
+            ", uplink = \"eth1\", vlan = 5, host-address = \"ten\"".to_owned(),
+            "",
+            "\"ten\"",
+            "expected an IPv4 address",
+        ),
+        (
+            format!(", uplink = \"eth1\", vlan = 101{host}"),
+            ", uplink = \"eth1\", vlan = 101, host-address = \"10.45.0.2\"",
+            "101, host-address = \"10.45",
+            "vlan 101 on eth1 is already cluster lab's: give each cluster a segment of its own",
+        ),
+        (
+            format!(", uplink = \"eth1\", vxlan = 9{host}"),
+            ", uplink = \"eth2\", vxlan = 9, host-address = \"10.45.0.2\"",
+            "9, host-address = \"10.45",
+            "vxlan 9 on eth2 is already cluster lab's",
+        ),
+    ];
+    for (keys, second, at, expected) in cases {
+        let (from, to) = bridged(&keys, second);
+        let message = edited(&from, &to).expect_err(&keys).to_string();
+        assert!(message.contains(expected), "{keys} / {second}: {message}");
+        let text = EXAMPLE.replacen(&from, &to, 1);
+        // The marker's first occurrence after the first cluster's pool (the second cluster's
+        // when the mistake is there).
+        let start = if second.is_empty() {
+            0
+        } else {
+            text.find("name = \"two\"").unwrap()
+        };
+        let offset = start + text[start..].find(at).expect(at);
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert!(
+            message.starts_with(&format!("host.toml:{line}:{column}: ")),
+            "{keys} / {second}: expected {line}:{column} in {message}"
+        );
+    }
+}

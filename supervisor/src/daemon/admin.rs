@@ -112,6 +112,9 @@ pub(super) async fn purge_node<D: Driver>(
             bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
         }
     }
+    for vm in crate::records::vm_dirs(&config.state_dir, name.as_ref()) {
+        driver.forget(&vm);
+    }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     Ok(())
 }

@@ -206,6 +206,7 @@ impl<D: Driver> Daemon<D> {
             Ok(config) => {
                 tracing::info!(config = %self.path.display(), "host config reloaded");
                 self.config = config;
+                self.driver.configure(&self.config);
                 self.config_problem.clear();
                 if let Err(e) = self.load_initialisers() {
                     tracing::error!("{e:#}");
@@ -391,6 +392,7 @@ pub async fn driver(config: &HostConfig) -> anyhow::Result<Qemu> {
     match &config.hypervisor {
         Hypervisor::Qemu(accel) => {
             let qemu = Qemu::open(&config.state_dir, *accel, &config.vm_user).await?;
+            qemu.configure(config);
             tracing::debug!(accel = ?qemu.accel(), user = %qemu.user().name, "QEMU driver ready");
             Ok(qemu)
         }

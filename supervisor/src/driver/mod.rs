@@ -131,6 +131,14 @@ pub trait Driver: Send + Sync + 'static {
     fn beacon(&self, dir: &Path) -> PathBuf;
     /// Stops the network of `cluster` (after its last VM).
     fn stop_network(&self, cluster: &str) -> impl Future<Output = ()> + Send;
+    /// The host config in force: given once the driver is open and again after every reload.
+    /// The QEMU driver learns each cluster's node network from it (a VDE switch unless the
+    /// cluster is bridged over hosts); a driver that needs nothing of it ignores it.
+    fn configure(&self, _config: &crate::config::HostConfig) {}
+    /// Gives back what the (stopped) VM of run directory `dir` held on the host besides its
+    /// files, before the directory is deleted: the QEMU driver's tap device of a bridged
+    /// cluster (a VM that died by itself kept it). Failures are logged, not returned.
+    fn forget(&self, _dir: &Path) {}
 }
 
 /// The pid in `pidfile` if that process still runs `program` with `marker` on its command line

@@ -2,14 +2,18 @@
 //! (`-daemonize`) as the unprivileged VM user under a seccomp sandbox; stopping escalates from
 //! ACPI power-down to QMP `quit` to SIGKILL and returns only when the process is gone.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+mod net;
+
 use super::{Accel, PROBE_DEADLINE, files, pid_in, probe, qmp};
 use crate::config;
-use crate::driver::network::Switch;
+use crate::driver::network::{self, Bridge, Ip, Switch};
 use crate::driver::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 
 /// How long one QMP answer may take while stopping.
@@ -231,6 +235,9 @@ pub struct Qemu {
     /// Whether the host's link to the switch (a tap: CAP_NET_ADMIN in this network namespace)
     /// is made too; tests plug the switch into a tap in a namespace of their own instead.
     host_link: bool,
+    /// The bridged clusters by name, from the config in force ([`Driver::configure`]); any
+    /// other cluster's nodes plug into its VDE switch.
+    bridges: Arc<RwLock<BTreeMap<String, Bridge>>>,
 }
 
 impl Qemu {
@@ -276,6 +283,7 @@ impl Qemu {
             user,
             drop,
             host_link: true,
+            bridges: Arc::default(),
         })
     }
 
@@ -329,21 +337,7 @@ impl Qemu {
         files::state_disk(&spec.dir.join("state.raw"), spec.state_disk, gid).await?;
         files::vars(&self.ovmf.vars, &spec.dir.join("vars.fd"), gid).await?;
         files::console_log(&spec.dir, gid).await?;
-        let switch = self.switch(&spec.network.cluster);
-        let (gateway, prefix) = (spec.network.gateway, spec.network.prefix);
-        let cluster = spec.network.cluster.clone();
-        let host_link = self.host_link;
-        tokio::task::spawn_blocking(move || {
-            if host_link {
-                switch.ensure(gateway, prefix)
-            } else {
-                switch.ensure_switch()
-            }
-        })
-        .await
-        .map_err(|e| Error::access("start the network of", Path::new(&cluster), e.into()))?
-        .map_err(|source| Error::Network { cluster, source })?;
-        Ok(())
+        self.prepare_network(spec).await
     }
 
     /// See [`Driver::overlay`].
@@ -469,13 +463,9 @@ impl Qemu {
         ]
         .map(String::from)
         .to_vec();
-        // The cluster's VDE switch: nodes of one cluster reach each other, nothing else. QEMU
-        // connects to the switch while still root; the connected socket keeps working after
-        // the drop.
-        let switch = self.switch(&spec.network.cluster).socket();
         args.extend([
             "-netdev".into(),
-            format!("vde,id=net0,sock={}", switch.display()),
+            self.netdev(spec),
             "-device".into(),
             format!("virtio-net-pci,netdev=net0,mac={}", spec.mac),
         ]);
@@ -679,7 +669,16 @@ impl Driver for Qemu {
         dir: &Path,
         deadlines: StopDeadlines,
     ) -> anyhow::Result<Stopped> {
-        Ok(self.stop_vm(name, dir, deadlines).await?)
+        let stopped = self.stop_vm(name, dir, deadlines).await?;
+        // The VM is gone: its tap goes too (a bridged cluster's; none exists otherwise). It is
+        // made again before the VM next starts.
+        let tap = network::tap_name(dir);
+        match tokio::task::spawn_blocking(move || network::remove_tap(&Ip::host(), &tap)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(vm = name, error = %e, "the VM's tap device stays"),
+            Err(e) => tracing::warn!(vm = name, error = %e, "the VM's tap device stays"),
+        }
+        Ok(stopped)
     }
 
     async fn status(&self, _name: &str, dir: &Path) -> VmStatus {
@@ -703,8 +702,28 @@ impl Driver for Qemu {
 
     async fn stop_network(&self, cluster: &str) {
         let switch = self.switch(cluster);
-        if let Err(e) = tokio::task::spawn_blocking(move || switch.stop()).await {
-            tracing::warn!(cluster, error = %e, "stopping the network failed");
+        // Whichever shape the network had: a cluster's config may have changed meanwhile.
+        let name = cluster.to_owned();
+        let stopped = tokio::task::spawn_blocking(move || {
+            switch.stop();
+            network::tear_down(&Ip::host(), &name)
+        })
+        .await;
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(cluster, error = %e, "stopping the network failed"),
+            Err(e) => tracing::warn!(cluster, error = %e, "stopping the network failed"),
+        }
+    }
+
+    fn configure(&self, config: &config::HostConfig) {
+        self.use_networks(config);
+    }
+
+    fn forget(&self, dir: &Path) {
+        let tap = network::tap_name(dir);
+        if let Err(e) = network::remove_tap(&Ip::host(), &tap) {
+            tracing::warn!(%tap, "cannot remove the tap device of a VM that is gone: {e:#}");
         }
     }
 }

@@ -1,17 +1,5 @@
-//! A cluster's node network on this host: a VDE switch (Debian's vde2) per cluster, listening
-//! on a unix socket directory in the state directory, that every node VM of the cluster plugs
-//! into, and the host's link to it: a tap device (vde_plug2tap plugs it into the switch) that
-//! holds the cluster's gateway address in slipwayd's network namespace. Nodes reach each other
-//! on their static addresses and the host at the gateway. Making the tap needs CAP_NET_ADMIN
-//! (slipwayd runs as root on a host; tests run it in a network namespace of their own). The
-//! switch and the plug run detached, like the VMs, and survive slipwayd.
-//!
-//! Both stay root while the VMs' QEMU runs as the VM user, for two reasons found by running them:
-//! their sockets live in the state directory, which is root's alone (0700: it holds the
-//! clusters' PKI), so the VM user cannot reach them there; and vde_plug2tap needs CAP_NET_ADMIN
-//! unless the tap is made beforehand for that user. Root switches cost the VMs nothing: QEMU
-//! connects its `-netdev vde` socket while still root, and the connected socket keeps sending
-//! after QEMU drops to the VM user (measured: the host tap receives the firmware's PXE frames).
+//! [`Switch`]: a cluster's VDE switch and the host's tap on it (see the module comment of
+//! `network`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -20,34 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// Errors of the node network.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// vde_switch failed.
-    #[error(
-        "cannot start the VDE switch of cluster {cluster}: {why} (is vde2 installed? ./scripts/setup)"
-    )]
-    StartSwitch {
-        /// The cluster.
-        cluster: String,
-        /// Why.
-        why: String,
-    },
-    /// The host link failed.
-    #[error(
-        "cannot give this host the gateway address {gateway} on cluster {cluster}'s network: {why} (slipwayd needs CAP_NET_ADMIN for its tap device {tap})"
-    )]
-    HostLink {
-        /// The cluster.
-        cluster: String,
-        /// The gateway address.
-        gateway: String,
-        /// The tap device.
-        tap: String,
-        /// Why.
-        why: String,
-    },
-}
+use super::Error;
 
 /// A cluster's switch.
 #[derive(Debug, Clone)]
@@ -78,7 +39,7 @@ impl Switch {
 
     /// The switch's pid, if it runs.
     pub fn running(&self) -> Option<u32> {
-        super::live_pid(&self.pidfile(), "vde_switch", &self.socket())
+        crate::driver::live_pid(&self.pidfile(), "vde_switch", &self.socket())
     }
 
     /// The host's tap device on the switch: `slw-` and 8 hex digits of the cluster name (device
@@ -98,7 +59,7 @@ impl Switch {
 
     /// The host link's pid (vde_plug2tap), if it runs.
     fn plug(&self) -> Option<u32> {
-        super::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket())
+        crate::driver::live_pid(&self.plug_pidfile(), "vde_plug2tap", &self.socket())
     }
 
     /// Starts the switch and the host's link to it, holding `gateway` in a network of
