@@ -14,6 +14,12 @@
 //! - the slipwayd holding a slot is killed (SIGKILL) mid-swap: its slot frees within the
 //!   lease's TTL with nobody deleting it, the other hosts start nothing while its node is
 //!   unvouched for, and it resumes its node's swap when it comes back;
+//! - every node is cordoned and drained through the cluster's API server before it stops (the
+//!   FAKE API server of `examples/fake-apiserver.rs`, in hci-a's namespace on its uplink, with a
+//!   certificate from the cluster CA: no real one can run here): a PodDisruptionBudget that
+//!   allows no disruption blocks each worker's drain until its deadline, the policy (`force`)
+//!   deletes the pod, DaemonSet pods are never evicted, and every node slipwayd cordoned, the
+//!   killed host's too, ends uncordoned; the API's Ready condition gates each swap's commit;
 //! - one etcd member is killed: the rollout goes on to the end;
 //! - a second member is killed (no quorum) and v1 promoted again: no new swap starts, and
 //!   every host says why.
@@ -35,6 +41,38 @@ use scenario::*;
 const V2: &str = "2026.12.0";
 /// The lease's time to live: how long a dead host's slots outlive it.
 const TTL: u64 = 4;
+/// How long a drain retries evictions before its policy (`force`) acts.
+const DRAIN_DEADLINE: u64 = 4;
+/// Where the FAKE API server listens: hci-a's uplink.
+const API: &str = "192.168.77.1:6443";
+
+/// The world the FAKE API server serves: the three nodes, Ready; on each worker a pod of a
+/// ReplicaSet under a PodDisruptionBudget that allows no disruption (minAvailable 2 of 2) and
+/// a DaemonSet's pod.
+const WORLD: &str = r#"{
+  "nodes": [{"name": "cp-1", "roles": ["control-plane"]}, {"name": "worker-1"}, {"name": "worker-2"}],
+  "pods": [
+    {"namespace": "shop", "name": "web-1", "node": "worker-1", "owner": ["ReplicaSet", "web"], "labels": {"app": "web"}},
+    {"namespace": "shop", "name": "web-2", "node": "worker-2", "owner": ["ReplicaSet", "web"], "labels": {"app": "web"}},
+    {"namespace": "kube-system", "name": "proxy-1", "node": "worker-1", "owner": ["DaemonSet", "kube-proxy"]},
+    {"namespace": "kube-system", "name": "proxy-2", "node": "worker-2", "owner": ["DaemonSet", "kube-proxy"]}
+  ],
+  "pdbs": [{"namespace": "shop", "name": "web", "selector": {"app": "web"}, "minAvailable": 2}]
+}"#;
+
+/// `examples/fake-apiserver` (built by `cargo test` with the other targets).
+fn fake_apiserver() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_slipwayd"))
+        .parent()
+        .unwrap()
+        .join("examples/fake-apiserver");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build -p supervisor --example fake-apiserver (cargo test builds it)",
+        path.display()
+    );
+    path
+}
 
 /// A host: its name, its node and role, its part of the cluster's address pool, and its
 /// address on the LAN.
@@ -132,6 +170,16 @@ impl Drop for Host {
     }
 }
 
+/// A child killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Cluster lab's rollout in a `rollout status --json` answer.
 fn lab(rollout: &Value) -> &Value {
     rollout["rollouts"]
@@ -174,7 +222,7 @@ fn etcd(d: &Path, host: &tests::netns::Netns, index: usize) -> Child {
 
 /// Host `index`'s host.toml: its node alone, the cluster bridged over its uplink, the fleet
 /// in the three etcd members.
-fn host_toml(index: usize, state: &Path, store: &str, key: &Path) -> String {
+fn host_toml(index: usize, state: &Path, store: &str, key: &Path, api: &str) -> String {
     let spec = &HOSTS[index];
     let endpoints: Vec<String> = HOSTS
         .iter()
@@ -217,6 +265,11 @@ network = {{ cidr = "10.44.0.0/24", gateway = "10.44.0.1", pool = "{pool}", upli
 max-unavailable = 1
 boot-deadline = "90s"
 soak = "6s"
+
+[clusters.kube]
+api = "{api}"
+drain-deadline = "{DRAIN_DEADLINE}s"
+on-deadline = "force"
 
 [[nodes]]
 name = "{node}"
@@ -318,7 +371,13 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
         let netns = tests::netns::Netns::create();
         lan.join(&netns, "uplink", &format!("{}/24", spec.uplink));
         let state = host_dir.join("state");
-        let toml = host_toml(index, &state, &store, &d.join("release.key.pub"));
+        let toml = host_toml(
+            index,
+            &state,
+            &store,
+            &d.join("release.key.pub"),
+            &format!("https://{API}"),
+        );
         std::fs::write(host_dir.join("host.toml"), toml).unwrap();
         let etcd = etcd(d, &netns, index);
         hosts.push(Host {
@@ -331,18 +390,10 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
             etcd: Some(etcd),
         });
     }
-    // hci-a makes the cluster's PKI; the others get a copy before their first start, as an
-    // operator copies it (README: clusters across hosts).
-    hosts[0].start("run-a.log");
+    // hci-a makes the cluster's PKI (`slipwayd seed`); the others get a copy before their
+    // first start, as an operator copies it (README: clusters across hosts).
     let pki = |h: &Host| h.dir.join("state/clusters/lab/pki");
-    let start = Instant::now();
-    while !pki(&hosts[0]).join("ca.crt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "hci-a made no PKI"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ok(slipwayd(&hosts[0].dir, &["seed", "--config", "host.toml"]));
     for host in &hosts[1..] {
         std::fs::create_dir_all(pki(host).parent().unwrap()).unwrap();
         ok(Command::new("cp")
@@ -352,6 +403,37 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
             .output()
             .unwrap());
     }
+    // The FAKE API server, with a serving certificate from that CA.
+    std::fs::write(d.join("world.json"), WORLD).unwrap();
+    let requests = d.join("kube.jsonl");
+    let mut fake = hosts[0]
+        .netns
+        .command(fake_apiserver())
+        .arg("--ca-cert")
+        .arg(pki(&hosts[0]).join("ca.crt"))
+        .arg("--ca-key")
+        .arg(pki(&hosts[0]).join("ca.key"))
+        .arg("--world")
+        .arg(d.join("world.json"))
+        .arg("--log")
+        .arg(&requests)
+        .args(["--listen", API])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fake.stdout.take().unwrap()),
+        &mut url,
+    )
+    .unwrap();
+    assert_eq!(
+        url.trim(),
+        format!("https://{API}"),
+        "the fake API server's URL"
+    );
+    let _fake = KillOnDrop(fake);
+    hosts[0].start("run-a.log");
     hosts[1].start("run-b.log");
     hosts[2].start("run-c.log");
     let start = Instant::now();
@@ -483,6 +565,7 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
             host.spec.name
         );
     }
+    check_drains(&std::fs::read_to_string(&requests).unwrap());
     let victim_log =
         std::fs::read_to_string(hosts[victim].dir.join("run-victim-again.log")).unwrap();
     assert!(
@@ -522,4 +605,54 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
         "more than max-unavailable down at once: {worst:?}"
     );
     assert_eq!(worst.len(), 1, "the observer never saw a swap");
+}
+
+/// What slipwayd asked of the API server, as the fake logged it: each worker cordoned, its
+/// web pod's evictions refused (429: the budget) until the drain deadline, then deleted
+/// (`force`); no DaemonSet pod touched; every node it cordoned uncordoned last.
+fn check_drains(log: &str) {
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |what: &str, key: &str, name: &str| {
+        lines
+            .iter()
+            .filter(|l| l["what"] == what && l[key] == name)
+            .count()
+    };
+    for (worker, pod) in [("worker-1", "shop/web-1"), ("worker-2", "shop/web-2")] {
+        assert!(
+            of("cordon", "node", worker) >= 1,
+            "{worker} never cordoned: {log}"
+        );
+        let refused = lines
+            .iter()
+            .filter(|l| l["what"] == "evict" && l["pod"] == pod && l["code"] == 429)
+            .count();
+        assert!(
+            refused >= 1,
+            "{pod}: no eviction refused by its budget: {log}"
+        );
+        assert_eq!(
+            of("delete", "pod", pod),
+            1,
+            "{pod}: force deletes it once: {log}"
+        );
+    }
+    for pod in ["kube-system/proxy-1", "kube-system/proxy-2"] {
+        assert_eq!(
+            of("evict", "pod", pod) + of("delete", "pod", pod),
+            0,
+            "{pod}: {log}"
+        );
+    }
+    for node in ["cp-1", "worker-1", "worker-2"] {
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l["node"] == node && (l["what"] == "cordon" || l["what"] == "uncordon"))
+            .unwrap_or_else(|| panic!("{node} was never cordoned: {log}"));
+        assert_eq!(last["what"], "uncordon", "{node} left cordoned: {log}");
+    }
 }

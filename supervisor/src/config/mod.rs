@@ -27,6 +27,7 @@
 //!   and cannot check the others.
 
 mod fleet;
+mod kube;
 mod net;
 mod rollout;
 
@@ -39,6 +40,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use fleet::Fleet;
+pub use kube::{Kube, OnDeadline};
 pub use net::{Cidr, Pool};
 #[cfg(test)]
 pub use rollout::Window;
@@ -154,6 +156,9 @@ pub struct Cluster {
     pub link: Link,
     /// How its nodes move to a new image.
     pub rollout: Rollout,
+    /// `[clusters.kube]`: the Kubernetes API slipwayd talks to (drains, Ready gate); None:
+    /// slipwayd never calls it.
+    pub kube: Option<Kube>,
 }
 
 /// How a cluster's node VMs are joined on this host (see the module comment).
@@ -276,6 +281,7 @@ mod raw {
         pub service_cidr: Spanned<String>,
         pub network: Network,
         pub rollout: Option<Spanned<super::rollout::Raw>>,
+        pub kube: Option<Spanned<super::kube::Raw>>,
     }
 
     #[derive(Deserialize)]
@@ -657,6 +663,14 @@ impl Validator<'_> {
                     .validate()
                     .map_err(|(span, why)| self.error(&span, why))?,
             };
+            let kube = match c.kube {
+                None => None,
+                Some(raw) => Some(
+                    raw.into_inner()
+                        .validate(endpoint)
+                        .map_err(|(span, why)| self.error(&span, why))?,
+                ),
+            };
             clusters.insert(
                 name.clone(),
                 Cluster {
@@ -670,6 +684,7 @@ impl Validator<'_> {
                     pool,
                     link,
                     rollout,
+                    kube,
                 },
             );
         }

@@ -385,3 +385,83 @@ fn a_bridged_network_is_refused_with_its_mistake_located() {
         );
     }
 }
+
+#[test]
+fn a_cluster_talks_to_its_kubernetes_api_only_with_a_kube_table_whose_keys_default() {
+    use super::kube::DEFAULT_DRAIN_DEADLINE;
+    use crate::kube::drain::PodPolicy;
+    let network = "pool = \"10.44.0.10-10.44.0.50\" }";
+    let config = edited(network, network).unwrap();
+    assert_eq!(config.clusters["lab"].kube, None, "no table: no API calls");
+    let empty = format!("{network}\n[clusters.kube]");
+    let kube = edited(network, &empty).unwrap().clusters["lab"]
+        .kube
+        .clone()
+        .unwrap();
+    assert_eq!(
+        kube.endpoint, "10.44.0.10:6443",
+        "the control-plane endpoint"
+    );
+    assert_eq!(kube.url(), "https://10.44.0.10:6443");
+    assert_eq!(kube.drain_deadline, DEFAULT_DRAIN_DEADLINE);
+    assert_eq!(kube.on_deadline, super::OnDeadline::RollBack);
+    assert_eq!(kube.drain.empty_dir, PodPolicy::Refuse);
+    assert_eq!(kube.drain.unmanaged, PodPolicy::Refuse);
+    assert!(kube.ready_gate);
+    let full = format!(
+        "{network}\n[clusters.kube]\napi = \"https://api.lab.example:8443\"\ndrain-deadline = \"90s\"\n\
+         on-deadline = \"force\"\nempty-dir = \"evict\"\nunmanaged = \"evict\"\nready-gate = false"
+    );
+    let kube = edited(network, &full).unwrap().clusters["lab"]
+        .kube
+        .clone()
+        .unwrap();
+    assert_eq!(kube.endpoint, "api.lab.example:8443");
+    assert_eq!(kube.drain_deadline, std::time::Duration::from_secs(90));
+    assert_eq!(kube.on_deadline, super::OnDeadline::Force);
+    assert_eq!(kube.drain.empty_dir, PodPolicy::Evict);
+    assert_eq!(kube.drain.unmanaged, PodPolicy::Evict);
+    assert!(!kube.ready_gate);
+    for (bad, at, expected) in [
+        (
+            "api = \"http://10.44.0.10:6443\"",
+            "\"http",
+            "expected https://HOST:PORT",
+        ),
+        (
+            "api = \"https://10.44.0.10:6443/api\"",
+            "\"https",
+            "no path",
+        ),
+        (
+            "drain-deadline = \"5\"",
+            "\"5\"",
+            "drain-deadline: \"5\": expected a duration",
+        ),
+        ("drain-deadline = \"0s\"", "\"0s\"", "at least 1 s"),
+        (
+            "on-deadline = \"delete\"",
+            "\"delete\"",
+            "unknown variant `delete`, expected `roll-back` or `force`",
+        ),
+        (
+            "empty-dir = \"keep\"",
+            "\"keep\"",
+            "unknown variant `keep`, expected `refuse` or `evict`",
+        ),
+        ("ready-gate = \"yes\"", "\"yes\"", "invalid type"),
+        ("drain = true", "drain", "unknown field `drain`"),
+    ] {
+        let to = format!("{network}\n[clusters.kube]\n{bad}");
+        let message = edited(network, &to).expect_err(bad).to_string();
+        assert!(message.contains(expected), "{bad}: {message}");
+        let text = EXAMPLE.replacen(network, &to, 1);
+        let offset = text.find(bad).unwrap() + bad.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+        assert!(
+            message.starts_with(&format!("host.toml:{line}:{column}: ")),
+            "{bad}: {message}"
+        );
+    }
+}

@@ -126,6 +126,9 @@ struct Daemon<D: Driver> {
     rollouts: Vec<RolloutInfo>,
     /// The fleet lock: slots held, and this host's nodes published beside them.
     fleet: fleet::Fleet,
+    /// The swaps' work with the clusters' Kubernetes API servers: clients, drains and
+    /// uncordons under way, the nodes' Ready conditions last listed.
+    kube: crate::kube::ops::Tasks,
 }
 
 impl<D: Driver> Daemon<D> {
@@ -168,6 +171,7 @@ impl<D: Driver> Daemon<D> {
             labels: BTreeMap::new(),
             strays: BTreeSet::new(),
             rollouts: Vec::new(),
+            kube: crate::kube::ops::Tasks::default(),
         };
         daemon.load_initialisers()?;
         Ok(daemon)

@@ -798,6 +798,7 @@ impl<D: Driver> Daemon<D> {
     /// (a VM to start again, a config to apply).
     pub(super) async fn check(&mut self) -> bool {
         let mut due = false;
+        self.refresh_api_ready();
         if super::modified(&self.path) != self.stamp {
             self.reload();
             due = true;

@@ -15,6 +15,7 @@ use crate::model::{Digest, NodeState};
 use crate::swap::journal::Journal;
 use crate::swap::{ABANDONED, ABORTED, FENCED, Outcome, Step, Swap, replaced, replacement_key};
 
+mod drain;
 mod operate;
 mod surge;
 
@@ -244,8 +245,9 @@ impl<D: Driver> Daemon<D> {
         let name = swap.node.as_str();
         let done = Some((Outcome::Done, String::new()));
         match swap.step {
-            // The drain hook: nothing to drain without a Kubernetes client (the fleet issue).
-            Step::Planned | Step::Drained => done,
+            Step::Planned => done,
+            // Cordoned and drained through the cluster's API (with `[clusters.kube]`).
+            Step::Drained => self.drain_step(swap).await,
             Step::Stopping => {
                 let reason = format!("swap to {}: powering down", self.image_label(&swap.to));
                 self.mark_swapping(name, reason);
@@ -572,10 +574,14 @@ impl<D: Driver> Daemon<D> {
             }
         }
         let quiet = self.nodes.get(subject).and_then(|n| n.quiet());
+        // The beacon's word, and the API server's (the Node's Ready condition) where the
+        // cluster gates on it.
+        let api = self.api_ready(subject);
         let ready = self
             .nodes
             .get(subject)
-            .is_some_and(|n| n.state == NodeState::Ready && !n.is_lost());
+            .is_some_and(|n| n.state == NodeState::Ready && !n.is_lost())
+            && api.passes();
         let progress = self.progress.entry(name.to_owned()).or_default();
         let soak = if back {
             std::time::Duration::ZERO
@@ -622,11 +628,17 @@ impl<D: Driver> Daemon<D> {
                     soak.as_secs()
                 )
             } else {
-                let said = self
+                let mut said = self
                     .nodes
                     .get(subject)
                     .map(|n| n.reason.clone())
                     .unwrap_or_default();
+                if let crate::kube::ops::ApiReady::NotReady(why) = &api {
+                    if !said.is_empty() {
+                        said.push_str("; ");
+                    }
+                    said.push_str(&format!("the API server: {why}"));
+                }
                 format!(
                     "no healthy beacon on {} within {} s{} (see {})",
                     self.image_label(swap.image()),
@@ -647,6 +659,10 @@ impl<D: Driver> Daemon<D> {
     /// A swap reached its final step: the committed one drops its previous overlay, the
     /// rolled-back one marks its image failed; both leave the swaps in flight.
     async fn finish(&mut self, swap: &Swap) {
+        // Only what this swap cordoned is uncordoned, before the swap leaves the journal.
+        if !self.uncordon_after(swap).await {
+            return;
+        }
         let name = swap.node.as_str();
         let dir = self.node_dir(name);
         let abandoned = swap.reason.starts_with(ABANDONED);

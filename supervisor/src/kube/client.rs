@@ -11,7 +11,7 @@ use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 use super::Error;
 use super::mint::{self, Credentials};
-use super::model::{ApiResourceList, Node, Pod, PodList, PodRef, Status};
+use super::model::{ApiResourceList, Node, NodeList, Pod, PodList, PodRef, Status};
 
 /// The longest one request may take (connect, send, answer).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +126,12 @@ impl Client {
     pub fn node(&self, name: &str) -> Result<Node, Error> {
         let path = format!("/api/v1/nodes/{}", segment("node", name)?);
         self.get_json(&path, "a Node")
+    }
+
+    /// Every node of the cluster (one list: a cluster has at most a few thousand).
+    pub fn nodes(&self) -> Result<Vec<Node>, Error> {
+        let list: NodeList = self.get_json("/api/v1/nodes", "a NodeList")?;
+        Ok(list.items)
     }
 
     /// Cordons `name` (`spec.unschedulable: true`, as `kubectl cordon`).

@@ -14,6 +14,7 @@
 //! like any DaemonSet pod.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -24,9 +25,9 @@ use super::model::{Pod, PodRef};
 
 /// The first wait between rounds of evictions and checks (a PodDisruptionBudget's 429 is
 /// retried after it); doubled after each round without progress.
-const RETRY_FIRST: Duration = Duration::from_millis(200);
+pub const RETRY_FIRST: Duration = Duration::from_millis(200);
 /// The longest wait between rounds.
-const RETRY_MAX: Duration = Duration::from_secs(5);
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What to do with a kind of pod that a drain would lose data or service with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -229,7 +230,7 @@ fn step(
 }
 
 /// Errors worth retrying until the deadline: no answer, or a server error.
-fn transient(error: &Error) -> bool {
+pub fn transient(error: &Error) -> bool {
     match error {
         Error::Request { .. } => true,
         Error::Api { code, .. } => *code >= 500,
@@ -245,12 +246,28 @@ fn transient(error: &Error) -> bool {
 /// deadline too; an error on listing the pods, or a client error (4xx other than 404 and
 /// 429), ends the drain with `Err` (nothing more is evicted). The node should be cordoned
 /// first ([`Client::cordon`]).
-#[tracing::instrument(skip(client, policy, deadline), err)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the executor drains with drain_until, to cancel")
+)]
 pub fn drain(
     client: &Client,
     node: &str,
     policy: &DrainPolicy,
     deadline: Instant,
+) -> Result<DrainOutcome, Error> {
+    drain_until(client, node, policy, deadline, &AtomicBool::new(false))
+}
+
+/// [`drain`], which also ends as at its deadline once `cancel` is set (checked between rounds
+/// of evictions: within [`RETRY_MAX`] and a round's requests).
+#[tracing::instrument(skip(client, policy, deadline, cancel), err)]
+pub fn drain_until(
+    client: &Client,
+    node: &str,
+    policy: &DrainPolicy,
+    deadline: Instant,
+    cancel: &AtomicBool,
 ) -> Result<DrainOutcome, Error> {
     let mut skipped = Vec::new();
     let mut refused = Vec::new();
@@ -305,7 +322,7 @@ pub fn drain(
             }));
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || cancel.load(Ordering::SeqCst) {
             let holdouts = pods
                 .iter()
                 .filter_map(|(pod, _, s)| match s {
@@ -366,7 +383,7 @@ pub fn force(client: &Client, pods: &[PodRef], deadline: Instant) -> Result<Vec<
 }
 
 /// `wait` less up to a quarter, at random, so that hosts draining at once spread out.
-fn jitter(wait: Duration) -> Duration {
+pub fn jitter(wait: Duration) -> Duration {
     let mut byte = [0u8; 1];
     // Without randomness the wait is just not spread.
     let _ = getrandom::fill(&mut byte);

@@ -12,6 +12,9 @@
 //! - [`drain`]: kubectl's drain rules as a pure classification, and a drain loop that retries
 //!   PodDisruptionBudget refusals (429) with backoff until a deadline and says how it ended, so
 //!   the caller applies its own policy (roll back or force).
+//! - [`ops`]: what the swap executor asks of a cluster (cordon and drain under the policy of
+//!   `[clusters.kube]`, uncordon, the nodes' Ready conditions), as blocking calls, and the
+//!   state it keeps between them.
 //!
 //! Not kube-rs: it pulls in hyper, tower, k8s-openapi (a very large crate) and their
 //! dependencies, which CI's compile budget on 2 cores cannot afford; ureq and rustls are
@@ -22,34 +25,16 @@
 //! and check its fidelity with a real kubectl.
 
 pub mod cli;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the swap executor drives the client (issue 14); until it is wired only tests do"
-    )
-)]
 pub mod client;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the swap executor drains nodes (issue 14); until it is wired only tests do"
-    )
-)]
 pub mod drain;
 pub mod mint;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the client's types are read by the swap executor once it is wired"
-    )
-)]
 pub mod model;
+pub mod ops;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod tests;
 

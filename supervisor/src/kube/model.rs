@@ -187,6 +187,14 @@ impl std::fmt::Display for PodRef {
     }
 }
 
+/// core/v1 NodeList.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NodeList {
+    /// The nodes.
+    pub items: Vec<Node>,
+}
+
 /// core/v1 PodList.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

@@ -269,6 +269,13 @@ pub struct Swap {
     /// slipwayd reads the journal of in-place swaps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surge: Option<Replacement>,
+    /// The Kubernetes node this swap cordoned, or may have: written before the cordon request
+    /// is sent (a crash between the two leaves a name slipwayd may not have cordoned, and an
+    /// uncordon of a schedulable node changes nothing), cleared once it is uncordoned, or at
+    /// once when the node was cordoned already by someone else. Empty: nothing to uncordon
+    /// (not written then, so journals without it read alike).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cordoned: String,
 }
 
 impl Swap {
@@ -290,6 +297,7 @@ impl Swap {
             node_id: String::new(),
             host_failure: false,
             surge: None,
+            cordoned: String::new(),
         }
     }
 
@@ -466,6 +474,25 @@ mod tests {
         assert_eq!(swap.downtime(), Some(0.0));
         assert_eq!(replaced(&replacement_key("w-1")), Some("w-1"));
         assert_eq!(replaced("w-1"), None);
+    }
+
+    #[test]
+    fn a_cordon_is_journaled_only_when_there_is_one_and_an_older_journal_reads_without_it() {
+        let (a, b) = (Digest::repeated('a'), Digest::repeated('b'));
+        let mut swap = Swap::plan("w-1", "lab", a, b, 100);
+        let json = serde_json::to_value(&swap).unwrap();
+        assert!(
+            json.get("cordoned").is_none(),
+            "not written when empty: {json}"
+        );
+        // A swap an older slipwayd journaled (no such field) reads as nothing cordoned.
+        let old: Swap = serde_json::from_value(json).unwrap();
+        assert_eq!(old.cordoned, "");
+        assert_eq!(old, swap);
+        swap.cordoned = "w-1-g2".into();
+        let json = serde_json::to_value(&swap).unwrap();
+        assert_eq!(json["cordoned"], "w-1-g2");
+        assert_eq!(serde_json::from_value::<Swap>(json).unwrap(), swap);
     }
 
     #[test]

@@ -52,8 +52,8 @@ impl<D: Driver> Daemon<D> {
                 Some(self.host_outcome(name, booted))
             }
             Step::Verifying => self.verify(swap, &next, probe).await,
-            // The drain hook: nothing to drain without a Kubernetes client (the fleet issue).
-            Step::Drained => done,
+            // The old VM's node is cordoned and drained (with `[clusters.kube]`).
+            Step::Drained => self.drain_step(swap).await,
             Step::Stopping => {
                 // The old VM stops only while the replacement serves (once the stop runs,
                 // it runs: the next step checks again).

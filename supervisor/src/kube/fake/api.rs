@@ -11,17 +11,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::http::{Request, Response};
-use crate::kube::model::PodRef;
+use super::spec::{FakePod, log_line};
 
 /// The Kubernetes version the fake claims (its discovery is that of a 1.24 server: policy/v1
 /// and policy/v1beta1 both served).
 pub const VERSION: (u32, u32, u32) = (1, 24, 17);
 
+/// A pod's namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for PodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// One answered eviction request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvictionRecord {
     /// The pod.
-    pub pod: PodRef,
+    pub pod: PodKey,
     /// The body's apiVersion.
     pub api_version: String,
     /// The status code answered.
@@ -38,60 +53,6 @@ struct Pdb {
     max_unavailable: Option<u32>,
     /// The pods its controller wants (for maxUnavailable): the matching pods at creation.
     expected: u32,
-}
-
-/// A pod to add, built up.
-#[derive(Debug, Clone)]
-pub struct FakePod {
-    namespace: String,
-    name: String,
-    node: String,
-    owner: Option<(String, String)>,
-    labels: BTreeMap<String, String>,
-    mirror: bool,
-    empty_dir: bool,
-    phase: String,
-}
-
-impl FakePod {
-    /// A running, ready pod with no controller.
-    pub fn new(namespace: &str, name: &str, node: &str) -> FakePod {
-        FakePod {
-            namespace: namespace.into(),
-            name: name.into(),
-            node: node.into(),
-            owner: None,
-            labels: BTreeMap::new(),
-            mirror: false,
-            empty_dir: false,
-            phase: "Running".into(),
-        }
-    }
-    /// Managed by a controller of `kind` named `name`.
-    pub fn owned_by(mut self, kind: &str, name: &str) -> FakePod {
-        self.owner = Some((kind.into(), name.into()));
-        self
-    }
-    /// With a label.
-    pub fn label(mut self, key: &str, value: &str) -> FakePod {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-    /// A static pod's mirror.
-    pub fn mirror(mut self) -> FakePod {
-        self.mirror = true;
-        self
-    }
-    /// With an emptyDir volume.
-    pub fn empty_dir(mut self) -> FakePod {
-        self.empty_dir = true;
-        self
-    }
-    /// In `phase`.
-    pub fn phase(mut self, phase: &str) -> FakePod {
-        self.phase = phase.into();
-        self
-    }
 }
 
 /// Everything the fake API server holds, and what it saw.
@@ -115,6 +76,8 @@ pub struct World {
     pub requests: Vec<String>,
     /// TLS handshakes that failed (a client certificate from another CA, among others).
     pub rejected_handshakes: usize,
+    /// Where every request that changes something is logged, one JSON object a line.
+    log: Option<std::fs::File>,
 }
 
 impl Default for World {
@@ -132,6 +95,7 @@ impl Default for World {
             evictions: Vec::new(),
             requests: Vec::new(),
             rejected_handshakes: 0,
+            log: None,
         }
     }
 }
@@ -217,6 +181,21 @@ impl World {
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter
+    }
+
+    /// Logs every request that changes something to `file`, one JSON object a line:
+    /// `{"what": "cordon", "node": "w1", "code": 200}`, `"uncordon"`, `"patch-node"`,
+    /// `"patch-node-status"`, `{"what": "evict", "pod": "shop/web-1", "code": 429}`,
+    /// `{"what": "delete", "pod": ...}`, each with `"at"` (Unix seconds, fractional).
+    pub fn log_to(&mut self, file: std::fs::File) {
+        self.log = Some(file);
+    }
+
+    /// Sets node `name`'s Ready condition (as its kubelet, or the node controller, would).
+    pub fn set_ready(&mut self, name: &str, ready: bool) {
+        if let Some(node) = self.nodes.get_mut(name) {
+            node["status"]["conditions"][0]["status"] = json!(if ready { "True" } else { "False" });
+        }
     }
 
     /// Adds a node, Ready or not, with role labels.
@@ -374,8 +353,19 @@ impl World {
         }
     }
 
-    /// Answers one authenticated request.
+    /// Answers one authenticated request (and logs it if it changes something).
     pub fn handle(&mut self, request: &Request) -> Response {
+        let response = self.answer(request);
+        if let Some(line) = log_line(request, &response)
+            && let Some(log) = &mut self.log
+        {
+            use std::io::Write;
+            let _ = writeln!(log, "{line}").and_then(|()| log.flush());
+        }
+        response
+    }
+
+    fn answer(&mut self, request: &Request) -> Response {
         self.reap();
         self.requests
             .push(format!("{} {}", request.method, request.path));
@@ -425,7 +415,9 @@ impl World {
                 Some(node) => ok(node.clone()),
                 None => not_found("nodes", name),
             },
-            ("PATCH", ["api", "v1", "nodes", name]) => self.patch_node(name, request),
+            ("PATCH", ["api", "v1", "nodes", name] | ["api", "v1", "nodes", name, "status"]) => {
+                self.patch_node(name, request)
+            }
             ("GET", ["api", "v1", "pods"]) => self.list_pods(None, request),
             ("GET", ["api", "v1", "namespaces", ns, "pods"]) => self.list_pods(Some(ns), request),
             ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
@@ -622,7 +614,7 @@ impl World {
             Err(e) => return status(400, "BadRequest", &e.to_string(), Value::Null),
         };
         let api_version = eviction["apiVersion"].as_str().unwrap_or("").to_owned();
-        let pod = PodRef {
+        let pod = PodKey {
             namespace: ns.into(),
             name: name.into(),
         };

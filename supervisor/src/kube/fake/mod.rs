@@ -10,9 +10,14 @@
 //! - HTTP/1.1 (ALPN `http/1.1`), JSON only, the objects and semantics of [`api`].
 //!
 //! Threads: one accepting, one per connection; the objects sit behind one mutex.
+//!
+//! Self-contained (it uses nothing else of slipwayd), so that `examples/fake-apiserver.rs`
+//! builds it into a binary of its own for the end-to-end tests, which cannot see `cfg(test)`
+//! code, without it ever being part of slipwayd.
 
 mod api;
 mod http;
+mod spec;
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,15 +27,61 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-pub use api::{FakePod, World};
+pub use api::World;
+pub use spec::{FakePod, Spec};
 
-use crate::kube::mint::Ca;
+/// The common name of the CA slipwayd makes for a cluster: the serving certificate's issuer
+/// name must be the CA's subject, byte for byte.
+const CA_COMMON_NAME: &str = "kubernetes";
+
+/// A serving certificate for 127.0.0.1, localhost and kubernetes, signed by the CA whose
+/// certificate and key are in these PEM files: its DER and its key's PEM.
+fn serving_certificate(
+    ca_cert: &Path,
+    ca_key: &Path,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<(rustls::pki_types::CertificateDer<'static>, String)> {
+    let key = KeyPair::from_pem(&std::fs::read_to_string(ca_key)?)?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = Issuer::new(ca, key);
+    let mut names = vec![
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        "kubernetes".to_owned(),
+    ];
+    // Listening on another address (a test network's): that one too, as kubeadm puts the
+    // advertise address in the API server's certificate.
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    let mut params = CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(1);
+    let serving_key = KeyPair::generate()?;
+    let cert = params.signed_by(&serving_key, &issuer)?;
+    // The CA certificate must parse: the handshake checks clients against it.
+    rustls::pki_types::CertificateDer::from_pem_file(ca_cert)?;
+    Ok((cert.der().clone(), serving_key.serialize_pem()))
+}
 
 /// A running FAKE API server; stops when dropped.
 pub struct FakeApiServer {
@@ -42,26 +93,28 @@ pub struct FakeApiServer {
 
 impl FakeApiServer {
     /// Starts serving `world` on a free loopback port, with a serving certificate from the CA
-    /// in `pki_dir` and client certificates checked against it.
-    pub fn start(pki_dir: &Path, mut world: World) -> anyhow::Result<FakeApiServer> {
-        let ca = Ca::load(pki_dir)?;
-        let mut params = CertificateParams::new(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-            "kubernetes".to_owned(),
-        ])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving = ca.issue(params, Duration::from_secs(24 * 3600))?;
+    /// in `pki_dir` (`ca.crt`, `ca.key`) and client certificates checked against it.
+    pub fn start(pki_dir: &Path, world: World) -> anyhow::Result<FakeApiServer> {
+        FakeApiServer::start_on(
+            &pki_dir.join("ca.crt"),
+            &pki_dir.join("ca.key"),
+            "127.0.0.1:0".parse()?,
+            world,
+        )
+    }
 
+    /// Starts serving `world` on `listen` (port 0: a free one), with a serving certificate
+    /// from the CA in `ca_cert` and `ca_key` and client certificates checked against it.
+    pub fn start_on(
+        ca_cert: &Path,
+        ca_key: &Path,
+        listen: SocketAddr,
+        mut world: World,
+    ) -> anyhow::Result<FakeApiServer> {
+        let (serving_cert, serving_key) = serving_certificate(ca_cert, ca_key, listen.ip())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls::pki_types::CertificateDer::from_pem_file(
-            pki_dir.join("ca.crt"),
-        )?)?;
+        roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca_cert)?)?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
@@ -70,13 +123,13 @@ impl FakeApiServer {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(
-                vec![serving.cert_der.clone()],
-                PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())?,
+                vec![serving_cert],
+                PrivateKeyDer::from_pem_slice(serving_key.as_bytes())?,
             )?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
 
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(listen)?;
         let address = listener.local_addr()?;
         world.address = address.to_string();
         let world = Arc::new(Mutex::new(world));
