@@ -60,7 +60,8 @@ pub const FENCED: &str = "fenced";
 pub enum Step {
     /// Chosen to move; nothing touched yet.
     Planned,
-    /// Drained of its workloads (a hook: the fleet issue fills it; today nothing to drain).
+    /// Drained of its workloads: with `[clusters.kube]`, cordoned and drained through the
+    /// cluster's API server (nothing to do without it).
     Drained,
     /// Its VM is being powered down.
     Stopping,
