@@ -10,7 +10,8 @@
 //! - on v1, the workers reach the control plane and the gateway on other hosts (their beacons
 //!   ping both), so all three are ready;
 //! - v2 promoted: an observer sampling every host's status never sees more than
-//!   max-unavailable (1) nodes of the cluster down, whoever swaps;
+//!   max-unavailable (1) nodes of the cluster down, and cp-1 (hci-a) swaps before any worker
+//!   on the other hosts starts;
 //! - the slipwayd holding a slot is killed (SIGKILL) mid-swap: its slot frees within the
 //!   lease's TTL with nobody deleting it, the other hosts start nothing while its node is
 //!   unvouched for, and it resumes its node's swap when it comes back;
@@ -459,6 +460,7 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
             let mut samples = 0u32;
             let began = Instant::now();
             let mut last: Vec<String> = Vec::new();
+            let mut order: Vec<String> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let seen: Vec<(String, Option<String>)> = observer_hosts
                     .iter()
@@ -468,6 +470,11 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
                     })
                     .collect();
                 let now_down = down(&seen);
+                for (node, state) in &seen {
+                    if state.as_deref() == Some("swapping") && !order.contains(node) {
+                        order.push(node.clone());
+                    }
+                }
                 if now_down != last {
                     eprintln!(
                         "observer +{:.1}s: down {now_down:?}",
@@ -481,7 +488,7 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
                 }
                 samples += 1;
             }
-            samples
+            (samples, order)
         })
     };
 
@@ -593,7 +600,13 @@ fn a_cluster_spread_over_three_hosts_never_has_more_than_max_unavailable_nodes_d
         assert!(said.contains("fleet"), "{}: {r:#}", host.spec.name);
     }
     stop.store(true, Ordering::Relaxed);
-    let samples = observer.join().unwrap();
+    let (samples, order) = observer.join().unwrap();
+    // Control planes first, across hosts too (kubeadm upgrades need it).
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("cp-1"),
+        "the order nodes swapped in: {order:?}"
+    );
     let worst = worst.lock().unwrap().clone();
     eprintln!(
         "observer: {samples} samples, at most {} down at once: {worst:?}",

@@ -195,6 +195,15 @@ fn publish_all(
     views
 }
 
+/// The control planes of `view` that are not ready on `target`, as `NODE on HOST`.
+fn behind_control_planes(view: &ClusterView, target: &str) -> Vec<String> {
+    view.statuses
+        .iter()
+        .filter(|(_, s)| s.control_plane && (s.image != target || s.health != Health::Ready))
+        .map(|(n, s)| format!("{n} on {}", s.host))
+        .collect()
+}
+
 /// A node's health for the fleet, from its state on this host.
 fn health(state: Option<NodeState>) -> Health {
     match state {
@@ -221,12 +230,20 @@ impl<D: Driver> Daemon<D> {
         let mut reports = Reports::new();
         for node in self.config.nodes.values() {
             let state = self.nodes.get(&node.name).map(|n| n.state);
+            let image = self
+                .records
+                .get(&node.name)
+                .and_then(|r| r.image.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default();
             reports
                 .entry(node.cluster.clone())
                 .or_default()
                 .push(NodeReport {
                     node: node.name.clone(),
                     health: health(state),
+                    image,
+                    control_plane: node.role == crate::config::Role::ControlPlane,
                 });
         }
         self.fleet.reports.send_if_modified(|old| {
@@ -236,6 +253,27 @@ impl<D: Driver> Daemon<D> {
             }
             changed
         });
+    }
+
+    /// Why a worker of `cluster` may not start its swap to `target` yet: a control plane of
+    /// the cluster on any host (as last read) is not ready on the target (control planes go
+    /// first, as kubeadm upgrades need). None when it may.
+    pub(super) fn control_planes_first(&self, cluster: &str, target: &str) -> Option<String> {
+        let views = self
+            .fleet
+            .views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(Ok(view)) = views.get(cluster) else {
+            return None;
+        };
+        let behind = behind_control_planes(view, target);
+        (!behind.is_empty()).then(|| {
+            format!(
+                "control planes first: {} not yet ready on the target",
+                behind.join(", ")
+            )
+        })
     }
 
     /// Takes a slot for `node` of `cluster` (publishing this host's nodes first, so the count
@@ -397,10 +435,37 @@ mod tests {
     }
 
     #[test]
+    fn workers_wait_for_every_control_plane_ready_on_the_target() {
+        let status = |host: &str, health, image: &str, control_plane| crate::fleet::NodeStatus {
+            host: host.into(),
+            health,
+            since: 0,
+            image: image.into(),
+            control_plane,
+        };
+        let mut view = ClusterView::default();
+        view.statuses
+            .insert("cp-1".into(), status("a", Health::Ready, "new", true));
+        view.statuses
+            .insert("cp-2".into(), status("b", Health::Ready, "old", true));
+        view.statuses
+            .insert("w-1".into(), status("c", Health::Down, "old", false));
+        assert_eq!(behind_control_planes(&view, "new"), ["cp-2 on b"]);
+        view.statuses
+            .insert("cp-2".into(), status("b", Health::NotReady, "new", true));
+        assert_eq!(behind_control_planes(&view, "new"), ["cp-2 on b"]);
+        view.statuses
+            .insert("cp-2".into(), status("b", Health::Ready, "new", true));
+        assert!(behind_control_planes(&view, "new").is_empty());
+    }
+
+    #[test]
     fn a_node_no_longer_reported_is_retired() {
         let report = |node: &str| NodeReport {
             node: node.into(),
             health: Health::Ready,
+            image: String::new(),
+            control_plane: false,
         };
         let before = Reports::from([("lab".into(), vec![report("a"), report("b")])]);
         let after = Reports::from([("lab".into(), vec![report("a")])]);

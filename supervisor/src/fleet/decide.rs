@@ -84,6 +84,8 @@ mod tests {
             host: host.into(),
             health,
             since: 0,
+            image: String::new(),
+            control_plane: false,
         }
     }
 

@@ -134,20 +134,20 @@ impl Slots for LocalSlots {
         for report in reports {
             check_name("node", &report.node)?;
             view.members.insert(report.node.clone(), self.host.clone());
-            let unchanged = view
-                .statuses
-                .get(&report.node)
-                .is_some_and(|s| s.health == report.health);
-            if !unchanged {
-                view.statuses.insert(
-                    report.node.clone(),
-                    NodeStatus {
-                        host: self.host.clone(),
-                        health: report.health,
-                        since: unix_now(),
-                    },
-                );
-            }
+            let since = match view.statuses.get(&report.node) {
+                Some(s) if s.health == report.health => s.since,
+                _ => unix_now(),
+            };
+            view.statuses.insert(
+                report.node.clone(),
+                NodeStatus {
+                    host: self.host.clone(),
+                    health: report.health,
+                    since,
+                    image: report.image.clone(),
+                    control_plane: report.control_plane,
+                },
+            );
         }
         Ok(())
     }
@@ -170,6 +170,8 @@ mod tests {
         NodeReport {
             node: node.into(),
             health: Health::Ready,
+            image: String::new(),
+            control_plane: false,
         }
     }
 
@@ -205,8 +207,8 @@ mod tests {
     fn a_node_down_holds_the_budget_without_a_slot() {
         let slots = LocalSlots::new("h1");
         let down = NodeReport {
-            node: "n2".into(),
             health: Health::Down,
+            ..ready("n2")
         };
         slots.publish("c", &[ready("n1"), down]).unwrap();
         assert!(matches!(

@@ -95,6 +95,11 @@ pub struct NodeReport {
     pub node: String,
     /// Its health.
     pub health: Health,
+    /// The image its record names (a digest; empty: none yet).
+    pub image: String,
+    /// Whether it is a control plane (workers wait for every control plane to be on the
+    /// target first).
+    pub control_plane: bool,
 }
 
 /// A node's published status, as any host reads it.
@@ -106,6 +111,12 @@ pub struct NodeStatus {
     pub health: Health,
     /// Since when it has been in this health (Unix seconds, the host's clock).
     pub since: i64,
+    /// The image its record names (a digest; empty when none, or from an older slipwayd).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// Whether it is a control plane.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control_plane: bool,
 }
 
 /// Who holds a slot, and since when.

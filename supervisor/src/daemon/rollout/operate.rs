@@ -70,6 +70,20 @@ impl<D: Driver> Daemon<D> {
                 let Some(from) = record.image.clone() else {
                     continue;
                 };
+                // Across hosts, workers wait for every control plane (as the fleet last
+                // read them) to be ready on the target.
+                let worker = self
+                    .config
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.role == Role::Worker);
+                if worker
+                    && let Some(why) = self.control_planes_first(&cluster.name, target.as_str())
+                {
+                    decision.state = plan::State::Waiting;
+                    decision.reason = why;
+                    break;
+                }
                 // The fleet's slot first: at most max-unavailable nodes down across hosts.
                 if let Err(why) = self.take_slot(&cluster.name, node).await {
                     decision.state = plan::State::Waiting;

@@ -79,9 +79,11 @@ struct Inner {
 }
 
 /// A status as we last wrote it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Published {
     health: Health,
+    image: String,
+    control_plane: bool,
     since: i64,
     /// The lease it was bound to: under a new lease it must be written again.
     lease: i64,
@@ -385,8 +387,12 @@ impl Slots for EtcdSlots {
                 let published = locked(&inner.published);
                 for report in reports {
                     let cached = published.get(&(cluster.to_owned(), report.node.clone()));
+                    let same = |p: &Published| {
+                        (p.health, &p.image, p.control_plane)
+                            == (report.health, &report.image, report.control_plane)
+                    };
                     let since = match cached {
-                        Some(p) if p.health == report.health && p.lease == lease => continue,
+                        Some(p) if same(p) && p.lease == lease => continue,
                         Some(p) if p.health == report.health => p.since,
                         _ => unix_now(),
                     };
@@ -407,6 +413,8 @@ impl Slots for EtcdSlots {
                     host: inner.host.clone(),
                     health: report.health,
                     since: *since,
+                    image: report.image.clone(),
+                    control_plane: report.control_plane,
                 };
                 keys_values.push((
                     format!("{prefix}members/{}", report.node),
@@ -431,6 +439,8 @@ impl Slots for EtcdSlots {
                             (cluster.to_owned(), report.node.clone()),
                             Published {
                                 health: report.health,
+                                image: report.image.clone(),
+                                control_plane: report.control_plane,
                                 since,
                                 lease,
                             },

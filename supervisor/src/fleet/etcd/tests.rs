@@ -27,6 +27,8 @@ fn report(node: &str, health: Health) -> NodeReport {
     NodeReport {
         node: node.into(),
         health,
+        image: String::new(),
+        control_plane: false,
     }
 }
 
