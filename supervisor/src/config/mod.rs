@@ -11,7 +11,7 @@
 //! `network = { cidr, gateway, pool, uplink = "eth1", vlan = 101, host-address = "10.44.0.2" }`.
 //! - `uplink`: this host's device on that LAN (a NIC, a bond), which slipwayd brings up.
 //! - `vlan` (1 to 4094): the cluster's 802.1Q VLAN on it, tagged by a VLAN device on the uplink
-//!   (`UPLINK.VLAN`). The LAN's switch ports must trunk it. Or `vxlan` (1 to 16777215): a VXLAN
+//!   (`slwv` and a hash: never `UPLINK.VLAN`, which the host may use itself). The LAN's switch ports must trunk it. Or `vxlan` (1 to 16777215): a VXLAN
 //!   network identifier, UDP port 4789, its broadcasts sent to multicast group 239.X.Y.Z (the
 //!   three bytes of the identifier); the uplink must hold an address on the hosts' LAN, and
 //!   the nodes lose 50 bytes of MTU to the encapsulation. Exactly one of the two.

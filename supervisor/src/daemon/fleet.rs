@@ -22,7 +22,8 @@ use crate::fleet::{ClusterView, Health, Holding, NodeReport, Slot, Slots, Take};
 use crate::model::NodeState;
 use crate::swap::{Step, Swap};
 
-/// How long nothing more is asked of a store that did not answer.
+/// How long nothing more is asked of a store that did not answer, at least (and three times
+/// as long as one call may take: every member's request timeout).
 const QUIET: Duration = Duration::from_secs(5);
 /// How often this host's nodes are published and the slots read for status.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
@@ -43,6 +44,8 @@ pub(super) struct Fleet {
     releases: Vec<Slot>,
     /// Nothing is asked of the store before this (it did not answer lately).
     quiet_until: Option<Instant>,
+    /// How long that is.
+    quiet: Duration,
     /// Why the store did not answer, while it does not.
     pub(super) problem: String,
     /// What the publisher sends next.
@@ -72,21 +75,23 @@ pub(super) enum Fence {
 
 impl Fleet {
     /// The fleet of `store`, and its publisher task (every [`PUBLISH_INTERVAL`]).
-    pub(super) fn start(store: Arc<dyn Slots>) -> Fleet {
+    pub(super) fn start(store: Arc<dyn Slots>, host: &str, config: &crate::config::Fleet) -> Fleet {
         let (reports, mut receiver) = watch::channel(Reports::new());
         let views: Views = Arc::default();
         let (publisher, seen) = (Arc::clone(&store), Arc::clone(&views));
+        let host = host.to_owned();
         tokio::spawn(async move {
             let mut previous = Reports::new();
             loop {
                 let current = receiver.borrow_and_update().clone();
                 let store = Arc::clone(&publisher);
                 let gone = retired(&previous, &current);
-                let reports = current.clone();
-                let read =
-                    tokio::task::spawn_blocking(move || publish_all(&*store, &reports, &gone))
-                        .await
-                        .unwrap_or_default();
+                let (reports, host) = (current.clone(), host.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    publish_all(&*store, &host, &reports, &gone)
+                })
+                .await
+                .unwrap_or_default();
                 *seen.lock().unwrap_or_else(PoisonError::into_inner) = read;
                 previous = current;
                 let tick = tokio::time::sleep(PUBLISH_INTERVAL);
@@ -101,6 +106,19 @@ impl Fleet {
             held: BTreeMap::new(),
             releases: Vec::new(),
             quiet_until: None,
+            quiet: match config {
+                crate::config::Fleet::None => QUIET,
+                crate::config::Fleet::Etcd {
+                    endpoints,
+                    request_timeout,
+                    ..
+                // Three times one call to every member: a store that is down holds the loop
+                // a quarter of the time at most.
+                } => QUIET.max(
+                    request_timeout
+                        .saturating_mul(3 * u32::try_from(endpoints.len()).unwrap_or(1)),
+                ),
+            },
             problem: String::new(),
             reports,
             views,
@@ -119,7 +137,7 @@ impl Fleet {
                     tracing::error!("fleet: {why}");
                 }
                 self.problem = why;
-                self.quiet_until = Some(Instant::now() + QUIET);
+                self.quiet_until = Some(Instant::now() + self.quiet);
             }
             None => {
                 if !self.problem.is_empty() {
@@ -170,19 +188,21 @@ fn retired(previous: &Reports, current: &Reports) -> Vec<(String, String)> {
     gone
 }
 
-/// Publishes every cluster's reports, retires `gone`, and reads each cluster's view.
+/// Publishes every cluster's reports, retires `gone` and every member the store says is this
+/// host's but that it no longer reports (removed while slipwayd was down, or a retire that
+/// failed before), and reads each cluster's view.
 fn publish_all(
     store: &dyn Slots,
+    host: &str,
     reports: &Reports,
     gone: &[(String, String)],
 ) -> BTreeMap<String, Result<ClusterView, String>> {
+    let retire = |cluster: &str, node: &str| match store.retire(cluster, node) {
+        Ok(()) => tracing::info!(%cluster, %node, "fleet: node retired (no longer on this host)"),
+        Err(e) => tracing::warn!(%cluster, %node, "fleet: cannot retire the node: {e:#}"),
+    };
     for (cluster, node) in gone {
-        match store.retire(cluster, node) {
-            Ok(()) => {
-                tracing::info!(%cluster, %node, "fleet: node retired (no longer on this host)")
-            }
-            Err(e) => tracing::warn!(%cluster, %node, "fleet: cannot retire the node: {e:#}"),
-        }
+        retire(cluster, node);
     }
     let mut views = BTreeMap::new();
     for (cluster, nodes) in reports {
@@ -190,17 +210,28 @@ fn publish_all(
             .publish(cluster, nodes)
             .and_then(|()| store.view(cluster))
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
+        if let Ok(view) = &read {
+            for (node, owner) in &view.members {
+                if owner == host && !nodes.iter().any(|r| &r.node == node) {
+                    retire(cluster, node);
+                }
+            }
+        }
         views.insert(cluster.clone(), read);
     }
     views
 }
 
-/// The control planes of `view` that are not ready on `target`, as `NODE on HOST`.
+/// The control planes of `view` that are not ready on `target`, as `NODE on HOST` (a control
+/// plane no live host reports is not known to be).
 fn behind_control_planes(view: &ClusterView, target: &str) -> Vec<String> {
-    view.statuses
+    view.control_planes
         .iter()
-        .filter(|(_, s)| s.control_plane && (s.image != target || s.health != Health::Ready))
-        .map(|(n, s)| format!("{n} on {}", s.host))
+        .filter_map(|n| match view.statuses.get(n) {
+            Some(s) if s.image == target && s.health == Health::Ready => None,
+            Some(s) => Some(format!("{n} on {}", s.host)),
+            None => Some(format!("{n} (reported by no live host)")),
+        })
         .collect()
 }
 
@@ -264,8 +295,14 @@ impl<D: Driver> Daemon<D> {
             .views
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(Ok(view)) = views.get(cluster) else {
-            return None;
+        let view = match views.get(cluster) {
+            Some(Ok(view)) => view,
+            Some(Err(why)) => {
+                return Some(format!(
+                    "the fleet's view of the cluster cannot be read: {why}"
+                ));
+            }
+            None => return Some("the fleet's view of the cluster is not read yet".into()),
         };
         let behind = behind_control_planes(view, target);
         (!behind.is_empty()).then(|| {
@@ -444,6 +481,10 @@ mod tests {
             control_plane,
         };
         let mut view = ClusterView::default();
+        view.control_planes
+            .extend(["cp-1".to_owned(), "cp-2".to_owned(), "cp-3".to_owned()]);
+        view.statuses
+            .insert("cp-3".into(), status("d", Health::Ready, "new", true));
         view.statuses
             .insert("cp-1".into(), status("a", Health::Ready, "new", true));
         view.statuses
@@ -457,6 +498,36 @@ mod tests {
         view.statuses
             .insert("cp-2".into(), status("b", Health::Ready, "new", true));
         assert!(behind_control_planes(&view, "new").is_empty());
+        // A control plane whose host died is not known to be on the target.
+        view.statuses.remove("cp-3");
+        assert_eq!(
+            behind_control_planes(&view, "new"),
+            ["cp-3 (reported by no live host)"]
+        );
+    }
+
+    #[test]
+    fn a_member_of_this_host_it_no_longer_reports_is_retired_at_the_next_publish() {
+        // n2 left host.toml while slipwayd was down: nothing remembers it but the store.
+        let store = crate::fleet::LocalSlots::new("h");
+        let report = |node: &str| NodeReport {
+            node: node.into(),
+            health: Health::Ready,
+            image: String::new(),
+            control_plane: false,
+        };
+        store.publish("lab", &[report("n1"), report("n2")]).unwrap();
+        let reports = Reports::from([("lab".into(), vec![report("n1")])]);
+        let views = publish_all(&store, "h", &reports, &[]);
+        let view = views["lab"].as_ref().unwrap();
+        assert!(view.members.contains_key("n2"), "read before the retire");
+        let view = store.view("lab").unwrap();
+        assert_eq!(view.members.keys().collect::<Vec<_>>(), ["n1"]);
+        // Another host's member is not this host's to retire.
+        let other = crate::fleet::LocalSlots::new("other");
+        other.publish("lab", &[report("n9")]).unwrap();
+        publish_all(&other, "h", &Reports::from([("lab".into(), vec![])]), &[]);
+        assert!(other.view("lab").unwrap().members.contains_key("n9"));
     }
 
     #[test]

@@ -145,7 +145,11 @@ impl<D: Driver> Daemon<D> {
         if !journal.swaps.is_empty() {
             tracing::info!(swaps = ?journal.swaps.keys().collect::<Vec<_>>(), "resuming the swaps the rollout journal holds");
         }
-        let fleet = fleet::Fleet::start(crate::fleet::open(&config.name, &config.fleet));
+        let fleet = fleet::Fleet::start(
+            crate::fleet::open(&config.name, &config.fleet),
+            &config.name,
+            &config.fleet,
+        );
         let mut daemon = Daemon {
             fleet,
             path: path.to_owned(),

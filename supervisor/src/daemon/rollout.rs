@@ -147,6 +147,7 @@ impl<D: Driver> Daemon<D> {
                     }
                 }
             };
+            let fence_lost = fenced.is_some();
             let worked = match fenced {
                 Some(lost) => Some(lost),
                 None => self.work(&swap, probe).await,
@@ -162,6 +163,11 @@ impl<D: Driver> Daemon<D> {
             // An abandoned surge's replacement is gone: its node is not configured any more,
             // so its old VM is left to the ordinary supervision (which stops it).
             if orphaned.is_some() && next.step == Step::BootingPrevious {
+                next.step = Step::RolledBack;
+            }
+            // A slot lost before the VM stops: the node still runs its image, untouched, and
+            // a rollback would stop it (while another host may hold the freed slot).
+            if fence_lost && swap.step == Step::Stopping && swap.surge.is_none() {
                 next.step = Step::RolledBack;
             }
             if outcome == Outcome::Failed && next.reason.is_empty() {
@@ -633,11 +639,21 @@ impl<D: Driver> Daemon<D> {
                     .get(subject)
                     .map(|n| n.reason.clone())
                     .unwrap_or_default();
-                if let crate::kube::ops::ApiReady::NotReady(why) = &api {
+                if let crate::kube::ops::ApiReady::NotReady(why)
+                | crate::kube::ops::ApiReady::Unknown(why) = &api
+                {
                     if !said.is_empty() {
                         said.push_str("; ");
                     }
                     said.push_str(&format!("the API server: {why}"));
+                }
+                // An API server that does not answer is the host's problem: the image is not
+                // blamed for it.
+                if matches!(api, crate::kube::ops::ApiReady::Unknown(_)) {
+                    self.progress
+                        .entry(name.to_owned())
+                        .or_default()
+                        .host_failure = true;
                 }
                 format!(
                     "no healthy beacon on {} within {} s{} (see {})",

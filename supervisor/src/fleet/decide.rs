@@ -15,6 +15,12 @@ pub enum Refusal {
         /// The budget.
         max_unavailable: u32,
     },
+    /// The node is a control plane and another control plane is down, swapping or unreported:
+    /// control planes go one at a time across hosts (their etcd members keep quorum).
+    ControlPlane {
+        /// The other control planes counted down.
+        down: BTreeSet<String>,
+    },
     /// The node already holds a slot under someone else's lease (a previous run of this host
     /// whose lease has not expired yet, or another host): wait for it to go.
     HeldElsewhere(Holder),
@@ -31,6 +37,14 @@ impl fmt::Display for Refusal {
                 write!(
                     f,
                     "{} down, swapping or unreported (max-unavailable {max_unavailable})",
+                    down.join(", ")
+                )
+            }
+            Refusal::ControlPlane { down } => {
+                let down: Vec<&str> = down.iter().map(String::as_str).collect();
+                write!(
+                    f,
+                    "control plane {} is down, swapping or unreported: control planes go one at a time",
                     down.join(", ")
                 )
             }
@@ -61,6 +75,16 @@ pub fn decide(view: &ClusterView, node: &str, max_unavailable: u32) -> Verdict {
         return Verdict::Refuse(Refusal::HeldElsewhere(holder.clone()));
     }
     let unavailable = view.unavailable();
+    if view.control_planes.contains(node) {
+        let down: BTreeSet<String> = unavailable
+            .iter()
+            .filter(|n| *n != node && view.control_planes.contains(*n))
+            .cloned()
+            .collect();
+        if !down.is_empty() {
+            return Verdict::Refuse(Refusal::ControlPlane { down });
+        }
+    }
     let mut after = unavailable.clone();
     after.insert(node.to_owned());
     let within = u32::try_from(after.len()).is_ok_and(|n| n <= max_unavailable);
@@ -169,5 +193,29 @@ mod tests {
         let mut view = healthy();
         view.slots.insert(4, holder(4, "h2", "n2"));
         assert!(matches!(decide(&view, "n1", 1), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn control_planes_go_one_at_a_time_whatever_the_budget() {
+        // n1 and n2 are control planes on two hosts; n2's host died mid-swap (no status).
+        let mut view = healthy();
+        view.control_planes
+            .extend(["n1".to_owned(), "n2".to_owned()]);
+        view.statuses.remove("n2");
+        let Verdict::Refuse(Refusal::ControlPlane { down }) = decide(&view, "n1", 3) else {
+            panic!("a second control plane must not go down");
+        };
+        assert_eq!(down, BTreeSet::from(["n2".to_owned()]));
+        // A worker may, within the budget.
+        assert_eq!(decide(&view, "n3", 3), Verdict::Take(0));
+        // A control plane holding a slot blocks the other as well.
+        let mut view = healthy();
+        view.control_planes
+            .extend(["n1".to_owned(), "n2".to_owned()]);
+        view.slots.insert(0, holder(0, "h2", "n2"));
+        assert!(matches!(
+            decide(&view, "n1", 3),
+            Verdict::Refuse(Refusal::ControlPlane { .. })
+        ));
     }
 }

@@ -134,6 +134,11 @@ impl Slots for LocalSlots {
         for report in reports {
             check_name("node", &report.node)?;
             view.members.insert(report.node.clone(), self.host.clone());
+            if report.control_plane {
+                view.control_planes.insert(report.node.clone());
+            } else {
+                view.control_planes.remove(&report.node);
+            }
             let since = match view.statuses.get(&report.node) {
                 Some(s) if s.health == report.health => s.since,
                 _ => unix_now(),
@@ -155,6 +160,7 @@ impl Slots for LocalSlots {
     fn retire(&self, cluster: &str, node: &str) -> Result<(), Error> {
         if let Some(view) = self.state().clusters.get_mut(cluster) {
             view.members.remove(node);
+            view.control_planes.remove(node);
             view.statuses.remove(node);
         }
         Ok(())

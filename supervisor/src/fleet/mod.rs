@@ -139,6 +139,9 @@ pub struct ClusterView {
     pub slots: BTreeMap<u32, Holder>,
     /// Every node any host has ever reported, and its host (kept when the host dies).
     pub members: BTreeMap<String, String>,
+    /// The nodes known to be control planes (from their member records and statuses, so a
+    /// dead host's control plane is still known as one).
+    pub control_planes: BTreeSet<String>,
     /// Live statuses (gone with the reporting host's lease).
     pub statuses: BTreeMap<String, NodeStatus>,
 }

@@ -215,8 +215,13 @@ fn cordon(
     cancel: &AtomicBool,
 ) -> Result<Option<CordonChange>, Error> {
     let mut wait = drain::RETRY_FIRST;
+    // A failed attempt may have been a PATCH the server applied but whose answer was lost:
+    // after one, a node found cordoned is taken as ours (an operator's cordon made in that
+    // moment would be undone by our uncordon, a lesser harm than a node cordoned for good).
+    let mut tried = false;
     loop {
         match client.cordon(node) {
+            Ok(CordonChange::Unchanged) if tried => return Ok(Some(CordonChange::Changed)),
             Ok(change) => return Ok(Some(change)),
             Err(Error::Api { code: 404, .. }) => return Ok(None),
             Err(e)
@@ -224,6 +229,7 @@ fn cordon(
                     && Instant::now() < deadline
                     && !cancel.load(Ordering::SeqCst) =>
             {
+                tried = true;
                 tracing::warn!(node, error = %e, "cannot cordon yet: retrying");
                 let left = deadline.saturating_duration_since(Instant::now());
                 std::thread::sleep(drain::jitter(wait).min(left));
@@ -279,14 +285,17 @@ pub enum ApiReady {
     Ungated,
     /// The API server said lately that the node's Ready condition is True.
     Ready,
-    /// Gated, and not known to be Ready: why.
+    /// Gated, and not Ready as the API server says: why.
     NotReady(String),
+    /// Gated, and the API server has not answered lately: why (the host's problem, not the
+    /// image's).
+    Unknown(String),
 }
 
 impl ApiReady {
     /// Whether the node may count as healthy as far as the API server is concerned.
     pub fn passes(&self) -> bool {
-        !matches!(self, ApiReady::NotReady(_))
+        matches!(self, ApiReady::Ungated | ApiReady::Ready)
     }
 }
 
@@ -360,13 +369,13 @@ impl ReadyCache {
     pub fn get(&self, cluster: &str, node: &str, now: Instant) -> ApiReady {
         let clusters = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
         let Some(seen) = clusters.get(cluster) else {
-            return ApiReady::NotReady("the API server was not asked yet".into());
+            return ApiReady::Unknown("the API server was not asked yet".into());
         };
         let fresh = seen
             .listed
             .is_some_and(|t| now.saturating_duration_since(t) < READY_STALE);
         if !fresh {
-            return ApiReady::NotReady(if seen.error.is_empty() {
+            return ApiReady::Unknown(if seen.error.is_empty() {
                 "the API server has not listed the nodes lately".into()
             } else {
                 format!("the API server does not answer: {}", seen.error)
@@ -436,7 +445,8 @@ mod tests {
     fn the_ready_gate_lists_at_most_once_an_interval_and_forgets_what_goes_stale() {
         let cache = ReadyCache::default();
         let t0 = Instant::now();
-        assert!(matches!(cache.get("lab", "w1", t0), ApiReady::NotReady(_)));
+        // Not asked yet: unknown (the host's problem, never the image's).
+        assert!(matches!(cache.get("lab", "w1", t0), ApiReady::Unknown(_)));
         assert!(cache.claim("lab", t0));
         assert!(!cache.claim("lab", t0), "one listing at a time");
         let nodes = BTreeMap::from([
@@ -467,16 +477,14 @@ mod tests {
         assert_eq!(cache.get("lab", "w1", t1), ApiReady::Ready);
         let late = t0 + READY_STALE;
         assert!(
-            matches!(cache.get("lab", "w1", late), ApiReady::NotReady(m) if m.contains("connection refused"))
+            matches!(cache.get("lab", "w1", late), ApiReady::Unknown(m) if m.contains("connection refused"))
         );
         // A listing that never ended does not stop the next one for ever.
         let t2 = t1 + READY_INTERVAL;
         assert!(cache.claim("lab", t2));
         assert!(!cache.claim("lab", t2 + READY_INTERVAL));
         assert!(cache.claim("lab", t2 + READY_LOST));
-        assert!(matches!(
-            cache.get("other", "w1", t0),
-            ApiReady::NotReady(_)
-        ));
+        assert!(matches!(cache.get("other", "w1", t0), ApiReady::Unknown(_)));
+        assert!(!ApiReady::Unknown(String::new()).passes());
     }
 }

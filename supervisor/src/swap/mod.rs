@@ -277,6 +277,16 @@ pub struct Swap {
     /// (not written then, so journals without it read alike).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cordoned: String,
+    /// When its drain began (Unix seconds; 0: not yet), written with `cordoned`: the drain
+    /// deadline counts from here, not from the step's start (a step held by the fleet lock
+    /// must not eat the drain's time, nor a restart give it more).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drain_since: i64,
+}
+
+/// Whether `value` is 0 (not written then).
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 impl Swap {
@@ -299,6 +309,7 @@ impl Swap {
             host_failure: false,
             surge: None,
             cordoned: String::new(),
+            drain_since: 0,
         }
     }
 

@@ -108,18 +108,24 @@ impl<D: Driver> Daemon<D> {
                 .last
                 .get(name)
                 .is_some_and(|last| last.cordoned == node);
-        if swap.cordoned != node
+        let now = crate::daemon::unix_now();
+        let began = if swap.drain_since > 0 {
+            swap.drain_since
+        } else {
+            now
+        };
+        if (swap.cordoned != node || swap.drain_since == 0)
             && !self.journal(|j| {
                 if let Some(s) = j.swaps.get_mut(name) {
                     s.cordoned.clone_from(&node);
+                    s.drain_since = began;
                 }
             })
         {
             // Nothing is cordoned that the journal does not name: tried again on a later call.
             return None;
         }
-        let left = swap
-            .since
+        let left = began
             .saturating_add(secs(kube.drain_deadline))
             .saturating_sub(crate::daemon::unix_now())
             .max(0);

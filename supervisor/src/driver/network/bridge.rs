@@ -67,18 +67,12 @@ impl Bridge {
         bridge_name(&self.cluster)
     }
 
-    /// The segment's device: `UPLINK.VLAN` as Linux names VLANs when that fits in 15 bytes,
-    /// else `slwv` and a hash of it; `slwx` and the identifier for VXLAN.
+    /// The segment's device: `slwv` and a hash of `UPLINK.VLAN` (never Linux's own
+    /// `UPLINK.VLAN`, which the host may already use for itself), `slwx` and the identifier
+    /// for VXLAN.
     pub fn segment_device(&self) -> String {
         match self.segment {
-            Segment::Vlan(id) => {
-                let name = format!("{}.{id}", self.uplink);
-                if name.len() <= 15 {
-                    name
-                } else {
-                    derived("slwv", &name)
-                }
-            }
+            Segment::Vlan(id) => derived("slwv", &format!("{}.{id}", self.uplink)),
             Segment::Vxlan(id) => format!("slwx{id}"),
         }
     }
@@ -122,7 +116,8 @@ impl Bridge {
             });
         }
         // The uplink carries the segment: down, it would carry nothing.
-        ip.run(&["link", "set", &self.uplink, "up"]).map_err(fail)?;
+        ip.run(&["link", "set", "dev", &self.uplink, "up"])
+            .map_err(fail)?;
         match ip.link(&bridge).map_err(fail)? {
             None => {
                 ip.run(&["link", "add", "name", &bridge, "type", "bridge"])
@@ -136,21 +131,23 @@ impl Bridge {
             Some(link) if self.is_segment(&link) => {}
             // Ours, from an earlier config: made again below as configured now.
             Some(link) if self.owns(&link) => {
-                ip.run(&["link", "delete", &segment]).map_err(fail)?;
+                ip.run(&["link", "delete", "dev", &segment]).map_err(fail)?;
                 self.add_segment(ip, &segment)?;
             }
             Some(link) => return Err(self.foreign(&link, "segment device")),
             None => self.add_segment(ip, &segment)?,
         }
-        ip.run(&["link", "set", &segment, "master", &bridge, "up"])
+        ip.run(&["link", "set", "dev", &segment, "master", &bridge, "up"])
             .map_err(fail)?;
         // A segment this bridge held under an earlier config (another VLAN, another uplink).
         for port in ip.ports(&bridge).map_err(fail)? {
             if port.ifname != segment && matches!(port.kind(), "vlan" | "vxlan") {
-                ip.run(&["link", "delete", &port.ifname]).map_err(fail)?;
+                ip.run(&["link", "delete", "dev", &port.ifname])
+                    .map_err(fail)?;
             }
         }
-        ip.run(&["link", "set", &bridge, "up"]).map_err(fail)?;
+        ip.run(&["link", "set", "dev", &bridge, "up"])
+            .map_err(fail)?;
         let wanted = (self.address, self.prefix);
         for held in ip.ipv4_addresses(&bridge).map_err(fail)? {
             if held != wanted {
@@ -243,7 +240,7 @@ impl Bridge {
             Some(link) if is_tap(&link) && tap_user(&link).is_some_and(|u| u == user) => {}
             // Made for another user (the VM user changed): QEMU could not open it.
             Some(link) if is_tap(&link) => {
-                ip.run(&["link", "delete", tap]).map_err(fail)?;
+                ip.run(&["link", "delete", "dev", tap]).map_err(fail)?;
                 ip.run(&["tuntap", "add", "dev", tap, "mode", "tap", "user", user])
                     .map_err(fail)?;
             }
@@ -253,14 +250,14 @@ impl Bridge {
                     .map_err(fail)?;
             }
         }
-        ip.run(&["link", "set", tap, "alias", alias])
+        ip.run(&["link", "set", "dev", tap, "alias", alias])
             .map_err(fail)?;
         self.attach(ip, tap)
     }
 
     /// Makes device `port` a port of the bridge, up (a VM's tap; a test's stand-in for one).
     pub fn attach(&self, ip: &Ip, port: &str) -> Result<(), Error> {
-        ip.run(&["link", "set", port, "master", &self.name(), "up"])
+        ip.run(&["link", "set", "dev", port, "master", &self.name(), "up"])
             .map(drop)
             .map_err(|source| Error::SetUpTap {
                 tap: port.to_owned(),
@@ -290,7 +287,10 @@ pub fn remove_tap(ip: &Ip, tap: &str) -> Result<(), Error> {
         source,
     };
     match ip.link(tap).map_err(fail)? {
-        Some(link) if is_tap(&link) => ip.run(&["link", "delete", tap]).map(drop).map_err(fail),
+        Some(link) if is_tap(&link) => ip
+            .run(&["link", "delete", "dev", tap])
+            .map(drop)
+            .map_err(fail),
         _ => Ok(()),
     }
 }
@@ -310,8 +310,11 @@ pub fn tear_down(ip: &Ip, cluster: &str) -> Result<(), Error> {
     }
     for port in ip.ports(&bridge).map_err(fail)? {
         if matches!(port.kind(), "vlan" | "vxlan") {
-            ip.run(&["link", "delete", &port.ifname]).map_err(fail)?;
+            ip.run(&["link", "delete", "dev", &port.ifname])
+                .map_err(fail)?;
         }
     }
-    ip.run(&["link", "delete", &bridge]).map(drop).map_err(fail)
+    ip.run(&["link", "delete", "dev", &bridge])
+        .map(drop)
+        .map_err(fail)
 }

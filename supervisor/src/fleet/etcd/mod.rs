@@ -101,6 +101,9 @@ struct Read {
 #[derive(Serialize, Deserialize)]
 struct Member {
     host: String,
+    /// Kept with the member (no lease): a dead host's control plane is still known as one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    control_plane: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -242,11 +245,17 @@ impl Inner {
             } else if let Some(node) = rest.strip_prefix("nodes/") {
                 // An unreadable status vouches for nothing: the member counts as down.
                 if let Ok(status) = serde_json::from_slice::<NodeStatus>(&kv.value) {
+                    if status.control_plane {
+                        view.control_planes.insert(node.to_owned());
+                    }
                     view.statuses.insert(node.to_owned(), status);
                 }
             } else if let Some(node) = rest.strip_prefix("members/") {
-                let host = serde_json::from_slice::<Member>(&kv.value)
-                    .map_or_else(|_| "?".to_owned(), |m| m.host);
+                let (host, control_plane) = serde_json::from_slice::<Member>(&kv.value)
+                    .map_or_else(|_| ("?".to_owned(), false), |m| (m.host, m.control_plane));
+                if control_plane {
+                    view.control_planes.insert(node.to_owned());
+                }
                 view.members.insert(node.to_owned(), host);
             }
         }
@@ -403,12 +412,13 @@ impl Slots for EtcdSlots {
                 return Ok(());
             }
             let prefix = inner.cluster_prefix(cluster);
-            let member = serde_json::to_vec(&Member {
-                host: inner.host.clone(),
-            })
-            .unwrap_or_default();
             let mut keys_values = Vec::new();
             for (report, since) in &changes {
+                let member = serde_json::to_vec(&Member {
+                    host: inner.host.clone(),
+                    control_plane: report.control_plane,
+                })
+                .unwrap_or_default();
                 let status = NodeStatus {
                     host: inner.host.clone(),
                     health: report.health,
@@ -416,11 +426,7 @@ impl Slots for EtcdSlots {
                     image: report.image.clone(),
                     control_plane: report.control_plane,
                 };
-                keys_values.push((
-                    format!("{prefix}members/{}", report.node),
-                    member.clone(),
-                    0,
-                ));
+                keys_values.push((format!("{prefix}members/{}", report.node), member, 0));
                 keys_values.push((
                     format!("{prefix}nodes/{}", report.node),
                     serde_json::to_vec(&status).unwrap_or_default(),
