@@ -181,16 +181,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Cluster lab's rollout in a `rollout status --json` answer.
-fn lab(rollout: &Value) -> &Value {
-    rollout["rollouts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["cluster"] == "lab")
-        .unwrap_or_else(|| panic!("no rollout of lab in {rollout:#}"))
-}
-
 /// The etcd member of host `index`, on its uplink address.
 fn etcd(d: &Path, host: &tests::netns::Netns, index: usize) -> Child {
     let name = |i: usize| format!("m{i}");

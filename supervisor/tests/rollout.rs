@@ -55,15 +55,6 @@ fn rollout(d: &Path, bus: &str) -> Option<Value> {
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn lab(rollout: &Value) -> &Value {
-    rollout["rollouts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["cluster"] == "lab")
-        .unwrap_or_else(|| panic!("no rollout of lab: {rollout:#}"))
-}
-
 fn step<'a>(rollout: &'a Value, name: &str) -> &'a str {
     lab(rollout)["nodes"]
         .as_array()

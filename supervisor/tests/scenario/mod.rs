@@ -346,6 +346,16 @@ pub fn status(d: &Path, bus: &str) -> Option<Value> {
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// Cluster lab's rollout in a `rollout status --json` answer.
+pub fn lab(rollout: &Value) -> &Value {
+    rollout["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cluster"] == "lab")
+        .unwrap_or_else(|| panic!("no rollout of lab in {rollout:#}"))
+}
+
 pub fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["nodes"]
         .as_array()
