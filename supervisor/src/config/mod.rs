@@ -26,6 +26,7 @@
 //!   same `cidr`, `gateway` and segment, and pools that do not overlap: slipwayd sees one host
 //!   and cannot check the others.
 
+mod cni;
 mod fleet;
 mod kube;
 mod net;
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use cni::Cni;
 pub use fleet::Fleet;
 pub use kube::{Kube, OnDeadline};
 pub use net::{Cidr, Pool};
@@ -144,6 +146,8 @@ pub struct Cluster {
     pub control_plane_endpoint: String,
     /// Pod network.
     pub pod_cidr: Cidr,
+    /// Pod network add-on its first control plane applies (`cni`, default flannel).
+    pub cni: Cni,
     /// Service network.
     pub service_cidr: Cidr,
     /// The node network.
@@ -278,6 +282,7 @@ mod raw {
         pub kubernetes: Spanned<String>,
         pub control_plane_endpoint: Spanned<String>,
         pub pod_cidr: Spanned<String>,
+        pub cni: Option<super::Cni>,
         pub service_cidr: Spanned<String>,
         pub network: Network,
         pub rollout: Option<Spanned<super::rollout::Raw>>,
@@ -678,6 +683,7 @@ impl Validator<'_> {
                     kubernetes: kubernetes.clone(),
                     control_plane_endpoint: endpoint.clone(),
                     pod_cidr: cidr(&c.pod_cidr)?,
+                    cni: c.cni.unwrap_or_default(),
                     service_cidr: cidr(&c.service_cidr)?,
                     network,
                     gateway,

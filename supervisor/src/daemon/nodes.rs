@@ -492,8 +492,11 @@ impl<D: Driver> Daemon<D> {
         let seed_path = seed::image_path(&dir);
         let (config, init, path) = (self.config.clone(), record.initialises, seed_path.clone());
         let for_seed = placed.clone();
+        // The seed names the Kubernetes of the image the node boots: a swap to a newer one
+        // upgrades the node at its first boot.
+        let kubernetes = stored.manifest.kubernetes.clone();
         let seed = tokio::task::spawn_blocking(move || -> anyhow::Result<seed::Seed> {
-            let seed = seed::for_node(&config, &for_seed, init)?;
+            let seed = seed::for_node_on(&config, &for_seed, init, kubernetes.as_deref())?;
             if let Some(dir) = path.parent() {
                 crate::persist::private_dir(dir)?;
             }
@@ -532,18 +535,18 @@ impl<D: Driver> Daemon<D> {
     /// report.
     pub(super) fn keep(&mut self, name: &str, image: Option<&Digest>, status: VmStatus) {
         let dir = self.node_dir(name);
-        let booted = match image {
-            Some(digest) => self
-                .store
-                .get(digest.as_ref())
-                .ok()
-                .flatten()
-                .map(|i| Booted::from(&i)),
-            None => None,
-        };
+        let stored = image.and_then(|digest| self.store.get(digest.as_ref()).ok().flatten());
+        let booted = stored.as_ref().map(Booted::from);
+        // The same documents `prepare` wrote: the initialiser's name its image's Kubernetes.
+        let kubernetes = stored.and_then(|i| i.manifest.kubernetes);
         let documents = self.identity(name).map(|(node, record)| {
-            seed::for_node(&self.config, &record.placed(&node), record.initialises)
-                .map(|s| s.kubeadm_sha256)
+            seed::for_node_on(
+                &self.config,
+                &record.placed(&node),
+                record.initialises,
+                kubernetes.as_deref(),
+            )
+            .map(|s| s.kubeadm_sha256)
         });
         let events = self.events.clone();
         let socket = self.driver.beacon(&dir);

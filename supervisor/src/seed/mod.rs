@@ -5,6 +5,14 @@
 //! Kubelet configuration, other control-plane nodes a Join with the certificate key, workers a
 //! Join with bootstrap-token discovery pinned to the CA. The seed holds the cluster's secrets:
 //! every file of it is written 0600.
+//!
+//! Two small files beside them tell linux-node's first boot what else to do:
+//! - `kubernetes`: the version the node is to run (`v1.33.2`): the Kubernetes of the image it
+//!   boots when slipwayd knows it, else the cluster's configured one. On a state disk that
+//!   already holds a cluster at another version, first boot upgrades the node to it
+//!   (`kubeadm upgrade apply` on the initialiser, `kubeadm upgrade node` elsewhere).
+//! - `cni` (the initialiser's seed only): the pod network it applies after `kubeadm init`
+//!   (`flannel` or `none`, from host.toml).
 
 pub mod kubeadm;
 
@@ -14,7 +22,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::config::{Cluster, HostConfig, Node, Role};
+use crate::config::{Cluster, Cni, HostConfig, Node, Role};
 use crate::pki::ClusterPki;
 use kubeadm::{
     ApiEndpoint, BootstrapToken, BootstrapTokenDiscovery, CgroupDriver, ClusterConfiguration,
@@ -69,6 +77,10 @@ pub struct Seed {
     pub mac: String,
     /// Control-plane nodes: the cluster's CA files, `pki/...` on the seed.
     pub pki_files: Vec<crate::pki::PkiFile>,
+    /// The Kubernetes version the node is to run, `vX.Y.Z`: the seed's `kubernetes` file.
+    pub kubernetes: String,
+    /// The initialiser only: the pod network it applies after init, the seed's `cni` file.
+    pub cni: Option<Cni>,
 }
 
 /// The MAC address of `node` in `cluster`: QEMU's 52:54:00 prefix and three derived bytes.
@@ -82,8 +94,15 @@ pub fn mac_address(cluster: &str, node: &str) -> String {
 
 /// The kubeadm documents for `node`: Init + Cluster + Kubelet configurations when it is the
 /// node that initialises its cluster (`init`: the one its cluster's record names, see
-/// [`crate::records`]), a JoinConfiguration for its role otherwise.
-pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -> Vec<Document> {
+/// [`crate::records`]), a JoinConfiguration for its role otherwise. `kubernetes` (`1.33.2`): the
+/// version the node's image carries; a cluster it initialises is made at that version.
+pub fn documents(
+    cluster: &Cluster,
+    node: &Node,
+    pki: &ClusterPki,
+    init: bool,
+    kubernetes: &str,
+) -> Vec<Document> {
     let registration = NodeRegistrationOptions {
         name: Some(node.name.clone()),
         cri_socket: Some(CRI_SOCKET.into()),
@@ -119,7 +138,7 @@ pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -
                     pod_subnet: Some(cluster.pod_cidr.to_string()),
                     dns_domain: None,
                 }),
-                kubernetes_version: Some(format!("v{}", cluster.kubernetes)),
+                kubernetes_version: Some(format!("v{kubernetes}")),
                 control_plane_endpoint: Some(cluster.control_plane_endpoint.clone()),
                 api_server: None,
                 controller_manager: None,
@@ -166,13 +185,24 @@ pub fn documents(cluster: &Cluster, node: &Node, pki: &ClusterPki, init: bool) -
 /// The seed of `node` (which initialises its cluster when `init`), with its cluster's PKI (made
 /// on first use) from the state directory.
 pub fn for_node(config: &HostConfig, node: &Node, init: bool) -> anyhow::Result<Seed> {
+    for_node_on(config, node, init, None)
+}
+
+/// [`for_node`] booting an image whose manifest says it carries Kubernetes `image_kubernetes`
+/// (`1.33.2`; None: it names none, the cluster's configured version is the target).
+pub fn for_node_on(
+    config: &HostConfig,
+    node: &Node,
+    init: bool,
+    image_kubernetes: Option<&str>,
+) -> anyhow::Result<Seed> {
     let pki_dir = config
         .state_dir
         .join("clusters")
         .join(&node.cluster)
         .join("pki");
     let pki = crate::pki::ensure(&pki_dir, &node.cluster)?;
-    Ok(render(config, node, &pki, init)?)
+    Ok(render(config, node, &pki, init, image_kubernetes)?)
 }
 
 /// Where the seed disk of the VM whose run directory is `dir` lives: `DIR/seed.img` (see
@@ -181,16 +211,19 @@ pub fn image_path(dir: &Path) -> std::path::PathBuf {
     dir.join("seed.img")
 }
 
-/// Renders the seed of `node` (which initialises its cluster when `init`).
+/// Renders the seed of `node` (which initialises its cluster when `init`), booting an image
+/// that carries Kubernetes `image_kubernetes` (None: the cluster's configured version).
 pub fn render(
     config: &HostConfig,
     node: &Node,
     pki: &ClusterPki,
     init: bool,
+    image_kubernetes: Option<&str>,
 ) -> Result<Seed, crate::pki::Error> {
     let cluster = &config.clusters[&node.cluster];
+    let kubernetes = image_kubernetes.unwrap_or(&cluster.kubernetes);
     let kubeadm_yaml = Zeroizing::new(kubeadm::to_yaml_documents(&documents(
-        cluster, node, pki, init,
+        cluster, node, pki, init, kubernetes,
     )));
     let kubeadm_sha256: String = Sha256::digest(kubeadm_yaml.as_bytes())
         .iter()
@@ -239,6 +272,8 @@ pub fn render(
         kubeadm_sha256,
         mac,
         pki_files,
+        kubernetes: format!("v{kubernetes}"),
+        cni: init.then_some(cluster.cni),
     })
 }
 
@@ -250,13 +285,19 @@ pub fn write_image(seed: &Seed, path: &Path) -> Result<(), Error> {
     };
     let dir = tempfile::tempdir_in(path.parent().unwrap_or(Path::new("."))).map_err(fail)?;
     let image = dir.path().join("seed.img");
-    let files = [
+    let kubernetes = format!("{}\n", seed.kubernetes);
+    let cni = seed.cni.map(|c| format!("{c}\n"));
+    let mut files = vec![
         ("meta-data", seed.meta_data.as_str()),
         ("network-config", seed.network_config.as_str()),
         ("user-data", seed.user_data.as_str()),
         ("kubeadm.yaml", seed.kubeadm_yaml.as_str()),
+        ("kubernetes", kubernetes.as_str()),
     ];
-    for (name, text) in files {
+    if let Some(cni) = &cni {
+        files.push(("cni", cni.as_str()));
+    }
+    for &(name, text) in &files {
         images::atomic::write(&dir.path().join(name), text.as_bytes(), 0o600).map_err(fail)?;
     }
     std::fs::create_dir_all(dir.path().join("pki/etcd")).map_err(fail)?;
@@ -291,7 +332,7 @@ pub fn write_image(seed: &Seed, path: &Path) -> Result<(), Error> {
     };
     let image_str = image.to_string_lossy().into_owned();
     run("mkfs.vfat", &["-n", "CIDATA", "--invariant", &image_str])?;
-    for (name, _) in files {
+    for &(name, _) in &files {
         let source = dir.path().join(name).to_string_lossy().into_owned();
         run("mcopy", &["-i", &image_str, &source, &format!("::/{name}")])?;
     }
@@ -313,5 +354,7 @@ pub fn write_image(seed: &Seed, path: &Path) -> Result<(), Error> {
     images::atomic::publish(&image, path).map_err(fail)
 }
 
+#[cfg(test)]
+mod cni_tests;
 #[cfg(test)]
 mod tests;

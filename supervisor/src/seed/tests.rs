@@ -23,10 +23,16 @@ fn each_role_gets_its_documents() {
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
     let kinds = |name: &str| -> Vec<&'static str> {
         let node = &config.nodes[name];
-        documents(&config.clusters["lab"], node, &pki, name == "cp-1")
-            .iter()
-            .map(Document::kind)
-            .collect()
+        documents(
+            &config.clusters["lab"],
+            node,
+            &pki,
+            name == "cp-1",
+            "1.32.10",
+        )
+        .iter()
+        .map(Document::kind)
+        .collect()
     };
     assert_eq!(
         kinds("cp-1"),
@@ -40,14 +46,14 @@ fn each_role_gets_its_documents() {
     // A control-plane node that is not its cluster's recorded initialiser joins, whatever its
     // name (a `cp-0` added after cp-1 initialised the cluster).
     let node = &config.nodes["cp-1"];
-    let joined: Vec<_> = documents(&config.clusters["lab"], node, &pki, false)
+    let joined: Vec<_> = documents(&config.clusters["lab"], node, &pki, false, "1.32.10")
         .iter()
         .map(Document::kind)
         .collect();
     assert_eq!(joined, ["JoinConfiguration"]);
     assert_eq!(kinds("worker-1"), ["JoinConfiguration"]);
 
-    let cp2 = render(&config, &config.nodes["cp-2"], &pki, false).unwrap();
+    let cp2 = render(&config, &config.nodes["cp-2"], &pki, false, None).unwrap();
     // A control plane that joins carries the shared keys in its seed, so it needs no
     // certificateKey (kubeadm's uploaded copy is deleted after 2 h).
     assert!(
@@ -61,7 +67,7 @@ fn each_role_gets_its_documents() {
         "{}",
         cp2.kubeadm_yaml.as_str()
     );
-    let worker = render(&config, &config.nodes["worker-1"], &pki, false).unwrap();
+    let worker = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
     assert!(
         worker.kubeadm_yaml.contains(&pki.ca_cert_hash),
         "{}",
@@ -78,7 +84,7 @@ fn each_role_gets_its_documents() {
         !worker.kubeadm_yaml.contains("certificateKey"),
         "workers never get the certificate key"
     );
-    let cp1 = render(&config, &config.nodes["cp-1"], &pki, true).unwrap();
+    let cp1 = render(&config, &config.nodes["cp-1"], &pki, true, None).unwrap();
     assert!(cp1.kubeadm_yaml.contains("kubernetesVersion: v1.32.10"));
     assert!(
         cp1.network_config.contains("- 10.44.0.10/24")
@@ -109,7 +115,7 @@ fn the_seed_is_a_private_cidata_disk() {
     let config = three_node_config();
     let dir = tempfile::tempdir().unwrap();
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
-    let seed = render(&config, &config.nodes["cp-1"], &pki, true).unwrap();
+    let seed = render(&config, &config.nodes["cp-1"], &pki, true, None).unwrap();
     let path = dir.path().join("seed.img");
     write_image(&seed, &path).unwrap();
     assert_eq!(
@@ -166,7 +172,7 @@ fn each_role_matches_its_golden_file() {
         ("cp-2", "join-control-plane.yaml"),
         ("worker-1", "join-worker.yaml"),
     ] {
-        let seed = render(&config, &config.nodes[node], &pki, node == "cp-1").unwrap();
+        let seed = render(&config, &config.nodes[node], &pki, node == "cp-1", None).unwrap();
         let text = seed
             .kubeadm_yaml
             .replace(pki.bootstrap_token.expose(), "TOKEN")
@@ -183,4 +189,80 @@ fn each_role_matches_its_golden_file() {
             path.display()
         );
     }
+}
+
+/// The initialiser's seed names the cluster's pod network (flannel unless host.toml says
+/// `cni = "none"`); no other node's seed does, since only the initialiser applies it.
+#[test]
+fn only_the_initialisers_seed_names_the_pod_network() {
+    let config = three_node_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let cp1 = render(&config, &config.nodes["cp-1"], &pki, true, None).unwrap();
+    assert_eq!(cp1.cni, Some(Cni::Flannel));
+    for node in ["cp-2", "worker-1"] {
+        assert_eq!(
+            render(&config, &config.nodes[node], &pki, false, None)
+                .unwrap()
+                .cni,
+            None
+        );
+    }
+    let path = dir.path().join("cp-1.img");
+    write_image(&cp1, &path).unwrap();
+    assert_eq!(mtype(&path, "cni").as_deref(), Some("flannel\n"));
+    let worker = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
+    let path = dir.path().join("worker-1.img");
+    write_image(&worker, &path).unwrap();
+    assert_eq!(mtype(&path, "cni"), None, "a worker's seed has no cni file");
+
+    let mut none = config.clone();
+    none.clusters.get_mut("lab").unwrap().cni = Cni::None;
+    let cp1 = render(&none, &none.nodes["cp-1"], &pki, true, None).unwrap();
+    let path = dir.path().join("none.img");
+    write_image(&cp1, &path).unwrap();
+    assert_eq!(mtype(&path, "cni").as_deref(), Some("none\n"));
+}
+
+/// Every seed names the Kubernetes version its node is to run: the image's when slipwayd
+/// knows it (a swap to an image of a newer Kubernetes), else the cluster's configured one.
+/// The initialiser's ClusterConfiguration says the same version.
+#[test]
+fn every_seed_carries_the_kubernetes_version_its_node_is_to_run() {
+    let config = three_node_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    for (node, init) in [("cp-1", true), ("cp-2", false), ("worker-1", false)] {
+        let node = &config.nodes[node];
+        let configured = render(&config, node, &pki, init, None).unwrap();
+        assert_eq!(configured.kubernetes, "v1.32.10");
+        let swapped = render(&config, node, &pki, init, Some("1.33.2")).unwrap();
+        assert_eq!(swapped.kubernetes, "v1.33.2");
+        let path = dir.path().join(format!("{}.img", node.name));
+        write_image(&swapped, &path).unwrap();
+        assert_eq!(mtype(&path, "kubernetes").as_deref(), Some("v1.33.2\n"));
+        if init {
+            assert!(
+                swapped.kubeadm_yaml.contains("kubernetesVersion: v1.33.2"),
+                "{}",
+                swapped.kubeadm_yaml.as_str()
+            );
+        } else {
+            // A joining node's documents do not name a version: the swap changes no digest.
+            assert_eq!(swapped.kubeadm_sha256, configured.kubeadm_sha256);
+        }
+    }
+}
+
+/// A file of the seed disk `path`, read back with mtools (None: it has no such file).
+fn mtype(path: &Path, name: &str) -> Option<String> {
+    let out = Command::new("mtype")
+        .arg("-i")
+        .arg(path)
+        .arg(format!("::/{name}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
 }

@@ -1,7 +1,7 @@
 //! The rollout seen from outside the swaps: which swaps start now (the plan, per cluster),
 //! what `slipwayd rollout status` shows, and an operator's pause, resume and abort.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -24,8 +24,25 @@ impl<D: Driver> Daemon<D> {
         };
         let now = crate::daemon::unix_now();
         let mut planned = Vec::new();
+        // The Kubernetes each image carries, from its manifest in the store (read once here).
+        let mut kubernetes: BTreeMap<Digest, Option<String>> = BTreeMap::new();
+        let target_kubernetes = self.image_kubernetes(&target, &mut kubernetes);
         let clusters: Vec<_> = self.config.clusters.values().cloned().collect();
         for cluster in clusters {
+            // What each node runs: its image's Kubernetes, else the cluster's configured one.
+            let runs: BTreeMap<String, String> = self
+                .config
+                .nodes
+                .values()
+                .filter(|n| n.cluster == cluster.name)
+                .filter_map(|n| {
+                    let image = self.records.get(&n.name)?.image.clone()?;
+                    let version = self
+                        .image_kubernetes(&image, &mut kubernetes)
+                        .unwrap_or_else(|| cluster.kubernetes.clone());
+                    Some((n.name.clone(), version))
+                })
+                .collect();
             let members: Vec<Member> = self
                 .config
                 .nodes
@@ -42,6 +59,8 @@ impl<D: Driver> Daemon<D> {
                             .get(&n.name)
                             .is_some_and(|t| t.state == NodeState::Ready),
                         swapping: self.journal.swaps.contains_key(&n.name),
+                        initialises: record.initialises,
+                        kubernetes: runs.get(&n.name).cloned(),
                     })
                 })
                 .collect();
@@ -62,7 +81,13 @@ impl<D: Driver> Daemon<D> {
                 aborted: self.journal.aborted.get(&cluster.name) == Some(&target),
                 window_open: cluster.rollout.window.is_none_or(|w| w.contains(now)),
             };
-            let mut decision = plan::decide(&cluster.rollout, Some(&target), &holds, &members);
+            let mut decision = plan::decide(
+                &cluster.rollout,
+                Some(&target),
+                target_kubernetes.as_deref(),
+                &holds,
+                &members,
+            );
             for node in &decision.start.clone() {
                 let Some(record) = self.records.get(node).cloned() else {
                     continue;
@@ -197,6 +222,21 @@ impl<D: Driver> Daemon<D> {
             previous_address: record.address,
             previous_mac: record.mac.clone(),
         })
+    }
+
+    /// The Kubernetes version the manifest of `digest` names (None: it names none, or the
+    /// store does not hold it), remembered in `seen`.
+    fn image_kubernetes(
+        &self,
+        digest: &Digest,
+        seen: &mut BTreeMap<Digest, Option<String>>,
+    ) -> Option<String> {
+        seen.entry(digest.clone())
+            .or_insert_with(|| match self.store.get(digest.as_ref()) {
+                Ok(Some(image)) => image.manifest.kubernetes,
+                _ => None,
+            })
+            .clone()
     }
 
     /// `NAME VERSION` of `digest` when the store has it, else the digest.
