@@ -64,6 +64,96 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The alphabet of bootstrap tokens (kubeadm's `[a-z0-9]`).
+const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Secret {
+    /// `text` as a bootstrap token, when it has kubeadm's form `[a-z0-9]{6}.[a-z0-9]{16}`.
+    pub fn bootstrap_token(text: String) -> Option<Secret> {
+        let text = Zeroizing::new(text);
+        let valid = text.len() == 23
+            && text.bytes().enumerate().all(|(i, b)| {
+                if i == 6 {
+                    b == b'.'
+                } else {
+                    TOKEN_ALPHABET.contains(&b)
+                }
+            });
+        valid.then(|| Secret(text))
+    }
+
+    /// A bootstrap token's public id (the six characters before the dot): safe to log and to
+    /// name its Secret with (`bootstrap-token-ID`).
+    pub fn token_id(&self) -> &str {
+        self.0.split_once('.').map_or("", |(id, _)| id)
+    }
+
+    /// A bootstrap token's secret part (after the dot).
+    pub fn token_secret(&self) -> &str {
+        self.0.split_once('.').map_or("", |(_, secret)| secret)
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    /// Only a bootstrap token (the one kind of [`Secret`] kept in records).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        Secret::bootstrap_token(text).ok_or_else(|| {
+            serde::de::Error::custom("not a bootstrap token of the form [a-z0-9]{6}.[a-z0-9]{16}")
+        })
+    }
+}
+
+/// A fresh random bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`, from the system's randomness.
+pub fn new_bootstrap_token(cluster: &str) -> Result<Secret, Error> {
+    // Rejection sampling: 252 is the largest multiple of 36 below 256, so every character is
+    // equally likely.
+    let mut picked = Zeroizing::new(String::with_capacity(23));
+    let mut random = Zeroizing::new([0u8; 64]);
+    while picked.len() < 23 {
+        getrandom::fill(random.as_mut()).map_err(|_| Error::Random(cluster.to_owned()))?;
+        for b in random.iter().filter(|b| **b < 252) {
+            if picked.len() == 6 {
+                picked.push('.');
+            }
+            if picked.len() == 23 {
+                break;
+            }
+            picked.push(char::from(
+                TOKEN_ALPHABET[usize::from(*b) % TOKEN_ALPHABET.len()],
+            ));
+        }
+    }
+    Ok(Secret(picked))
+}
+
+/// When the PKI's own bootstrap token was made (its file's modification time; the file is
+/// written once, with the PKI, and never again). The token kubeadm init creates from it
+/// lives 24 h from the initialiser's init, which is later: counting from here is on the safe
+/// side. `None` when the file cannot be looked at.
+pub fn bootstrap_token_made(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir.join("bootstrap-token"))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+impl ClusterPki {
+    /// This PKI with `token` as the bootstrap token joining nodes' seeds carry (a fresh one
+    /// slipwayd minted, see [`crate::kube::tokens`]).
+    pub fn with_join_token(&self, token: Secret) -> ClusterPki {
+        ClusterPki {
+            bootstrap_token: token,
+            ..self.clone()
+        }
+    }
+}
+
 /// What nodes' configurations need from a cluster's PKI.
 #[derive(Debug, Clone)]
 pub struct ClusterPki {

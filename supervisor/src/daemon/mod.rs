@@ -16,6 +16,7 @@ mod health;
 mod lock;
 mod nodes;
 mod rollout;
+mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

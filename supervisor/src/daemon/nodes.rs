@@ -387,6 +387,9 @@ impl<D: Driver> Daemon<D> {
         let Err(e) = self.launch(name, image).await else {
             return;
         };
+        if self.waits_for_token(name, &e) {
+            return;
+        }
         let backoff = self.backoff;
         let Some((_, _, tracked)) = self.tracked(name) else {
             return;
@@ -495,12 +498,20 @@ impl<D: Driver> Daemon<D> {
         // The seed names the Kubernetes of the image the node boots: a swap to a newer one
         // upgrades the node at its first boot.
         let kubernetes = stored.manifest.kubernetes.clone();
+        let token = self.join_token(name, &node.cluster, init).await?;
         let seed = tokio::task::spawn_blocking(move || -> anyhow::Result<seed::Seed> {
-            let seed = seed::for_node_on(&config, &for_seed, init, kubernetes.as_deref())?;
+            let seed = super::tokens::render(
+                &config,
+                &for_seed,
+                init,
+                token.as_ref(),
+                kubernetes.as_deref(),
+            )?;
             if let Some(dir) = path.parent() {
                 crate::persist::private_dir(dir)?;
             }
             seed::write_image(&seed, &path)?;
+            super::tokens::written(&path, token.as_ref())?;
             Ok(seed)
         })
         .await??;
@@ -540,10 +551,12 @@ impl<D: Driver> Daemon<D> {
         // The same documents `prepare` wrote: the initialiser's name its image's Kubernetes.
         let kubernetes = stored.and_then(|i| i.manifest.kubernetes);
         let documents = self.identity(name).map(|(node, record)| {
-            seed::for_node_on(
+            let dir = self.node_dir(name);
+            super::tokens::as_written(
                 &self.config,
                 &record.placed(&node),
                 record.initialises,
+                &dir,
                 kubernetes.as_deref(),
             )
             .map(|s| s.kubeadm_sha256)

@@ -47,8 +47,8 @@ pub(super) struct Progress {
     restored: bool,
     /// The fencing check passed for this step.
     fenced: bool,
-    /// Why the step waits for the fleet lock, while it does.
-    pub(super) fence_wait: Option<String>,
+    /// Why the step waits (for the fleet lock, a join token), while it does.
+    pub(super) waiting: Option<String>,
 }
 
 /// How long a rollback that failed (a VM that would not stop) waits before it tries again.
@@ -131,15 +131,15 @@ impl<D: Driver> Daemon<D> {
                     super::fleet::Fence::Go => {
                         let progress = self.progress.entry(name.to_owned()).or_default();
                         progress.fenced = true;
-                        progress.fence_wait = None;
+                        progress.waiting = None;
                         None
                     }
                     super::fleet::Fence::Wait(why) => {
                         let progress = self.progress.entry(name.to_owned()).or_default();
-                        if progress.fence_wait.as_ref() != Some(&why) {
+                        if progress.waiting.as_ref() != Some(&why) {
                             tracing::warn!(node = %name, step = %swap.step, "swap waits: {why}");
                         }
-                        progress.fence_wait = Some(why);
+                        progress.waiting = Some(why);
                         return;
                     }
                     super::fleet::Fence::Lost(why) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+use zeroize::Zeroizing;
 
 use super::Error;
 use super::mint::{self, Credentials};
@@ -274,6 +275,49 @@ impl Client {
             404 => Ok(false),
             c if is_success(c) => Ok(true),
             c => Err(api_error("DELETE", &path, c, &body)),
+        }
+    }
+
+    /// Creates the bootstrap-token Secret of `token` in kube-system, in kubeadm's format (see
+    /// [`super::tokens::secret_body`]), expiring at `expires` (Unix seconds). A Secret of that
+    /// name that already holds the same token counts as created (a retry after an answer was
+    /// lost); one holding another token is [`Error::Api`] 409.
+    pub fn create_bootstrap_token(
+        &self,
+        token: &crate::pki::Secret,
+        expires: i64,
+        description: &str,
+    ) -> Result<(), Error> {
+        let path = "/api/v1/namespaces/kube-system/secrets";
+        let name = super::tokens::secret_name(token);
+        segment("secret", &name)?;
+        let body =
+            Zeroizing::new(super::tokens::secret_body(token, expires, description).to_string());
+        let (code, answer) = self.send("POST", path, Some(("application/json", &body)))?;
+        match code {
+            c if is_success(c) => Ok(()),
+            409 => {
+                let existing = format!("{path}/{name}");
+                let (got, found) = self.send("GET", &existing, None)?;
+                if !is_success(got) {
+                    return Err(api_error("GET", &existing, got, &found));
+                }
+                let found: serde_json::Value = decode("GET", &existing, "a Secret", &found)?;
+                if super::tokens::secret_holds(&found, token) {
+                    Ok(())
+                } else {
+                    Err(Error::Api {
+                        method: "POST",
+                        path: path.to_owned(),
+                        code,
+                        reason: "AlreadyExists".into(),
+                        message: format!(
+                            "secret {name} exists with another token (a token id drawn twice): draw another token"
+                        ),
+                    })
+                }
+            }
+            c => Err(api_error("POST", path, c, &answer)),
         }
     }
 

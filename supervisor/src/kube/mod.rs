@@ -15,6 +15,8 @@
 //! - [`ops`]: what the swap executor asks of a cluster (cordon and drain under the policy of
 //!   `[clusters.kube]`, uncordon, the nodes' Ready conditions), as blocking calls, and the
 //!   state it keeps between them.
+//! - [`tokens`]: bootstrap tokens minted after the PKI's first one expired, their Secrets
+//!   created through the API in kubeadm's format, and the record of them.
 //!
 //! Not kube-rs: it pulls in hyper, tower, k8s-openapi (a very large crate) and their
 //! dependencies, which CI's compile budget on 2 cores cannot afford; ureq and rustls are
@@ -30,6 +32,7 @@ pub mod drain;
 pub mod mint;
 pub mod model;
 pub mod ops;
+pub mod tokens;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -37,6 +40,8 @@ pub(crate) mod fake;
 mod ops_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tokens_tests;
 
 use std::path::PathBuf;
 

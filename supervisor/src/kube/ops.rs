@@ -435,6 +435,8 @@ pub struct Tasks {
     pub drains: BTreeMap<String, Drain>,
     /// Uncordons by swap (node name).
     pub uncordons: BTreeMap<String, Uncordon>,
+    /// Bootstrap tokens being minted, by cluster (shared with the blocking mints).
+    pub tokens: Arc<super::tokens::Minting>,
 }
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ impl<D: Driver> Daemon<D> {
                 let swap = self.journal.swaps.get(&name).cloned();
                 let (step, reason, since) = match &swap {
                     Some(s) if s.reason.is_empty() => {
-                        let waits = self.progress.get(&name).and_then(|p| p.fence_wait.clone());
+                        let waits = self.progress.get(&name).and_then(|p| p.waiting.clone());
                         (
                             s.step.as_str().to_owned(),
                             waits.unwrap_or_default(),

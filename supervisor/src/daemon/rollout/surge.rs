@@ -40,11 +40,24 @@ impl<D: Driver> Daemon<D> {
         match swap.step {
             Step::Planned => done,
             Step::DisksSwitched => {
-                let made = self
-                    .prepare(&next, &swap.to)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("cannot make its replacement's disks: {e:#}"));
+                let made = match self.prepare(&next, &swap.to).await {
+                    Ok(_) => Ok(()),
+                    // No fresh join token yet (the API server did not answer): the
+                    // replacement waits for one rather than boot with a dead token.
+                    Err(e)
+                        if e.downcast_ref::<crate::daemon::tokens::WaitForToken>()
+                            .is_some() =>
+                    {
+                        let progress = self.progress.entry(name.to_owned()).or_default();
+                        let why = format!("{e:#}");
+                        if progress.waiting.as_ref() != Some(&why) {
+                            tracing::warn!(node = %name, "surge waits: {why}");
+                        }
+                        progress.waiting = Some(why);
+                        return None;
+                    }
+                    Err(e) => Err(format!("cannot make its replacement's disks: {e:#}")),
+                };
                 Some(self.host_outcome(name, made))
             }
             Step::Booting => {

@@ -1,6 +1,6 @@
 //! The FAKE API server's objects and their REST semantics: discovery, nodes (GET, LIST as
 //! JSON or as the Table kubectl prints, PATCH with merge semantics), pods (GET, LIST by field
-//! selector, DELETE with a termination period), DaemonSets (GET), and the Eviction
+//! selector, DELETE with a termination period), Secrets (POST, GET), DaemonSets (GET), and the Eviction
 //! subresource in policy/v1 and policy/v1beta1 with the PodDisruptionBudget arithmetic of the
 //! real API server: disruptions allowed = healthy pods − pods the budget wants healthy; none
 //! allowed answers 429.
@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use super::http::{Request, Response};
 use super::spec::{FakePod, log_line};
+
+mod secrets;
 
 /// The Kubernetes version the fake claims (its discovery is that of a 1.24 server: policy/v1
 /// and policy/v1beta1 both served).
@@ -67,6 +69,7 @@ pub struct World {
     nodes: BTreeMap<String, Value>,
     pods: BTreeMap<(String, String), Value>,
     daemonsets: BTreeSet<(String, String)>,
+    secrets: BTreeMap<(String, String), Value>,
     pdbs: Vec<Pdb>,
     gone_at: BTreeMap<(String, String), Instant>,
     counter: u64,
@@ -89,6 +92,7 @@ impl Default for World {
             nodes: BTreeMap::new(),
             pods: BTreeMap::new(),
             daemonsets: BTreeSet::new(),
+            secrets: BTreeMap::new(),
             pdbs: Vec::new(),
             gone_at: BTreeMap::new(),
             counter: 0,
@@ -443,6 +447,15 @@ impl World {
             ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
                 self.evict(ns, name, &request.body)
             }
+            ("POST", ["api", "v1", "namespaces", ns, "secrets"]) => {
+                self.create_secret(ns, &request.body)
+            }
+            ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) => {
+                match self.secrets.get(&((*ns).into(), (*name).into())) {
+                    Some(secret) => ok(secret.clone()),
+                    None => not_found("secrets", name),
+                }
+            }
             ("GET", ["apis", "apps", "v1", "namespaces", ns, "daemonsets", name]) => {
                 if self.daemonsets.contains(&((*ns).into(), (*name).into())) {
                     ok(json!({"kind": "DaemonSet", "apiVersion": "apps/v1",
@@ -481,6 +494,7 @@ impl World {
                 ("namespaces", "Namespace", false, "ns"),
                 ("nodes", "Node", false, "no"),
                 ("pods", "Pod", true, "po"),
+                ("secrets", "Secret", true, ""),
             ],
         );
         let version = if self.policy_v1 { "v1" } else { "v1beta1" };
@@ -741,8 +755,12 @@ fn resource_list(group_version: &str, resources: &[(&str, &str, bool, &str)]) ->
     let resources: Vec<Value> = resources
         .iter()
         .map(|(name, kind, namespaced, short)| {
-            json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
-                   "verbs": ["delete", "get", "list", "patch"], "shortNames": [short]})
+            let mut resource = json!({"name": name, "singularName": "", "namespaced": namespaced,
+                   "kind": kind, "verbs": ["create", "delete", "get", "list", "patch"]});
+            if !short.is_empty() {
+                resource["shortNames"] = json!([short]);
+            }
+            resource
         })
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})

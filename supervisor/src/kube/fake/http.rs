@@ -134,6 +134,7 @@ pub fn write_response(w: &mut impl Write, response: &Response) -> io::Result<()>
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Entity",
         429 => "Too Many Requests",

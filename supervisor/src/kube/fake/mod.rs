@@ -212,3 +212,71 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, world: Arc<Mutex<World>>
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::http::Request;
+    use super::*;
+
+    fn post(path: &str, body: &serde_json::Value) -> Request {
+        Request {
+            method: "POST".into(),
+            path: path.into(),
+            body: body.to_string().into_bytes(),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn the_fake_creates_secrets_once_and_validates_them_as_the_api_server_does() {
+        let mut world = World::default();
+        let path = "/api/v1/namespaces/kube-system/secrets";
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bootstrap-token-abcdef"}, "type": "bootstrap.kubernetes.io/token",
+            "data": {"token-id": "YWJjZGVm"}});
+        let created = world.handle(&post(path, &secret));
+        assert_eq!(created.code, 201, "{}", created.body);
+        assert_eq!(created.body["metadata"]["namespace"], "kube-system");
+        assert!(created.body["metadata"]["uid"].is_string());
+        let again = world.handle(&post(path, &secret));
+        assert_eq!(again.code, 409);
+        assert_eq!(again.body["reason"], "AlreadyExists");
+        let get = world.handle(&Request {
+            method: "GET".into(),
+            path: format!("{path}/bootstrap-token-abcdef"),
+            ..Request::default()
+        });
+        assert_eq!(get.code, 200);
+        assert_eq!(get.body["data"]["token-id"], "YWJjZGVm");
+        let missing = world.handle(&Request {
+            method: "GET".into(),
+            path: format!("{path}/bootstrap-token-zzzzzz"),
+            ..Request::default()
+        });
+        assert_eq!(missing.code, 404);
+        for (bad, code) in [
+            (
+                serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "x", "namespace": "default"}}),
+                400,
+            ),
+            (
+                serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "X_Y"}}),
+                422,
+            ),
+            (
+                serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "y"},
+                    "data": {"k": "not base64!"}}),
+                422,
+            ),
+            (
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "z"}}),
+                400,
+            ),
+        ] {
+            assert_eq!(world.handle(&post(path, &bad)).code, code, "{bad}");
+        }
+        assert!(world.secret("kube-system", "x").is_none());
+    }
+}

@@ -178,6 +178,11 @@ pub(super) fn log_line(request: &Request, response: &Response) -> Option<Value> 
             json!({"what": "evict", "pod": format!("{ns}/{name}"), "code": code,
                    "apiVersion": body["apiVersion"]})
         }
+        // The Secret's name only: its data holds a token.
+        ("POST", ["api", "v1", "namespaces", ns, "secrets"]) => {
+            json!({"what": "create-secret", "secret": format!("{ns}/{}", body["metadata"]["name"].as_str().unwrap_or("")),
+                   "code": code})
+        }
         ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
             json!({"what": "delete", "pod": format!("{ns}/{name}"), "code": code})
         }
