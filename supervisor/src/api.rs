@@ -75,7 +75,7 @@ pub struct SwapInfo {
 pub struct RolloutInfo {
     /// The cluster.
     pub cluster: String,
-    /// done | rolling | waiting | paused | failed | aborted | idle
+    /// done | rolling | waiting | paused | failed | aborted | refused | idle
     pub state: String,
     /// "NAME VERSION DIGEST" of the image the rollout moves nodes to; empty when none.
     pub target: String,
@@ -103,8 +103,8 @@ pub struct SlotInfo {
 }
 
 /// Every rollout state, in the order the metrics list them.
-pub const ROLLOUT_STATES: [&str; 7] = [
-    "done", "rolling", "waiting", "paused", "failed", "aborted", "idle",
+pub const ROLLOUT_STATES: [&str; 8] = [
+    "done", "rolling", "waiting", "paused", "failed", "aborted", "refused", "idle",
 ];
 
 /// What an operator asks of the rollouts (the `PauseRollout`, `ResumeRollout` and

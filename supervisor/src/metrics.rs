@@ -168,7 +168,7 @@ fn rollouts(registry: &mut Registry, snapshot: &Snapshot) {
     }
     registry.register(
         "slipway_rollout_state",
-        "1 for the state of the cluster's rollout: done, rolling, waiting, paused, failed, aborted or idle",
+        "1 for the state of the cluster's rollout: done, rolling, waiting, paused, failed, aborted, refused or idle",
         states,
     );
     let slots: Family<Labels, Gauge> = Family::default();
@@ -451,7 +451,9 @@ mod tests {
         );
         has("slipway_fleet_store_up{cluster=\"lab\"} 1\n");
         has("slipway_fleet_store_up{cluster=\"edge\"} 0\n");
-        for state in ["done", "waiting", "paused", "failed", "aborted", "idle"] {
+        for state in [
+            "done", "waiting", "paused", "failed", "aborted", "refused", "idle",
+        ] {
             has(&format!(
                 "slipway_rollout_state{{cluster=\"lab\",state=\"{state}\"}} 0\n"
             ));

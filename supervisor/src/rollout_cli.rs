@@ -256,11 +256,11 @@ enum FollowEnd {
 }
 
 /// Whether following ends on `status`: when every cluster's rollout is in a final state (done,
-/// failed, aborted; paused too without `target`) and, with `target`, targets that version. No
+/// failed, aborted, refused; paused too without `target`) and, with `target`, targets that version. No
 /// rollout at all is waited for (a supervisor that just started has not planned them yet).
 fn follow_end(status: &RolloutStatus, target: Option<&str>) -> FollowEnd {
     let ended = |r: &RolloutInfo| match r.state.as_str() {
-        "done" | "failed" | "aborted" => true,
+        "done" | "failed" | "aborted" | "refused" => true,
         "paused" => target.is_none(),
         _ => false,
     };
@@ -273,7 +273,7 @@ fn follow_end(status: &RolloutStatus, target: Option<&str>) -> FollowEnd {
     let failed: Vec<String> = status
         .rollouts
         .iter()
-        .filter(|r| r.state == "failed" || r.state == "aborted")
+        .filter(|r| matches!(r.state.as_str(), "failed" | "aborted" | "refused"))
         .map(|r| {
             let why = if r.reason.is_empty() {
                 &r.state
