@@ -131,38 +131,53 @@ fn lib(function: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
-fn first_boot_upgrades_one_minor_at_a_time_by_role() {
-    for (role, from, to, step) in [
-        ("init", "v1.32.10", "v1.32.10", "none"),
-        ("worker", "v1.32.10", "v1.32.10", "none"),
-        ("init", "v1.32.10", "v1.33.0", "apply"),
-        ("control-plane", "v1.32.10", "v1.33.0", "node"),
-        ("worker", "v1.32.10", "v1.33.0", "node"),
-        ("init", "v1.32.10", "v1.32.11", "apply"),
-        ("worker", "v1.32.10", "v1.32.11", "node"),
+fn first_boot_moves_one_minor_up_or_rolls_back_one_minor() {
+    for (from, to, step) in [
+        ("v1.32.10", "v1.32.10", "none"),
+        ("v1.32.10", "v1.33.0", "up"),
+        ("v1.32.10", "v1.32.11", "up"),
+        ("v1.32.9", "v1.32.10", "up"),
+        ("v1.33.0", "v1.32.10", "behind"),
+        ("v1.33.1", "v1.32.10", "behind"),
+        ("v1.32.11", "v1.32.10", "behind"),
     ] {
-        let (ok, out, stderr) = lib("upgrade_step", &[role, from, to]);
-        assert!(ok, "{role} {from} -> {to}: {stderr}");
-        assert_eq!(out, step, "{role} {from} -> {to}");
+        let (ok, out, stderr) = lib("upgrade_step", &[from, to]);
+        assert!(ok, "{from} -> {to}: {stderr}");
+        assert_eq!(out, step, "{from} -> {to}");
     }
     for (from, to) in [
         ("v1.32.10", "v1.34.0"),
-        ("v1.33.1", "v1.32.10"),
+        ("v1.34.0", "v1.32.10"),
         ("v1.32.10", "v2.0.0"),
         ("unknown", "v1.33.0"),
     ] {
-        let (ok, out, stderr) = lib("upgrade_step", &["init", from, to]);
+        let (ok, out, stderr) = lib("upgrade_step", &[from, to]);
         assert!(!ok && out.is_empty(), "{from} -> {to} must be refused");
         assert!(
             stderr.contains(&format!("from {from}")) || stderr.contains(from),
             "{stderr}"
         );
     }
-    let (_, _, stderr) = lib("upgrade_step", &["worker", "v1.32.10", "v1.34.0"]);
+    let (_, _, stderr) = lib("upgrade_step", &["v1.32.10", "v1.34.0"]);
     assert!(
         stderr.contains("one minor version up at a time"),
         "{stderr}"
     );
+}
+
+#[test]
+fn first_boot_orders_kubernetes_versions_numerically() {
+    for (a, b, below) in [
+        ("v1.32.10", "v1.33.0", true),
+        ("v1.32.9", "v1.32.10", true),
+        ("v1.9.0", "v1.10.0", true),
+        ("v1.33.0", "v1.33.0", false),
+        ("v1.33.0", "v1.32.10", false),
+        ("v2.0.0", "v1.99.99", false),
+        ("unknown", "v1.33.0", false),
+    ] {
+        assert_eq!(lib("version_below", &[a, b]).0, below, "{a} < {b}");
+    }
 }
 
 #[test]

@@ -511,7 +511,7 @@ impl<D: Driver> Daemon<D> {
                 crate::persist::private_dir(dir)?;
             }
             seed::write_image(&seed, &path)?;
-            super::tokens::written(&path, token.as_ref())?;
+            super::tokens::written(&path, token.as_ref(), &seed.kubeadm_sha256)?;
             Ok(seed)
         })
         .await??;
@@ -552,6 +552,11 @@ impl<D: Driver> Daemon<D> {
         let kubernetes = stored.and_then(|i| i.manifest.kubernetes);
         let documents = self.identity(name).map(|(node, record)| {
             let dir = self.node_dir(name);
+            // What the seed was written with, as recorded then (a newer slipwayd, or an
+            // edited host.toml, may render other documents: the node still runs these).
+            if let Some(recorded) = super::tokens::recorded_digest(&dir)? {
+                return Ok(recorded);
+            }
             super::tokens::as_written(
                 &self.config,
                 &record.placed(&node),

@@ -168,10 +168,37 @@ pub(super) fn render(
     Ok(seed::render(config, node, &pki, init, kubernetes)?)
 }
 
+/// The record, beside a seed, of the sha256 of the kubeadm documents it carries.
+const SEED_DIGEST: &str = "seed-digest";
+/// Its kind and version.
+const SEED_DIGEST_KIND: &str = "seed-digest";
+const SEED_DIGEST_VERSION: u32 = 1;
+
+/// The digest record's payload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SeedDigest {
+    kubeadm_sha256: String,
+}
+
 /// Records beside the seed at `seed_path` the token it carries (`None`: the PKI's, recorded
-/// by the absence of the record).
-pub(super) fn written(seed_path: &Path, token: Option<&Secret>) -> anyhow::Result<()> {
+/// by the absence of the record) and the digest of its kubeadm documents: what the node's
+/// beacon must echo for as long as it runs on that seed, whatever a later slipwayd (another
+/// version, another host.toml) would render now.
+pub(super) fn written(
+    seed_path: &Path,
+    token: Option<&Secret>,
+    kubeadm_sha256: &str,
+) -> anyhow::Result<()> {
     let dir = seed_path.parent().unwrap_or(Path::new("."));
+    let digest = SeedDigest {
+        kubeadm_sha256: kubeadm_sha256.to_owned(),
+    };
+    crate::persist::write(
+        &dir.join(SEED_DIGEST),
+        SEED_DIGEST_KIND,
+        SEED_DIGEST_VERSION,
+        &digest,
+    )?;
     match token {
         Some(token) => tokens::save_seed_token(dir, token)?,
         None => match std::fs::remove_file(tokens::seed_token_path(dir)) {
@@ -193,6 +220,43 @@ pub(super) fn as_written(
 ) -> anyhow::Result<seed::Seed> {
     let token = if init { None } else { tokens::seed_token(dir)? };
     render(config, node, init, token.as_ref(), kubernetes)
+}
+
+/// The digest of the kubeadm documents of the seed in VM directory `dir` as recorded when it
+/// was written. A seed written before the record existed (by an older slipwayd) is read
+/// itself (`kubeadm.yaml` on its FAT, with mtools' `mcopy`) and the record made; None when
+/// there is no seed to read.
+pub(super) fn recorded_digest(dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = dir.join(SEED_DIGEST);
+    if let Some(d) =
+        crate::persist::read::<SeedDigest>(&path, SEED_DIGEST_KIND, SEED_DIGEST_VERSION)?
+    {
+        return Ok(Some(d.kubeadm_sha256));
+    }
+    let image = seed::image_path(dir);
+    if !image.exists() {
+        return Ok(None);
+    }
+    let out = std::process::Command::new("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(&image)
+        .args(["::/kubeadm.yaml", "-"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cannot read kubeadm.yaml from {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let documents = zeroize::Zeroizing::new(out.stdout);
+    let kubeadm_sha256: String = <sha2::Sha256 as sha2::Digest>::digest(documents.as_slice())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let digest = SeedDigest { kubeadm_sha256 };
+    crate::persist::write(&path, SEED_DIGEST_KIND, SEED_DIGEST_VERSION, &digest)?;
+    Ok(Some(digest.kubeadm_sha256))
 }
 
 #[cfg(test)]
@@ -310,16 +374,34 @@ mod tests {
         let vm = dir.path().join("vm");
         std::fs::create_dir_all(&vm).unwrap();
         let seed_path = seed::image_path(&vm);
-        written(&seed_path, Some(&token)).unwrap();
+        written(&seed_path, Some(&token), &seed.kubeadm_sha256).unwrap();
         let again = as_written(&daemon.config, node, false, &vm, None).unwrap();
         assert_eq!(again.kubeadm_sha256, seed.kubeadm_sha256);
+        // The digest recorded with the seed is what a running VM must echo, whatever this
+        // slipwayd would render now (another version, another host.toml).
+        assert_eq!(
+            recorded_digest(&vm).unwrap().as_deref(),
+            Some(seed.kubeadm_sha256.as_str())
+        );
         // Written again with the PKI's token: the record goes, and so does the token.
-        written(&seed_path, None).unwrap();
+        written(&seed_path, None, "0f").unwrap();
+        assert_eq!(recorded_digest(&vm).unwrap().as_deref(), Some("0f"));
+        // A seed an older slipwayd wrote (no record): read from the seed image itself.
+        seed::write_image(&seed, &seed_path).unwrap();
+        std::fs::remove_file(vm.join(SEED_DIGEST)).unwrap();
+        assert_eq!(
+            recorded_digest(&vm).unwrap().as_deref(),
+            Some(seed.kubeadm_sha256.as_str())
+        );
+        assert!(
+            vm.join(SEED_DIGEST).exists(),
+            "and recorded for the next pass"
+        );
         let plain = as_written(&daemon.config, node, false, &vm, None).unwrap();
         assert!(plain.kubeadm_yaml.contains(pki.expose()));
         assert_ne!(plain.kubeadm_sha256, seed.kubeadm_sha256);
         // The initialiser's seed is rendered with the PKI's token whatever is recorded.
-        written(&seed_path, Some(&token)).unwrap();
+        written(&seed_path, Some(&token), &seed.kubeadm_sha256).unwrap();
         let init = as_written(
             &daemon.config,
             &daemon.config.nodes["cp-1"],
