@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::Daemon;
 use crate::config::{self, HostConfig};
 use crate::driver::Driver;
+use crate::kube::ops::chain;
 use crate::kube::tokens;
 use crate::model::NodeState;
 use crate::pki::Secret;
@@ -139,18 +140,6 @@ impl<D: Driver> Daemon<D> {
     }
 }
 
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The seed of `node` (initialising its cluster when `init`) carrying `token` (`None`: the
 /// PKI's), with its cluster's PKI (made on first use).
 pub(super) fn render(
@@ -263,39 +252,10 @@ pub(super) fn recorded_digest(dir: &Path) -> anyhow::Result<Option<String>> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::driver::{StopDeadlines, Stopped, VmSpec, VmStatus};
     use crate::kube::fake::{FakeApiServer, World};
 
-    /// A driver without VMs: choosing a seed's token never touches one.
-    struct NoVms;
-
-    impl Driver for NoVms {
-        async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
-            Ok(())
-        }
-        async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn stop(&self, _: &str, _: &Path, _: StopDeadlines) -> anyhow::Result<Stopped> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn status(&self, _: &str, _: &Path) -> VmStatus {
-            VmStatus::Stopped
-        }
-        fn beacon(&self, dir: &Path) -> PathBuf {
-            dir.join("beacon")
-        }
-        async fn stop_network(&self, _: &str) {}
-    }
+    use crate::driver::testing::NoVms;
 
     /// A supervisor of cluster lab (cp-1, worker-1) whose PKI was made two days ago, with
     /// `[clusters.kube]` pointing at `api` when given.

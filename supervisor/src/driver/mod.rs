@@ -166,6 +166,43 @@ pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
     text.contains(program) && names_marker
 }
 
+/// Test support.
+#[cfg(test)]
+pub mod testing {
+    use std::path::{Path, PathBuf};
+
+    use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
+
+    /// A driver without VMs, for tests of the daemon's parts that never touch one (a drain, a
+    /// seed's token): it makes nothing and finds every VM stopped.
+    pub struct NoVms;
+
+    impl Driver for NoVms {
+        async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
+            anyhow::bail!("no VMs here")
+        }
+        async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("no VMs here")
+        }
+        async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
+            anyhow::bail!("no VMs here")
+        }
+        async fn stop(&self, _: &str, _: &Path, _: StopDeadlines) -> anyhow::Result<Stopped> {
+            anyhow::bail!("no VMs here")
+        }
+        async fn status(&self, _: &str, _: &Path) -> VmStatus {
+            VmStatus::Stopped
+        }
+        fn beacon(&self, dir: &Path) -> PathBuf {
+            dir.join("beacon")
+        }
+        async fn stop_network(&self, _: &str) {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub fn pki_dir(state_dir: &Path, cluster: &str) -> PathBuf {
 }
 
 /// An error and its causes on one line, for a swap's reason.
-fn chain(error: &dyn std::error::Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

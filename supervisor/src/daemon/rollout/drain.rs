@@ -343,43 +343,16 @@ fn secs(d: Duration) -> i64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::config::HostConfig;
-    use crate::driver::{StopDeadlines, Stopped, VmSpec, VmStatus};
     use crate::kube::client::{Client, CordonChange};
     use crate::kube::fake::{FakeApiServer, FakePod, World};
     use crate::model::Digest;
     use crate::swap::{Replacement, Step};
 
-    /// A driver without VMs: the drained step and the uncordon never touch one.
-    struct NoVms;
-
-    impl Driver for NoVms {
-        async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
-            Ok(())
-        }
-        async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn stop(&self, _: &str, _: &Path, _: StopDeadlines) -> anyhow::Result<Stopped> {
-            anyhow::bail!("no VMs here")
-        }
-        async fn status(&self, _: &str, _: &Path) -> VmStatus {
-            VmStatus::Stopped
-        }
-        fn beacon(&self, dir: &Path) -> PathBuf {
-            dir.join("beacon")
-        }
-        async fn stop_network(&self, _: &str) {}
-    }
+    use crate::driver::testing::NoVms;
 
     /// A FAKE API server of cluster lab (its PKI made in `dir`'s state directory), and a
     /// supervisor of cp-1 and worker-1 whose `[clusters.kube]` points at it, with `extra`.
