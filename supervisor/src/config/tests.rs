@@ -7,6 +7,21 @@ use super::*;
 
 const EXAMPLE: &str = include_str!("../../examples/host.toml");
 
+/// Asserts that the example with `network` replaced by `to` (which holds the line `bad`) is
+/// refused with `expected`, located at `at` within `bad`.
+fn refused_at(network: &str, to: &str, bad: &str, at: &str, expected: &str) {
+    let message = edited(network, to).expect_err(bad).to_string();
+    assert!(message.contains(expected), "{bad}: {message}");
+    let text = EXAMPLE.replacen(network, to, 1);
+    let offset = text.find(bad).unwrap() + bad.find(at).unwrap();
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+    assert!(
+        message.starts_with(&format!("host.toml:{line}:{column}: ")),
+        "{bad}: {message}"
+    );
+}
+
 fn edited(from: &str, to: &str) -> Result<HostConfig, Error> {
     assert_eq!(EXAMPLE.matches(from).count(), 1, "{from:?} must occur once");
     HostConfig::parse(Path::new("host.toml"), &EXAMPLE.replacen(from, to, 1))
@@ -207,16 +222,12 @@ fn a_cluster_rolls_in_place_one_at_a_time_unless_its_rollout_table_says_otherwis
             "unknown variant `blue-green`",
         ),
     ] {
-        let to = format!("{network}\n[clusters.rollout]\n{bad}");
-        let message = edited(network, &to).expect_err(bad).to_string();
-        assert!(message.contains(expected), "{bad}: {message}");
-        let text = EXAMPLE.replacen(network, &to, 1);
-        let offset = text.find(bad).unwrap() + bad.find(at).unwrap();
-        let line = text[..offset].matches('\n').count() + 1;
-        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
-        assert!(
-            message.starts_with(&format!("host.toml:{line}:{column}: ")),
-            "{bad}: {message}"
+        refused_at(
+            network,
+            &format!("{network}\n[clusters.rollout]\n{bad}"),
+            bad,
+            at,
+            expected,
         );
     }
 }
@@ -452,16 +463,12 @@ fn a_cluster_talks_to_its_kubernetes_api_only_with_a_kube_table_whose_keys_defau
         ("ready-gate = \"yes\"", "\"yes\"", "invalid type"),
         ("drain = true", "drain", "unknown field `drain`"),
     ] {
-        let to = format!("{network}\n[clusters.kube]\n{bad}");
-        let message = edited(network, &to).expect_err(bad).to_string();
-        assert!(message.contains(expected), "{bad}: {message}");
-        let text = EXAMPLE.replacen(network, &to, 1);
-        let offset = text.find(bad).unwrap() + bad.find(at).unwrap();
-        let line = text[..offset].matches('\n').count() + 1;
-        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
-        assert!(
-            message.starts_with(&format!("host.toml:{line}:{column}: ")),
-            "{bad}: {message}"
+        refused_at(
+            network,
+            &format!("{network}\n[clusters.kube]\n{bad}"),
+            bad,
+            at,
+            expected,
         );
     }
 }

@@ -55,13 +55,7 @@ impl<D: Driver> Daemon<D> {
             return Ok(None);
         }
         let state_dir = self.config.state_dir.clone();
-        let chosen = {
-            let (state_dir, cluster) = (state_dir.clone(), cluster.to_owned());
-            tokio::task::spawn_blocking(move || {
-                tokens::join_token(&state_dir, &cluster, SystemTime::now())
-            })
-            .await??
-        };
+        let chosen = chosen_token(&state_dir, cluster).await?;
         if chosen.is_some() {
             return Ok(chosen);
         }
@@ -98,13 +92,7 @@ impl<D: Driver> Daemon<D> {
             // Not waited for longer: the loop goes on, the mint ends in the background.
             let _ = tokio::time::timeout(MINT_WAIT, minted).await;
         }
-        let chosen = {
-            let (state_dir, cluster) = (state_dir.clone(), cluster.to_owned());
-            tokio::task::spawn_blocking(move || {
-                tokens::join_token(&state_dir, &cluster, SystemTime::now())
-            })
-            .await??
-        };
+        let chosen = chosen_token(&state_dir, cluster).await?;
         if chosen.is_some() {
             return Ok(chosen);
         }
@@ -155,6 +143,15 @@ pub(super) fn render(
     let pki_dir = crate::kube::ops::pki_dir(&config.state_dir, &node.cluster);
     let pki = crate::pki::ensure(&pki_dir, &node.cluster)?.with_join_token(token.clone());
     Ok(seed::render(config, node, &pki, init, kubernetes)?)
+}
+
+/// The token a seed written now should carry, read off the loop.
+async fn chosen_token(state_dir: &Path, cluster: &str) -> anyhow::Result<Option<Secret>> {
+    let (state_dir, cluster) = (state_dir.to_owned(), cluster.to_owned());
+    Ok(tokio::task::spawn_blocking(move || {
+        tokens::join_token(&state_dir, &cluster, SystemTime::now())
+    })
+    .await??)
 }
 
 /// The record, beside a seed, of the sha256 of the kubeadm documents it carries.
