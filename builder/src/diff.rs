@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use images::manifest::Manifest;
+use images::manifest::{Manifest, WindowsFacts};
 use serde::Serialize;
 
 /// One changed item: `None` on a side means absent there.
@@ -30,6 +30,10 @@ pub struct Diff {
     pub files: Vec<Change>,
     /// Build inputs (digests).
     pub inputs: Vec<Change>,
+    /// Registry values the recipe set (Windows images).
+    pub registry: Vec<Change>,
+    /// Services registered (Windows images).
+    pub services: Vec<Change>,
 }
 
 fn compare(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<Change> {
@@ -49,20 +53,30 @@ fn compare(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Ve
 /// Compares two manifests.
 pub fn diff(old: &Manifest, new: &Manifest) -> Diff {
     let identity = |m: &Manifest| -> BTreeMap<String, String> {
-        [
+        let mut items = vec![
             ("name", m.name.clone()),
             ("version", m.version.clone()),
-            ("os", m.os.clone()),
+            ("os", m.os.to_string()),
             ("arch", m.arch.clone()),
             (
                 "kubernetes",
                 m.kubernetes.clone().unwrap_or_else(|| "none".into()),
             ),
-            ("root hash", m.disk.verity.root_hash.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        ];
+        if let Some(verity) = &m.disk.verity {
+            items.push(("root hash", verity.root_hash.clone()));
+        }
+        if let Some(windows) = &m.windows {
+            items.push((
+                "edition",
+                format!("{} (index {})", windows.edition, windows.index),
+            ));
+            items.push(("boot entry", windows.loader.clone()));
+        }
+        items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+    let windows = |m: &Manifest, pick: fn(&WindowsFacts) -> &BTreeMap<String, String>| {
+        m.windows.as_ref().map(pick).cloned().unwrap_or_default()
     };
     let inputs = |m: &Manifest| -> BTreeMap<String, String> {
         m.inputs
@@ -76,6 +90,14 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Diff {
         packages: compare(&old.packages, &new.packages),
         files: compare(&old.files, &new.files),
         inputs: compare(&inputs(old), &inputs(new)),
+        registry: compare(
+            &windows(old, |w| &w.registry),
+            &windows(new, |w| &w.registry),
+        ),
+        services: compare(
+            &windows(old, |w| &w.services),
+            &windows(new, |w| &w.services),
+        ),
     }
 }
 
@@ -87,6 +109,8 @@ impl Diff {
             && self.packages.is_empty()
             && self.files.is_empty()
             && self.inputs.is_empty()
+            && self.registry.is_empty()
+            && self.services.is_empty()
     }
 
     /// The release-note text.
@@ -105,6 +129,8 @@ impl Diff {
             ("Packages", &self.packages),
             ("Files", &self.files),
             ("Inputs", &self.inputs),
+            ("Registry (Windows)", &self.registry),
+            ("Services (Windows)", &self.services),
         ];
         for (title, changes) in sections {
             if changes.is_empty() {

@@ -43,8 +43,12 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Resolve every input of a recipe again and rewrite its lock file.
     Lock(commands::build::LockArgs),
-    /// Say what changed between two builds (packages, kernel, Kubernetes, files).
+    /// Say what changed between two builds (packages, kernel, Kubernetes, files, and for
+    /// Windows images registry values and services).
     Diff(commands::build::DiffArgs),
+    /// List what is inside a built image, read back from its VHDX: partitions, and for a
+    /// Windows image the BCD's boot entries, the services and the registry values it set.
+    Inspect(commands::inspect::InspectArgs),
     /// Make a signing key pair (cosign-compatible public key; private key 0600).
     Keygen(commands::publish::KeygenArgs),
     /// Sign a built image (writes NAME-VERSION.sig.json beside it).
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run_build(args),
         Command::Lock(args) => commands::build::run_lock(args),
         Command::Diff(args) => commands::build::run_diff(args),
+        Command::Inspect(args) => commands::inspect::run(args),
         Command::Keygen(args) => commands::publish::keygen(args),
         Command::Sign(args) => commands::publish::sign(args),
         Command::Verify(args) => commands::publish::verify(args),

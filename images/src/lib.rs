@@ -8,10 +8,12 @@
 //! [`atomic`]).
 
 pub mod atomic;
+pub mod bcd;
 pub mod disk;
 pub mod guid;
 pub mod manifest;
 pub mod oci;
+pub mod regf;
 pub mod sign;
 pub mod store;
 pub mod uki;

@@ -4,14 +4,22 @@
 //! Compatibility rule: `schema` names the format. Readers refuse a schema they do not know.
 //! Fields may be added within a schema (readers ignore unknown fields); renaming or removing a
 //! field, or changing its meaning, takes a new schema name.
+//!
+//! v2 ([`SCHEMA`], written since Windows images) is v1 ([`SCHEMA_V1`]) with `os` a closed set
+//! (`linux`, `windows`), and the Linux-only facts made optional: `disk.verity` and
+//! `boot.kernel`/`cmdline`/`uki_sha256` are present for Linux images only (a Linux manifest
+//! without them is refused), and `windows` for Windows images only. Every v1 manifest reads as
+//! the v2 manifest it would be, and is written back byte for byte (its schema kept).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// The schema this build writes and reads.
-pub const SCHEMA: &str = "slipway.node-image.v1";
+/// The schema this build writes.
+pub const SCHEMA: &str = "slipway.node-image.v2";
+/// The first schema, still read.
+pub const SCHEMA_V1: &str = "slipway.node-image.v1";
 
 /// Errors reading a manifest.
 #[derive(Debug, thiserror::Error)]
@@ -35,26 +43,60 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// Another schema.
-    #[error("{path} has schema {found:?}; this build reads {SCHEMA:?}")]
+    #[error("{path} has schema {found:?}; this build reads {SCHEMA_V1:?} and {SCHEMA:?}")]
     MatchSchema {
         /// The file.
         path: std::path::PathBuf,
         /// Schema found.
         found: String,
     },
+    /// The facts do not fit the image's operating system.
+    #[error("{path}: {why}")]
+    CheckFacts {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is missing or extra.
+        why: String,
+    },
+}
+
+/// The operating system of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    /// Linux: a verity-protected root booted from a UKI.
+    Linux,
+    /// Windows: an NTFS volume booted by Windows Boot Manager (worker nodes only).
+    Windows,
+}
+
+impl Os {
+    /// The name manifests and recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Os::Linux => "linux",
+            Os::Windows => "windows",
+        }
+    }
+}
+
+impl std::fmt::Display for Os {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A node-image manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always [`SCHEMA`].
+    /// [`SCHEMA`] (or [`SCHEMA_V1`] for a manifest written before it).
     pub schema: String,
     /// Image name.
     pub name: String,
     /// Image version.
     pub version: String,
-    /// Operating system (`linux`).
-    pub os: String,
+    /// Operating system.
+    pub os: Os,
     /// CPU architecture (`x86_64`).
     pub arch: String,
     /// Kubernetes version, if the image carries one.
@@ -73,6 +115,26 @@ pub struct Manifest {
     pub boot: Boot,
     /// How it was built.
     pub build: BuildFacts,
+    /// Windows images: what the build did to the base image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsFacts>,
+}
+
+/// Facts of a Windows image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowsFacts {
+    /// The base image's name in its WIM (`Windows Server 2022 SERVERDATACENTERCORE`).
+    pub edition: String,
+    /// Its index in the WIM.
+    pub index: u32,
+    /// Registry values the recipe set, as `HIVE\Key\Path\Name` → type and value text.
+    pub registry: BTreeMap<String, String>,
+    /// Services registered, as name → command line.
+    pub services: BTreeMap<String, String>,
+    /// The boot entry's identifier in the BCD store.
+    pub loader: String,
+    /// sha256 of the BCD store on the ESP.
+    pub bcd_sha256: String,
 }
 
 /// One build input.
@@ -110,8 +172,9 @@ pub struct DiskFacts {
     pub disk_guid: String,
     /// Partitions in table order.
     pub partitions: Vec<PartitionFacts>,
-    /// dm-verity of the root partition.
-    pub verity: VerityFacts,
+    /// dm-verity of the root partition (Linux images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityFacts>,
 }
 
 /// One partition.
@@ -155,14 +218,18 @@ pub struct VerityFacts {
 pub struct Boot {
     /// `uefi`.
     pub firmware: String,
-    /// Whether the image needs Secure Boot keys (`none` until the UKI is signed).
+    /// The Secure Boot keys the image needs: `none` (Linux, until the UKI is signed) or
+    /// `MicrosoftWindows` (Hyper-V's template for Windows Boot Manager).
     pub secure_boot: String,
-    /// Kernel version (`uname -r`).
-    pub kernel: String,
-    /// The full kernel command line in the UKI.
-    pub cmdline: String,
-    /// sha256 of the UKI.
-    pub uki_sha256: String,
+    /// Kernel version (`uname -r`; Linux images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// The full kernel command line in the UKI (Linux images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// sha256 of the UKI (Linux images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki_sha256: Option<String>,
 }
 
 /// Build facts.
@@ -196,6 +263,10 @@ impl Manifest {
                 path: path.to_owned(),
                 found,
             },
+            SliceError::Facts(why) => Error::CheckFacts {
+                path: path.to_owned(),
+                why,
+            },
         })
     }
 
@@ -203,7 +274,10 @@ impl Manifest {
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, String> {
         Manifest::from_slice(bytes).map_err(|e| match e {
             SliceError::Parse(e) => e.to_string(),
-            SliceError::Schema(found) => format!("schema {found:?}, expected {SCHEMA:?}"),
+            SliceError::Schema(found) => {
+                format!("schema {found:?}, expected {SCHEMA_V1:?} or {SCHEMA:?}")
+            }
+            SliceError::Facts(why) => why,
         })
     }
 
@@ -213,10 +287,50 @@ impl Manifest {
             schema: String,
         }
         let head: Head = serde_json::from_slice(bytes).map_err(SliceError::Parse)?;
-        if head.schema != SCHEMA {
+        if head.schema != SCHEMA && head.schema != SCHEMA_V1 {
             return Err(SliceError::Schema(head.schema));
         }
-        serde_json::from_slice(bytes).map_err(SliceError::Parse)
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(SliceError::Parse)?;
+        manifest.check_facts().map_err(SliceError::Facts)?;
+        Ok(manifest)
+    }
+
+    /// The facts an image of its operating system must have, and no others.
+    fn check_facts(&self) -> Result<(), String> {
+        let linux = [
+            self.disk.verity.is_some(),
+            self.boot.kernel.is_some(),
+            self.boot.cmdline.is_some(),
+            self.boot.uki_sha256.is_some(),
+        ];
+        match self.os {
+            Os::Linux if linux.contains(&false) => Err(
+                "a linux image's manifest needs disk.verity and boot.kernel, cmdline and \
+                 uki_sha256"
+                    .to_owned(),
+            ),
+            Os::Linux if self.windows.is_some() => {
+                Err("a linux image's manifest has windows facts".to_owned())
+            }
+            Os::Windows if self.schema == SCHEMA_V1 => {
+                Err(format!("a windows image needs schema {SCHEMA:?}"))
+            }
+            Os::Windows if linux.contains(&true) || self.windows.is_none() => Err(
+                "a windows image's manifest needs windows facts and no verity, kernel, \
+                 cmdline or UKI"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The dm-verity root hash a booted node must report: Linux images only (a Windows node
+    /// has no verity root and reports none).
+    pub fn root_hash(&self) -> &str {
+        self.disk
+            .verity
+            .as_ref()
+            .map_or("", |v| v.root_hash.as_str())
     }
 
     /// The canonical JSON text (pretty, keys in declaration order, trailing newline).
@@ -230,6 +344,7 @@ impl Manifest {
 enum SliceError {
     Parse(serde_json::Error),
     Schema(String),
+    Facts(String),
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub fn make(dir: &Path, name: &str, version: &str, mib: u64, seed: u64) -> PathB
         schema: manifest::SCHEMA.into(),
         name: name.into(),
         version: version.into(),
-        os: "linux".into(),
+        os: manifest::Os::Linux,
         arch: "x86_64".into(),
         kubernetes: None,
         components: BTreeMap::new(),
@@ -38,27 +38,28 @@ pub fn make(dir: &Path, name: &str, version: &str, mib: u64, seed: u64) -> PathB
             logical_sector_size: 512,
             disk_guid: String::new(),
             partitions: Vec::new(),
-            verity: manifest::VerityFacts {
+            verity: Some(manifest::VerityFacts {
                 root_hash: String::new(),
                 salt: String::new(),
                 algorithm: "sha256".into(),
                 data_block_size: 4096,
                 hash_block_size: 4096,
                 data_blocks: 0,
-            },
+            }),
         },
         boot: manifest::Boot {
             firmware: "uefi".into(),
             secure_boot: "none".into(),
-            kernel: String::new(),
-            cmdline: String::new(),
-            uki_sha256: String::new(),
+            kernel: Some(String::new()),
+            cmdline: Some(String::new()),
+            uki_sha256: Some(String::new()),
         },
         build: manifest::BuildFacts {
             slipway: "test".into(),
             source_date_epoch: 0,
             tools: BTreeMap::new(),
         },
+        windows: None,
     };
     let path = dir.join(format!("{name}-{version}.manifest.json"));
     std::fs::write(&path, manifest.to_json()).unwrap();

@@ -8,6 +8,7 @@ pub mod image;
 pub mod netns;
 pub mod qemu;
 pub mod registry;
+pub mod windows;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

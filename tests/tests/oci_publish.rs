@@ -251,7 +251,7 @@ fn a_manifest_edited_after_signing_is_refused() {
     // artifact pointing at it: its digest is not the signed one.
     let image = LocalImage::open(&dir.path().join("node-3.0.0.manifest.json")).unwrap();
     let mut edited = image.manifest.clone();
-    edited.boot.cmdline = "init=/bin/sh".into();
+    edited.boot.cmdline = Some("init=/bin/sh".into());
     let edited_bytes = edited.to_json().into_bytes();
     let mut layout = Layout::open(&store, false).unwrap();
     let mut art = ImageManifest::node_image(&edited, &edited_bytes, image.vhdx_size);

@@ -92,16 +92,22 @@ where
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The Debian packages whose tools make the filesystems, the initrd and Debian trees.
+/// The Debian packages whose tools make the filesystems, the initrd and Debian trees, and the
+/// Windows volume (wimlib, ntfs-3g, hivex, faketime).
 pub const TOOL_PACKAGES: &[&str] = &[
     "cryptsetup-bin",
     "dosfstools",
     "dpkg",
     "e2fsprogs",
     "erofs-utils",
+    "faketime",
     "kmod",
+    "libhivex-bin",
+    "libwin-hivex-perl",
     "mmdebstrap",
     "mtools",
+    "ntfs-3g",
+    "wimtools",
 ];
 
 /// What a tool package's version reads as when dpkg does not know the package.

@@ -11,6 +11,7 @@ mod output;
 mod record;
 mod stage;
 pub mod tree;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -80,6 +81,9 @@ pub enum Error {
     /// Writing the VHDX.
     #[error("cannot write the VHDX")]
     Vhdx(#[from] vhdx::writer::Error),
+    /// A Windows image's stages.
+    #[error(transparent)]
+    Windows(#[from] windows::Error),
     /// A stage's files.
     #[error("stage {stage}: cannot {action} {path}")]
     StageIo {
@@ -184,6 +188,17 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     let mut tools = format!("slipway {}\n", env!("CARGO_PKG_VERSION"));
     for (package, version) in &toolchain {
         tools.push_str(&format!("{package} {version}\n"));
+    }
+    if let Some(win) = &recipe.windows {
+        return windows::build(
+            &recipe,
+            win,
+            &inputs,
+            &request.out,
+            &stages,
+            events,
+            &toolchain,
+        );
     }
     let as_root = rustix::process::geteuid().is_root();
     if !as_root && recipe.root.files.iter().any(|f| f.uid != 0 || f.gid != 0) {
@@ -291,7 +306,7 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         schema: manifest::SCHEMA.to_owned(),
         name: recipe.image.name.get_ref().clone(),
         version: recipe.image.version.get_ref().clone(),
-        os: recipe.image.os.name().to_owned(),
+        os: recipe.image.os,
         arch: recipe.image.arch.name().to_owned(),
         kubernetes: Some(recipe.image.kubernetes.get_ref().clone()).filter(|k| k != "none"),
         components: record::components(&recipe, &inputs, &kernel_facts.version),
@@ -307,27 +322,28 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
             logical_sector_size: 512,
             disk_guid: disk_facts.disk_guid.clone(),
             partitions: disk_facts.partitions.clone(),
-            verity: manifest::VerityFacts {
+            verity: Some(manifest::VerityFacts {
                 root_hash: root_facts.verity.root_hash.clone(),
                 salt: root_facts.verity.salt.clone(),
                 algorithm: "sha256".to_owned(),
                 data_block_size: 4096,
                 hash_block_size: 4096,
                 data_blocks: root_facts.verity.data_blocks,
-            },
+            }),
         },
         boot: manifest::Boot {
             firmware: "uefi".to_owned(),
             secure_boot: "none".to_owned(),
-            kernel: kernel_facts.version.clone(),
-            cmdline: esp_facts.cmdline.clone(),
-            uki_sha256: esp_facts.uki_sha256.clone(),
+            kernel: Some(kernel_facts.version.clone()),
+            cmdline: Some(esp_facts.cmdline.clone()),
+            uki_sha256: Some(esp_facts.uki_sha256.clone()),
         },
         build: manifest::BuildFacts {
             slipway: env!("CARGO_PKG_VERSION").to_owned(),
             source_date_epoch: epoch,
             tools: record::tools(&recipe, &toolchain),
         },
+        windows: None,
     };
     let (vhdx, manifest_path, sbom) =
         output::publish(&request.out, &stem, &disk_dir.join("image.vhdx"), &manifest)?;

@@ -114,14 +114,16 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         "manifest": built.manifest_path,
         "sbom": built.sbom,
         "sha256": built.manifest.disk.sha256,
-        "root_hash": built.manifest.disk.verity.root_hash,
+        "root_hash": built.manifest.root_hash(),
         "stages_cached": built.cached_stages,
         "stages_run": built.run_stages,
     }));
     if !args.json {
         println!("{}", built.vhdx.display());
         println!("  sha256     {}", built.manifest.disk.sha256);
-        println!("  root hash  {}", built.manifest.disk.verity.root_hash);
+        if built.manifest.disk.verity.is_some() {
+            println!("  root hash  {}", built.manifest.root_hash());
+        }
         println!("  manifest   {}", built.manifest_path.display());
         println!("  sbom       {}", built.sbom.display());
         if let Some(signature) = &signature {

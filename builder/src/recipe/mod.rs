@@ -7,6 +7,7 @@
 
 mod paths;
 mod validate;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +78,8 @@ pub struct Recipe {
     pub kernel: Kernel,
     /// Disk layout.
     pub disk: Disk,
+    /// The Windows image's parts (`os = "windows"`); `root` and `kernel` are then empty.
+    pub windows: Option<windows::Windows>,
 }
 
 /// Identity of the image.
@@ -95,22 +98,8 @@ pub struct Image {
     pub kubernetes: Spanned<String>,
 }
 
-/// Operating system of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Os {
-    /// Linux.
-    Linux,
-}
-
-impl Os {
-    /// The name recipes and manifests use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Os::Linux => "linux",
-        }
-    }
-}
+/// Operating system of an image (the manifest's).
+pub use images::manifest::Os;
 
 /// CPU architecture of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -163,6 +152,8 @@ pub enum SourceKind {
         path: RecipePath,
         /// Unpack it as a tar archive (optionally gzip-compressed) when used as a layer.
         unpack: bool,
+        /// The sha256 the file must have (a base image is pinned like a download).
+        sha256: Option<String>,
     },
     /// A download with a pinned digest.
     Url {
@@ -248,6 +239,30 @@ pub struct Kernel {
     pub modules: Vec<String>,
     /// Sources unpacked into the initrd (busybox, dmsetup and its libraries).
     pub initrd: Vec<Spanned<String>>,
+}
+
+impl Root {
+    /// The root of a recipe that has none (Windows).
+    pub(crate) fn empty() -> Root {
+        Root {
+            filesystem: Filesystem::Erofs,
+            layers: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+impl Kernel {
+    /// The kernel of a recipe that has none (Windows).
+    pub(crate) fn empty() -> Kernel {
+        Kernel {
+            source: Spanned::new(0..0, String::new()),
+            stub: Spanned::new(0..0, String::new()),
+            cmdline: String::new(),
+            modules: Vec::new(),
+            initrd: Vec::new(),
+        }
+    }
 }
 
 /// Disk layout.
@@ -339,8 +354,9 @@ pub(crate) mod raw {
         pub image: super::Image,
         #[serde(default)]
         pub sources: BTreeMap<Spanned<String>, Spanned<Source>>,
-        pub root: Root,
-        pub kernel: Kernel,
+        pub root: Option<Root>,
+        pub kernel: Option<Kernel>,
+        pub windows: Option<super::windows::raw::Windows>,
         pub disk: Disk,
     }
 

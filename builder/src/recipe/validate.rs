@@ -7,14 +7,23 @@ use std::path::Path;
 
 use toml::Spanned;
 
+use super::windows::{
+    self, Base, RegEntry, Select, Service, WinContent, WinFile, WinLayer, WinPath,
+};
 use super::{
-    Content, Disk, Error, FORMAT, FileSpec, ImagePath, Kernel, Layer, Recipe, RecipePath, Root,
+    Content, Disk, Error, FORMAT, FileSpec, ImagePath, Kernel, Layer, Os, Recipe, RecipePath, Root,
     Source, SourceKind, locate, raw,
 };
 use crate::size::parse_size;
 
 /// Default EFI system partition size: room for a UKI with a large initrd.
 const DEFAULT_ESP_SIZE: u64 = 64 << 20;
+/// Windows images: Hyper-V's default VHDX block size, and the ESP size bcdboot's own layout uses.
+const WINDOWS_BLOCK_SIZE: u32 = 32 << 20;
+const WINDOWS_ESP_SIZE: u64 = 100 << 20;
+
+/// Checks that a source name is declared (located error otherwise).
+type Known<'a> = dyn Fn(&Spanned<String>, &str) -> Result<(), Error> + 'a;
 
 pub(super) struct Validator<'a> {
     pub(super) path: &'a Path,
@@ -70,14 +79,43 @@ impl Validator<'_> {
                 )
             }
         };
+        let os = raw.image.os;
+        let (raw_root, raw_kernel) = match (os, raw.root, raw.kernel, raw.windows) {
+            (Os::Linux, Some(root), Some(kernel), None) => (root, kernel),
+            (Os::Windows, None, None, Some(win)) => {
+                let windows = self.windows(win, &known, &sources)?;
+                return Ok(Recipe {
+                    path: self.path.to_owned(),
+                    text: self.text.to_owned(),
+                    disk: self.disk(raw.disk, os)?,
+                    image: raw.image,
+                    sources,
+                    root: Root::empty(),
+                    kernel: Kernel::empty(),
+                    windows: Some(windows),
+                });
+            }
+            (Os::Linux, ..) => {
+                return self.err(
+                    &raw.image.name.span(),
+                    "an os = \"linux\" recipe needs [root] and [kernel], and no [windows]",
+                );
+            }
+            (Os::Windows, ..) => {
+                return self.err(
+                    &raw.image.name.span(),
+                    "an os = \"windows\" recipe needs [windows], and no [root] or [kernel]",
+                );
+            }
+        };
         let mut layers = Vec::new();
-        for layer in raw.root.layers {
+        for layer in raw_root.layers {
             let layer = self.layer(layer)?;
             known(&layer.source, "root layer")?;
             layers.push(layer);
         }
         let mut files = Vec::new();
-        for file in raw.root.files {
+        for file in raw_root.files {
             let span = file.span();
             let file = file.into_inner();
             if let Some(source) = &file.source {
@@ -85,7 +123,7 @@ impl Validator<'_> {
             }
             files.push(self.file(file, &span)?);
         }
-        for name in [&raw.kernel.source, &raw.kernel.stub] {
+        for name in [&raw_kernel.source, &raw_kernel.stub] {
             known(name, "kernel")?;
             if !matches!(sources[name.get_ref()].kind, SourceKind::Deb { .. }) {
                 return self.err(
@@ -94,29 +132,29 @@ impl Validator<'_> {
                 );
             }
         }
-        for layer in &raw.kernel.initrd {
+        for layer in &raw_kernel.initrd {
             known(layer, "initrd layer")?;
         }
-        for module in &raw.kernel.modules {
+        for module in &raw_kernel.modules {
             if module.is_empty()
                 || !module
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return self.err(
-                    &raw.kernel.cmdline.span(),
+                    &raw_kernel.cmdline.span(),
                     format!("kernel module name {module:?} is not a module name"),
                 );
             }
         }
-        let cmdline = raw.kernel.cmdline.get_ref();
+        let cmdline = raw_kernel.cmdline.get_ref();
         if cmdline.contains(['\n', '\0'])
             || cmdline
                 .split_whitespace()
                 .any(|a| a.starts_with("roothash="))
         {
             return self.err(
-                &raw.kernel.cmdline.span(),
+                &raw_kernel.cmdline.span(),
                 "cmdline must be one line and must not set roothash= (Slipway adds it)",
             );
         }
@@ -126,18 +164,217 @@ impl Validator<'_> {
             image: raw.image,
             sources,
             root: Root {
-                filesystem: raw.root.filesystem,
+                filesystem: raw_root.filesystem,
                 layers,
                 files,
             },
             kernel: Kernel {
-                source: raw.kernel.source,
-                stub: raw.kernel.stub,
-                cmdline: raw.kernel.cmdline.into_inner(),
-                modules: raw.kernel.modules,
-                initrd: raw.kernel.initrd,
+                source: raw_kernel.source,
+                stub: raw_kernel.stub,
+                cmdline: raw_kernel.cmdline.into_inner(),
+                modules: raw_kernel.modules,
+                initrd: raw_kernel.initrd,
             },
-            disk: self.disk(raw.disk)?,
+            disk: self.disk(raw.disk, os)?,
+            windows: None,
+        })
+    }
+
+    fn windows(
+        &self,
+        raw: windows::raw::Windows,
+        known: &Known<'_>,
+        sources: &BTreeMap<String, Source>,
+    ) -> Result<windows::Windows, Error> {
+        let base_span = raw.base.span();
+        let base = raw.base.into_inner();
+        known(&base.source, "[windows] base")?;
+        match &sources[base.source.get_ref()].kind {
+            SourceKind::Url { .. }
+            | SourceKind::Path {
+                sha256: Some(_), ..
+            } => {}
+            _ => {
+                return self.err(
+                    &base.source.span(),
+                    format!(
+                        "the base image {:?} must be a `path` or `url` source pinned by \
+                         `sha256 = \"...\"`",
+                        base.source.get_ref()
+                    ),
+                );
+            }
+        }
+        let select = match (base.index, base.edition) {
+            (Some(index), None) if index > 0 => Select::Index(index),
+            (None, Some(edition)) if !edition.is_empty() && !edition.contains(['\n', '\0']) => {
+                Select::Edition(edition)
+            }
+            _ => {
+                return self.err(
+                    &base_span,
+                    "base needs exactly one of `index = N` (from 1) or `edition = \"NAME\"` \
+                     (the image's name in the WIM; `wiminfo FILE` lists them)",
+                );
+            }
+        };
+        let file_source = |name: &Spanned<String>, what: &str| -> Result<(), Error> {
+            known(name, what)?;
+            match &sources[name.get_ref()].kind {
+                SourceKind::Url { unpack: false, .. } | SourceKind::Path { unpack: false, .. } => {
+                    Ok(())
+                }
+                _ => self.err(
+                    &name.span(),
+                    format!(
+                        "{what} source {:?} must be a file (`path` or `url`, not unpacked)",
+                        name.get_ref()
+                    ),
+                ),
+            }
+        };
+        let mut layers = Vec::new();
+        for layer in raw.layers {
+            let layer = layer.into_inner();
+            known(&layer.source, "[windows] layer")?;
+            match &sources[layer.source.get_ref()].kind {
+                SourceKind::Url { unpack: true, .. } | SourceKind::Path { .. } => {}
+                _ => {
+                    return self.err(
+                        &layer.source.span(),
+                        "a [windows] layer is a `url` or `path` source with `unpack = true`, or \
+                         a directory beside the recipe",
+                    );
+                }
+            }
+            let into = WinPath::new(layer.into.get_ref())
+                .or_else(|why| self.err(&layer.into.span(), why))?;
+            layers.push(WinLayer {
+                source: layer.source,
+                into,
+            });
+        }
+        let mut files = Vec::new();
+        for file in raw.files {
+            let span = file.span();
+            let file = file.into_inner();
+            let path = WinPath::new(file.path.get_ref())
+                .or_else(|why| self.err(&file.path.span(), why))?;
+            let content = match (file.source, file.text, file.dir) {
+                (Some(source), None, None) => {
+                    file_source(&source, "file")?;
+                    WinContent::Source(source.into_inner())
+                }
+                (None, Some(text), None) => WinContent::Text(text),
+                (None, None, Some(true)) => WinContent::Dir,
+                _ => {
+                    return self.err(
+                        &span,
+                        "a file needs exactly one of `source`, `text` or `dir = true`",
+                    );
+                }
+            };
+            files.push(WinFile {
+                span,
+                path,
+                content,
+            });
+        }
+        file_source(&raw.firstboot, "firstboot")?;
+        if let Some(unattend) = &raw.unattend {
+            file_source(unattend, "unattend")?;
+        }
+        let placed_by_build = [
+            windows::FIRSTBOOT_PATH,
+            windows::UNATTEND_PATH,
+            windows::IMAGE_JSON_PATH,
+        ];
+        for file in &files {
+            if placed_by_build
+                .iter()
+                .any(|p| WinPath::new(p).is_ok_and(|p| p.folded() == file.path.folded()))
+            {
+                return self.err(
+                    &file.span,
+                    format!(
+                        "{} is placed by the build itself (firstboot, unattend, image.json)",
+                        file.path
+                    ),
+                );
+            }
+        }
+        if let Some(twice) = windows::duplicate_path(&files) {
+            return self.err(&twice.span, format!("{} is placed twice", twice.path));
+        }
+        let mut registry = Vec::new();
+        for entry in raw.registry {
+            let span = entry.span();
+            let entry = entry.into_inner();
+            let key = windows::registry_key(entry.key.get_ref())
+                .or_else(|why| self.err(&entry.key.span(), why))?;
+            if !entry.name.is_empty() {
+                windows::registry_name(&entry.name).or_else(|why| self.err(&span, why))?;
+            }
+            let data = windows::reg_data(entry.kind.get_ref(), entry.value.get_ref())
+                .or_else(|why| self.err(&entry.value.span(), why))?;
+            registry.push(RegEntry {
+                span,
+                hive: entry.hive,
+                key,
+                name: entry.name,
+                data,
+            });
+        }
+        let mut services = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for service in raw.services {
+            let span = service.span();
+            let service = service.into_inner();
+            let name = service.name.get_ref();
+            windows::registry_name(name).or_else(|why| self.err(&service.name.span(), why))?;
+            if name.contains(['/', ' ']) || !names.insert(name.to_ascii_uppercase()) {
+                return self.err(
+                    &service.name.span(),
+                    format!("service name {name:?} is repeated or holds '/' or a space"),
+                );
+            }
+            let program = WinPath::new(service.path.get_ref())
+                .or_else(|why| self.err(&service.path.span(), why))?;
+            if let Some(bad) = service
+                .args
+                .iter()
+                .find(|a| a.is_empty() || a.contains(['"', '\n', '\r', '\0']))
+            {
+                return self.err(
+                    &span,
+                    format!("service argument {bad:?} is empty or holds a quote or a line break"),
+                );
+            }
+            for dep in &service.depends_on {
+                windows::registry_name(dep).or_else(|why| self.err(&span, why))?;
+            }
+            services.push(Service {
+                span,
+                name: name.clone(),
+                display_name: service.display_name.unwrap_or_else(|| name.clone()),
+                program,
+                args: service.args,
+                start: service.start,
+                description: service.description,
+                depends_on: service.depends_on,
+            });
+        }
+        Ok(windows::Windows {
+            base: Base {
+                source: base.source,
+                select,
+            },
+            layers,
+            files,
+            registry,
+            services,
+            unattend: raw.unattend,
+            firstboot: raw.firstboot,
         })
     }
 
@@ -264,11 +501,16 @@ impl Validator<'_> {
             });
         }
         if let Some(path) = s.path {
-            only(&["unpack"])?;
+            only(&["unpack", "sha256"])?;
             let path = RecipePath::new(&path).or_else(|why| self.err(span, why))?;
+            let sha256 = match s.sha256 {
+                Some(sha256) => Some(self.sha256(&sha256)?),
+                None => None,
+            };
             return Ok(SourceKind::Path {
                 path,
                 unpack: s.unpack.unwrap_or(false),
+                sha256,
             });
         }
         let url = s.url.unwrap_or_default();
@@ -287,6 +529,25 @@ impl Validator<'_> {
                 ),
             );
         };
+        let digest = self.sha256(&sha256)?;
+        let size = match &s.size {
+            None => None,
+            Some(text) => match parse_size(text.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                Ok(_) => return self.err(&text.span(), "size must be more than zero"),
+                Err(why) => return self.err(&text.span(), why),
+            },
+        };
+        Ok(SourceKind::Url {
+            url,
+            sha256: digest,
+            unpack: s.unpack.unwrap_or(false),
+            size,
+        })
+    }
+
+    /// A pinned digest: 64 lowercase hex digits.
+    pub(super) fn sha256(&self, sha256: &Spanned<String>) -> Result<String, Error> {
         let digest = sha256.get_ref();
         if digest.len() != 64
             || !digest
@@ -298,20 +559,7 @@ impl Validator<'_> {
                 format!("sha256 {digest:?} is not a sha256: expected 64 lowercase hex digits"),
             );
         }
-        let size = match &s.size {
-            None => None,
-            Some(text) => match parse_size(text.get_ref()) {
-                Ok(n) if n > 0 => Some(n),
-                Ok(_) => return self.err(&text.span(), "size must be more than zero"),
-                Err(why) => return self.err(&text.span(), why),
-            },
-        };
-        Ok(SourceKind::Url {
-            url,
-            sha256: digest.clone(),
-            unpack: s.unpack.unwrap_or(false),
-            size,
-        })
+        Ok(digest.clone())
     }
 
     fn file(&self, f: raw::File, span: &Range<usize>) -> Result<FileSpec, Error> {
@@ -384,7 +632,11 @@ impl Validator<'_> {
         })
     }
 
-    fn disk(&self, d: raw::Disk) -> Result<Disk, Error> {
+    fn disk(&self, d: raw::Disk, os: Os) -> Result<Disk, Error> {
+        let (default_block, default_esp) = match os {
+            Os::Linux => (images::vhdx::writer::DEFAULT_BLOCK_SIZE, DEFAULT_ESP_SIZE),
+            Os::Windows => (WINDOWS_BLOCK_SIZE, WINDOWS_ESP_SIZE),
+        };
         let size = |s: &Spanned<String>| -> Result<Spanned<u64>, Error> {
             match parse_size(s.get_ref()) {
                 Ok(v) if v % 512 == 0 && v > 0 => Ok(Spanned::new(s.span(), v)),
@@ -399,7 +651,7 @@ impl Validator<'_> {
             }
         };
         let block_size = match &d.block_size {
-            None => images::vhdx::writer::DEFAULT_BLOCK_SIZE,
+            None => default_block,
             Some(b) => match parse_size(b.get_ref()) {
                 Ok(v) if v.is_power_of_two() && (1 << 20..=256 << 20).contains(&v) => {
                     u32::try_from(v).unwrap_or(images::vhdx::writer::DEFAULT_BLOCK_SIZE)
@@ -419,7 +671,7 @@ impl Validator<'_> {
             size: size(&d.size)?,
             esp_size: match &d.esp_size {
                 Some(s) => size(s)?,
-                None => Spanned::new(d.size.span(), DEFAULT_ESP_SIZE),
+                None => Spanned::new(d.size.span(), default_esp),
             },
             block_size,
         })

@@ -301,7 +301,11 @@ pub fn fetch_all(
                     }
                 }
             }
-            SourceKind::Path { path, unpack } => {
+            SourceKind::Path {
+                path,
+                unpack,
+                sha256: pinned,
+            } => {
                 // Confined by what it resolves to, not only by how it is spelled: from here on
                 // the source is its resolved path, so no link is followed again.
                 let location = || recipe.location(&source.span);
@@ -324,12 +328,22 @@ pub fn fetch_all(
                     path: full.clone(),
                     source: e,
                 })?;
-                if meta.is_dir() {
+                let fetched = if meta.is_dir() {
                     (Artifact::Dir(full.clone()), digest_tree(&full)?, None)
                 } else if *unpack {
                     (Artifact::Tar(full.clone()), digest_file(&full)?, None)
                 } else {
                     (Artifact::File(full.clone()), digest_file(&full)?, None)
+                };
+                match pinned {
+                    Some(expected) if *expected != fetched.1 => {
+                        return Err(Error::VerifyDigest {
+                            what: format!("{}: source {name} ({})", location(), full.display()),
+                            expected: expected.clone(),
+                            actual: fetched.1,
+                        });
+                    }
+                    _ => fetched,
                 }
             }
             SourceKind::Debian {

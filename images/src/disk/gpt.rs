@@ -57,6 +57,21 @@ pub mod types {
         0x46D9,
         [0xAE, 0xC1, 0x23, 0xD4, 0x37, 0xEC, 0x2B, 0xF5],
     );
+    /// Microsoft Reserved Partition (UEFI Specification's list of OS partition types;
+    /// Microsoft's "Windows and GPT FAQ"): `E3C9E316-0B5C-4DB8-817D-F92DF00215AE`.
+    pub const MSR: Guid = Guid::from_fields(
+        0xE3C9_E316,
+        0x0B5C,
+        0x4DB8,
+        [0x81, 0x7D, 0xF9, 0x2D, 0xF0, 0x02, 0x15, 0xAE],
+    );
+    /// Microsoft basic data (a Windows NTFS volume): `EBD0A0A2-B9E5-4433-87C0-68B6B72699C7`.
+    pub const BASIC_DATA: Guid = Guid::from_fields(
+        0xEBD0_A0A2,
+        0xB9E5,
+        0x4433,
+        [0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7],
+    );
     /// Generic Linux data (UAPI Group, Discoverable Partitions Specification, "Generic Linux
     /// Data Partitions"): `0FC63DAF-8483-4772-8E79-3D69D8477DE4`.
     pub const LINUX_GENERIC: Guid = Guid::from_fields(

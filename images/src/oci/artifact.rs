@@ -89,7 +89,7 @@ impl ImageManifest {
             "org.opencontainers.image.version".into(),
             manifest.version.clone(),
         );
-        annotations.insert("org.slipway.image.os".into(), manifest.os.clone());
+        annotations.insert("org.slipway.image.os".into(), manifest.os.to_string());
         annotations.insert("org.slipway.image.arch".into(), manifest.arch.clone());
         annotations.insert(
             "org.slipway.image.kubernetes".into(),

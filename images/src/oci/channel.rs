@@ -447,7 +447,7 @@ pub fn promote(
         image: Target {
             name: manifest.name,
             version: manifest.version,
-            os: manifest.os,
+            os: manifest.os.to_string(),
             arch: manifest.arch,
             digest,
         },
@@ -662,10 +662,11 @@ pub fn check_named(index: &Index, digest: &str) -> Result<(), ChannelError> {
 /// Checks that the image's manifest has the name, version, os and architecture `index` says.
 pub fn check_manifest(index: &Index, manifest: &Manifest) -> Result<(), ChannelError> {
     let target = &index.image;
+    let os = manifest.os.to_string();
     for (what, named, found) in [
         ("name", &target.name, &manifest.name),
         ("version", &target.version, &manifest.version),
-        ("os", &target.os, &manifest.os),
+        ("os", &target.os, &os),
         ("arch", &target.arch, &manifest.arch),
     ] {
         if named != found {

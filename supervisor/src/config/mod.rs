@@ -30,9 +30,10 @@ mod cni;
 mod fleet;
 mod kube;
 mod net;
+mod node;
 mod rollout;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub use cni::Cni;
 pub use fleet::Fleet;
 pub use kube::{Kube, OnDeadline};
 pub use net::{Cidr, Pool};
+pub use node::{Node, NodeOs, Role};
 #[cfg(test)]
 pub use rollout::Window;
 pub use rollout::{Rollout, Strategy};
@@ -203,35 +205,6 @@ impl fmt::Display for Segment {
     }
 }
 
-/// A node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Runs the control plane (the first one initialises the cluster).
-    ControlPlane,
-    /// Runs workloads.
-    Worker,
-}
-
-/// A node VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    /// Name (a DNS label; the VM's and the Kubernetes node's name).
-    pub name: String,
-    /// Its cluster.
-    pub cluster: String,
-    /// Its role.
-    pub role: Role,
-    /// Virtual CPUs.
-    pub cpus: u32,
-    /// Memory in bytes.
-    pub memory: u64,
-    /// State disk size in bytes.
-    pub state_disk: u64,
-    /// Its address on the cluster's network.
-    pub address: std::net::Ipv4Addr,
-}
-
 mod raw {
     use serde::Deserialize;
     use toml::Spanned;
@@ -246,7 +219,7 @@ mod raw {
         #[serde(default)]
         pub clusters: Vec<Spanned<Cluster>>,
         #[serde(default)]
-        pub nodes: Vec<Spanned<Node>>,
+        pub nodes: Vec<Spanned<super::node::Raw>>,
         pub fleet: Option<Spanned<super::fleet::Raw>>,
     }
 
@@ -299,22 +272,6 @@ mod raw {
         pub vlan: Option<Spanned<i64>>,
         pub vxlan: Option<Spanned<i64>>,
         pub host_address: Option<Spanned<String>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-    pub struct Node {
-        pub name: Spanned<String>,
-        pub cluster: Spanned<String>,
-        pub role: super::Role,
-        #[serde(default = "two")]
-        pub cpus: Spanned<u32>,
-        pub memory: Spanned<String>,
-        pub state_disk: Spanned<String>,
-    }
-
-    fn two() -> Spanned<u32> {
-        Spanned::new(0..0, 2)
     }
 }
 
@@ -695,56 +652,7 @@ impl Validator<'_> {
             );
         }
 
-        let mut nodes = BTreeMap::new();
-        let mut next: BTreeMap<String, u32> = BTreeMap::new();
-        let mut control_planes: BTreeSet<String> = BTreeSet::new();
-        for spanned in raw.nodes {
-            let span = spanned.span();
-            let n = spanned.into_inner();
-            let name = self.label(&n.name, "node name")?;
-            let cluster = clusters.get(n.cluster.get_ref()).ok_or_else(|| {
-                self.error(
-                    &n.cluster.span(),
-                    format!(
-                        "node {name} names cluster {:?}, which [[clusters]] does not declare",
-                        n.cluster.get_ref()
-                    ),
-                )
-            })?;
-            if nodes.contains_key(&name) {
-                return Err(self.error(&span, format!("node {name} is declared twice")));
-            }
-            let cpus = *n.cpus.get_ref();
-            if !(1..=256).contains(&cpus) {
-                return Err(self.error(&n.cpus.span(), format!("cpus {cpus}: expected 1 to 256")));
-            }
-            let index = next.entry(cluster.name.clone()).or_insert(0);
-            let address = cluster.pool.nth(*index).ok_or_else(|| {
-                self.error(
-                    &span,
-                    format!(
-                        "cluster {}'s pool {} has no address left for node {name}",
-                        cluster.name, cluster.pool
-                    ),
-                )
-            })?;
-            *index += 1;
-            if n.role == Role::ControlPlane {
-                control_planes.insert(cluster.name.clone());
-            }
-            nodes.insert(
-                name.clone(),
-                Node {
-                    name,
-                    cluster: cluster.name.clone(),
-                    role: n.role,
-                    cpus,
-                    memory: self.size(&n.memory, "memory", 256 << 20)?,
-                    state_disk: self.size(&n.state_disk, "state-disk", 64 << 20)?,
-                    address,
-                },
-            );
-        }
+        let (nodes, control_planes) = self.nodes(raw.nodes, &clusters)?;
         let fleet = match raw.fleet {
             None => Fleet::None,
             Some(f) => f
@@ -787,15 +695,6 @@ impl Validator<'_> {
             clusters,
             nodes,
             fleet,
-        })
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::ControlPlane => "control-plane",
-            Role::Worker => "worker",
         })
     }
 }

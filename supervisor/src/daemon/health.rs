@@ -21,7 +21,7 @@ impl From<&StoredImage> for Booted {
             digest: image.digest.clone(),
             name: image.manifest.name.clone(),
             version: image.manifest.version.clone(),
-            root_hash: image.manifest.disk.verity.root_hash.clone(),
+            root_hash: image.manifest.root_hash().to_owned(),
         }
     }
 }

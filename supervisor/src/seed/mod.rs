@@ -13,8 +13,12 @@
 //!   (`kubeadm upgrade apply` on the initialiser, `kubeadm upgrade node` elsewhere).
 //! - `cni` (the initialiser's seed only): the pod network it applies after `kubeadm init`
 //!   (`flannel` or `none`, from host.toml).
+//!
+//! A Windows worker's seed (`os = "windows"`) has the same files, written for cloudbase-init and
+//! windows-node's first boot: see [`windows`] for exactly what each holds.
 
 pub mod kubeadm;
+pub mod windows;
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +26,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::config::{Cluster, Cni, HostConfig, Node, Role};
+use crate::config::{Cluster, Cni, HostConfig, Node, NodeOs, Role};
 use crate::pki::ClusterPki;
 use kubeadm::{
     ApiEndpoint, BootstrapToken, BootstrapTokenDiscovery, CgroupDriver, ClusterConfiguration,
@@ -32,6 +36,8 @@ use kubeadm::{
 
 /// containerd's CRI socket, as linux-node runs it.
 const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+/// Where a Linux node's user-data writes the kubeadm documents.
+const KUBEADM_PATH: &str = "/etc/kubernetes/slipway/kubeadm.yaml";
 /// The API server port nodes advertise.
 const API_PORT: u16 = 6443;
 /// Size of the seed disk.
@@ -95,7 +101,10 @@ pub fn mac_address(cluster: &str, node: &str) -> String {
 /// The kubeadm documents for `node`: Init + Cluster + Kubelet configurations when it is the
 /// node that initialises its cluster (`init`: the one its cluster's record names, see
 /// [`crate::records`]), a JoinConfiguration for its role otherwise. `kubernetes` (`1.33.2`): the
-/// version the node's image carries; a cluster it initialises is made at that version.
+/// version the node's image carries; a cluster it initialises is made at that version. A
+/// Windows node's documents differ only in the CRI endpoint (containerd's named pipe): a
+/// worker's join sets nothing else that is Linux's alone (the cgroup driver is in the
+/// initialiser's KubeletConfiguration, which a Windows node never gets).
 pub fn documents(
     cluster: &Cluster,
     node: &Node,
@@ -105,7 +114,7 @@ pub fn documents(
 ) -> Vec<Document> {
     let registration = NodeRegistrationOptions {
         name: Some(node.name.clone()),
-        cri_socket: Some(CRI_SOCKET.into()),
+        cri_socket: Some(cri_socket(node.os).into()),
         // The kubelet registers the node's pool address, not whichever interface it picks.
         kubelet_extra_args: vec![kubeadm::Arg::new("node-ip", node.address.to_string())],
         ..NodeRegistrationOptions::default()
@@ -182,6 +191,14 @@ pub fn documents(
     })]
 }
 
+/// containerd's CRI endpoint on a node running `os`.
+fn cri_socket(os: NodeOs) -> &'static str {
+    match os {
+        NodeOs::Linux => CRI_SOCKET,
+        NodeOs::Windows => windows::CRI_SOCKET,
+    }
+}
+
 /// The seed of `node` (which initialises its cluster when `init`), with its cluster's PKI (made
 /// on first use) from the state directory.
 pub fn for_node(config: &HostConfig, node: &Node, init: bool) -> anyhow::Result<Seed> {
@@ -236,14 +253,22 @@ pub fn render(
         &kubeadm_sha256[..12],
         node.name
     );
-    let network_config = format!(
-        "version: 2\nethernets:\n  node:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    \
-         addresses:\n      - {}/{}\n    routes:\n      - to: default\n        via: {}\n",
-        node.address, cluster.network.prefix, cluster.gateway
-    );
-    let mut user_data = Zeroizing::new(String::from(
-        "#cloud-config\nwrite_files:\n  - path: /etc/kubernetes/slipway/kubeadm.yaml\n    permissions: \"0600\"\n    content: |\n",
-    ));
+    let (network_config, mut user_data) = match node.os {
+        NodeOs::Linux => (
+            format!(
+                "version: 2\nethernets:\n  node:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    \
+                 addresses:\n      - {}/{}\n    routes:\n      - to: default\n        via: {}\n",
+                node.address, cluster.network.prefix, cluster.gateway
+            ),
+            Zeroizing::new(format!(
+                "#cloud-config\nwrite_files:\n  - path: {KUBEADM_PATH}\n    permissions: \"0600\"\n    content: |\n",
+            )),
+        ),
+        NodeOs::Windows => (
+            windows::network_config(&mac, node.address, cluster.network.prefix, cluster.gateway),
+            Zeroizing::new(windows::user_data_head()),
+        ),
+    };
     for line in kubeadm_yaml.lines() {
         user_data.push_str("      ");
         user_data.push_str(line);

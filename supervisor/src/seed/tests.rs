@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::*;
-use crate::config::HostConfig;
+use crate::config::{HostConfig, NodeOs};
 
 fn three_node_config() -> HostConfig {
     let text = include_str!("../../examples/host.toml").replace(
@@ -265,4 +265,197 @@ fn mtype(path: &Path, name: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+/// The example with worker-1 a Windows worker.
+fn windows_config() -> HostConfig {
+    let mut config = three_node_config();
+    config.nodes.get_mut("worker-1").unwrap().os = NodeOs::Windows;
+    config
+}
+
+/// A Windows worker joins with the documents a Linux worker gets but for the CRI endpoint,
+/// containerd's named pipe; the beacon's digest is still the sha256 of exactly these bytes.
+#[test]
+fn a_windows_worker_joins_as_a_linux_one_through_containerds_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let linux = render(
+        &three_node_config(),
+        &three_node_config().nodes["worker-1"],
+        &pki,
+        false,
+        None,
+    )
+    .unwrap();
+    let config = windows_config();
+    let windows = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
+    let join = |yaml: &str| -> JoinConfiguration {
+        match serde_saphyr::from_str::<Document>(yaml).unwrap() {
+            Document::Join(join) => join,
+            other => panic!("expected a JoinConfiguration, got {}", other.kind()),
+        }
+    };
+    let mut from_windows = join(&windows.kubeadm_yaml);
+    let registration = from_windows.node_registration.as_mut().unwrap();
+    assert_eq!(
+        registration.cri_socket.as_deref(),
+        Some("npipe:////./pipe/containerd-containerd")
+    );
+    registration.cri_socket = Some("unix:///run/containerd/containerd.sock".into());
+    assert_eq!(from_windows, join(&linux.kubeadm_yaml));
+    assert_ne!(windows.kubeadm_sha256, linux.kubeadm_sha256);
+    assert_eq!(
+        windows.kubeadm_sha256,
+        kubeadm::ca_cert_hash(windows.kubeadm_yaml.as_bytes()).trim_start_matches("sha256:")
+    );
+    assert!(windows.pki_files.is_empty() && windows.cni.is_none());
+    // The same instance and host names, and the same MAC: only the formats differ.
+    assert_eq!(windows.mac, linux.mac);
+    assert!(windows.meta_data.ends_with("\nlocal-hostname: worker-1\n"));
+}
+
+/// The Windows worker's documents, secrets replaced, against their golden file (reviewed
+/// against kubeadm's v1beta4 types.go; `SLIPWAY_BLESS=1` rewrites it).
+#[test]
+fn a_windows_worker_matches_its_golden_file() {
+    let config = windows_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let seed = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
+    let text = seed
+        .kubeadm_yaml
+        .replace(pki.bootstrap_token.expose(), "TOKEN")
+        .replace(&pki.ca_cert_hash, "sha256:CA-HASH");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/seed/golden/join-windows-worker.yaml");
+    if std::env::var_os("SLIPWAY_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    assert_eq!(text, std::fs::read_to_string(&path).unwrap());
+}
+
+/// What cloudbase-init reads: a network-config of version 1 for the node's MAC, and a
+/// cloud-config whose one write_files entry puts the documents at the Windows path. Debian's
+/// cloud-init validates the user-data, as the CLI test does for Linux seeds' (cloudbase-init's
+/// cloud-config is a subset of cloud-init's).
+#[test]
+fn a_windows_seed_is_what_cloudbase_init_reads() {
+    let config = windows_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let seed = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
+
+    let network: serde_json::Value = serde_saphyr::from_str(&seed.network_config).unwrap();
+    assert_eq!(
+        network,
+        serde_json::json!({
+            "version": 1,
+            "config": [{
+                "type": "physical",
+                "name": "Ethernet",
+                "mac_address": seed.mac,
+                "subnets": [{
+                    "type": "static",
+                    "address": "10.44.0.12/24",
+                    "gateway": "10.44.0.1",
+                }],
+            }],
+        })
+    );
+
+    let user_data: serde_json::Value = serde_saphyr::from_str(&seed.user_data).unwrap();
+    let files = user_data["write_files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{}", seed.user_data.as_str());
+    assert_eq!(
+        files[0]["path"].as_str(),
+        Some(r"C:\ProgramData\Slipway\kubeadm.yaml")
+    );
+    assert_eq!(files[0]["permissions"].as_str(), Some("0600"));
+    assert_eq!(
+        files[0]["content"].as_str(),
+        Some(seed.kubeadm_yaml.as_str())
+    );
+
+    let path = dir.path().join("user-data");
+    std::fs::write(&path, seed.user_data.as_bytes()).unwrap();
+    let schema = |path: &Path| {
+        Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(path)
+            .output()
+            .expect("cloud-init (./scripts/setup installs it)")
+    };
+    let out = schema(&path);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Valid"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: a broken write_files is refused.
+    let broken = dir.path().join("broken");
+    std::fs::write(
+        &broken,
+        seed.user_data
+            .replacen("permissions: \"0600\"", "permissions: [6]", 1),
+    )
+    .unwrap();
+    assert!(!schema(&broken).status.success());
+}
+
+/// The disk holds exactly the five files the Windows first boot reads, private as a Linux one.
+#[test]
+fn a_windows_seed_disk_holds_exactly_its_five_files() {
+    let config = windows_config();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
+    let seed = render(
+        &config,
+        &config.nodes["worker-1"],
+        &pki,
+        false,
+        Some("1.33.2"),
+    )
+    .unwrap();
+    let path = dir.path().join("seed.img");
+    write_image(&seed, &path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listing = Command::new("mdir")
+        .args(["-b", "-i"])
+        .arg(&path)
+        .arg("::/")
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let mut names: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_start_matches("::/").to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "kubeadm.yaml",
+            "kubernetes",
+            "meta-data",
+            "network-config",
+            "user-data"
+        ]
+    );
+    assert_eq!(
+        mtype(&path, "kubeadm.yaml").as_deref(),
+        Some(seed.kubeadm_yaml.as_str())
+    );
+    assert_eq!(
+        mtype(&path, "network-config").as_deref(),
+        Some(seed.network_config.as_str())
+    );
+    assert_eq!(mtype(&path, "kubernetes").as_deref(), Some("v1.33.2\n"));
+    let label = Command::new("fatlabel").arg(&path).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "CIDATA");
 }

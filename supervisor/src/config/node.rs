@@ -1,0 +1,270 @@
+//! `[[nodes]]`: the node VMs of `host.toml`, each given its address from its cluster's pool in
+//! the order the tables are written.
+//!
+//! `os` (`"linux"`, the default, or `"windows"`) names the image family a node boots. Windows
+//! nodes are workers only: kubeadm's control plane (etcd, the API server and the other static
+//! pods) runs on Linux alone, so a `role = "control-plane"` node with `os = "windows"` is refused
+//! at its `role`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Cluster, Error, Validator};
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs the control plane (the first one initialises the cluster).
+    ControlPlane,
+    /// Runs workloads.
+    Worker,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// The operating system a node runs: which image family it boots and how its seed is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeOs {
+    /// A Linux node (linux-node images); what a node without `os` runs.
+    #[default]
+    Linux,
+    /// A Windows Server worker (windows-node images).
+    Windows,
+}
+
+impl NodeOs {
+    /// The name host.toml and the image manifest's `os` spell it with: `linux`, `windows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeOs::Linux => "linux",
+            NodeOs::Windows => "windows",
+        }
+    }
+}
+
+impl fmt::Display for NodeOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A node VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Name (a DNS label; the VM's and the Kubernetes node's name).
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its role.
+    pub role: Role,
+    /// Its operating system (`os`, default Linux).
+    pub os: NodeOs,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// State disk size in bytes.
+    pub state_disk: u64,
+    /// Its address on the cluster's network.
+    pub address: std::net::Ipv4Addr,
+}
+
+/// A `[[nodes]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct Raw {
+    name: Spanned<String>,
+    cluster: Spanned<String>,
+    role: Spanned<Role>,
+    os: Option<Spanned<NodeOs>>,
+    #[serde(default = "two")]
+    cpus: Spanned<u32>,
+    memory: Spanned<String>,
+    state_disk: Spanned<String>,
+}
+
+fn two() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+impl Validator<'_> {
+    /// The nodes by name, each with the next free address of its cluster's pool, and the names
+    /// of the clusters that have a control-plane node on this host.
+    pub(super) fn nodes(
+        &self,
+        raw: Vec<Spanned<Raw>>,
+        clusters: &BTreeMap<String, Cluster>,
+    ) -> Result<(BTreeMap<String, Node>, BTreeSet<String>), Error> {
+        let mut nodes = BTreeMap::new();
+        let mut next: BTreeMap<String, u32> = BTreeMap::new();
+        let mut control_planes: BTreeSet<String> = BTreeSet::new();
+        for spanned in raw {
+            let span = spanned.span();
+            let n = spanned.into_inner();
+            let name = self.label(&n.name, "node name")?;
+            let cluster = clusters.get(n.cluster.get_ref()).ok_or_else(|| {
+                self.error(
+                    &n.cluster.span(),
+                    format!(
+                        "node {name} names cluster {:?}, which [[clusters]] does not declare",
+                        n.cluster.get_ref()
+                    ),
+                )
+            })?;
+            if nodes.contains_key(&name) {
+                return Err(self.error(&span, format!("node {name} is declared twice")));
+            }
+            let role = *n.role.get_ref();
+            let os = n.os.as_ref().map_or(NodeOs::Linux, |os| *os.get_ref());
+            if os == NodeOs::Windows && role == Role::ControlPlane {
+                return Err(self.error(
+                    &n.role.span(),
+                    format!(
+                        "node {name}: Windows nodes can only be workers (the Kubernetes control \
+                         plane runs on Linux only): set role = \"worker\", or drop os = \"windows\" \
+                         to make it a Linux control plane"
+                    ),
+                ));
+            }
+            let cpus = *n.cpus.get_ref();
+            if !(1..=256).contains(&cpus) {
+                return Err(self.error(&n.cpus.span(), format!("cpus {cpus}: expected 1 to 256")));
+            }
+            let index = next.entry(cluster.name.clone()).or_insert(0);
+            let address = cluster.pool.nth(*index).ok_or_else(|| {
+                self.error(
+                    &span,
+                    format!(
+                        "cluster {}'s pool {} has no address left for node {name}",
+                        cluster.name, cluster.pool
+                    ),
+                )
+            })?;
+            *index += 1;
+            if role == Role::ControlPlane {
+                control_planes.insert(cluster.name.clone());
+            }
+            nodes.insert(
+                name.clone(),
+                Node {
+                    name,
+                    cluster: cluster.name.clone(),
+                    role,
+                    os,
+                    cpus,
+                    memory: self.size(&n.memory, "memory", 256 << 20)?,
+                    state_disk: self.size(&n.state_disk, "state-disk", 64 << 20)?,
+                    address,
+                },
+            );
+        }
+        Ok((nodes, control_planes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::HostConfig;
+
+    const EXAMPLE: &str = include_str!("../../examples/host.toml");
+
+    fn parse(text: &str) -> Result<HostConfig, Error> {
+        HostConfig::parse(Path::new("host.toml"), text)
+    }
+
+    /// `file:line:column` of the first `at` in `text`, as the config errors print it.
+    fn located(text: &str, at: &str) -> String {
+        let offset = text.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("host.toml:{line}:{column}: ")
+    }
+
+    #[test]
+    fn a_node_without_os_is_linux_and_os_is_read_as_written() {
+        let config = parse(EXAMPLE).unwrap();
+        assert!(config.nodes.values().all(|n| n.os == NodeOs::Linux));
+        let text = EXAMPLE.replacen(
+            "name = \"worker-2\"\ncluster = \"lab\"\nrole = \"worker\"\n",
+            "name = \"worker-2\"\ncluster = \"lab\"\nrole = \"worker\"\nos = \"windows\"\n",
+            1,
+        );
+        assert_ne!(text, EXAMPLE);
+        let config = parse(&text).unwrap();
+        assert_eq!(config.nodes["worker-2"].os, NodeOs::Windows);
+        assert_eq!(config.nodes["worker-1"].os, NodeOs::Linux);
+        // The address plan does not depend on the OS.
+        assert_eq!(
+            config.nodes["worker-2"].address,
+            std::net::Ipv4Addr::new(10, 44, 0, 12)
+        );
+        let explicit = EXAMPLE.replacen(
+            "role = \"worker\"\n",
+            "role = \"worker\"\nos = \"linux\"\n",
+            1,
+        );
+        assert_eq!(parse(&explicit).unwrap(), parse(EXAMPLE).unwrap());
+        assert_eq!(NodeOs::Windows.name(), "windows");
+        assert_eq!(NodeOs::Linux.to_string(), "linux");
+    }
+
+    #[test]
+    fn a_windows_control_plane_is_refused_at_its_role() {
+        let text = EXAMPLE.replacen(
+            "role = \"control-plane\"\n",
+            "role = \"control-plane\"\nos = \"windows\"\n",
+            1,
+        );
+        assert_ne!(text, EXAMPLE);
+        let message = parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}node cp-1: Windows nodes can only be workers (the Kubernetes control plane \
+                 runs on Linux only): set role = \"worker\", or drop os = \"windows\" to make it \
+                 a Linux control plane",
+                located(&text, "\"control-plane\"\nos")
+            )
+        );
+        // A Linux control plane, written out, is taken.
+        let linux = EXAMPLE.replacen(
+            "role = \"control-plane\"\n",
+            "role = \"control-plane\"\nos = \"linux\"\n",
+            1,
+        );
+        assert!(parse(&linux).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_os_is_refused_at_its_value() {
+        let text = EXAMPLE.replacen(
+            "role = \"worker\"\n",
+            "role = \"worker\"\nos = \"macos\"\n",
+            1,
+        );
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&located(&text, "\"macos\"")),
+            "{message}"
+        );
+        assert!(
+            message.contains("unknown variant `macos`, expected `linux` or `windows`"),
+            "{message}"
+        );
+    }
+}

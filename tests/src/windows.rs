@@ -1,0 +1,198 @@
+//! A synthetic Windows install.wim: no Windows media can be had here, so the Windows image
+//! tests and the benchmark capture one with `wimlib-imagex capture` from a tree made here. The
+//! tree holds Windows-shaped paths, SYSTEM, SOFTWARE and BCD-Template hives written by
+//! `images::regf`, and stand-in boot files (bytes that say what they stand in for: nothing
+//! here boots).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use images::regf::{Key, kind, utf16z, write};
+
+/// The edition name the synthetic image carries.
+pub const EDITION: &str = "Windows Server 2022 SERVERDATACENTERCORE";
+
+/// What to make.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// Bytes of incompressible filler under `Windows\WinSxS` (for the benchmark).
+    pub filler: u64,
+    /// Make `Windows\Boot\EFI` a symbolic link to this host path instead of a directory.
+    pub linked_boot_dir: Option<String>,
+    /// Leave the SOFTWARE hive out.
+    pub without_software: bool,
+    /// wimlib's compression (`none`, `xpress`, `lzx`); `lzx` (install.wim's) when unset.
+    pub compress: Option<&'static str>,
+}
+
+/// Captures a synthetic install.wim at `dir/install.wim`; returns its path.
+pub fn install_wim(dir: &Path, spec: &Spec) -> PathBuf {
+    let tree = dir.join("wim-tree");
+    let file = |rel: &str, bytes: &[u8]| {
+        let path = tree.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    };
+    let epoch = 1_700_000_000;
+    file(
+        "Windows/System32/config/SYSTEM",
+        &write(&system_hive(), epoch).unwrap(),
+    );
+    if !spec.without_software {
+        file(
+            "Windows/System32/config/SOFTWARE",
+            &write(&software_hive(), epoch).unwrap(),
+        );
+    }
+    file(
+        "Windows/System32/config/BCD-Template",
+        &write(&bcd_template(), epoch).unwrap(),
+    );
+    file("Windows/System32/winload.efi", b"stand-in: winload.efi\n");
+    file("Windows/System32/ntoskrnl.exe", b"stand-in: ntoskrnl.exe\n");
+    file(
+        "Windows/System32/drivers/etc/hosts",
+        b"# stand-in hosts file\r\n",
+    );
+    match &spec.linked_boot_dir {
+        Some(target) => {
+            std::fs::create_dir_all(tree.join("Windows/Boot")).unwrap();
+            std::os::unix::fs::symlink(target, tree.join("Windows/Boot/EFI")).unwrap();
+        }
+        None => {
+            file("Windows/Boot/EFI/bootmgfw.efi", b"stand-in: bootmgfw.efi\n");
+            file("Windows/Boot/EFI/bootmgr.efi", b"stand-in: bootmgr.efi\n");
+            file("Windows/Boot/EFI/memtest.efi", b"stand-in: memtest.efi\n");
+            file(
+                "Windows/Boot/EFI/en-US/bootmgfw.efi.mui",
+                b"stand-in: bootmgfw.efi.mui\n",
+            );
+        }
+    }
+    file("Windows/Boot/Fonts/segmono_boot.ttf", b"stand-in: font\n");
+    for empty in [
+        "Program Files",
+        "ProgramData/Microsoft",
+        "Users/Default",
+        "Windows/Temp",
+    ] {
+        std::fs::create_dir_all(tree.join(empty)).unwrap();
+    }
+    if spec.filler > 0 {
+        filler(&tree.join("Windows/WinSxS"), spec.filler);
+    }
+    let wim = dir.join("install.wim");
+    let out = Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&tree)
+        .arg(&wim)
+        .arg(EDITION)
+        .arg(format!("--compress={}", spec.compress.unwrap_or("lzx")))
+        .arg("--no-acls")
+        .output()
+        .expect("wimlib-imagex (scripts/setup installs wimtools)");
+    assert!(
+        out.status.success(),
+        "wimlib-imagex capture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&tree).unwrap();
+    wim
+}
+
+/// SYSTEM: the current control set, a service, the computer name.
+fn system_hive() -> Key {
+    let mut root = Key::new("ROOT");
+    root.key(&["Select"])
+        .set_dword("Current", 1)
+        .set_dword("Default", 1)
+        .set_dword("LastKnownGood", 1);
+    let set = root.key(&["ControlSet001"]);
+    set.key(&["Control", "ComputerName", "ComputerName"])
+        .set_string("ComputerName", "MINWINPC");
+    set.key(&["Services", "Tcpip", "Parameters"])
+        .set_string("Hostname", "minwinpc");
+    set.key(&["Services", "W32Time"])
+        .set_dword("Start", 3)
+        .set_dword("Type", 0x20)
+        .set(
+            "ImagePath",
+            kind::EXPAND_SZ,
+            utf16z("%SystemRoot%\\system32\\svchost.exe -k LocalService"),
+        );
+    root
+}
+
+/// SOFTWARE: the product's name and build.
+fn software_hive() -> Key {
+    let mut root = Key::new("ROOT");
+    root.key(&["Microsoft", "Windows NT", "CurrentVersion"])
+        .set_string("ProductName", "Windows Server 2022 Datacenter")
+        .set_string("CurrentBuild", "20348")
+        .set_string("EditionID", "ServerDatacenter");
+    root
+}
+
+/// BCD-Template: the settings objects Windows' template carries, no boot manager or loader
+/// (bcdboot adds those).
+fn bcd_template() -> Key {
+    let mut root = Key::new("NewStoreRoot");
+    root.key(&["Description"])
+        .set_string("KeyName", "BCD00000000")
+        .set_dword("System", 1)
+        .set_dword("TreatAsSystem", 1);
+    let objects = [
+        // {globalsettings}: inherits {dbgsettings}, {emssettings}, {badmemory}.
+        (
+            "{7ea2e1ac-2e61-4728-aaa3-896d9d0a9f0e}",
+            0x1000_0000u32,
+            vec![
+                "{4636856e-540f-4170-a130-a84776f4c654}",
+                "{0ce4991b-e6b3-4b16-b23c-5e0d9250e5d9}",
+                "{5189b25c-5558-4bf2-bca4-289b11bd29e2}",
+            ],
+        ),
+        // {bootloadersettings}: inherits {globalsettings}, {hypervisorsettings}.
+        (
+            "{6efb52bf-1766-41db-a6b3-0ee5eff72bd7}",
+            0x2020_0003,
+            vec![
+                "{7ea2e1ac-2e61-4728-aaa3-896d9d0a9f0e}",
+                "{7ff607e0-4395-11db-b0de-0800200c9a66}",
+            ],
+        ),
+    ];
+    for (id, kind_of, inherits) in objects {
+        let object = root.key(&["Objects", id]);
+        object.key(&["Description"]).set_dword("Type", kind_of);
+        let mut list: Vec<u8> = inherits.iter().flat_map(|g| utf16z(g)).collect();
+        list.extend_from_slice(&[0, 0]);
+        object
+            .key(&["Elements", "14000006"])
+            .set("Element", kind::MULTI_SZ, list);
+    }
+    root
+}
+
+/// `bytes` of data no compressor shrinks (xorshift), in 64 MiB files.
+fn filler(dir: &Path, bytes: u64) {
+    const FILE: u64 = 64 << 20;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut left = bytes;
+    let mut n = 0;
+    while left > 0 {
+        let len = left.min(FILE);
+        let mut data = Vec::with_capacity(usize::try_from(len).unwrap());
+        while (data.len() as u64) < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        data.truncate(usize::try_from(len).unwrap());
+        std::fs::write(dir.join(format!("filler-{n:04}.bin")), data).unwrap();
+        left -= len;
+        n += 1;
+    }
+}
