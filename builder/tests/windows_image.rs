@@ -703,6 +703,45 @@ fn hostile_bases_and_edits_are_refused_leaving_no_output() {
         "{stderr}"
     );
 
+    // A layer whose link a recipe file would be written through: refused, the host file the
+    // link names untouched.
+    let ws = Workspace::new(&Spec::default());
+    let victim = ws.path("victim");
+    std::fs::write(&victim, "host file\n").unwrap();
+    let linked = ws.path("linked");
+    std::fs::create_dir_all(linked.join("bin")).unwrap();
+    std::fs::write(linked.join("bin/containerd.exe"), "stand-in\n").unwrap();
+    std::os::unix::fs::symlink(&victim, linked.join("config.toml")).unwrap();
+    run(
+        "tar",
+        &[
+            "czf",
+            ws.path("containerd.tar.gz").to_str().unwrap(),
+            "-C",
+            linked.to_str().unwrap(),
+            "bin",
+            "config.toml",
+        ],
+    );
+    let stderr = build_fails(&ws, &ws.recipe(|_| {}));
+    assert!(stderr.contains("link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file\n");
+
+    // Two spellings of one directory (Windows compares names ignoring case, wimlib does not).
+    let ws = Workspace::new(&Spec::default());
+    let recipe = ws.recipe(|r| {
+        let win = r["windows"].as_table_mut().unwrap();
+        let mut file = toml::Table::new();
+        file.insert("path".into(), "C:\\K\\other.txt".into());
+        file.insert("text".into(), "x".into());
+        win["files"]
+            .as_array_mut()
+            .unwrap()
+            .push(toml::Value::Table(file));
+    });
+    let stderr = build_fails(&ws, &recipe);
+    assert!(stderr.contains("name the same file on Windows"), "{stderr}");
+
     // A base whose sha256 is not the pinned one.
     let ws = Workspace::new(&Spec::default());
     let recipe = ws.recipe(|r| {

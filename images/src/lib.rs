@@ -2,7 +2,9 @@
 //!
 //! This crate holds everything both programs need to know about a node image: the VHDX
 //! container it ships in ([`vhdx`]), the GPT disk inside it as a list of extents ([`disk`]), the
-//! unified kernel image it boots ([`uki`]), the manifest that describes it ([`manifest`]), its
+//! unified kernel image it boots ([`uki`]) or, for Windows, its BCD store's elements ([`bcd`])
+//! and registry hives written from nothing for tests ([`regf`]), the manifest that describes it
+//! ([`manifest`]), its
 //! signatures ([`sign`]), its distribution as an OCI artifact with channels ([`oci`]), the host's
 //! content store ([`store`]), and the identifiers and atomic files they use ([`guid`],
 //! [`atomic`]).

@@ -5,20 +5,22 @@
 //! Fields may be added within a schema (readers ignore unknown fields); renaming or removing a
 //! field, or changing its meaning, takes a new schema name.
 //!
-//! v2 ([`SCHEMA`], written since Windows images) is v1 ([`SCHEMA_V1`]) with `os` a closed set
+//! v2 ([`SCHEMA`], written for Windows images) is v1 ([`SCHEMA_V1`]) with `os` a closed set
 //! (`linux`, `windows`), and the Linux-only facts made optional: `disk.verity` and
 //! `boot.kernel`/`cmdline`/`uki_sha256` are present for Linux images only (a Linux manifest
 //! without them is refused), and `windows` for Windows images only. Every v1 manifest reads as
-//! the v2 manifest it would be, and is written back byte for byte (its schema kept).
+//! the v2 manifest it would be, and is written back byte for byte (its schema kept). Linux
+//! images are still written as v1 (their manifests have v1's shape), so a host running an
+//! older slipwayd takes them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// The schema this build writes.
+/// The schema this build writes for Windows images (and reads).
 pub const SCHEMA: &str = "slipway.node-image.v2";
-/// The first schema, still read.
+/// The first schema: still read, and written for Linux images.
 pub const SCHEMA_V1: &str = "slipway.node-image.v1";
 
 /// Errors reading a manifest.
@@ -416,5 +418,44 @@ mod tests {
             "{text}"
         );
         assert_eq!(Manifest::from_bytes(text.as_bytes()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn windows_manifests_are_v2_with_windows_facts_only() {
+        let mut manifest = Manifest::from_bytes(BEFORE_TOOLS.as_bytes()).unwrap();
+        assert_eq!(manifest.root_hash(), "");
+        manifest.schema = SCHEMA.to_owned();
+        manifest.os = Os::Windows;
+        manifest.disk.verity = None;
+        manifest.boot.kernel = None;
+        manifest.boot.cmdline = None;
+        manifest.boot.uki_sha256 = None;
+        manifest.windows = Some(WindowsFacts {
+            edition: "Windows Server 2022 SERVERDATACENTERCORE".into(),
+            index: 1,
+            registry: BTreeMap::new(),
+            services: BTreeMap::new(),
+            loader: "00000000-0000-0000-0000-000000000001".into(),
+            bcd_sha256: "00".into(),
+        });
+        let text = manifest.to_json();
+        assert!(
+            !text.contains("verity") && !text.contains("uki_sha256"),
+            "{text}"
+        );
+        assert_eq!(Manifest::from_bytes(text.as_bytes()).unwrap(), manifest);
+        // Linux facts on a Windows image, a Windows image in v1, Windows facts on Linux: refused.
+        let mut mixed = manifest.clone();
+        mixed.boot.kernel = Some("6.1".into());
+        assert!(Manifest::from_bytes(mixed.to_json().as_bytes()).is_err());
+        let mut old = manifest.clone();
+        old.schema = SCHEMA_V1.to_owned();
+        assert!(Manifest::from_bytes(old.to_json().as_bytes()).is_err());
+        let mut linux = Manifest::from_bytes(BEFORE_TOOLS.as_bytes()).unwrap();
+        linux.windows = manifest.windows.clone();
+        assert!(Manifest::from_bytes(linux.to_json().as_bytes()).is_err());
+        let unknown = text.replace("\"windows\",\n  \"arch\"", "\"plan9\",\n  \"arch\"");
+        assert_ne!(unknown, text);
+        assert!(Manifest::from_bytes(unknown.as_bytes()).is_err());
     }
 }

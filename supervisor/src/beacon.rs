@@ -59,6 +59,10 @@ pub struct Beacon {
     /// `missing`; empty from an image that does not say.
     #[serde(default)]
     pub state_disk: String,
+    /// Why, when `event` is `failed` (windows-node's first-boot agent says which step failed);
+    /// empty otherwise.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// What a listener reports.

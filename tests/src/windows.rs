@@ -174,7 +174,8 @@ fn bcd_template() -> Key {
     root
 }
 
-/// `bytes` of data no compressor shrinks (xorshift), in 64 MiB files.
+/// `bytes` of filler in 64 MiB files, like a system's binaries: half of every 64 KiB is
+/// xorshift output no compressor shrinks, half a repeating low-entropy pattern.
 fn filler(dir: &Path, bytes: u64) {
     const FILE: u64 = 64 << 20;
     std::fs::create_dir_all(dir).unwrap();
@@ -185,10 +186,15 @@ fn filler(dir: &Path, bytes: u64) {
         let len = left.min(FILE);
         let mut data = Vec::with_capacity(usize::try_from(len).unwrap());
         while (data.len() as u64) < len {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            data.extend_from_slice(&state.to_le_bytes());
+            let word = if (data.len() >> 15) % 2 == 0 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            } else {
+                (data.len() as u64 / 64) % 251
+            };
+            data.extend_from_slice(&word.to_le_bytes());
         }
         data.truncate(usize::try_from(len).unwrap());
         std::fs::write(dir.join(format!("filler-{n:04}.bin")), data).unwrap();

@@ -303,7 +303,9 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     let disk_facts: DiskStageFacts = stage::read_facts(&disk_dir, "disk")?;
 
     let manifest = Manifest {
-        schema: manifest::SCHEMA.to_owned(),
+        // A Linux image's manifest has v1's shape: written as v1, hosts whose slipwayd predates
+        // v2 still take it (a rolling upgrade of slipwayd and images in either order).
+        schema: manifest::SCHEMA_V1.to_owned(),
         name: recipe.image.name.get_ref().clone(),
         version: recipe.image.version.get_ref().clone(),
         os: recipe.image.os,

@@ -252,6 +252,7 @@ impl Validator<'_> {
             layers.push(WinLayer {
                 source: layer.source,
                 into,
+                private: layer.private,
             });
         }
         let mut files = Vec::new();
@@ -278,6 +279,7 @@ impl Validator<'_> {
                 span,
                 path,
                 content,
+                private: file.private,
             });
         }
         file_source(&raw.firstboot, "firstboot")?;

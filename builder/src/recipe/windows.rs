@@ -108,7 +108,7 @@ impl fmt::Display for WinPath {
 
 /// Windows' rules for one name: not empty, no reserved characters, no trailing dot or space,
 /// no device name, not `.` or `..`.
-fn check_component(part: &str) -> Result<(), String> {
+pub(crate) fn check_component(part: &str) -> Result<(), String> {
     const RESERVED: &[&str] = &[
         "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
         "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
@@ -147,6 +147,8 @@ pub struct WinLayer {
     pub source: Spanned<String>,
     /// Where its content goes.
     pub into: WinPath,
+    /// Keep it from Users (SYSTEM and Administrators only).
+    pub private: bool,
 }
 
 /// One entry placed on the Windows volume.
@@ -158,6 +160,9 @@ pub struct WinFile {
     pub path: WinPath,
     /// What to place.
     pub content: WinContent,
+    /// Keep it (and, for a directory, what it will hold) from Users: SYSTEM and
+    /// Administrators only. For what will hold credentials (the kubelet's, the join token).
+    pub private: bool,
 }
 
 /// What a [`WinFile`] places.
@@ -179,7 +184,8 @@ pub enum Hive {
     System,
     /// `HKLM\SOFTWARE`.
     Software,
-    /// The default user profile (`HKU\.DEFAULT`).
+    /// LocalSystem's profile (`HKU\.DEFAULT`; new users' profiles come from
+    /// `C:\Users\Default\NTUSER.DAT`, not from this hive).
     Default,
 }
 
@@ -294,15 +300,22 @@ pub struct Service {
 }
 
 impl Service {
-    /// The command line Windows runs: the program quoted, arguments quoted when they hold a
-    /// space (validation refused quotes inside them).
+    /// The command line Windows runs, quoted as `CommandLineToArgvW` reads it back: the
+    /// program always quoted; an argument quoted when it holds a space or a tab, its trailing
+    /// backslashes doubled so the closing quote stays a quote (validation refused quotes and
+    /// line breaks inside arguments). `%NAME%` in an argument is expanded by Windows: the
+    /// value is a `REG_EXPAND_SZ`.
     pub fn image_path(&self) -> String {
         let mut line = format!("\"{}\"", self.program);
         for arg in &self.args {
-            if arg.contains(' ') {
-                line.push_str(&format!(" \"{arg}\""));
+            line.push(' ');
+            if arg.contains([' ', '\t']) {
+                let trailing = arg.len() - arg.trim_end_matches('\\').len();
+                line.push('"');
+                line.push_str(arg);
+                line.push_str(&"\\".repeat(trailing));
+                line.push('"');
             } else {
-                line.push(' ');
                 line.push_str(arg);
             }
         }
@@ -344,6 +357,8 @@ pub(crate) mod raw {
     pub struct Layer {
         pub source: Spanned<String>,
         pub into: Spanned<String>,
+        #[serde(default)]
+        pub private: bool,
     }
 
     #[derive(Deserialize)]
@@ -353,6 +368,8 @@ pub(crate) mod raw {
         pub source: Option<Spanned<String>>,
         pub text: Option<String>,
         pub dir: Option<bool>,
+        #[serde(default)]
+        pub private: bool,
     }
 
     #[derive(Deserialize)]
@@ -541,6 +558,15 @@ mod tests {
         assert_eq!(
             service.image_path(),
             r#""C:\k\kubelet.exe" --windows-service "--config=C:\a b\c""#
+        );
+        // A trailing backslash inside quotes is doubled: `\"` would be a literal quote.
+        let service = Service {
+            args: vec!["--root=C:\\a b\\".into(), "x\ty".into()],
+            ..service
+        };
+        assert_eq!(
+            service.image_path(),
+            "\"C:\\k\\kubelet.exe\" \"--root=C:\\a b\\\\\" \"x\ty\""
         );
     }
 }

@@ -83,6 +83,14 @@ pub enum Error {
         /// Its size.
         len: usize,
     },
+    /// A key with more subkeys than one `lh` list holds.
+    #[error("registry key {key:?} has {count} subkeys; at most 65535 are written")]
+    CheckCount {
+        /// The key.
+        key: String,
+        /// Its subkeys.
+        count: usize,
+    },
     /// The hive would be larger than its 32-bit offsets reach.
     #[error("the hive is too large for the registry format")]
     CheckHiveSize,
@@ -248,9 +256,13 @@ impl Cells {
         let subkeys = if offsets.is_empty() {
             NONE
         } else {
+            let count = u16::try_from(offsets.len()).map_err(|_| Error::CheckCount {
+                key: path.clone(),
+                count: offsets.len(),
+            })?;
             let mut lh = vec![0u8; 4 + 8 * offsets.len()];
             lh[0..2].copy_from_slice(b"lh");
-            put16(&mut lh, 2, u16::try_from(offsets.len()).unwrap_or(0));
+            put16(&mut lh, 2, count);
             for (i, (offset, hash)) in offsets.iter().enumerate() {
                 put32(&mut lh, 4 + 8 * i, *offset);
                 put32(&mut lh, 8 + 8 * i, *hash);

@@ -652,7 +652,8 @@ impl Validator<'_> {
             );
         }
 
-        let (nodes, control_planes) = self.nodes(raw.nodes, &clusters)?;
+        let qemu = matches!(hypervisor, Hypervisor::Qemu(_));
+        let (nodes, control_planes) = self.nodes(raw.nodes, &clusters, qemu)?;
         let fleet = match raw.fleet {
             None => Fleet::None,
             Some(f) => f

@@ -106,6 +106,7 @@ impl Validator<'_> {
         &self,
         raw: Vec<Spanned<Raw>>,
         clusters: &BTreeMap<String, Cluster>,
+        qemu: bool,
     ) -> Result<(BTreeMap<String, Node>, BTreeSet<String>), Error> {
         let mut nodes = BTreeMap::new();
         let mut next: BTreeMap<String, u32> = BTreeMap::new();
@@ -135,6 +136,17 @@ impl Validator<'_> {
                         "node {name}: Windows nodes can only be workers (the Kubernetes control \
                          plane runs on Linux only): set role = \"worker\", or drop os = \"windows\" \
                          to make it a Linux control plane"
+                    ),
+                ));
+            }
+            if os == NodeOs::Windows && qemu {
+                let at = n.os.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(self.error(
+                    &at,
+                    format!(
+                        "node {name}: Windows nodes run on Hyper-V hosts ([hypervisor] kind = \
+                         \"hyperv\"); the QEMU driver boots Linux node images only (it pulls \
+                         os = \"linux\" images and reads their beacon on a virtio-serial port)"
                     ),
                 ));
             }
@@ -205,6 +217,14 @@ mod tests {
             1,
         );
         assert_ne!(text, EXAMPLE);
+        // Under QEMU a Windows node is refused at its os.
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&located(&text, "\"windows\"\n"))
+                && message.contains("Windows nodes run on Hyper-V hosts"),
+            "{message}"
+        );
+        let text = hyperv(&text);
         let config = parse(&text).unwrap();
         assert_eq!(config.nodes["worker-2"].os, NodeOs::Windows);
         assert_eq!(config.nodes["worker-1"].os, NodeOs::Linux);
@@ -223,14 +243,27 @@ mod tests {
         assert_eq!(NodeOs::Linux.to_string(), "linux");
     }
 
+    /// `text` with a Hyper-V host's `[hypervisor]`.
+    fn hyperv(text: &str) -> String {
+        let qemu = "kind = \"qemu\"\naccel = \"auto\"";
+        let user = text.lines().find(|l| l.starts_with("user = ")).unwrap();
+        let out = text
+            .replacen(qemu, "kind = \"hyperv\"", 1)
+            .replacen(&format!("{user}\n"), "", 1);
+        assert!(out.contains("kind = \"hyperv\"") && !out.contains(user));
+        out
+    }
+
     #[test]
     fn a_windows_control_plane_is_refused_at_its_role() {
-        let text = EXAMPLE.replacen(
+        let text = hyperv(EXAMPLE);
+        let text = text.replacen(
             "role = \"control-plane\"\n",
             "role = \"control-plane\"\nos = \"windows\"\n",
             1,
         );
         assert_ne!(text, EXAMPLE);
+        assert_ne!(text, hyperv(EXAMPLE));
         let message = parse(&text).unwrap_err().to_string();
         assert_eq!(
             message,

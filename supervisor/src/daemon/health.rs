@@ -44,6 +44,19 @@ pub(super) fn judge(
             ),
         );
     }
+    // An image without a verity root (Windows) is known by its name and version alone.
+    if let Some(booted) = booted
+        && booted.root_hash.is_empty()
+        && (beacon.image != booted.name || beacon.version != booted.version)
+    {
+        return (
+            NodeState::Mismatch,
+            format!(
+                "it says it runs {} {}, not {} {} it was started from",
+                beacon.image, beacon.version, booted.name, booted.version
+            ),
+        );
+    }
     if beacon.kubeadm_sha256 != documents {
         return (
             NodeState::Mismatch,
@@ -54,7 +67,15 @@ pub(super) fn judge(
         );
     }
     if beacon.event != "ready" {
-        return (NodeState::Starting, format!("it says {}", beacon.event));
+        let why = if beacon.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", beacon.reason)
+        };
+        return (
+            NodeState::Starting,
+            format!("it says {}{why}", beacon.event),
+        );
     }
     if beacon.endpoint != "reachable" {
         return (
@@ -89,7 +110,37 @@ mod tests {
             node_id: "0d1c217e-2311-4c12-8715-d73b93a5d65d".into(),
             boot_count: 1,
             state_disk: "formatted".into(),
+            reason: String::new(),
         }
+    }
+
+    #[test]
+    fn an_image_without_a_verity_root_is_known_by_name_and_version() {
+        let windows = Booted {
+            name: "windows-node".into(),
+            root_hash: String::new(),
+            ..booted()
+        };
+        let mut said = Beacon {
+            image: "windows-node".into(),
+            root_hash: String::new(),
+            ..beacon()
+        };
+        assert_eq!(judge(&said, Some(&windows), "dd").0, NodeState::Ready);
+        said.version = "2026.10.0".into();
+        let (state, why) = judge(&said, Some(&windows), "dd");
+        assert_eq!(state, NodeState::Mismatch, "{why}");
+        assert!(why.contains("windows-node 2026.10.0"), "{why}");
+        said.version = "2026.11.0".into();
+        said.event = "failed".into();
+        said.reason = "join: kubeadm join failed 3 times".into();
+        assert_eq!(
+            judge(&said, Some(&windows), "dd"),
+            (
+                NodeState::Starting,
+                "it says failed: join: kubeadm join failed 3 times".into()
+            )
+        );
     }
 
     fn booted() -> Booted {

@@ -48,6 +48,16 @@ pub fn make(
     std::fs::create_dir(&boot).map_err(super::io_err("create", &boot))?;
     wim::extract_dir(wim, index, BOOT_EFI, &boot)?;
     let efi = boot.join("EFI");
+    let meta = std::fs::symlink_metadata(&efi).map_err(super::io_err("stat", &efi))?;
+    if !meta.is_dir() {
+        let target = std::fs::read_link(&efi)
+            .map(|t| format!(" -> {}", t.display()))
+            .unwrap_or_default();
+        return Err(Error::EscapePath {
+            path: format!("{BOOT_EFI}{target}"),
+            why: "the boot files' directory is a link or not a directory".into(),
+        });
+    }
     let files = regular_files(&efi, &efi)?;
     if !files
         .iter()
@@ -58,8 +68,11 @@ pub fn make(
         });
     }
     let bcd_path = dir.join("BCD");
-    wim::read(wim, index, BCD_TEMPLATE, &bcd_path).map_err(|_| Error::FindBootFile {
-        what: BCD_TEMPLATE.to_owned(),
+    wim::read(wim, index, BCD_TEMPLATE, &bcd_path).map_err(|e| match e {
+        Error::ReadImageFile { stderr, .. } => Error::FindBootFile {
+            what: format!("{BCD_TEMPLATE} ({stderr})"),
+        },
+        other => other,
     })?;
     let edits: Vec<Edit> = bcd::store_edits(&bcd::BootSpec {
         esp: bcd::PartitionId {

@@ -74,17 +74,15 @@ pub(super) fn make_disk(
     let laid = disk::layout(layout)?;
     // The volume's boot sector records where it starts: the layout must agree with the plan.
     let offsets: Vec<u64> = laid.partitions.iter().map(|p| p.offset).collect();
-    if offsets
-        != [
-            plan.esp_offset,
-            plan.esp_offset + plan.esp_size,
-            plan.ntfs_offset,
-        ]
-    {
-        return Err(Error::EscapePath {
-            path: format!("partition offsets {offsets:?}"),
-            why: "the GPT layout does not put the partitions where the volumes were made for"
-                .into(),
+    let planned = vec![
+        plan.esp_offset,
+        plan.esp_offset + plan.esp_size,
+        plan.ntfs_offset,
+    ];
+    if offsets != planned {
+        return Err(Error::MatchLayout {
+            planned,
+            found: offsets,
         });
     }
     let contents = ["vfat", "msr", "ntfs"];

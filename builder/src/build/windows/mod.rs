@@ -91,6 +91,26 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// Two spellings of one name (Windows compares names ignoring case).
+    #[error(
+        "{path} and {other} name the same file on Windows (names compare ignoring case): spell \
+         it one way in the recipe and its layers, as the base image does"
+    )]
+    SpellName {
+        /// One spelling.
+        path: String,
+        /// The other.
+        other: String,
+    },
+    /// A layer could not be unpacked.
+    #[error("cannot unpack layer {source_name}")]
+    UnpackLayer {
+        /// The source.
+        source_name: String,
+        /// The cause.
+        #[source]
+        source: crate::build::tree::Error,
+    },
     /// A file could not be read out of the image.
     #[error("cannot read {path} from the base image: {stderr}")]
     ReadImageFile {
@@ -109,8 +129,29 @@ pub enum Error {
     #[error("cannot write the BCD store")]
     Bcd(#[from] images::bcd::Error),
     /// The SYSTEM hive names no current control set.
-    #[error("the SYSTEM hive has no usable Select\\Current value (1 to 999)")]
-    ReadControlSet,
+    #[error("the SYSTEM hive has no usable Select\\Current value (1 to 999): {why}")]
+    ReadControlSet {
+        /// What hivexget said, or what it printed.
+        why: String,
+    },
+    /// A hive of the base was not closed cleanly.
+    #[error(
+        "the base image's {hive} hive was not closed cleanly (its sequence numbers differ: its \
+         transaction logs hold changes Windows would replay over the build's edits); make the \
+         base from a cleanly shut down Windows"
+    )]
+    CheckHive {
+        /// The hive.
+        hive: String,
+    },
+    /// The disk layout does not put the partitions where the volumes were made for.
+    #[error("internal error: the GPT layout put the partitions at {found:?}, not at {planned:?}")]
+    MatchLayout {
+        /// Offsets planned.
+        planned: Vec<u64>,
+        /// Offsets laid out.
+        found: Vec<u64>,
+    },
     /// The unattend template is not what the build can render.
     #[error("unattend template {source_name}: {why}")]
     RenderUnattend {
@@ -248,20 +289,29 @@ struct Plan {
 
 fn plan(recipe: &Recipe) -> Result<Plan, Error> {
     let size = *recipe.disk.size.get_ref();
-    let esp_size = recipe.disk.esp_size.get_ref().next_multiple_of(ALIGN);
-    let ntfs_offset = ALIGN + esp_size + MSR_SIZE;
+    let too_small = |needed: Option<u64>| {
+        recipe.error_at(
+            &recipe.disk.size.span(),
+            format!(
+                "the disk is too small: the ESP and MSR take {}, leaving no room for Windows",
+                needed.map_or_else(|| "more than the disk".to_owned(), crate::size::human)
+            ),
+        )
+    };
+    let esp_size = recipe
+        .disk
+        .esp_size
+        .get_ref()
+        .checked_next_multiple_of(ALIGN)
+        .ok_or_else(|| too_small(None))?;
+    let ntfs_offset = ALIGN
+        .checked_add(esp_size)
+        .and_then(|n| n.checked_add(MSR_SIZE))
+        .ok_or_else(|| too_small(None))?;
     let ntfs_size = size
         .checked_sub(ntfs_offset + ALIGN)
         .filter(|s| *s >= NTFS_OVERHEAD)
-        .ok_or_else(|| {
-            recipe.error_at(
-                &recipe.disk.size.span(),
-                format!(
-                    "the disk is too small: the ESP and MSR take {}, leaving no room for Windows",
-                    crate::size::human(ntfs_offset + ALIGN)
-                ),
-            )
-        })?;
+        .ok_or_else(|| too_small(ntfs_offset.checked_add(ALIGN)))?;
     Ok(Plan {
         esp_offset: ALIGN,
         esp_size,
@@ -309,11 +359,19 @@ pub(super) fn build(
         .add(unattend.as_deref().unwrap_or(""))
         .add(&inputs[win.firstboot.get_ref()].sha256);
     for layer in &win.layers {
-        key.add(&format!("layer {} {}", layer.source.get_ref(), layer.into))
-            .add(&inputs[layer.source.get_ref()].sha256);
+        key.add(&format!(
+            "layer {} {} private {}",
+            layer.source.get_ref(),
+            layer.into,
+            layer.private
+        ))
+        .add(&inputs[layer.source.get_ref()].sha256);
     }
     for file in &win.files {
-        key.add(&format!("{} {:?}", file.path, file.content));
+        key.add(&format!(
+            "{} {:?} private {}",
+            file.path, file.content, file.private
+        ));
         if let WinContent::Source(name) = &file.content {
             key.add(&inputs[name].sha256);
         }
@@ -326,8 +384,17 @@ pub(super) fn build(
             entry.data
         ));
     }
+    // Each service by what it registers (never its place in the recipe's text).
     for service in &win.services {
-        key.add(&format!("{service:?}"));
+        key.add(&format!(
+            "service {} {:?} {:?} {:?} {:?} {:?}",
+            service.name,
+            service.image_path(),
+            service.start,
+            service.display_name,
+            service.description,
+            service.depends_on
+        ));
     }
     let ntfs_key = key.finish();
     let ids = Ids::of(&ntfs_key, &stem);
@@ -339,7 +406,8 @@ pub(super) fn build(
             unattend: unattend.as_deref(),
             image_json: &image_json,
         };
-        volume::make_ntfs(&content, &base, &plan, ids.serial, dir, epoch).map_err(Into::into)
+        volume::make_ntfs(&content, &base, &plan, ids.serial, dir, epoch, events)
+            .map_err(Into::into)
     })?;
     let ntfs_facts: NtfsFacts = stage::read_facts(&ntfs_dir, "ntfs")?;
 

@@ -72,12 +72,29 @@ pub fn current_control_set(system: &Path) -> Result<String, Error> {
         [system.as_os_str(), "\\Select".as_ref(), "Current".as_ref()],
         &[],
     )
-    .map_err(|_| Error::ReadControlSet)?;
-    let current: u32 = text.trim().parse().map_err(|_| Error::ReadControlSet)?;
+    .map_err(|e| Error::ReadControlSet { why: e.to_string() })?;
+    let current: u32 = text.trim().parse().map_err(|_| Error::ReadControlSet {
+        why: format!("hivexget printed {:?}", text.trim()),
+    })?;
     if !(1..=999).contains(&current) {
-        return Err(Error::ReadControlSet);
+        return Err(Error::ReadControlSet {
+            why: format!("it is {current}"),
+        });
     }
     Ok(format!("ControlSet{current:03}"))
+}
+
+/// Refuses a hive whose base block's two sequence numbers differ (a dirty hive: Windows would
+/// replay its `.LOG1`/`.LOG2` files over what the build wrote).
+pub fn check_clean(hive: &Path, name: &str) -> Result<(), Error> {
+    let bytes = std::fs::read(hive).map_err(super::io_err("read", hive))?;
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| [b[0], b[1], b[2], b[3]]);
+    match (bytes.get(..4), word(4), word(8)) {
+        (Some(b"regf"), Some(primary), Some(secondary)) if primary == secondary => Ok(()),
+        _ => Err(Error::CheckHive {
+            hive: name.to_owned(),
+        }),
+    }
 }
 
 /// The recipe's registry entries for `hive`, `CurrentControlSet` resolved to `control_set`.

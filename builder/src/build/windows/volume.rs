@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ntfs::{self, Access};
 use super::{Error, NTFS_OVERHEAD, NtfsFacts, Plan, SLIPWAY_DIR, file_of, io_err, registry, wim};
 use crate::build::stage;
+use crate::events::Events;
 use crate::recipe::Recipe;
 use crate::recipe::windows::{
     self as spec, FIRSTBOOT_PATH, IMAGE_JSON_PATH, UNATTEND_PATH, WinContent, WinPath, Windows,
@@ -74,6 +75,7 @@ pub(super) fn make_ntfs(
     serial: u64,
     dir: &Path,
     epoch: u64,
+    events: &Events,
 ) -> Result<(), Error> {
     let win = content.win;
     let recipe = content.recipe;
@@ -118,7 +120,9 @@ pub(super) fn make_ntfs(
     }
 
     // The staging tree, spelled as the image spells its existing directories: layers first,
-    // then the files (which may replace what a layer brought).
+    // then the files (which may replace what a layer brought). After each layer the tree is
+    // checked to hold only files and directories: the writes that follow go through paths,
+    // and a link a layer brought would lead them out of the stage.
     let staging = dir.join("staging");
     std::fs::create_dir(&staging).map_err(io_err("create", &staging))?;
     for layer in &win.layers {
@@ -130,11 +134,11 @@ pub(super) fn make_ntfs(
                 &content.inputs[layer.source.get_ref()],
                 Path::new(into.trim_start_matches('/')),
             )
-            .map_err(|e| Error::StageFile {
-                action: "unpack a layer into",
-                path: target.clone(),
-                source: std::io::Error::other(e.to_string()),
+            .map_err(|source| Error::UnpackLayer {
+                source_name: layer.source.get_ref().clone(),
+                source,
             })?;
+        walk(&staging, &staging)?;
     }
     for (path, placement) in placements(content)? {
         let spelled = listing.spelled(&path.slash());
@@ -158,22 +162,42 @@ pub(super) fn make_ntfs(
         }
     }
     // What the build adds gets its own security descriptor: every file (a replaced file is a
-    // new one), and every directory the base did not have.
+    // new one), every directory the base did not have, and the directories the recipe (or
+    // Slipway) keeps private, whatever the base gave them. Names are spelled as the base
+    // spells them, and two spellings of one name are refused: Windows compares names
+    // ignoring case, wimlib does not, and the second spelling would become a second directory.
+    let private = private_dirs(win);
     let mut security = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (path, is_dir) in walk(&staging, &staging)? {
-        if !is_dir || !listing.has(&path) {
-            let access = access_of(&path);
+        let folded = path.to_uppercase();
+        let known = listing.spelled(&path);
+        if known != path {
+            return Err(Error::SpellName { path, other: known });
+        }
+        if let Some(other) = seen.insert(folded.clone(), path.clone()) {
+            return Err(Error::SpellName { path, other });
+        }
+        let access = access_of(&path, &private);
+        if !is_dir || !listing.has(&path) || access == Access::Private {
             security.push((path, is_dir, access));
         }
     }
     pin_times(&staging, epoch)?;
 
     let work = dir.join("work.wim");
+    let step = events.stage("wim-export", None);
     wim::export(base, image.index, &work, epoch)?;
+    step.done();
+    let step = events.stage("wim-add", None);
     wim::add_tree(&work, &staging, epoch)?;
+    step.done();
     let volume = dir.join("ntfs.img");
+    let step = events.stage("ntfs-apply", None);
     ntfs::make(&volume, plan.ntfs_size, plan.ntfs_offset, serial)?;
     wim::apply(&work, &volume, epoch)?;
+    step.done();
+    let step = events.stage("registry", None);
     std::fs::remove_file(&work).map_err(io_err("remove", &work))?;
     std::fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?;
 
@@ -184,6 +208,7 @@ pub(super) fn make_ntfs(
     for hive in &hives {
         let copy = dir.join(hive.file());
         ntfs::read(&volume, &hive.path(), &copy)?;
+        registry::check_clean(&copy, hive.file())?;
         if *hive == spec::Hive::System {
             control_set = registry::current_control_set(&copy)?;
         }
@@ -218,6 +243,7 @@ pub(super) fn make_ntfs(
             registry::describe(&entry.data),
         );
     }
+    step.done();
     ntfs::set_security(&volume, &security, &dir.join("security.txt"), epoch)?;
     stage::write_facts(
         dir,
@@ -252,6 +278,14 @@ fn walk(root: &Path, dir: &Path) -> Result<Vec<(String, bool)>, Error> {
             "/{}",
             path.strip_prefix(root).unwrap_or(&path).to_string_lossy()
         );
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Err(why) = crate::recipe::windows::check_component(&name) {
+            return Err(Error::EscapePath {
+                path: rel,
+                why: format!("a layer holds a name Windows cannot: {why}"),
+            });
+        }
         if meta.is_dir() {
             out.push((rel, true));
             out.extend(walk(root, &path)?);
@@ -269,13 +303,34 @@ fn walk(root: &Path, dir: &Path) -> Result<Vec<(String, bool)>, Error> {
     Ok(out)
 }
 
-/// Slipway's own directory, and what is in it, is private.
-fn access_of(path: &str) -> Access {
-    let private = WinPath::new(SLIPWAY_DIR)
-        .map(|p| p.folded())
-        .unwrap_or_default();
+/// The directories kept from Users (upper-cased `/A/B`): Slipway's own, and those the recipe
+/// marks `private = true`.
+fn private_dirs(win: &Windows) -> Vec<String> {
+    let mut dirs = vec![
+        WinPath::new(SLIPWAY_DIR)
+            .map(|p| p.folded())
+            .unwrap_or_default(),
+    ];
+    dirs.extend(
+        win.files
+            .iter()
+            .filter(|f| f.private)
+            .map(|f| f.path.folded()),
+    );
+    dirs.extend(
+        win.layers
+            .iter()
+            .filter(|l| l.private)
+            .map(|l| l.into.folded()),
+    );
+    dirs
+}
+
+/// Private inside a private directory; else Users may read and run.
+fn access_of(path: &str, private: &[String]) -> Access {
     let folded = path.to_uppercase();
-    if folded == private || folded.starts_with(&format!("{private}/")) {
+    let inside = |dir: &String| folded == *dir || folded.starts_with(&format!("{dir}/"));
+    if private.iter().any(inside) {
         Access::Private
     } else {
         Access::Program
@@ -307,13 +362,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slipways_directory_is_private() {
-        assert_eq!(access_of("/ProgramData/Slipway"), Access::Private);
+    fn private_directories_hold_private_things() {
+        let private = vec![
+            "/PROGRAMDATA/SLIPWAY".to_owned(),
+            "/ETC/KUBERNETES".to_owned(),
+        ];
+        assert_eq!(access_of("/ProgramData/Slipway", &private), Access::Private);
         assert_eq!(
-            access_of("/programdata/slipway/kubeadm.yaml"),
+            access_of("/programdata/slipway/kubeadm.yaml", &private),
             Access::Private
         );
-        assert_eq!(access_of("/ProgramData/SlipwayX"), Access::Program);
-        assert_eq!(access_of("/k/kubelet.exe"), Access::Program);
+        assert_eq!(access_of("/etc/kubernetes/pki", &private), Access::Private);
+        assert_eq!(
+            access_of("/ProgramData/SlipwayX", &private),
+            Access::Program
+        );
+        assert_eq!(access_of("/k/kubelet.exe", &private), Access::Program);
     }
 }

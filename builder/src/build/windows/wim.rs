@@ -127,9 +127,8 @@ impl Listing {
         let mut out = String::new();
         for part in path.trim_start_matches('/').split('/') {
             let candidate = format!("{out}/{part}");
-            let existing = self.paths.iter().find(|p| {
-                p.eq_ignore_ascii_case(&candidate) || p.to_uppercase() == candidate.to_uppercase()
-            });
+            let folded = candidate.to_uppercase();
+            let existing = self.paths.iter().find(|p| p.to_uppercase() == folded);
             match existing {
                 Some(p) => out = p.clone(),
                 None => out = candidate,
@@ -196,6 +195,13 @@ pub fn export(base: &Path, index: u32, out: &Path, epoch: u64) -> Result<(), Err
 /// Adds the tree `staging` to the root of image 1 of `wim`: its directories merge into those
 /// of the image, its files replace any of the same name.
 pub fn add_tree(wim: &Path, staging: &Path, epoch: u64) -> Result<(), Error> {
+    // wimupdate's command language quotes with `"`: a path holding one cannot be said.
+    if staging.to_string_lossy().contains('"') {
+        return Err(Error::EscapePath {
+            path: staging.display().to_string(),
+            why: "the cache directory's path holds a double quote; use another --cache".into(),
+        });
+    }
     pinned_time(
         "wimlib-imagex",
         [
