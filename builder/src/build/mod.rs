@@ -359,6 +359,23 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     })
 }
 
+/// The manifest's record of each laid-out partition, with what it holds.
+fn partition_facts(laid: &disk::Disk, contents: &[&str]) -> Vec<manifest::PartitionFacts> {
+    laid.partitions
+        .iter()
+        .zip(contents)
+        .map(|(p, content)| manifest::PartitionFacts {
+            number: p.number,
+            name: p.name.clone(),
+            type_guid: p.type_guid.to_string(),
+            guid: p.unique_guid.to_string(),
+            offset: p.offset,
+            size: p.size,
+            content: (*content).to_owned(),
+        })
+        .collect()
+}
+
 fn fs_name(filesystem: Filesystem) -> &'static str {
     match filesystem {
         Filesystem::Erofs => "erofs",
@@ -634,21 +651,7 @@ fn make_disk(
         }
         Err(e) => return Err(e.into()),
     };
-    let contents = ["vfat", fs_name(recipe.root.filesystem), "verity"];
-    let partitions = laid
-        .partitions
-        .iter()
-        .zip(contents)
-        .map(|(p, content)| manifest::PartitionFacts {
-            number: p.number,
-            name: p.name.clone(),
-            type_guid: p.type_guid.to_string(),
-            guid: p.unique_guid.to_string(),
-            offset: p.offset,
-            size: p.size,
-            content: content.to_owned(),
-        })
-        .collect();
+    let partitions = partition_facts(&laid, &["vfat", fs_name(recipe.root.filesystem), "verity"]);
     let mut options = vhdx::Options::new(ids.vhdx);
     options.block_size = recipe.disk.block_size;
     let stage = events.stage("vhdx", Some(laid.size));

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use images::disk::{self, ATTR_NO_AUTO, Partition, types};
-use images::manifest;
 use images::vhdx::{self, Extent};
 use sha2::{Digest, Sha256};
 
@@ -85,21 +84,7 @@ pub(super) fn make_disk(
             found: offsets,
         });
     }
-    let contents = ["vfat", "msr", "ntfs"];
-    let partitions = laid
-        .partitions
-        .iter()
-        .zip(contents)
-        .map(|(p, content)| manifest::PartitionFacts {
-            number: p.number,
-            name: p.name.clone(),
-            type_guid: p.type_guid.to_string(),
-            guid: p.unique_guid.to_string(),
-            offset: p.offset,
-            size: p.size,
-            content: content.to_owned(),
-        })
-        .collect();
+    let partitions = crate::build::partition_facts(&laid, &["vfat", "msr", "ntfs"]);
     let mut options = vhdx::Options::new(ids.vhdx);
     options.block_size = recipe.disk.block_size;
     let stage = events.stage("vhdx", Some(laid.size));

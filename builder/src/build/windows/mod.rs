@@ -180,6 +180,29 @@ pub(super) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::
     }
 }
 
+/// Runs `program` and writes what it prints to `to`; a failure is [`Error::ReadImageFile`] for
+/// `path` (the file of the image being read).
+fn read_out<I, S>(program: &str, args: I, path: &str, to: &Path) -> Result<(), Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| crate::build::fs::Error::RunTool {
+            tool: program.into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::ReadImageFile {
+            path: path.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    std::fs::write(to, &out.stdout).map_err(io_err("write", to))
+}
+
 /// Runs `tool` with the clock frozen at `epoch` (`faketime -f`), in UTC.
 fn pinned_time<I, S>(tool: &str, args: I, epoch: u64) -> Result<(), Error>
 where
@@ -203,26 +226,11 @@ where
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix seconds.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix seconds, as faketime reads it.
 fn civil(epoch: u64) -> String {
-    let days = i64::try_from(epoch / 86_400).unwrap_or(0);
-    let secs = epoch % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    crate::sbom::rfc3339(epoch)
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
 }
 
 /// The disk's identifiers, derived from the `ntfs` stage's key and the image's stem.

@@ -57,21 +57,7 @@ pub fn make(out: &Path, size: u64, offset: u64, serial: u64) -> Result<(), Error
 
 /// Reads file `path` (`/Windows/...`) of the volume into `to`.
 pub fn read(volume: &Path, path: &str, to: &Path) -> Result<(), Error> {
-    let out = std::process::Command::new("ntfscat")
-        .arg(volume)
-        .arg(path)
-        .output()
-        .map_err(|source| fs::Error::RunTool {
-            tool: "ntfscat".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::ReadImageFile {
-            path: path.to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    std::fs::write(to, &out.stdout).map_err(super::io_err("write", to))
+    super::read_out("ntfscat", [volume.as_os_str(), path.as_ref()], path, to)
 }
 
 /// Overwrites the existing file `path` of the volume with `from` (its inode, security

@@ -140,24 +140,16 @@ impl Listing {
 
 /// The bytes of file `path` of image `index` (never a link: wimlib writes a file's data).
 pub fn read(wim: &Path, index: u32, path: &str, to: &Path) -> Result<(), Error> {
-    let out = std::process::Command::new("wimlib-imagex")
-        .arg("extract")
-        .arg(wim)
-        .arg(index.to_string())
-        .arg(path)
-        .args(["--to-stdout", "--no-globs"])
-        .output()
-        .map_err(|source| fs::Error::RunTool {
-            tool: "wimlib-imagex".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::ReadImageFile {
-            path: path.to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    std::fs::write(to, &out.stdout).map_err(super::io_err("write", to))
+    let index = index.to_string();
+    let args: [&std::ffi::OsStr; 6] = [
+        "extract".as_ref(),
+        wim.as_os_str(),
+        index.as_ref(),
+        path.as_ref(),
+        "--to-stdout".as_ref(),
+        "--no-globs".as_ref(),
+    ];
+    super::read_out("wimlib-imagex", args, path, to)
 }
 
 /// Extracts directory `path` of image `index` under `dest` (its own name kept).
