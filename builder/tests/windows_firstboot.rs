@@ -51,6 +51,7 @@ const ALLOWED: &[&str] = &[
     "Add-Content",       // Microsoft.PowerShell.Management/
     "Get-Content",       // Microsoft.PowerShell.Management/
     "Test-Path",         // Microsoft.PowerShell.Management/
+    "Remove-Item",       // Microsoft.PowerShell.Management/
     "Join-Path",         // Microsoft.PowerShell.Management/
     "New-Item",          // Microsoft.PowerShell.Management/
     "Get-ItemProperty",  // Microsoft.PowerShell.Management/

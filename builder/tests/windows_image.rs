@@ -447,7 +447,7 @@ fn the_reference_recipe_builds_from_a_synthetic_wim_and_every_tool_reads_it_back
     assert!(unattend.contains("<Model>windows-node 2026.11.0</Model>") && !unattend.contains("{{"));
     let image_json: serde_json::Value =
         serde_json::from_slice(&cat("/ProgramData/Slipway/image.json")).unwrap();
-    assert_eq!(image_json["kubernetes"], "v1.33.2");
+    assert_eq!(image_json["kubernetes"], "v1.32.10");
     let setup = cat("/Windows/Setup/Scripts/SetupComplete.cmd");
     assert!(setup.windows(2).any(|w| w == b"\r\n"), "CRLF kept");
     let listing = run("ntfsls", &["-R", "-p", "/", ntfs_arg]);
@@ -631,6 +631,70 @@ fn the_reference_recipe_builds_from_a_synthetic_wim_and_every_tool_reads_it_back
         sha256(&vhdx),
         "byte-identical rebuild"
     );
+
+    // That image, as a sysprepped base VHDX, is the base of another build: its Windows
+    // partition is captured and built from like an install.wim.
+    std::fs::copy(&vhdx, ws.path("windows-node/base.vhdx")).unwrap();
+    let layered = ws.recipe(|r| {
+        r["image"]
+            .as_table_mut()
+            .unwrap()
+            .insert("name".into(), "windows-layered".into());
+        let mut base = toml::Table::new();
+        base.insert("path".into(), "windows-node/base.vhdx".into());
+        base.insert("sha256".into(), sha256(&vhdx).into());
+        r["sources"]
+            .as_table_mut()
+            .unwrap()
+            .insert("golden".into(), toml::Value::Table(base));
+        let mut select = toml::Table::new();
+        select.insert("source".into(), "golden".into());
+        select.insert("vhdx".into(), true.into());
+        let win = r["windows"].as_table_mut().unwrap();
+        win.insert("base".into(), toml::Value::Table(select));
+        let mut file = toml::Table::new();
+        file.insert("path".into(), "C:\\k\\second.txt".into());
+        file.insert("text".into(), "second build\n".into());
+        win["files"]
+            .as_array_mut()
+            .unwrap()
+            .push(toml::Value::Table(file));
+    });
+    let second = ws.build(&layered, "out-layered", "cache");
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let layered_vhdx = ws.path("out-layered/windows-layered-2026.11.0.vhdx");
+    let raw2 = ws.path("layered.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            layered_vhdx.to_str().unwrap(),
+            raw2.to_str().unwrap(),
+        ],
+    );
+    let ntfs2 = ws.path("layered-ntfs.img");
+    partition(&raw2, 3, &ntfs2);
+    let cat2 = |path: &str| run_bytes("ntfscat", &[ntfs2.to_str().unwrap(), path]);
+    assert_eq!(cat2("/k/second.txt"), b"second build\n");
+    assert_eq!(
+        cat2("/k/kubelet.exe"),
+        b"stand-in: kubelet.exe\n",
+        "the base VHDX's files"
+    );
+    let system2 = ws.path("SYSTEM2");
+    std::fs::write(&system2, cat2("/Windows/System32/config/SYSTEM")).unwrap();
+    assert_eq!(hivexget(&system2, kubelet, "DependOnService"), "containerd");
+    let sd = run(
+        "ntfssecaudit",
+        &["-v", ntfs2.to_str().unwrap(), "/ProgramData/Slipway"],
+    );
+    assert!(!sd.contains(USERS), "descriptors survive the capture: {sd}");
 
     // A changed registry value and service show in `slipway diff`.
     let changed = ws.recipe(|r| {

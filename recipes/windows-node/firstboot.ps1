@@ -289,6 +289,11 @@ function Invoke-IdentityStep {
         Set-LocalUser -SID $admin.SID -Password $password
         Disable-LocalUser -SID $admin.SID
     }
+    # The answer file carries that bootstrap password in the clear: Setup is done with it.
+    $answer = 'C:\Windows\Panther\Unattend.xml'
+    if (Test-Path -LiteralPath $answer) {
+        Remove-Item -LiteralPath $answer -Force
+    }
     Write-Log "identity: node id $(Get-Content -LiteralPath $idPath -Raw); the built-in Administrator disabled"
 }
 

@@ -11,7 +11,7 @@ mod output;
 mod record;
 mod stage;
 pub mod tree;
-mod windows;
+pub(crate) mod windows;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -185,10 +185,7 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     let stages = Stages::open(&request.cache.join("stages"))?;
     // The tools' versions and ours are inputs of every stage.
     let toolchain = fs::toolchain();
-    let mut tools = format!("slipway {}\n", env!("CARGO_PKG_VERSION"));
-    for (package, version) in &toolchain {
-        tools.push_str(&format!("{package} {version}\n"));
-    }
+    let tools = tools_key(&toolchain);
     if let Some(win) = &recipe.windows {
         return windows::build(
             &recipe,
@@ -357,6 +354,15 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
         cached_stages: stages.cached(),
         run_stages: stages.run(),
     })
+}
+
+/// Slipway's version and each tool package's, one per line: an input of every stage.
+fn tools_key(toolchain: &BTreeMap<String, String>) -> String {
+    let mut tools = format!("slipway {}\n", env!("CARGO_PKG_VERSION"));
+    for (package, version) in toolchain {
+        tools.push_str(&format!("{package} {version}\n"));
+    }
+    tools
 }
 
 /// The manifest's record of each laid-out partition, with what it holds.

@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -149,24 +147,8 @@ fn kind_name(guid: images::guid::Guid) -> &'static str {
 
 /// Copies partition `p` out of the VHDX into a sparse file, skipping blocks with no data.
 fn copy_out(vhdx: &Vhdx, p: &Placed, to: &Path) -> anyhow::Result<PathBuf> {
-    const CHUNK: u64 = 1 << 20;
-    let file = File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
-    file.set_len(p.size)?;
-    let block = vhdx.geometry().block_bytes();
-    let mut buf = vec![0u8; usize::try_from(CHUNK)?];
-    let mut at = 0;
-    while at < p.size {
-        let len = CHUNK.min(p.size - at);
-        let disk_offset = p.offset + at;
-        if vhdx.block_may_hold_data(disk_offset / block) {
-            let buf = &mut buf[..usize::try_from(len)?];
-            vhdx.read_at(buf, disk_offset)?;
-            if buf.iter().any(|b| *b != 0) {
-                file.write_all_at(buf, at)?;
-            }
-        }
-        at += len;
-    }
+    crate::build::windows::copy_partition(vhdx, p, to)
+        .with_context(|| format!("cannot copy partition {} to {}", p.number, to.display()))?;
     Ok(to.to_owned())
 }
 

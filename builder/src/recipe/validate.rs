@@ -205,16 +205,20 @@ impl Validator<'_> {
                 );
             }
         }
-        let select = match (base.index, base.edition) {
-            (Some(index), None) if index > 0 => Select::Index(index),
-            (None, Some(edition)) if !edition.is_empty() && !edition.contains(['\n', '\0']) => {
+        let select = match (base.index, base.edition, base.vhdx) {
+            (Some(index), None, false) if index > 0 => Select::Index(index),
+            (None, Some(edition), false)
+                if !edition.is_empty() && !edition.contains(['\n', '\0']) =>
+            {
                 Select::Edition(edition)
             }
+            (None, None, true) => Select::Vhdx,
             _ => {
                 return self.err(
                     &base_span,
                     "base needs exactly one of `index = N` (from 1) or `edition = \"NAME\"` \
-                     (the image's name in the WIM; `wiminfo FILE` lists them)",
+                     (the image's name in the WIM; `wiminfo FILE` lists them), or \
+                     `vhdx = true` for a sysprepped Windows VHDX",
                 );
             }
         };

@@ -40,7 +40,7 @@ pub struct Windows {
 /// The base image.
 #[derive(Debug, Clone)]
 pub struct Base {
-    /// The source holding the install.wim (pinned by sha256).
+    /// The source holding the install.wim, or the sysprepped VHDX (pinned by sha256).
     pub source: Spanned<String>,
     /// Which image of the WIM.
     pub select: Select,
@@ -53,6 +53,8 @@ pub enum Select {
     Index(u32),
     /// The image's name (`Windows Server 2022 SERVERDATACENTERCORE`).
     Edition(String),
+    /// The base is a sysprepped Windows VHDX: its Windows partition is the image.
+    Vhdx,
 }
 
 impl fmt::Display for Select {
@@ -60,6 +62,7 @@ impl fmt::Display for Select {
         match self {
             Select::Index(i) => write!(f, "{i}"),
             Select::Edition(name) => f.write_str(name),
+            Select::Vhdx => f.write_str("the Windows partition of a VHDX"),
         }
     }
 }
@@ -350,6 +353,8 @@ pub(crate) mod raw {
         pub source: Spanned<String>,
         pub index: Option<u32>,
         pub edition: Option<String>,
+        #[serde(default)]
+        pub vhdx: bool,
     }
 
     #[derive(Deserialize)]

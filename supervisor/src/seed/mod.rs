@@ -253,21 +253,19 @@ pub fn render(
         &kubeadm_sha256[..12],
         node.name
     );
-    let (network_config, mut user_data) = match node.os {
-        NodeOs::Linux => (
-            format!(
-                "version: 2\nethernets:\n  node:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    \
-                 addresses:\n      - {}/{}\n    routes:\n      - to: default\n        via: {}\n",
-                node.address, cluster.network.prefix, cluster.gateway
-            ),
-            Zeroizing::new(format!(
-                "#cloud-config\nwrite_files:\n  - path: {KUBEADM_PATH}\n    permissions: \"0600\"\n    content: |\n",
-            )),
-        ),
-        NodeOs::Windows => (
-            windows::network_config(&mac, node.address, cluster.network.prefix, cluster.gateway),
-            Zeroizing::new(windows::user_data_head()),
-        ),
+    // One network-config for both: cloud-init's version 2, which linux-node's cloud-init and
+    // windows-node's first-boot agent both read (the agent renames nothing: `set-name` is
+    // Linux's).
+    let network_config = format!(
+        "version: 2\nethernets:\n  node:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    \
+         addresses:\n      - {}/{}\n    routes:\n      - to: default\n        via: {}\n",
+        node.address, cluster.network.prefix, cluster.gateway
+    );
+    let mut user_data = match node.os {
+        NodeOs::Linux => Zeroizing::new(format!(
+            "#cloud-config\nwrite_files:\n  - path: {KUBEADM_PATH}\n    permissions: \"0600\"\n    content: |\n",
+        )),
+        NodeOs::Windows => Zeroizing::new(windows::user_data_head()),
     };
     for line in kubeadm_yaml.lines() {
         user_data.push_str("      ");

@@ -346,23 +346,35 @@ fn a_windows_seed_is_what_cloudbase_init_reads() {
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();
     let seed = render(&config, &config.nodes["worker-1"], &pki, false, None).unwrap();
 
+    // The network-config is the one windows-node's agent parses: version 2, one ethernet
+    // matched by MAC, one address, a default route.
     let network: serde_json::Value = serde_saphyr::from_str(&seed.network_config).unwrap();
     assert_eq!(
         network,
         serde_json::json!({
-            "version": 1,
-            "config": [{
-                "type": "physical",
-                "name": "Ethernet",
-                "mac_address": seed.mac,
-                "subnets": [{
-                    "type": "static",
-                    "address": "10.44.0.12/24",
-                    "gateway": "10.44.0.1",
-                }],
-            }],
+            "version": 2,
+            "ethernets": {"node": {
+                "match": {"macaddress": seed.mac},
+                "set-name": "eth0",
+                "addresses": ["10.44.0.12/24"],
+                "routes": [{"to": "default", "via": "10.44.0.1"}],
+            }},
         })
     );
+    // The agent's parser looks for exactly these keys (recipes/windows-node/firstboot.ps1).
+    let agent = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/windows-node/firstboot.ps1"),
+    )
+    .unwrap();
+    for key in [
+        "'ethernets'",
+        "'macaddress'",
+        "'addresses'",
+        "'routes'",
+        "'via'",
+    ] {
+        assert!(agent.contains(key), "firstboot.ps1 no longer reads {key}");
+    }
 
     let user_data: serde_json::Value = serde_saphyr::from_str(&seed.user_data).unwrap();
     let files = user_data["write_files"].as_array().unwrap();

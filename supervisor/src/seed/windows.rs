@@ -7,13 +7,12 @@
 //!   hex digits of the kubeadm digest; a new seed is a new instance) and `local-hostname: NAME`,
 //!   the Kubernetes node name (`NAME` or `NAME-gN` for a surge's replacement; up to 63
 //!   characters, so the script must not rely on the 15-character NetBIOS name).
-//! - `network-config` (YAML, cloud-init network config **version 1**): one `physical` entry
-//!   named `Ethernet` whose `mac_address` (`52:54:00:xx:xx:xx`, lower case) is the NIC to
-//!   configure, with one `static` subnet: `address` as `A.B.C.D/PREFIX` and `gateway` (the
-//!   default route). No DNS servers, as on Linux nodes. Version 1 and not the Linux seed's
-//!   version 2: cloudbase-init's documentation names only v1 (and the Debian `interfaces`
-//!   form) for NoCloud, and a v2 parser it shipped reads `nameservers` unguarded and fails on
-//!   an interface without it.
+//! - `network-config`: the Linux seed's, cloud-init network config version 2: one ethernet
+//!   (`node`) matched by `macaddress` (`52:54:00:xx:xx:xx`, lower case), one address
+//!   `A.B.C.D/PREFIX`, a default route (`to: default`, `via` the gateway), no DNS servers.
+//!   windows-node's first-boot agent parses exactly this (its `Read-NetworkConfig`). It is not
+//!   cloudbase-init's documented NoCloud form (version 1), and windows-node ships no
+//!   cloudbase-init: an image that did would need version 1 here.
 //! - `user-data` (`#cloud-config`): one `write_files` entry that writes the kubeadm documents to
 //!   `C:\ProgramData\Slipway\kubeadm.yaml` (`content` as a literal block, `permissions`
 //!   `"0600"`). cloudbase-init's cloud-config supports `write_files` (`path`, `content`,
@@ -32,25 +31,11 @@
 //! No `cni` file and no `pki/` directory: a Windows node is never its cluster's initialiser nor a
 //! control plane (host.toml refuses it).
 
-use std::net::Ipv4Addr;
-
 /// containerd's CRI endpoint on Windows (its default named pipe).
 pub const CRI_SOCKET: &str = "npipe:////./pipe/containerd-containerd";
 
 /// Where the seed's user-data has cloudbase-init write the kubeadm documents.
 pub const KUBEADM_PATH: &str = r"C:\ProgramData\Slipway\kubeadm.yaml";
-
-/// The name the network-config gives the node's adapter (Windows' own name for the first one).
-const ADAPTER: &str = "Ethernet";
-
-/// `network-config`, version 1: the NIC with `mac` gets `address/prefix` and a default route
-/// through `gateway`.
-pub fn network_config(mac: &str, address: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> String {
-    format!(
-        "version: 1\nconfig:\n  - type: physical\n    name: {ADAPTER}\n    mac_address: \"{mac}\"\n    \
-         subnets:\n      - type: static\n        address: {address}/{prefix}\n        gateway: {gateway}\n"
-    )
-}
 
 /// The head of `user-data`, up to the kubeadm documents' block (which follows indented by six
 /// spaces). The path is single-quoted: its backslashes are then plain characters to YAML.

@@ -21,6 +21,8 @@
 //! `faketime` frozen at the build's epoch (libntfs-3g stamps the MFT change time with the
 //! clock, whatever the WIM says), mkntfs zeroes its own times, the volume serial is derived.
 
+mod base;
+pub(crate) use base::copy_partition;
 mod boot;
 mod layout;
 mod ntfs;
@@ -42,7 +44,7 @@ use super::stage::{self, Key, Stages};
 use super::{Built, STAGE_FORMAT, record};
 use crate::events::Events;
 use crate::recipe::Recipe;
-use crate::recipe::windows::{WinContent, Windows};
+use crate::recipe::windows::{Select, WinContent, Windows};
 use crate::sources::{Artifact, Fetched};
 
 /// Size of the Microsoft Reserved Partition Windows expects on a GPT disk.
@@ -101,6 +103,12 @@ pub enum Error {
         path: String,
         /// The other.
         other: String,
+    },
+    /// The base VHDX could not be read.
+    #[error("cannot take the base VHDX's Windows partition: {why}")]
+    ReadBaseVhdx {
+        /// Why.
+        why: String,
     },
     /// A layer could not be unpacked.
     #[error("cannot unpack layer {source_name}")]
@@ -340,11 +348,24 @@ pub(super) fn build(
 ) -> Result<Built, super::Error> {
     let epoch = super::epoch();
     let stem = recipe.stem();
-    let tools: String = toolchain
-        .iter()
-        .map(|(p, v)| format!("{p} {v}\n"))
-        .collect();
-    let base = file_of(&inputs[win.base.source.get_ref()])?;
+    // Slipway's version and every tool package's: part of every stage key, as for Linux.
+    let tools = super::tools_key(toolchain);
+    let base_input = &inputs[win.base.source.get_ref()];
+    // A base VHDX is captured into a WIM first (its own stage), then built from like one.
+    let (base, select) = match &win.base.select {
+        Select::Vhdx => {
+            let mut key = Key::new(STAGE_FORMAT, "win-base");
+            key.add(&tools)
+                .add(&epoch.to_string())
+                .add(&base_input.sha256);
+            let source = file_of(base_input)?;
+            let dir = stages.get_or_make("win-base", &key.finish(), events, |dir| {
+                base::capture(&source, dir, epoch).map_err(Into::into)
+            })?;
+            (dir.join("base.wim"), Select::Index(1))
+        }
+        other => (file_of(base_input)?, other.clone()),
+    };
     let plan = plan(recipe)?;
     let unattend = match &win.unattend {
         Some(name) => Some(render_unattend(
@@ -413,6 +434,7 @@ pub(super) fn build(
             inputs,
             unattend: unattend.as_deref(),
             image_json: &image_json,
+            select: &select,
         };
         volume::make_ntfs(&content, &base, &plan, ids.serial, dir, epoch, events)
             .map_err(Into::into)

@@ -22,6 +22,8 @@ pub(super) struct Content<'a> {
     pub(super) inputs: &'a BTreeMap<String, Fetched>,
     pub(super) unattend: Option<&'a str>,
     pub(super) image_json: &'a str,
+    /// The image of the base WIM to start from.
+    pub(super) select: &'a spec::Select,
 }
 
 /// One entry of the staging tree: path on the volume, and its bytes (`None`: a directory).
@@ -79,7 +81,7 @@ pub(super) fn make_ntfs(
 ) -> Result<(), Error> {
     let win = content.win;
     let recipe = content.recipe;
-    let image = wim::select(base, &win.base.select)?;
+    let image = wim::select(base, content.select)?;
     let listing = wim::paths(base, image.index)?;
     let needed = image.total_bytes.saturating_add(NTFS_OVERHEAD);
     if needed > plan.ntfs_size {

@@ -66,9 +66,11 @@ fn parse_info(text: &str) -> Vec<ImageInfo> {
 /// The image `select` names.
 pub fn select(wim: &Path, select: &Select) -> Result<ImageInfo, Error> {
     let images = images(wim)?;
+    // A VHDX base was captured as image 1 before the build came here.
     let found = images.iter().find(|i| match select {
         Select::Index(n) => i.index == *n,
         Select::Edition(name) => i.name == *name,
+        Select::Vhdx => i.index == 1,
     });
     found.cloned().ok_or_else(|| Error::SelectImage {
         wim: wim.to_owned(),
