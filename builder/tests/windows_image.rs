@@ -226,7 +226,20 @@ fn guid_of(info: &str, label: &str) -> Guid {
 #[test]
 fn the_reference_recipe_builds_from_a_synthetic_wim_and_every_tool_reads_it_back() {
     let ws = Workspace::new(&Spec::default());
-    let recipe = ws.recipe(|_| {});
+    // As if the agent had run (its state), for the VHDX-base build below to leave out.
+    let recipe = ws.recipe(|r| {
+        let mut file = toml::Table::new();
+        file.insert(
+            "path".into(),
+            "C:\\ProgramData\\Slipway\\firstboot.state".into(),
+        );
+        file.insert("text".into(), "{\"next\":\"done\"}".into());
+        let win = r["windows"].as_table_mut().unwrap();
+        win["files"]
+            .as_array_mut()
+            .unwrap()
+            .push(toml::Value::Table(file));
+    });
     let built = ws.build(&recipe, "out", "cache");
     assert!(
         built.status.success(),
@@ -686,6 +699,22 @@ fn the_reference_recipe_builds_from_a_synthetic_wim_and_every_tool_reads_it_back
         cat2("/k/kubelet.exe"),
         b"stand-in: kubelet.exe\n",
         "the base VHDX's files"
+    );
+    let state = Command::new("ntfscat")
+        .args([
+            ntfs2.to_str().unwrap(),
+            "/ProgramData/Slipway/firstboot.state",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !state.status.success(),
+        "a node's first-boot state is left out of the capture"
+    );
+    assert_eq!(
+        cat2("/ProgramData/Slipway/firstboot.ps1"),
+        std::fs::read(ws.path("windows-node/firstboot.ps1")).unwrap(),
+        "the build places the agent again"
     );
     let system2 = ws.path("SYSTEM2");
     std::fs::write(&system2, cat2("/Windows/System32/config/SYSTEM")).unwrap();

@@ -33,7 +33,7 @@ use images::uki;
 use stage::{Key, Stages};
 
 /// Bumped whenever a stage's output for the same inputs changes, to invalidate caches.
-const STAGE_FORMAT: &str = "slipway-stages-2";
+const STAGE_FORMAT: &str = "slipway-stages-3";
 
 /// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the FAT epoch.
 pub const DEFAULT_EPOCH: u64 = 315_532_800;

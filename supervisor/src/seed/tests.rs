@@ -340,7 +340,7 @@ fn a_windows_worker_matches_its_golden_file() {
 /// cloud-init validates the user-data, as the CLI test does for Linux seeds' (cloudbase-init's
 /// cloud-config is a subset of cloud-init's).
 #[test]
-fn a_windows_seed_is_what_cloudbase_init_reads() {
+fn a_windows_seed_is_what_the_windows_agent_reads() {
     let config = windows_config();
     let dir = tempfile::tempdir().unwrap();
     let pki = crate::pki::ensure(&dir.path().join("pki"), "lab").unwrap();

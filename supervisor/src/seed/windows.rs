@@ -1,7 +1,9 @@
 //! The seed of a Windows worker (`os = "windows"` in host.toml): the same CIDATA FAT disk as a
-//! Linux node's, written for cloudbase-init's NoCloud service and for windows-node's first-boot
-//! agent. Every file is UTF-8 with `\n` line ends, at the root of the volume (label `CIDATA`, a
-//! FAT filesystem on the whole disk, no partition table), and nothing else is on it:
+//! Linux node's, read by windows-node's first-boot agent (laid out as cloudbase-init's NoCloud
+//! source expects, though windows-node ships no cloudbase-init). Every file is UTF-8 with `\n`
+//! line ends, at the root of the volume (label `CIDATA`, a FAT filesystem on the whole disk, no
+//! partition table); besides them there are only the empty `pki/etcd/` directories every seed
+//! has:
 //!
 //! - `meta-data` (YAML mapping): `instance-id: NAME-DIGEST12` (the node's name and the first 12
 //!   hex digits of the kubeadm digest; a new seed is a new instance) and `local-hostname: NAME`,
@@ -28,8 +30,8 @@
 //!   holds the bootstrap token: a secret.
 //! - `kubernetes`: the version the node is to run, `vX.Y.Z` and a newline.
 //!
-//! No `cni` file and no `pki/` directory: a Windows node is never its cluster's initialiser nor a
-//! control plane (host.toml refuses it).
+//! No `cni` file and nothing under `pki/`: a Windows node is never its cluster's initialiser
+//! nor a control plane (host.toml refuses it).
 
 /// containerd's CRI endpoint on Windows (its default named pipe).
 pub const CRI_SOCKET: &str = "npipe:////./pipe/containerd-containerd";
