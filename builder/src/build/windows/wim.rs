@@ -2,7 +2,7 @@
 //! working copy the recipe's files are added to. Every call is `wimlib-imagex`; nothing is
 //! mounted.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::{Error, pinned_time};
@@ -103,25 +103,28 @@ pub fn paths(wim: &Path, index: u32) -> Result<Listing, Error> {
                 why: "a name in the base image is empty, `.`, `..` or holds a backslash".into(),
             });
         }
-        listing.folded.insert(line.to_uppercase());
-        listing.paths.push(line.to_owned());
+        // The first spelling wins, as the first entry wins on NTFS.
+        listing
+            .spellings
+            .entry(line.to_uppercase())
+            .or_insert_with(|| line.to_owned());
     }
     Ok(listing)
 }
 
-/// The paths of an image.
+/// The paths of an image: upper-cased (as NTFS compares names) → as the image spells them.
+/// A map, not a list: a real Windows image has hundreds of thousands of paths, looked up once
+/// per component of every staged entry.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// As wimlib spells them.
-    pub paths: Vec<String>,
-    /// Upper-cased.
-    pub folded: BTreeSet<String>,
+    /// Folded path → spelled path.
+    pub spellings: HashMap<String, String>,
 }
 
 impl Listing {
     /// Whether `path` (`/A/B`) exists, ignoring case.
     pub fn has(&self, path: &str) -> bool {
-        self.folded.contains(&path.to_uppercase())
+        self.spellings.contains_key(&path.to_uppercase())
     }
 
     /// `path` spelled as the image spells its existing leading components.
@@ -129,12 +132,10 @@ impl Listing {
         let mut out = String::new();
         for part in path.trim_start_matches('/').split('/') {
             let candidate = format!("{out}/{part}");
-            let folded = candidate.to_uppercase();
-            let existing = self.paths.iter().find(|p| p.to_uppercase() == folded);
-            match existing {
-                Some(p) => out = p.clone(),
-                None => out = candidate,
-            }
+            out = match self.spellings.get(&candidate.to_uppercase()) {
+                Some(existing) => existing.clone(),
+                None => candidate,
+            };
         }
         out
     }
@@ -251,8 +252,14 @@ mod tests {
     #[test]
     fn new_paths_take_the_spelling_of_existing_directories() {
         let listing = Listing {
-            paths: vec!["/Windows".into(), "/Windows/System32".into()],
-            folded: ["/WINDOWS".into(), "/WINDOWS/SYSTEM32".into()].into(),
+            spellings: [
+                ("/WINDOWS".to_owned(), "/Windows".to_owned()),
+                (
+                    "/WINDOWS/SYSTEM32".to_owned(),
+                    "/Windows/System32".to_owned(),
+                ),
+            ]
+            .into(),
         };
         assert_eq!(
             listing.spelled("/windows/system32/x.exe"),
