@@ -356,6 +356,26 @@ pub fn build(request: &Request, events: &Events) -> Result<Built, Error> {
     })
 }
 
+/// Streams the laid-out disk into `dir/image.vhdx` (progress as the `vhdx` stage); its
+/// summary and sha256.
+fn write_vhdx(
+    laid: &disk::Disk,
+    identity: vhdx::Identity,
+    block_size: u32,
+    dir: &Path,
+    events: &Events,
+) -> Result<(vhdx::writer::Summary, String), Error> {
+    let mut options = vhdx::Options::new(identity);
+    options.block_size = block_size;
+    let stage = events.stage("vhdx", Some(laid.size));
+    let path = dir.join("image.vhdx");
+    let summary =
+        vhdx::writer::write_file(&path, &laid.extents, &options, &mut |n| stage.progress(n))?;
+    stage.done();
+    let sha256 = sources::digest_file(&path)?;
+    Ok((summary, sha256))
+}
+
 /// Slipway's version and each tool package's, one per line: an input of every stage.
 fn tools_key(toolchain: &BTreeMap<String, String>) -> String {
     let mut tools = format!("slipway {}\n", env!("CARGO_PKG_VERSION"));
@@ -658,14 +678,7 @@ fn make_disk(
         Err(e) => return Err(e.into()),
     };
     let partitions = partition_facts(&laid, &["vfat", fs_name(recipe.root.filesystem), "verity"]);
-    let mut options = vhdx::Options::new(ids.vhdx);
-    options.block_size = recipe.disk.block_size;
-    let stage = events.stage("vhdx", Some(laid.size));
-    let path = dir.join("image.vhdx");
-    let summary =
-        vhdx::writer::write_file(&path, &laid.extents, &options, &mut |n| stage.progress(n))?;
-    stage.done();
-    let sha256 = sources::digest_file(&path)?;
+    let (summary, sha256) = write_vhdx(&laid, ids.vhdx, recipe.disk.block_size, dir, events)?;
     stage::write_facts(
         dir,
         "disk",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use images::disk::{self, ATTR_NO_AUTO, Partition, types};
-use images::vhdx::{self, Extent};
+use images::vhdx::Extent;
 use sha2::{Digest, Sha256};
 
 use super::{DiskFacts, Error, Ids, MSR_SIZE, Plan, io_err};
@@ -14,7 +14,7 @@ use crate::build::stage;
 use crate::events::Events;
 use crate::recipe::Recipe;
 use crate::recipe::windows::{FIRSTBOOT_PATH, IMAGE_JSON_PATH, UNATTEND_PATH, WinContent, Windows};
-use crate::sources::{self, Fetched, hex};
+use crate::sources::{Fetched, hex};
 
 pub(super) fn make_disk(
     recipe: &Recipe,
@@ -24,7 +24,7 @@ pub(super) fn make_disk(
     esp_dir: &Path,
     dir: &Path,
     events: &Events,
-) -> Result<(), Error> {
+) -> Result<(), crate::build::Error> {
     let file_extent = |path: PathBuf| -> Result<Extent, Error> {
         let file = std::fs::File::open(&path).map_err(io_err("open", &path))?;
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -82,21 +82,12 @@ pub(super) fn make_disk(
         return Err(Error::MatchLayout {
             planned,
             found: offsets,
-        });
+        }
+        .into());
     }
     let partitions = crate::build::partition_facts(&laid, &["vfat", "msr", "ntfs"]);
-    let mut options = vhdx::Options::new(ids.vhdx);
-    options.block_size = recipe.disk.block_size;
-    let stage = events.stage("vhdx", Some(laid.size));
-    let path = dir.join("image.vhdx");
-    let summary =
-        vhdx::writer::write_file(&path, &laid.extents, &options, &mut |n| stage.progress(n))?;
-    stage.done();
-    let sha256 = sources::digest_file(&path).map_err(|e| Error::StageFile {
-        action: "digest",
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let (summary, sha256) =
+        crate::build::write_vhdx(&laid, ids.vhdx, recipe.disk.block_size, dir, events)?;
     let bcd = esp_dir.join("BCD");
     let bcd_sha256 = hex(&Sha256::digest(
         std::fs::read(&bcd).map_err(io_err("read", &bcd))?,
@@ -112,11 +103,6 @@ pub(super) fn make_disk(
             bcd_sha256,
         },
     )
-    .map_err(|e| Error::StageFile {
-        action: "record",
-        path: dir.join("facts.json"),
-        source: std::io::Error::other(e.to_string()),
-    })
 }
 
 /// The files the build placed, as `C:\...` path → sha256 (directories: `dir`).

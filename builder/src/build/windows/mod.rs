@@ -480,7 +480,7 @@ pub(super) fn build(
         .add(&recipe.disk.block_size.to_string());
     let disk_key = key.finish();
     let disk_dir = stages.get_or_make("win-disk", &disk_key, events, |dir| {
-        layout::make_disk(recipe, &plan, &ids, &ntfs_dir, &esp_dir, dir, events).map_err(Into::into)
+        layout::make_disk(recipe, &plan, &ids, &ntfs_dir, &esp_dir, dir, events)
     })?;
     let disk: DiskFacts = stage::read_facts(&disk_dir, "win-disk")?;
 
