@@ -1,6 +1,7 @@
 //! Hypervisor drivers and the node network: the [`Driver`] trait says what the daemon needs of a
 //! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] implements it.
 
+pub mod hyperv;
 pub mod network;
 pub mod qemu;
 
