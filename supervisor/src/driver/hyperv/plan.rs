@@ -22,3 +22,31 @@ pub enum Param {
     /// An integer parameter (`[long]` or `[int]` in the script).
     Int(i64),
 }
+
+impl Plan {
+    /// The script's file name on the host: `ACTION-HEX.ps1`, HEX the first 16 hex digits of the
+    /// script's sha256 (a changed script is a new file; an unchanged one is uploaded once).
+    pub fn file_name(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.script.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hex}.ps1", self.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_file_is_named_by_its_action_and_content() {
+        let plan = |script| Plan {
+            action: "status",
+            script,
+            params: Vec::new(),
+        };
+        let name = plan("# slipway-plan: status\n").file_name();
+        assert!(name.starts_with("status-") && name.ends_with(".ps1") && name.len() == 27);
+        assert_ne!(name, plan("# slipway-plan: status\n# v2\n").file_name());
+    }
+}
