@@ -2,9 +2,15 @@
 //! virtio-serial port `org.slipway.beacon` under QEMU, which the driver exposes as a unix
 //! socket in the VM's run directory). A listener task per VM reads those lines and hands them to
 //! the supervision loop; it reconnects on its own (QEMU accepts the next client after slipwayd
-//! restarts), so a beacon is also a heartbeat.
+//! restarts), so a beacon is also a heartbeat. Under Hyper-V the node writes the same line as
+//! the KVP item `SlipwayBeacon`, which the listener reads every few seconds ([`Port::Poll`]):
+//! a line is handed on when it differs from the last one read (the guest's `uptime` moves on
+//! each write), so a guest that stopped writing is not heard again.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,6 +23,39 @@ use tokio::task::JoinHandle;
 const MAX_LINE: u64 = 64 << 10;
 /// How long a listener waits before it connects again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How often a polled port is read (tests: often, to keep them short).
+const POLL: Duration = if cfg!(test) {
+    Duration::from_millis(50)
+} else {
+    Duration::from_secs(3)
+};
+
+/// Where a node's beacon lines come from.
+#[derive(Clone)]
+pub enum Port {
+    /// A stream socket the lines arrive on (QEMU's virtio-serial port).
+    Socket(PathBuf),
+    /// A source read every few seconds (Hyper-V's KVP item).
+    // Made by the Hyper-V driver, which is not written yet; its listener is tested here.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Poll(Arc<dyn Poll>),
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Port::Socket(path) => write!(f, "socket {}", path.display()),
+            Port::Poll(_) => write!(f, "polled"),
+        }
+    }
+}
+
+/// A beacon source read on demand.
+pub trait Poll: Send + Sync + 'static {
+    /// The node's latest beacon line; `None` while its VM does not run or has not written one.
+    fn read(&self) -> Pin<Box<dyn Future<Output = anyhow::Result<Option<String>>> + Send + '_>>;
+}
 
 /// What a node says on its beacon port.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -81,23 +120,67 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Starts a task that connects to `socket` (retrying while it does not exist) and sends
-    /// every beacon of node `name` to `events`, built by `wrap`. Must be called within the
-    /// tokio runtime.
+    /// Starts a task that reads `port` (a socket: connecting, and again while it does not
+    /// exist; a polled source: every few seconds) and sends every beacon of node `name` to
+    /// `events`, built by `wrap`. Must be called within the tokio runtime.
     pub fn start<E: Send + 'static>(
         name: &str,
-        socket: PathBuf,
+        port: Port,
         events: UnboundedSender<E>,
         wrap: fn(String, Heard) -> E,
     ) -> Listener {
         let name = name.to_owned();
-        let task = tokio::spawn(async move { listen(&name, &socket, &events, wrap).await });
+        let task = tokio::spawn(async move {
+            match port {
+                Port::Socket(socket) => listen(&name, &socket, &events, wrap).await,
+                Port::Poll(source) => poll(&name, &*source, &events, wrap).await,
+            }
+        });
         Listener { task }
     }
 
     /// Ends the task (at its next await).
     pub fn stop(&self) {
         self.task.abort();
+    }
+}
+
+/// Reads `source` every [`POLL`]: a line unlike the last one read is a beacon; none after some
+/// is the port lost.
+async fn poll<E>(
+    name: &str,
+    source: &dyn Poll,
+    events: &UnboundedSender<E>,
+    wrap: fn(String, Heard) -> E,
+) {
+    let mut last: Option<String> = None;
+    loop {
+        let heard = match source.read().await {
+            Ok(Some(line)) if last.as_ref() != Some(&line) => {
+                let beacon = serde_json::from_str::<Beacon>(line.trim());
+                last = Some(line);
+                match beacon {
+                    Ok(beacon) => Some(Heard::Beacon(Box::new(beacon))),
+                    Err(_) => {
+                        tracing::debug!(vm = %name, "an unreadable beacon item was dropped");
+                        None
+                    }
+                }
+            }
+            Ok(Some(_)) => None,
+            Ok(None) => last.take().map(|_| Heard::Lost),
+            // The status plan says why the host does not answer; the next read may.
+            Err(e) => {
+                tracing::debug!(vm = %name, "cannot read its beacon: {e:#}");
+                None
+            }
+        };
+        if let Some(heard) = heard
+            && events.send(wrap(name.to_owned(), heard)).is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -179,7 +262,7 @@ mod tests {
         let path = dir.path().join("beacon.sock");
         let server = UnixListener::bind(&path).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let listener = Listener::start("n1", path.clone(), tx, |n, h| (n, h));
+        let listener = Listener::start("n1", Port::Socket(path.clone()), tx, |n, h| (n, h));
         let recv = async |rx: &mut mpsc::UnboundedReceiver<(String, Heard)>| {
             tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
@@ -216,6 +299,61 @@ mod tests {
         conn.write_all(format!("{line}\n").as_bytes()).unwrap();
         let (_, heard) = recv(&mut rx).await;
         assert!(matches!(heard, Heard::Beacon(_)), "{heard:?}");
+        listener.stop();
+    }
+
+    /// A polled source answering from a list, then `None` (the VM stopped).
+    struct Script(std::sync::Mutex<Vec<anyhow::Result<Option<String>>>>);
+
+    impl Poll for Script {
+        fn read(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = anyhow::Result<Option<String>>> + Send + '_>> {
+            let next = self.0.lock().unwrap().pop().unwrap_or(Ok(None));
+            Box::pin(async move { next })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_polled_line_is_heard_once_until_it_changes_and_its_end_is_the_port_lost() {
+        let line = |uptime: u32| {
+            format!(
+                r#"{{"event":"ready","image":"w","version":"1","root_hash":"","kubeadm_sha256":"cd","uptime":{uptime}}}"#
+            )
+        };
+        // Read in this order (popped from the end).
+        let reads = vec![
+            Ok(None),
+            Ok(Some(line(10))),
+            Err(anyhow::anyhow!("ssh: connection refused")),
+            Ok(Some("not json".to_owned())),
+            Ok(Some(line(5))),
+            Ok(Some(line(5))),
+        ];
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = Listener::start(
+            "w-1",
+            Port::Poll(Arc::new(Script(std::sync::Mutex::new(reads)))),
+            tx,
+            |n, h| (n, h),
+        );
+        let mut heard = Vec::new();
+        while heard.len() < 3 {
+            let (name, h) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(name, "w-1");
+            heard.push(match h {
+                Heard::Beacon(b) => format!("beacon {}", b.uptime),
+                Heard::Lost => "lost".to_owned(),
+            });
+        }
+        // The same line twice is one beacon; an error and an unreadable line are not heard;
+        // the end of the lines is the port lost (then nothing more until a line comes back).
+        assert_eq!(heard, ["beacon 5", "beacon 10", "lost"]);
+        tokio::time::sleep(POLL * 10).await;
+        assert!(rx.try_recv().is_err());
         listener.stop();
     }
 }

@@ -4,10 +4,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod dbus;
+pub mod hyperv;
 pub mod image;
 pub mod netns;
 pub mod qemu;
 pub mod registry;
+pub mod sshd;
 pub mod windows;
 
 use std::fs::{File, OpenOptions};

@@ -28,6 +28,7 @@
 
 mod cni;
 mod fleet;
+pub mod hyperv;
 mod kube;
 mod net;
 mod node;
@@ -43,6 +44,7 @@ use toml::Spanned;
 
 pub use cni::Cni;
 pub use fleet::Fleet;
+pub use hyperv::HyperVHost;
 pub use kube::{Kube, OnDeadline};
 pub use net::{Cidr, Pool};
 pub use node::{Node, NodeOs, Role};
@@ -117,12 +119,12 @@ pub struct Source {
 }
 
 /// The hypervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hypervisor {
     /// QEMU with this acceleration.
     Qemu(Accel),
-    /// Hyper-V (Windows hosts).
-    HyperV,
+    /// Hyper-V (Windows hosts), driven through PowerShell plans.
+    HyperV(HyperVHost),
 }
 
 /// QEMU acceleration.
@@ -174,6 +176,12 @@ pub enum Link {
     Switch,
     /// A Linux bridge on a segment of an uplink shared with other hosts.
     Bridge(Bridged),
+    /// The Hyper-V host's virtual switch (`[hypervisor] switch`), the adapters tagged with the
+    /// cluster's VLAN when it has one.
+    HyperV {
+        /// The cluster's VLAN id (1 to 4094); untagged when absent.
+        vlan: Option<u16>,
+    },
 }
 
 /// A cluster network spread over hosts: `uplink`, `vlan` or `vxlan`, and `host-address`.
@@ -246,6 +254,9 @@ mod raw {
         pub kind: Spanned<String>,
         pub accel: Option<super::Accel>,
         pub user: Option<Spanned<String>>,
+        pub executor: Option<Spanned<super::hyperv::RawExecutor>>,
+        pub switch: Option<Spanned<String>>,
+        pub root: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -353,7 +364,46 @@ impl Validator<'_> {
     }
 
     /// A cluster network's link: a switch unless `uplink` and a segment are given.
-    fn link(&self, n: &raw::Network, network: Cidr, pool: Pool) -> Result<Link, Error> {
+    /// A VLAN id, 1 to 4094.
+    fn vlan(&self, vlan: &Spanned<i64>) -> Result<u16, Error> {
+        u16::try_from(*vlan.get_ref())
+            .ok()
+            .filter(|id| (1..=4094).contains(id))
+            .ok_or_else(|| {
+                self.error(
+                    &vlan.span(),
+                    format!("vlan {}: expected a VLAN id from 1 to 4094", vlan.get_ref()),
+                )
+            })
+    }
+
+    fn link(
+        &self,
+        n: &raw::Network,
+        network: Cidr,
+        pool: Pool,
+        hyperv: bool,
+    ) -> Result<Link, Error> {
+        if hyperv {
+            let qemu_only = [&n.uplink, &n.host_address]
+                .into_iter()
+                .flatten()
+                .map(Spanned::span)
+                .chain(n.vxlan.as_ref().map(Spanned::span))
+                .next();
+            if let Some(span) = qemu_only {
+                return Err(self.error(
+                    &span,
+                    "uplink, vxlan and host-address apply to QEMU hosts: on Hyper-V the nodes plug \
+                     into [hypervisor] switch, tagged with the cluster's vlan",
+                ));
+            }
+            let vlan = match &n.vlan {
+                None => None,
+                Some(vlan) => Some(self.vlan(vlan)?),
+            };
+            return Ok(Link::HyperV { vlan });
+        }
         let (uplink, host_address) = match (&n.uplink, &n.vlan, &n.vxlan, &n.host_address) {
             (None, None, None, None) => return Ok(Link::Switch),
             (Some(uplink), _, _, Some(host)) => (uplink, host),
@@ -390,16 +440,7 @@ impl Validator<'_> {
             ));
         }
         let segment = match (&n.vlan, &n.vxlan) {
-            (Some(vlan), None) => u16::try_from(*vlan.get_ref())
-                .ok()
-                .filter(|id| (1..=4094).contains(id))
-                .map(Segment::Vlan)
-                .ok_or_else(|| {
-                    self.error(
-                        &vlan.span(),
-                        format!("vlan {}: expected a VLAN id from 1 to 4094", vlan.get_ref()),
-                    )
-                })?,
+            (Some(vlan), None) => Segment::Vlan(self.vlan(vlan)?),
             (None, Some(vxlan)) => u32::try_from(*vxlan.get_ref())
                 .ok()
                 .filter(|id| (1..=0xff_ffff).contains(id))
@@ -510,15 +551,39 @@ impl Validator<'_> {
                 "keys: at least one trusted public key: slipwayd boots nothing unsigned",
             ));
         }
-        let hypervisor = match raw.hypervisor.kind.get_ref().as_str() {
-            "qemu" => Hypervisor::Qemu(raw.hypervisor.accel.unwrap_or(Accel::Auto)),
-            "hyperv" if raw.hypervisor.accel.is_none() => Hypervisor::HyperV,
+        let h = &raw.hypervisor;
+        let hyperv_keys = [
+            h.executor.as_ref().map(Spanned::span),
+            h.switch.as_ref().map(Spanned::span),
+            h.root.as_ref().map(Spanned::span),
+        ];
+        let hypervisor = match h.kind.get_ref().as_str() {
+            "qemu" => {
+                if let Some(span) = hyperv_keys.into_iter().flatten().next() {
+                    return Err(self.error(
+                        &span,
+                        "executor, switch and root apply to kind = \"hyperv\" only",
+                    ));
+                }
+                Hypervisor::Qemu(h.accel.unwrap_or(Accel::Auto))
+            }
+            "hyperv" if h.accel.is_none() => {
+                let host = hyperv::Raw {
+                    executor: h.executor.as_ref(),
+                    switch: h.switch.as_ref(),
+                    root: h.root.as_ref(),
+                    kind: h.kind.span(),
+                }
+                .validate()
+                .map_err(|(span, why)| self.error(&span, why))?;
+                Hypervisor::HyperV(host)
+            }
             "hyperv" => {
-                return Err(self.error(&raw.hypervisor.kind.span(), "accel applies to qemu only"));
+                return Err(self.error(&h.kind.span(), "accel applies to qemu only"));
             }
             other => {
                 return Err(self.error(
-                    &raw.hypervisor.kind.span(),
+                    &h.kind.span(),
                     format!("hypervisor {other:?}: expected \"qemu\" or \"hyperv\""),
                 ));
             }
@@ -526,7 +591,7 @@ impl Validator<'_> {
 
         let vm_user = match &raw.hypervisor.user {
             None => DEFAULT_VM_USER.to_owned(),
-            Some(user) if matches!(hypervisor, Hypervisor::HyperV) => {
+            Some(user) if matches!(hypervisor, Hypervisor::HyperV(_)) => {
                 return Err(self.error(&user.span(), "user applies to qemu only"));
             }
             Some(user) => self.user_name(user)?,
@@ -567,7 +632,12 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            let link = self.link(&c.network, network, pool)?;
+            let link = self.link(
+                &c.network,
+                network,
+                pool,
+                matches!(hypervisor, Hypervisor::HyperV(_)),
+            )?;
             if let Link::Bridge(bridged) = &link {
                 let other = clusters
                     .values()
@@ -577,7 +647,7 @@ impl Validator<'_> {
                                 && (o.uplink == bridged.uplink
                                     || matches!(o.segment, Segment::Vxlan(_)))
                         }
-                        Link::Switch => false,
+                        Link::Switch | Link::HyperV { .. } => false,
                     });
                 if let Some(other) = other {
                     let span = match (&c.network.vlan, &c.network.vxlan) {

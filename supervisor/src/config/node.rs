@@ -248,7 +248,12 @@ mod tests {
         let qemu = "kind = \"qemu\"\naccel = \"auto\"";
         let user = text.lines().find(|l| l.starts_with("user = ")).unwrap();
         let out = text
-            .replacen(qemu, "kind = \"hyperv\"", 1)
+            .replacen(
+                qemu,
+                "kind = \"hyperv\"\nswitch = \"Slipway\"\nroot = 'D:\\Slipway'\n\
+                 executor = { ssh = \"slipway@hv-01\" }",
+                1,
+            )
             .replacen(&format!("{user}\n"), "", 1);
         assert!(out.contains("kind = \"hyperv\"") && !out.contains(user));
         out
@@ -297,6 +302,77 @@ mod tests {
         );
         assert!(
             message.contains("unknown variant `macos`, expected `linux` or `windows`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_hyperv_host_reads_its_switch_root_executor_and_each_clusters_vlan() {
+        let net = "pool = \"10.44.0.10-10.44.0.50\" }";
+        let text =
+            hyperv(EXAMPLE).replacen(net, "pool = \"10.44.0.10-10.44.0.50\", vlan = 42 }", 1);
+        let config = parse(&text).unwrap();
+        let crate::config::Hypervisor::HyperV(host) = &config.hypervisor else {
+            panic!("{:?}", config.hypervisor)
+        };
+        assert_eq!(
+            (host.switch.as_str(), host.root.as_str()),
+            ("Slipway", "D:\\Slipway")
+        );
+        assert!(matches!(
+            &host.executor,
+            crate::config::hyperv::Executor::Ssh(ssh) if ssh.target == "slipway@hv-01"
+        ));
+        let cluster = config.clusters.values().next().unwrap();
+        assert_eq!(cluster.link, crate::config::Link::HyperV { vlan: Some(42) });
+
+        // Each refusal names its key.
+        for (from, to, says) in [
+            (
+                "vlan = 42 }",
+                "uplink = \"eth1\" }",
+                "uplink, vxlan and host-address apply to QEMU hosts",
+            ),
+            (
+                "vlan = 42 }",
+                "vlan = 4095 }",
+                "vlan 4095: expected a VLAN id from 1 to 4094",
+            ),
+            (
+                "switch = \"Slipway\"\n",
+                "",
+                "kind = \"hyperv\" needs switch",
+            ),
+            (
+                "{ ssh = \"slipway@hv-01\" }",
+                "\"local\"",
+                "this slipwayd is not a Windows build",
+            ),
+            (
+                "{ ssh = \"slipway@hv-01\" }",
+                "{ ssh = \"-oProxyCommand=x\" }",
+                "expected user@host",
+            ),
+            (
+                "root = 'D:\\Slipway'",
+                "root = 'Slipway'",
+                "drive-absolute Windows path",
+            ),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from}");
+            let message = parse(&bad).unwrap_err().to_string();
+            assert!(message.contains(says), "{message}");
+        }
+        // And Hyper-V's keys on a QEMU host.
+        let qemu = EXAMPLE.replacen(
+            "kind = \"qemu\"",
+            "kind = \"qemu\"\nswitch = \"Slipway\"",
+            1,
+        );
+        let message = parse(&qemu).unwrap_err().to_string();
+        assert!(
+            message.contains("apply to kind = \"hyperv\" only"),
             "{message}"
         );
     }

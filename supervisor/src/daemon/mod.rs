@@ -405,7 +405,7 @@ pub async fn driver(config: &HostConfig) -> anyhow::Result<Qemu> {
             tracing::debug!(accel = ?qemu.accel(), user = %qemu.user().name, "QEMU driver ready");
             Ok(qemu)
         }
-        Hypervisor::HyperV => {
+        Hypervisor::HyperV(_) => {
             bail!(
                 "hypervisor hyperv: the Hyper-V driver is not implemented yet (use kind = \"qemu\")"
             )

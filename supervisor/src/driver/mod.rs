@@ -128,8 +128,8 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Stopped>> + Send;
     /// What runs in `dir` now (a short QMP timeout: a hung QEMU must not hold the caller).
     fn status(&self, name: &str, dir: &Path) -> impl Future<Output = VmStatus> + Send;
-    /// The unix socket the node's beacon lines are read from.
-    fn beacon(&self, dir: &Path) -> PathBuf;
+    /// Where the beacon lines of the VM in run directory `dir` are read from.
+    fn beacon(&self, dir: &Path) -> crate::beacon::Port;
     /// Stops the network of `cluster` (after its last VM).
     fn stop_network(&self, cluster: &str) -> impl Future<Output = ()> + Send;
     /// The host config in force: given once the driver is open and again after every reload.
@@ -170,7 +170,7 @@ pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
 /// Test support.
 #[cfg(test)]
 pub mod testing {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 
@@ -197,8 +197,8 @@ pub mod testing {
         async fn status(&self, _: &str, _: &Path) -> VmStatus {
             VmStatus::Stopped
         }
-        fn beacon(&self, dir: &Path) -> PathBuf {
-            dir.join("beacon")
+        fn beacon(&self, dir: &Path) -> crate::beacon::Port {
+            crate::beacon::Port::Socket(dir.join("beacon"))
         }
         async fn stop_network(&self, _: &str) {}
     }

@@ -3,6 +3,10 @@
 //! script's text: the executor passes each one as `-Name value` after `-File`, the way Packer's
 //! Hyper-V plugin runs its scripts.
 
+// Until the driver (mod.rs) calls these: the lead removes this line when it does.
+
+use std::time::Duration;
+
 /// One action: its script and the values bound to the script's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -34,6 +38,274 @@ impl Plan {
     }
 }
 
+/// The program the executor runs (Windows PowerShell 5.1, on every Hyper-V host), and the
+/// switches before `-File`: no profile (a host's profile must not change a plan), no prompts
+/// (nobody answers them), and no execution policy in the way of an unsigned script.
+pub const POWERSHELL: &str = "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass";
+
+/// A value the command line cannot carry as it is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "the value of {param} cannot be passed to a plan on a command line: it {why}; \
+     rename the node or choose a path on the Hyper-V host without it"
+)]
+pub struct BadValue {
+    /// The parameter (`-Name`, ...) or `the plans directory`.
+    pub param: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// The command line that runs `plan`, its script being `PLANS_DIR\FILE_NAME` on the host:
+/// [`POWERSHELL`] `-File "PATH" -Param "text" -Count 12`. The same string is run by cmd.exe
+/// (Windows' OpenSSH server, or a local executor's `cmd /c`) and by /bin/sh (the tests' sshd),
+/// so a text value is refused when either would read something in it rather than pass it on:
+/// see [`check_value`]. Integers go unquoted.
+pub fn command_line(plan: &Plan, plans_dir: &str) -> Result<String, BadValue> {
+    check_value("the plans directory", plans_dir)?;
+    let mut line = format!("{POWERSHELL} -File \"{plans_dir}\\{}\"", plan.file_name());
+    for (name, value) in &plan.params {
+        match value {
+            Param::Text(text) => {
+                check_value(&format!("-{name}"), text)?;
+                line.push_str(&format!(" -{name} \"{text}\""));
+            }
+            Param::Int(number) => line.push_str(&format!(" -{name} {number}")),
+        }
+    }
+    Ok(line)
+}
+
+/// Refuses a text value that cannot be double-quoted safely for both cmd.exe and /bin/sh:
+/// - `"` ends the quoting; `%` and `!` expand variables in cmd.exe even inside quotes, and
+///   `^ & | < >` are its escape and operators (a stray `"` elsewhere would expose them);
+/// - `$` and `` ` `` expand inside double quotes in /bin/sh (the SSH tests' far side);
+/// - a control character or newline ends or splits the command;
+/// - a trailing `\` would escape the closing quote (Windows' argument rules and sh alike);
+/// - an empty value, which a mandatory PowerShell parameter refuses with a less clear message.
+///
+/// Our values are node names, MACs, Windows paths and template names: none needs any of these.
+pub fn check_value(param: &str, value: &str) -> Result<(), BadValue> {
+    let bad = |why: String| BadValue {
+        param: param.to_owned(),
+        why,
+    };
+    if value.is_empty() {
+        return Err(bad("is empty".to_owned()));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(bad(format!(
+            "holds the control character U+{:04X}",
+            u32::from(c)
+        )));
+    }
+    if let Some(c) = value.chars().find(|c| "\"%!^&|<>".contains(*c)) {
+        return Err(bad(format!("holds `{c}`, which cmd.exe would interpret")));
+    }
+    if let Some(c) = value.chars().find(|c| "$`".contains(*c)) {
+        return Err(bad(format!("holds `{c}`, which /bin/sh would expand")));
+    }
+    if value.ends_with('\\') {
+        return Err(bad(
+            "ends in `\\`, which would escape the closing quote".to_owned()
+        ));
+    }
+    Ok(())
+}
+
+/// The example root the golden files and tests use for `R`.
+pub const EXAMPLE_ROOT: &str = r"C:\Slipway";
+
+/// What `create-vm` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVm<'a> {
+    /// The VM's (and node's) name.
+    pub name: &'a str,
+    /// The VM's own directory, `R\vms\NAME` (New-VM `-Path`).
+    pub directory: &'a str,
+    /// Its memory, fixed (no dynamic memory).
+    pub memory_bytes: u64,
+    /// Its virtual processors.
+    pub processors: u32,
+    /// The Hyper-V virtual switch its one network adapter is connected to.
+    pub switch: &'a str,
+    /// Its MAC: 12 hex digits, with or without `:`/`-` separators (dropped; the digits are
+    /// passed upper-case, as Hyper-V shows them).
+    pub mac: &'a str,
+    /// Its VLAN (access mode); 0 leaves the adapter untagged.
+    pub vlan: u16,
+    /// The Secure Boot template its image's manifest asks for: `MicrosoftWindows` or
+    /// `MicrosoftUEFICertificateAuthority`.
+    pub secure_boot_template: &'a str,
+    /// The state disk's path, `R\vms\NAME\state.vhdx`: made when missing, never replaced.
+    pub state_disk: &'a str,
+    /// The state disk's size when it is made.
+    pub state_disk_bytes: u64,
+}
+
+/// Scripts, embedded: the file a host runs is exactly the text hashed into its name.
+mod scripts {
+    pub const CREATE_VM: &str = include_str!("plans/create-vm.ps1");
+    pub const OS_DISK: &str = include_str!("plans/os-disk.ps1");
+    pub const DROP_OS_DISKS: &str = include_str!("plans/drop-os-disks.ps1");
+    pub const START_VM: &str = include_str!("plans/start-vm.ps1");
+    pub const STOP_VM: &str = include_str!("plans/stop-vm.ps1");
+    pub const STATUS: &str = include_str!("plans/status.ps1");
+    pub const BEACON: &str = include_str!("plans/beacon.ps1");
+    pub const REMOVE_VM: &str = include_str!("plans/remove-vm.ps1");
+}
+
+fn text(value: &str) -> Param {
+    Param::Text(value.to_owned())
+}
+
+/// An unsigned count as a parameter; beyond `i64` it saturates (no host has that much of anything).
+fn int(value: u64) -> Param {
+    Param::Int(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// `create-vm`: the VM of `vm`, with its state disk; `{"created":bool}` (see [`crate::driver::hyperv::parse::Created`]).
+pub fn create_vm(vm: &NewVm<'_>) -> Plan {
+    let mac: String = vm
+        .mac
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Plan {
+        action: "create-vm",
+        script: scripts::CREATE_VM,
+        params: vec![
+            ("Name", text(vm.name)),
+            ("Directory", text(vm.directory)),
+            ("MemoryBytes", int(vm.memory_bytes)),
+            ("Processors", int(u64::from(vm.processors))),
+            ("SwitchName", text(vm.switch)),
+            ("MacAddress", Param::Text(mac)),
+            ("VlanId", int(u64::from(vm.vlan))),
+            ("SecureBootTemplate", text(vm.secure_boot_template)),
+            ("StateDisk", text(vm.state_disk)),
+            ("StateDiskBytes", int(vm.state_disk_bytes)),
+        ],
+    }
+}
+
+/// `os-disk`: a differencing disk at `path` over the node image `parent`, unless `path` exists;
+/// `{"created":bool}`.
+pub fn os_disk(parent: &str, path: &str) -> Plan {
+    Plan {
+        action: "os-disk",
+        script: scripts::OS_DISK,
+        params: vec![("Parent", text(parent)), ("Path", text(path))],
+    }
+}
+
+/// `drop-os-disks`: removes every `os-*.vhdx` of `directory` but `keep` (a file name), refusing
+/// when one is attached to VM `name`; `{"removed":[file names]}`.
+pub fn drop_os_disks(name: &str, directory: &str, keep: &str) -> Plan {
+    Plan {
+        action: "drop-os-disks",
+        script: scripts::DROP_OS_DISKS,
+        params: vec![
+            ("Name", text(name)),
+            ("Directory", text(directory)),
+            ("Keep", text(keep)),
+        ],
+    }
+}
+
+/// `start-vm`: boots the stopped VM `name` from `os_disk` (SCSI 0:0) with `seed` (SCSI 0:2);
+/// also the swap's disk switch. `{"state":"Running","pid":N}`.
+pub fn start_vm(name: &str, os_disk: &str, seed: &str) -> Plan {
+    Plan {
+        action: "start-vm",
+        script: scripts::START_VM,
+        params: vec![
+            ("Name", text(name)),
+            ("OsDisk", text(os_disk)),
+            ("Seed", text(seed)),
+        ],
+    }
+}
+
+/// `stop-vm`: a guest shutdown, turned off after `timeout` (whole seconds, at most `i32::MAX`);
+/// `{"stopped":"already-stopped"|"shut-down"|"turned-off"}`.
+pub fn stop_vm(name: &str, timeout: Duration) -> Plan {
+    let seconds = i64::from(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX));
+    Plan {
+        action: "stop-vm",
+        script: scripts::STOP_VM,
+        params: vec![
+            ("Name", text(name)),
+            ("TimeoutSeconds", Param::Int(seconds)),
+        ],
+    }
+}
+
+/// `status`: the VM's state, status, uptime, worker pid and heartbeat, or `{"exists":false}`.
+pub fn status(name: &str) -> Plan {
+    Plan {
+        action: "status",
+        script: scripts::STATUS,
+        params: vec![("Name", text(name))],
+    }
+}
+
+/// `beacon`: the VM's KVP guest exchange items as CIM-XML texts.
+pub fn beacon(name: &str) -> Plan {
+    Plan {
+        action: "beacon",
+        script: scripts::BEACON,
+        params: vec![("Name", text(name))],
+    }
+}
+
+/// `remove-vm`: turns VM `name` off, removes it and deletes `directory` (state disk included);
+/// `{"removed":bool}`.
+pub fn remove_vm(name: &str, directory: &str) -> Plan {
+    Plan {
+        action: "remove-vm",
+        script: scripts::REMOVE_VM,
+        params: vec![("Name", text(name)), ("Directory", text(directory))],
+    }
+}
+
+/// One plan per action with fixed example values under [`EXAMPLE_ROOT`], in the order of the
+/// protocol: what the golden files show and the grammar tests parse.
+pub fn all_examples() -> Vec<Plan> {
+    let image = concat!(
+        r"C:\Slipway\images\",
+        "5f2b8c1e9d4a7f3b6c0e2d8a1b4f7c9e3a6d0b2c5e8f1a4d7b0c3e6f9a2d5b8c.vhdx"
+    );
+    let dir = r"C:\Slipway\vms\cp-1";
+    let os = r"C:\Slipway\vms\cp-1\os-5f2b8c1e9d4a7f3b.vhdx";
+    vec![
+        create_vm(&NewVm {
+            name: "cp-1",
+            directory: dir,
+            memory_bytes: 4 << 30,
+            processors: 2,
+            switch: "Slipway",
+            mac: "00:15:5d:00:01:01",
+            vlan: 20,
+            secure_boot_template: "MicrosoftUEFICertificateAuthority",
+            state_disk: r"C:\Slipway\vms\cp-1\state.vhdx",
+            state_disk_bytes: 20 << 30,
+        }),
+        os_disk(image, os),
+        drop_os_disks("cp-1", dir, "os-5f2b8c1e9d4a7f3b.vhdx"),
+        start_vm("cp-1", os, r"C:\Slipway\vms\cp-1\seed.vhdx"),
+        stop_vm("cp-1", Duration::from_secs(120)),
+        status("cp-1"),
+        beacon("cp-1"),
+        remove_vm("cp-1", dir),
+    ]
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod plan_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +320,143 @@ mod tests {
         let name = plan("# slipway-plan: status\n").file_name();
         assert!(name.starts_with("status-") && name.ends_with(".ps1") && name.len() == 27);
         assert_ne!(name, plan("# slipway-plan: status\n# v2\n").file_name());
+    }
+
+    fn golden_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/driver/hyperv/golden")
+    }
+
+    /// What a golden file holds: the command line the executor runs, then the script it runs.
+    fn golden_text(plan: &Plan) -> String {
+        let plans_dir = format!(r"{EXAMPLE_ROOT}\plans");
+        format!(
+            "{}\n{}",
+            command_line(plan, &plans_dir).unwrap(),
+            plan.script
+        )
+    }
+
+    #[test]
+    fn every_example_plan_matches_its_golden_file() {
+        let bless = std::env::var_os("SLIPWAY_BLESS").is_some_and(|v| v == "1");
+        let mut differ = Vec::new();
+        let examples = all_examples();
+        let actions: Vec<_> = examples.iter().map(|p| p.action).collect();
+        assert_eq!(
+            actions,
+            [
+                "create-vm",
+                "os-disk",
+                "drop-os-disks",
+                "start-vm",
+                "stop-vm",
+                "status",
+                "beacon",
+                "remove-vm"
+            ]
+        );
+        for plan in &examples {
+            let path = golden_dir().join(format!("{}.txt", plan.action));
+            let want = golden_text(plan);
+            if bless {
+                std::fs::write(&path, &want).unwrap();
+                continue;
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            if have != want {
+                differ.push(path.display().to_string());
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "golden files differ (review, then rerun with SLIPWAY_BLESS=1): {differ:?}"
+        );
+        // Nothing stale: one golden file per action.
+        let mut files: Vec<_> = std::fs::read_dir(golden_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let mut wanted: Vec<_> = actions.iter().map(|a| format!("{a}.txt")).collect();
+        wanted.sort();
+        assert_eq!(files, wanted);
+    }
+
+    #[test]
+    fn the_command_line_quotes_text_and_leaves_integers_bare() {
+        let plan = stop_vm("cp-1", Duration::from_millis(90_500));
+        let line = command_line(&plan, r"C:\Slipway\plans").unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \
+                 \"C:\\Slipway\\plans\\{}\" -Name \"cp-1\" -TimeoutSeconds 90",
+                plan.file_name()
+            )
+        );
+        // Spaces and single quotes pass: they are inside the double quotes.
+        let plan = os_disk(r"C:\Cluster Storage\it's\a.vhdx", r"C:\b.vhdx");
+        assert!(
+            command_line(&plan, r"C:\p")
+                .unwrap()
+                .ends_with(r#"-Parent "C:\Cluster Storage\it's\a.vhdx" -Path "C:\b.vhdx""#)
+        );
+    }
+
+    #[test]
+    fn each_refused_character_is_named_with_its_parameter() {
+        for c in [
+            '"', '%', '!', '^', '&', '|', '<', '>', '$', '`', '\n', '\r', '\t', '\0',
+        ] {
+            let name = format!("cp{c}1");
+            let err = command_line(&status(&name), r"C:\p").unwrap_err();
+            assert_eq!(err.param, "-Name", "{c:?}");
+            let shown = if c.is_control() {
+                format!("U+{:04X}", u32::from(c))
+            } else {
+                format!("`{c}`")
+            };
+            assert!(err.why.contains(&shown), "{c:?}: {}", err.why);
+            assert!(err.to_string().contains("-Name"), "{err}");
+        }
+        let err = command_line(&remove_vm("cp-1", r"C:\vms\cp-1\"), r"C:\p").unwrap_err();
+        assert_eq!(err.param, "-Directory");
+        assert!(err.why.contains("ends in"), "{}", err.why);
+        let err = command_line(&status(""), r"C:\p").unwrap_err();
+        assert_eq!(err.why, "is empty");
+        let err = command_line(&status("cp-1"), "C:\\%TEMP%").unwrap_err();
+        assert_eq!(err.param, "the plans directory");
+    }
+
+    #[test]
+    fn constructors_fill_every_parameter_in_order() {
+        let plan = create_vm(&NewVm {
+            name: "w-1",
+            directory: r"C:\v\w-1",
+            memory_bytes: u64::MAX,
+            processors: 4,
+            switch: "sw",
+            mac: "00-15-5d-00-01-ab",
+            vlan: 0,
+            secure_boot_template: "MicrosoftWindows",
+            state_disk: r"C:\v\w-1\state.vhdx",
+            state_disk_bytes: 1 << 30,
+        });
+        assert_eq!(plan.params[2], ("MemoryBytes", Param::Int(i64::MAX)));
+        assert_eq!(plan.params[5], ("MacAddress", text("00155D0001AB")));
+        assert_eq!(plan.params[6], ("VlanId", Param::Int(0)));
+        let plan = stop_vm("w-1", Duration::from_secs(u64::MAX));
+        assert_eq!(
+            plan.params[1],
+            ("TimeoutSeconds", Param::Int(i64::from(i32::MAX)))
+        );
+        for plan in all_examples() {
+            assert!(
+                plan.script
+                    .starts_with(&format!("# slipway-plan: {}\n", plan.action)),
+                "{}",
+                plan.action
+            );
+        }
     }
 }

@@ -146,7 +146,10 @@ async fn a_vm_runs_unprivileged_keeps_its_console_and_always_stops() {
     }
     let before = received(&netns, tap);
     let pid = qemu.start(&spec).await.unwrap();
-    let beacon = tokio::net::UnixStream::connect(qemu.beacon(&spec.dir)).await;
+    let crate::beacon::Port::Socket(socket) = qemu.beacon(&spec.dir) else {
+        panic!("QEMU's beacon is a socket")
+    };
+    let beacon = tokio::net::UnixStream::connect(socket).await;
     assert!(
         beacon.is_ok(),
         "the beacon socket takes a connection: {beacon:?}"

@@ -696,8 +696,8 @@ impl Driver for Qemu {
         Ok(self.drop_other_overlays(dir, keep).await?)
     }
 
-    fn beacon(&self, dir: &Path) -> PathBuf {
-        dir.join("beacon.sock")
+    fn beacon(&self, dir: &Path) -> crate::beacon::Port {
+        crate::beacon::Port::Socket(dir.join("beacon.sock"))
     }
 
     async fn stop_network(&self, cluster: &str) {

@@ -22,7 +22,7 @@ impl Qemu {
             .clusters
             .values()
             .filter_map(|c| match &c.link {
-                config::Link::Switch => None,
+                config::Link::Switch | config::Link::HyperV { .. } => None,
                 config::Link::Bridge(b) => Some((
                     c.name.clone(),
                     Bridge {

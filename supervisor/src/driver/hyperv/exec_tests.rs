@@ -1,0 +1,443 @@
+//! The executors against a real OpenSSH server whose `powershell` is the fake Hyper-V host
+//! (`tests::sshd::FakeHyperV`): plans run, answers come back, failures become errors, values
+//! that cannot pass are refused before anything runs, files arrive whole.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use ::tests::sshd::{FakeHyperV, Fault};
+use serde_json::{Value, json};
+
+use super::*;
+
+const ROOT: &str = r"C:\Slipway";
+const DIR: &str = r"C:\Slipway\vms\w-1";
+const DIGEST: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+/// A plan whose script is only its first line and a `param()` block: the fake reads the first.
+fn plan(action: &'static str, script: &'static str, params: Vec<(&'static str, Param)>) -> Plan {
+    assert!(script.starts_with(&format!("# slipway-plan: {action}\n")));
+    Plan {
+        action,
+        script,
+        params,
+    }
+}
+
+fn text(value: &str) -> Param {
+    Param::Text(value.to_owned())
+}
+
+fn create_vm(name: &str) -> Plan {
+    plan(
+        "create-vm",
+        "# slipway-plan: create-vm\nparam([string]$Name)\n",
+        vec![
+            ("Name", text(name)),
+            ("Directory", text(DIR)),
+            ("MemoryBytes", Param::Int(2 << 30)),
+            ("Processors", Param::Int(2)),
+            ("SwitchName", text("Cluster Switch")),
+            ("MacAddress", text("02AB00000001")),
+            ("VlanId", Param::Int(12)),
+            ("SecureBootTemplate", text("MicrosoftWindows")),
+            ("StateDisk", text(&format!(r"{DIR}\state.vhdx"))),
+            ("StateDiskBytes", Param::Int(1 << 30)),
+        ],
+    )
+}
+
+fn named(action: &'static str, script: &'static str, name: &str) -> Plan {
+    plan(action, script, vec![("Name", text(name))])
+}
+
+fn status(name: &str) -> Plan {
+    named(
+        "status",
+        "# slipway-plan: status\nparam([string]$Name)\n",
+        name,
+    )
+}
+
+fn beacon(name: &str) -> Plan {
+    named(
+        "beacon",
+        "# slipway-plan: beacon\nparam([string]$Name)\n",
+        name,
+    )
+}
+
+fn start_vm(name: &str, os: &str) -> Plan {
+    plan(
+        "start-vm",
+        "# slipway-plan: start-vm\nparam([string]$Name)\n",
+        vec![
+            ("Name", text(name)),
+            ("OsDisk", text(&format!(r"{DIR}\{os}"))),
+            ("Seed", text(&format!(r"{DIR}\seed.vhdx"))),
+        ],
+    )
+}
+
+fn os_disk(file: &str) -> Plan {
+    plan(
+        "os-disk",
+        "# slipway-plan: os-disk\nparam([string]$Parent)\n",
+        vec![
+            ("Parent", text(&format!(r"{ROOT}\images\{DIGEST}.vhdx"))),
+            ("Path", text(&format!(r"{DIR}\{file}"))),
+        ],
+    )
+}
+
+fn drop_os_disks(keep: &str) -> Plan {
+    plan(
+        "drop-os-disks",
+        "# slipway-plan: drop-os-disks\nparam([string]$Name)\n",
+        vec![
+            ("Name", text("w-1")),
+            ("Directory", text(DIR)),
+            ("Keep", text(keep)),
+        ],
+    )
+}
+
+fn stop_vm() -> Plan {
+    plan(
+        "stop-vm",
+        "# slipway-plan: stop-vm\nparam([string]$Name)\n",
+        vec![("Name", text("w-1")), ("TimeoutSeconds", Param::Int(30))],
+    )
+}
+
+fn remove_vm() -> Plan {
+    plan(
+        "remove-vm",
+        "# slipway-plan: remove-vm\nparam([string]$Name)\n",
+        vec![("Name", text("w-1")), ("Directory", text(DIR))],
+    )
+}
+
+fn ssh(fake: &FakeHyperV) -> Executor {
+    let mut ssh = Ssh::new(fake.target(), ROOT.to_owned());
+    ssh.port = Some(fake.port());
+    ssh.identity = Some(fake.identity());
+    ssh.known_hosts = Some(fake.known_hosts());
+    Executor::Ssh(ssh)
+}
+
+async fn json(executor: &Executor, plan: &Plan) -> Value {
+    let answer = executor
+        .run(plan)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", plan.action));
+    serde_json::from_str(&answer).unwrap()
+}
+
+/// A whole lifecycle through ssh: every action's answer, the fake's state after it, and the
+/// values as the far side received them (backslashes and spaces intact through the shell).
+#[tokio::test]
+async fn a_node_lifecycle_runs_over_ssh() {
+    let fake = FakeHyperV::start_with(0.5);
+    let ex = ssh(&fake);
+    let local = tempfile::tempdir().unwrap();
+    fake.set_images(&json!({DIGEST: {"name": "windows-node", "version": "1.2.0", "root_hash": "ab".repeat(32)}}));
+    let image = local.path().join("image.vhdx");
+    std::fs::write(&image, b"a node image stands here").unwrap();
+    ex.upload(&image, &format!(r"{ROOT}\images\{DIGEST}.vhdx"))
+        .await
+        .unwrap();
+    let seed = local.path().join("seed.vhdx");
+    FakeHyperV::write_seed(&seed, "kind: InitConfiguration\n", "10.44.0.12");
+    ex.upload(&seed, &format!(r"{DIR}\seed.vhdx"))
+        .await
+        .unwrap();
+
+    assert_eq!(json(&ex, &create_vm("w-1")).await, json!({"created": true}));
+    assert_eq!(
+        json(&ex, &create_vm("w-1")).await,
+        json!({"created": false})
+    );
+    assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
+    assert_eq!(
+        json(&ex, &os_disk("os-1.vhdx")).await,
+        json!({"created": true})
+    );
+    assert_eq!(
+        json(&ex, &os_disk("os-0.vhdx")).await,
+        json!({"created": true})
+    );
+    assert_eq!(
+        json(&ex, &os_disk("os-1.vhdx")).await,
+        json!({"created": false})
+    );
+    let started = json(&ex, &start_vm("w-1", "os-1.vhdx")).await;
+    assert_eq!(started["state"], "Running");
+    assert!(started["pid"].as_u64().unwrap() > 0);
+    let err = ex.run(&start_vm("w-1", "os-1.vhdx")).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Exit { code: Some(1), stderr, .. } if stderr.contains("Start-VM")),
+        "{err}"
+    );
+
+    // The guest answers once booted (the fake's guests take 0.5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut beacons = 0;
+    let items = loop {
+        beacons += 1;
+        let items = json(&ex, &beacon("w-1")).await["items"].clone();
+        if items != json!([]) || Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let item = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .find(|i| i.contains("<VALUE>SlipwayBeacon</VALUE>"))
+        .unwrap();
+    let data = item
+        .split("<PROPERTY NAME=\"Data\" TYPE=\"string\"><VALUE>")
+        .nth(1)
+        .unwrap()
+        .split("</VALUE>")
+        .next()
+        .unwrap()
+        .replace("&quot;", "\"");
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["event"], "ready");
+    assert_eq!(data["version"], "1.2.0");
+    assert_eq!(data["address"], "10.44.0.12");
+    assert_eq!(data["boot_count"], 1);
+    assert!(data["uptime"].as_f64().unwrap() >= 0.5);
+    use sha2::{Digest, Sha256};
+    let sha: String = Sha256::digest(b"kind: InitConfiguration\n")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(data["kubeadm_sha256"], sha);
+    assert_eq!(
+        json(&ex, &status("w-1")).await["heartbeat"],
+        "OkApplicationsUnknown"
+    );
+
+    // The attached disk is refused; the other goes.
+    let err = ex.run(&drop_os_disks("os-0.vhdx")).await.unwrap_err();
+    assert!(err.to_string().contains("attached"), "{err}");
+    assert_eq!(
+        json(&ex, &drop_os_disks("os-1.vhdx")).await,
+        json!({"removed": ["os-0.vhdx"]})
+    );
+    assert_eq!(json(&ex, &stop_vm()).await, json!({"stopped": "shut-down"}));
+    assert_eq!(
+        json(&ex, &stop_vm()).await,
+        json!({"stopped": "already-stopped"})
+    );
+    assert_eq!(json(&ex, &remove_vm()).await, json!({"removed": true}));
+    assert_eq!(json(&ex, &remove_vm()).await, json!({"removed": false}));
+    assert_eq!(json(&ex, &status("w-1")).await, json!({"exists": false}));
+    assert!(!fake.host_path(DIR).exists());
+
+    let plans = fake.plans();
+    assert_eq!(plans.len(), 16 + beacons);
+    let vm = &plans[0]["params"];
+    assert_eq!(vm["Directory"], DIR);
+    assert_eq!(vm["SwitchName"], "Cluster Switch");
+    assert_eq!(vm["MemoryBytes"], (2u64 << 30).to_string());
+    assert_eq!(plans[0]["script"], create_vm("w-1").file_name());
+    // Each script went up once.
+    let uploaded = std::fs::read_dir(fake.host_path(&format!(r"{ROOT}\plans")))
+        .unwrap()
+        .count();
+    assert_eq!(uploaded, 8);
+}
+
+/// Each way a plan fails on the host is its own error, carrying the host's message.
+#[tokio::test]
+async fn faults_on_the_host_become_errors() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    for mode in ["exit", "stderr", "garbage", "no-markers"] {
+        fake.inject(Fault {
+            action: "status".to_owned(),
+            name: Some("w-1".to_owned()),
+            mode: mode.to_owned(),
+            times: 1,
+        });
+    }
+    let err = ex.run(&status("w-1")).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Exit { code: Some(1), stderr, .. } if stderr == "status : fault injected by the test"),
+        "{err:?}"
+    );
+    let err = ex.run(&status("w-1")).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Stderr { stderr, .. } if stderr.contains("fault injected")),
+        "{err:?}"
+    );
+    let err = ex.run(&status("w-1")).await.unwrap_err();
+    assert!(matches!(err, ExecError::BadJson { .. }), "{err:?}");
+    let err = ex.run(&status("w-1")).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::NoAnswer { excerpt, .. } if excerpt.contains("exists")),
+        "{err:?}"
+    );
+    // A fault for another VM leaves this one alone; the faults are used up.
+    fake.inject(Fault {
+        action: "status".to_owned(),
+        name: Some("w-2".to_owned()),
+        mode: "exit".to_owned(),
+        times: 1,
+    });
+    assert_eq!(json(&ex, &status("w-1")).await, json!({"exists": false}));
+
+    // A hung host: killed at the deadline.
+    fake.inject(Fault {
+        action: "status".to_owned(),
+        name: None,
+        mode: "hang".to_owned(),
+        times: 1,
+    });
+    let Executor::Ssh(mut inner) = ex else {
+        unreachable!()
+    };
+    inner.run_deadline = Duration::from_secs(1);
+    let ex = Executor::Ssh(inner);
+    let start = Instant::now();
+    let err = ex.run(&status("w-1")).await.unwrap_err();
+    assert!(matches!(err, ExecError::Timeout { secs: 1, .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// A value cmd.exe would interpret is refused before ssh runs: nothing reaches the host.
+#[tokio::test]
+async fn values_that_cannot_pass_are_refused_before_anything_runs() {
+    let fake = FakeHyperV::start();
+    let ex = ssh(&fake);
+    for bad in ["w\"-1", "w%PATH%", "a\nb", "x & y"] {
+        let err = ex.run(&status(bad)).await.unwrap_err();
+        assert!(matches!(err, ExecError::Refused { .. }), "{bad:?}: {err:?}");
+    }
+    let err = ex
+        .upload(Path::new("/etc/hostname"), r"C:\Slipway\images\*.vhdx")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::BadPath { found: '*', .. }),
+        "{err:?}"
+    );
+    assert!(fake.plans().is_empty());
+    assert!(!fake.host_path(ROOT).exists());
+}
+
+/// A 10 MB file arrives byte for byte, replaces an older one, and no `.part` stays.
+#[tokio::test]
+async fn an_upload_arrives_whole() {
+    let fake = FakeHyperV::start();
+    let ex = ssh(&fake);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("image.vhdx");
+    let mut bytes = vec![0u8; 10 << 20];
+    ::tests::Rng::new(16).fill(&mut bytes);
+    std::fs::write(&file, &bytes).unwrap();
+    let remote = format!(r"{ROOT}\images\{DIGEST}.vhdx");
+    assert!(!ex.exists(&remote).await.unwrap());
+    let start = Instant::now();
+    ex.upload(&file, &remote).await.unwrap();
+    let took = start.elapsed();
+    assert!(std::fs::read(fake.host_path(&remote)).unwrap() == bytes);
+    assert!(ex.exists(&remote).await.unwrap());
+    std::fs::write(&file, b"newer").unwrap();
+    ex.upload(&file, &remote).await.unwrap();
+    assert_eq!(std::fs::read(fake.host_path(&remote)).unwrap(), b"newer");
+    let names: Vec<String> = std::fs::read_dir(fake.host_path(r"C:\Slipway\images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [format!("{DIGEST}.vhdx")]);
+    eprintln!("10 MiB upload over ssh: {took:?}");
+}
+
+/// A host whose key is not the one in known_hosts is refused before anything runs.
+#[tokio::test]
+async fn an_unknown_host_key_is_refused() {
+    let fake = FakeHyperV::start();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    ::tests::run(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other),
+    );
+    let known_hosts = dir.path().join("known_hosts");
+    let key = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {key}", fake.port())).unwrap();
+    let mut ssh = Ssh::new(fake.target(), ROOT.to_owned());
+    ssh.port = Some(fake.port());
+    ssh.identity = Some(fake.identity());
+    ssh.known_hosts = Some(known_hosts);
+    let err = Executor::Ssh(ssh).run(&status("w-1")).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Connect { stderr, .. } if stderr.contains("IDENTIFICATION HAS CHANGED")),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cannot reach root@127.0.0.1 over SSH")
+    );
+    assert!(fake.plans().is_empty());
+}
+
+/// The Local executor runs the program itself, no shell between: the fake's own check of its
+/// command line passes, and the plan is copied under root\plans.
+#[tokio::test]
+async fn the_local_executor_runs_the_program_with_arguments() {
+    let fake = FakeHyperV::start();
+    let root = fake.root().join("local");
+    let ex = Executor::Local(Local::new(fake.local_program(), root.clone()));
+    assert_eq!(json(&ex, &create_vm("w-1")).await, json!({"created": true}));
+    assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
+    let plans = fake.plans();
+    assert_eq!(plans[0]["params"]["SwitchName"], "Cluster Switch");
+    assert!(root.join("plans").join(status("w-1").file_name()).is_file());
+    let err = ex.run(&status("w-1%")).await.unwrap_err();
+    assert!(matches!(err, ExecError::Refused { .. }), "{err:?}");
+    let file = root.join("in.bin");
+    std::fs::write(&file, b"bytes").unwrap();
+    let remote = root.join("a/b/out.bin");
+    ex.upload(&file, remote.to_str().unwrap()).await.unwrap();
+    assert_eq!(std::fs::read(&remote).unwrap(), b"bytes");
+    assert!(ex.exists(remote.to_str().unwrap()).await.unwrap());
+}
+
+/// The answer is the one JSON object between the markers; other stdout is ignored.
+#[test]
+fn the_answer_is_between_the_markers() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let output = |stdout: &str| Output {
+        status: std::process::ExitStatus::from_raw(0),
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: Vec::new(),
+    };
+    let ok = output(&format!(
+        "noise\r\n{BEGIN}\r\n{{\"a\":1}}\r\n{END}\r\nmore\r\n"
+    ));
+    assert_eq!(answer("status", &ok).unwrap(), "{\"a\":1}");
+    for bad in [
+        format!("{END}\n{{}}\n{BEGIN}\n"),
+        format!("{BEGIN}\n{{}}\n{END}\n{BEGIN}\n{{}}\n{END}\n"),
+        "{}".to_owned(),
+    ] {
+        assert!(matches!(
+            answer("status", &output(&bad)),
+            Err(ExecError::NoAnswer { .. })
+        ));
+    }
+    assert!(matches!(
+        answer("status", &output(&format!("{BEGIN}\n[1]\n{END}\n"))),
+        Err(ExecError::BadJson { .. })
+    ));
+}

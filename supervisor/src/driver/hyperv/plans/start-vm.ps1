@@ -1,0 +1,41 @@
+# slipway-plan: start-vm
+# Boots a stopped VM from OsDisk (SCSI 0:0) with its seed (SCSI 0:2). Attaching a new OsDisk to
+# a stopped VM is also the swap: the previous differencing disk stays in the VM's directory.
+param(
+    [Parameter(Mandatory)] [string] $Name,
+    [Parameter(Mandatory)] [string] $OsDisk,
+    [Parameter(Mandatory)] [string] $Seed
+)
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+Set-StrictMode -Version 3.0
+
+$vm = @(Get-VM | Where-Object { $_.Name -eq $Name })
+if ($vm.Count -eq 0) { throw "start-vm: no VM named $Name; create it first" }
+$vm = $vm[0]
+if ($vm.State.ToString() -ne 'Off') {
+    throw "start-vm: VM $Name is $($vm.State.ToString()), not Off; stop it first"
+}
+foreach ($disk in @(@{ Location = 0; Path = $OsDisk }, @{ Location = 2; Path = $Seed })) {
+    $drive = Get-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation $disk.Location
+    if ($null -ne $drive) {
+        Set-VMHardDiskDrive -VMHardDiskDrive $drive -Path $disk.Path
+    } else {
+        Add-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation $disk.Location -Path $disk.Path
+    }
+}
+$boot = Get-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0
+Set-VMFirmware -VM $vm -FirstBootDevice $boot
+Start-VM -VM $vm
+
+# The worker process's command line carries the VM's id; 0 when it is not found.
+$id = $vm.Id.ToString()
+$worker = @(Get-CimInstance -ClassName Win32_Process |
+    Where-Object { $_.Name -eq 'vmwp.exe' -and $_.CommandLine -like "*$id*" })
+$workerId = 0
+if ($worker.Count -gt 0) { $workerId = [uint32] $worker[0].ProcessId }
+
+$answer = [ordered]@{ state = (Get-VM -Id $vm.Id).State.ToString(); pid = $workerId }
+Write-Output '<<<slipway-begin>>>'
+Write-Output (ConvertTo-Json -InputObject $answer -Compress)
+Write-Output '<<<slipway-end>>>'

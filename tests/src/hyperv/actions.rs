@@ -1,0 +1,277 @@
+//! The fake's Hyper-V: each plan action against the state and the fake host's files. Disks are
+//! small placeholder files holding JSON (`{"fake_vhdx": "dynamic"|"differencing", ...}`); a
+//! differencing disk's names its parent, the state disk's keeps what the guest writes there.
+
+use serde_json::{Value, json};
+
+use super::{Failure, Host, Params, State, Vm, guest, now, read_json, write_json};
+
+/// Runs `action`; returns its answer.
+pub(super) fn act(
+    host: &Host,
+    state: &mut State,
+    action: &str,
+    params: &Params,
+) -> Result<Value, Failure> {
+    match action {
+        "create-vm" => create_vm(host, state, params),
+        "os-disk" => os_disk(host, params),
+        "drop-os-disks" => drop_os_disks(host, state, params),
+        "start-vm" => start_vm(host, state, params),
+        "stop-vm" => stop_vm(state, params),
+        "status" => status(state, params),
+        "beacon" => {
+            params.only(&["Name"])?;
+            let name = params.text("Name")?;
+            Ok(match state.vms.get(name) {
+                None => json!({"exists": false, "running": false, "items": []}),
+                Some(vm) => json!({
+                    "exists": true,
+                    "running": vm.state == "Running",
+                    "items": guest::items(host, name, vm),
+                }),
+            })
+        }
+        "remove-vm" => remove_vm(host, state, params),
+        other => Err(format!("fake-powershell: no such plan action {other:?}")),
+    }
+}
+
+fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
+    p.only(&[
+        "Name",
+        "Directory",
+        "MemoryBytes",
+        "Processors",
+        "SwitchName",
+        "MacAddress",
+        "VlanId",
+        "SecureBootTemplate",
+        "StateDisk",
+        "StateDiskBytes",
+    ])?;
+    let name = p.text("Name")?;
+    let template = p.text("SecureBootTemplate")?;
+    let mac = p.text("MacAddress")?;
+    let (memory, processors, vlan) = (
+        p.int("MemoryBytes")?,
+        p.int("Processors")?,
+        p.int("VlanId")?,
+    );
+    let (state_disk, state_bytes) = (p.text("StateDisk")?, p.int("StateDiskBytes")?);
+    let directory = p.text("Directory")?;
+    let switch = p.text("SwitchName")?;
+    if state.vms.contains_key(name) {
+        return Ok(json!({"created": false}));
+    }
+    if mac.len() != 12 || !mac.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "Set-VMNetworkAdapter : Failed to set the static MAC address: '{mac}' is not valid."
+        ));
+    }
+    if !["MicrosoftWindows", "MicrosoftUEFICertificateAuthority"].contains(&template) {
+        return Err(format!(
+            "Set-VMFirmware : The secure boot template '{template}' was not found."
+        ));
+    }
+    if memory <= 0 || processors <= 0 || !(0..=4094).contains(&vlan) {
+        return Err("New-VM : The parameter is incorrect.".to_owned());
+    }
+    std::fs::create_dir_all(host.path(directory)?).map_err(|e| format!("New-VM : {e}"))?;
+    let state_file = host.path(state_disk)?;
+    if !state_file.exists() {
+        std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
+        write_json(
+            &state_file,
+            &json!({"fake_vhdx": "dynamic", "size": state_bytes}),
+        );
+    }
+    let vm = Vm {
+        directory: directory.to_owned(),
+        memory_bytes: memory,
+        processors,
+        switch: switch.to_owned(),
+        mac: mac.to_ascii_uppercase(),
+        vlan,
+        secure_boot_template: template.to_owned(),
+        com1: format!("\\\\.\\pipe\\slipway-{name}"),
+        disks: [("1".to_owned(), state_disk.to_owned())].into(),
+        first_boot: None,
+        state: "Off".to_owned(),
+        started_at: None,
+        pid: 0,
+        guest: None,
+    };
+    state.vms.insert(name.to_owned(), vm);
+    Ok(json!({"created": true}))
+}
+
+fn os_disk(host: &Host, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Parent", "Path"])?;
+    let (parent, path) = (p.text("Parent")?, p.text("Path")?);
+    let file = host.path(path)?;
+    if file.exists() {
+        return Ok(json!({"created": false}));
+    }
+    if !host.path(parent)?.is_file() {
+        return Err(format!(
+            "New-VHD : Failed to create the virtual hard disk. The system cannot find the file \
+             specified. ('{parent}')"
+        ));
+    }
+    let Some(dir) = file.parent().filter(|d| d.is_dir()) else {
+        return Err(format!(
+            "New-VHD : The system cannot find the path specified. ('{path}')"
+        ));
+    };
+    let part = dir.join(format!(
+        "{}.part",
+        file.file_name().unwrap().to_string_lossy()
+    ));
+    write_json(
+        &part,
+        &json!({"fake_vhdx": "differencing", "parent": parent}),
+    );
+    std::fs::rename(&part, &file).map_err(|e| format!("Move-Item : {e}"))?;
+    Ok(json!({"created": true}))
+}
+
+fn drop_os_disks(host: &Host, state: &State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Name", "Directory", "Keep"])?;
+    let (name, directory, keep) = (p.text("Name")?, p.text("Directory")?, p.text("Keep")?);
+    let dir = host.path(directory)?;
+    let attached: Vec<std::path::PathBuf> = state
+        .vms
+        .get(name)
+        .map(|vm| {
+            vm.disks
+                .values()
+                .filter_map(|d| host.path(d).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut drop = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries {
+            let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if file.starts_with("os-")
+                && file.ends_with(".vhdx")
+                && !file.eq_ignore_ascii_case(keep)
+            {
+                drop.push(file);
+            }
+        }
+    }
+    drop.sort();
+    if let Some(busy) = drop.iter().find(|f| attached.contains(&dir.join(f))) {
+        return Err(format!(
+            "{busy} is attached to VM '{name}': detach it before removing it"
+        ));
+    }
+    for file in &drop {
+        std::fs::remove_file(dir.join(file)).map_err(|e| format!("Remove-Item : {e}"))?;
+    }
+    Ok(json!({"removed": drop}))
+}
+
+fn start_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Name", "OsDisk", "Seed"])?;
+    let (name, os, seed) = (p.text("Name")?, p.text("OsDisk")?, p.text("Seed")?);
+    let vm = state
+        .vms
+        .get_mut(name)
+        .ok_or_else(|| no_vm("Get-VM", name))?;
+    if vm.state != "Off" {
+        return Err(format!(
+            "Start-VM : '{name}' failed to change state. The operation cannot be performed \
+             while the object is in its current state ({}).",
+            vm.state
+        ));
+    }
+    for disk in [os, seed] {
+        if !host.path(disk)?.is_file() {
+            return Err(format!(
+                "Add-VMHardDiskDrive : Failed to add device 'Virtual Hard Disk'. The system \
+                 cannot find the file specified. ('{disk}')"
+            ));
+        }
+    }
+    let placeholder: Value = read_json(&host.path(os)?).unwrap_or_default();
+    if let Some(parent) = placeholder["parent"].as_str()
+        && !host.path(parent)?.is_file()
+    {
+        return Err(format!(
+            "Start-VM : '{name}' failed to start. The chain of virtual hard disks is broken: \
+             cannot find the parent '{parent}' of '{os}'."
+        ));
+    }
+    vm.disks.insert("0".to_owned(), os.to_owned());
+    vm.disks.insert("2".to_owned(), seed.to_owned());
+    vm.first_boot = Some(os.to_owned());
+    vm.guest = Some(guest::boot(host, vm)?);
+    vm.state = "Running".to_owned();
+    vm.started_at = Some(now());
+    vm.pid = 4000 + u32::try_from(state_len_hash(name)).unwrap_or(0);
+    Ok(json!({"state": "Running", "pid": vm.pid}))
+}
+
+/// A stable small number from a name, for a worker's pid.
+fn state_len_hash(name: &str) -> u64 {
+    name.bytes()
+        .fold(7u64, |h, b| (h * 31 + u64::from(b)) % 50_000)
+}
+
+fn stop_vm(state: &mut State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Name", "TimeoutSeconds"])?;
+    let name = p.text("Name")?;
+    p.int("TimeoutSeconds")?;
+    let vm = state
+        .vms
+        .get_mut(name)
+        .ok_or_else(|| no_vm("Get-VM", name))?;
+    if vm.state == "Off" {
+        return Ok(json!({"stopped": "already-stopped"}));
+    }
+    vm.state = "Off".to_owned();
+    vm.started_at = None;
+    vm.pid = 0;
+    Ok(json!({"stopped": "shut-down"}))
+}
+
+fn status(state: &State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Name"])?;
+    let Some(vm) = state.vms.get(p.text("Name")?) else {
+        return Ok(json!({"exists": false}));
+    };
+    let uptime = vm
+        .started_at
+        .map_or(0.0, |t| ((now() - t) * 10.0).round() / 10.0);
+    let heartbeat = match vm.started_at {
+        Some(t) if now() - t >= guest::boot_seconds() => json!("OkApplicationsUnknown"),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "exists": true,
+        "state": vm.state,
+        "status": "Operating normally",
+        "uptime": uptime,
+        "pid": vm.pid,
+        "heartbeat": heartbeat,
+    }))
+}
+
+fn remove_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Name", "Directory"])?;
+    let (name, directory) = (p.text("Name")?, p.text("Directory")?);
+    let had_vm = state.vms.remove(name).is_some();
+    let dir = host.path(directory)?;
+    let had_dir = dir.exists();
+    if had_dir {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("Remove-Item : {e}"))?;
+    }
+    Ok(json!({"removed": had_vm || had_dir}))
+}
+
+fn no_vm(cmdlet: &str, name: &str) -> Failure {
+    format!("{cmdlet} : Hyper-V was unable to find a virtual machine with name \"{name}\".")
+}
