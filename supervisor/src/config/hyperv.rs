@@ -125,7 +125,8 @@ impl Raw<'_> {
                 switch.span(),
                 format!(
                     "switch {name:?}: expected the name of a Hyper-V virtual switch (Get-VMSwitch), \
-                     at most 128 characters, without quotes, %, !, ^, &, |, <, > or control characters"
+                     at most 128 characters, not starting with '-', without quotes, %, !, ^, &, |, \
+                     <, >, $, backquotes or control characters"
                 ),
             ));
         }
@@ -137,12 +138,10 @@ impl Raw<'_> {
     }
 }
 
-/// Characters a value passed to a plan may hold (the executors refuse the rest: cmd.exe and
-/// the command line would read them).
+/// Whether a plan may be given `text` as a value (the executors refuse the rest: cmd.exe,
+/// PowerShell's binder or a shell would read them).
 fn plain(text: &str) -> bool {
-    !text
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '"' | '%' | '!' | '^' | '&' | '|' | '<' | '>'))
+    crate::driver::hyperv::plan::check_value("", text).is_ok()
 }
 
 fn ssh_target(raw: &RawSsh) -> Result<SshTarget, String> {
@@ -150,13 +149,13 @@ fn ssh_target(raw: &RawSsh) -> Result<SshTarget, String> {
     let word = |s: &str| {
         !s.is_empty()
             && !s.starts_with('-')
-            && s.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '[' | ']')
-            })
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     if !word(host) || (raw.ssh.contains('@') && !word(user)) {
         return Err(format!(
-            "ssh {:?}: expected user@host (letters, digits, '-', '_', '.'; a host name or address)",
+            "ssh {:?}: expected user@host (letters, digits, '-', '_', '.'; a host name or IPv4 \
+             address: sftp would read an IPv6 address's ':' as a path)",
             raw.ssh
         ));
     }
@@ -165,6 +164,10 @@ fn ssh_target(raw: &RawSsh) -> Result<SshTarget, String> {
     }
     let absolute = |key: &str, path: &Option<String>| match path {
         Some(p) if !p.starts_with('/') => Err(format!("{key} {p:?}: expected an absolute path")),
+        // ssh splits its options' values at spaces and expands % and ~ in them.
+        Some(p) if p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '%') => Err(
+            format!("{key} {p:?}: expected a path without spaces, control characters or '%'"),
+        ),
         Some(p) => Ok(Some(PathBuf::from(p))),
         None => Ok(None),
     };
@@ -183,7 +186,7 @@ fn windows_root(root: &str) -> Result<String, String> {
         format!(
             "root {root:?}: expected a directory on the Hyper-V host as a drive-absolute Windows path \
              like 'D:\\Slipway' (single quotes in TOML keep the backslashes), without '..', '/', \
-             quotes, %, !, ^, &, |, <, > or control characters"
+             quotes, %, !, ^, &, |, <, >, $, backquotes, [, ], *, ? or control characters"
         )
     };
     let trimmed = root.trim_end_matches('\\');
@@ -194,7 +197,7 @@ fn windows_root(root: &str) -> Result<String, String> {
         || !rest.starts_with(":\\")
         || rest.len() < 3
         || !plain(trimmed)
-        || trimmed.contains('/')
+        || trimmed.contains(['/', '[', ']', '*', '?'])
         || trimmed[3..]
             .split('\\')
             .any(|part| part.is_empty() || part == "." || part == ".." || part.ends_with(' '))
@@ -226,6 +229,8 @@ mod tests {
             "D:\\\"x\"",
             "D:\\100%",
             "D:\\a&b",
+            "D:\\VMs [prod]",
+            "D:\\Slip$way",
         ] {
             assert!(windows_root(bad).is_err(), "{bad} was taken");
         }
@@ -244,7 +249,15 @@ mod tests {
             "slipway@hv-01.example"
         );
         assert!(ssh_target(&raw("hv-01")).is_ok());
-        for bad in ["-oProxyCommand=x", "a@-b", "a b@c", "@host", "u@", "u@h;x"] {
+        for bad in [
+            "-oProxyCommand=x",
+            "a@-b",
+            "a b@c",
+            "@host",
+            "u@",
+            "u@h;x",
+            "u@fe80::1",
+        ] {
             assert!(ssh_target(&raw(bad)).is_err(), "{bad} was taken");
         }
         let relative = RawSsh {
@@ -252,5 +265,10 @@ mod tests {
             ..raw("u@h")
         };
         assert!(ssh_target(&relative).unwrap_err().contains("absolute"));
+        let spaced = RawSsh {
+            known_hosts: Some("/etc/slipway/hv 01/kh".into()),
+            ..raw("u@h")
+        };
+        assert!(ssh_target(&spaced).unwrap_err().contains("without spaces"));
     }
 }

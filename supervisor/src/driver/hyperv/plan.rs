@@ -105,6 +105,21 @@ pub fn check_value(param: &str, value: &str) -> Result<(), BadValue> {
     if let Some(c) = value.chars().find(|c| "$`".contains(*c)) {
         return Err(bad(format!("holds `{c}`, which /bin/sh would expand")));
     }
+    // PowerShell reads the typographic quotes as quotes too (when it is the SSH server's shell).
+    if let Some(c) = value
+        .chars()
+        .find(|c| ('\u{2018}'..='\u{201F}').contains(c))
+    {
+        return Err(bad(format!(
+            "holds `{c}`, which PowerShell reads as a quote"
+        )));
+    }
+    // After -File, PowerShell binds a word starting with a dash as a parameter name, quoted or not.
+    if value.starts_with('-') {
+        return Err(bad(
+            "starts with `-`, which PowerShell would bind as a parameter name".to_owned(),
+        ));
+    }
     if value.ends_with('\\') {
         return Err(bad(
             "ends in `\\`, which would escape the closing quote".to_owned()
@@ -406,7 +421,8 @@ mod tests {
     #[test]
     fn each_refused_character_is_named_with_its_parameter() {
         for c in [
-            '"', '%', '!', '^', '&', '|', '<', '>', '$', '`', '\n', '\r', '\t', '\0',
+            '"', '%', '!', '^', '&', '|', '<', '>', '$', '`', '\n', '\r', '\t', '\0', '\u{201C}',
+            '\u{201D}', '\u{2018}',
         ] {
             let name = format!("cp{c}1");
             let err = command_line(&status(&name), r"C:\p").unwrap_err();
@@ -424,6 +440,8 @@ mod tests {
         assert!(err.why.contains("ends in"), "{}", err.why);
         let err = command_line(&status(""), r"C:\p").unwrap_err();
         assert_eq!(err.why, "is empty");
+        let err = command_line(&status("-VlanId:0"), r"C:\p").unwrap_err();
+        assert!(err.why.contains("starts with `-`"), "{}", err.why);
         let err = command_line(&status("cp-1"), "C:\\%TEMP%").unwrap_err();
         assert_eq!(err.param, "the plans directory");
     }
