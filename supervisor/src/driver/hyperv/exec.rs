@@ -432,15 +432,7 @@ impl Local {
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), ExecError> {
         let remote = Path::new(remote);
         let part = part_path(remote);
-        if let Some(parent) = remote.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|source| ExecError::File {
-                    action: "create the directory",
-                    path: parent.to_owned(),
-                    source,
-                })?;
-        }
+        create_parent(remote).await?;
         tokio::fs::copy(local, &part)
             .await
             .map_err(|source| ExecError::File {
@@ -618,17 +610,23 @@ fn part_path(path: &Path) -> PathBuf {
     PathBuf::from(part)
 }
 
+/// Makes the directory `path` is in, with its parents.
+async fn create_parent(path: &Path) -> Result<(), ExecError> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(|source| ExecError::File {
+            action: "create the directory",
+            path: parent.to_owned(),
+            source,
+        })
+}
+
 /// Writes `bytes` to `path` through `path.part` and a rename.
 async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|source| ExecError::File {
-                action: "create the directory",
-                path: parent.to_owned(),
-                source,
-            })?;
-    }
+    create_parent(path).await?;
     let part = part_path(path);
     tokio::fs::write(&part, bytes)
         .await
