@@ -37,8 +37,6 @@ pub enum Port {
     /// A stream socket the lines arrive on (QEMU's virtio-serial port).
     Socket(PathBuf),
     /// A source read every few seconds (Hyper-V's KVP item).
-    // Made by the Hyper-V driver, which is not written yet; its listener is tested here.
-    #[cfg_attr(not(test), allow(dead_code))]
     Poll(Arc<dyn Poll>),
 }
 

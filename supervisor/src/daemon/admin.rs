@@ -113,7 +113,7 @@ pub(super) async fn purge_node<D: Driver>(
         }
     }
     for vm in crate::records::vm_dirs(&config.state_dir, name.as_ref()) {
-        driver.forget(&vm);
+        driver.forget(&vm).await;
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     Ok(())

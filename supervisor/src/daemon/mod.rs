@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use images::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -34,8 +34,9 @@ use crate::api::{
 };
 use crate::beacon::Heard;
 use crate::config::{HostConfig, Hypervisor};
-use crate::driver::Driver;
+use crate::driver::hyperv::driver::HyperV;
 use crate::driver::qemu::Qemu;
+use crate::driver::{AnyDriver, Driver};
 use crate::metrics;
 use crate::model::{Backoff, Deadlines, Digest, NodeName};
 use crate::records::{self, NodeRecord};
@@ -397,20 +398,20 @@ fn publish<D: Driver>(
 }
 
 /// The driver a host config names.
-pub async fn driver(config: &HostConfig) -> anyhow::Result<Qemu> {
-    match &config.hypervisor {
+pub async fn driver(config: &HostConfig) -> anyhow::Result<AnyDriver> {
+    let driver = match &config.hypervisor {
         Hypervisor::Qemu(accel) => {
             let qemu = Qemu::open(&config.state_dir, *accel, &config.vm_user).await?;
-            qemu.configure(config);
             tracing::debug!(accel = ?qemu.accel(), user = %qemu.user().name, "QEMU driver ready");
-            Ok(qemu)
+            AnyDriver::Qemu(qemu)
         }
-        Hypervisor::HyperV(_) => {
-            bail!(
-                "hypervisor hyperv: the Hyper-V driver is not implemented yet (use kind = \"qemu\")"
-            )
+        Hypervisor::HyperV(host) => {
+            tracing::debug!(switch = %host.switch, root = %host.root, "Hyper-V driver ready");
+            AnyDriver::HyperV(HyperV::open(host, &config.state_dir))
         }
-    }
+    };
+    driver.configure(config);
+    Ok(driver)
 }
 
 /// Runs `slipwayd run` until SIGTERM or SIGINT.

@@ -537,6 +537,7 @@ impl<D: Driver> Daemon<D> {
                 gateway: cluster.gateway,
                 prefix: cluster.network.prefix,
             },
+            secure_boot: stored.manifest.boot.secure_boot.clone(),
         };
         self.driver.prepare(&spec).await?;
         Ok((spec, Booted::from(&stored), seed.kubeadm_sha256))

@@ -1,6 +1,8 @@
 //! Hypervisor drivers and the node network: the [`Driver`] trait says what the daemon needs of a
-//! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] implements it.
+//! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] and
+//! [`hyperv::driver::HyperV`] implement it, [`AnyDriver`] is whichever the host config names.
 
+mod any;
 pub mod hyperv;
 pub mod network;
 pub mod qemu;
@@ -9,6 +11,8 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use any::AnyDriver;
 
 /// What a driver needs to make and run one node VM.
 #[derive(Debug, Clone)]
@@ -34,6 +38,9 @@ pub struct VmSpec {
     pub mac: String,
     /// The cluster network it plugs into.
     pub network: NetSpec,
+    /// The Secure Boot keys its image's manifest asks for (`boot.secure_boot`: `none`,
+    /// `MicrosoftWindows`): Hyper-V's template; QEMU boots its own OVMF vars either way.
+    pub secure_boot: String,
 }
 
 /// A cluster's node network as a VM needs it.
@@ -138,8 +145,11 @@ pub trait Driver: Send + Sync + 'static {
     fn configure(&self, _config: &crate::config::HostConfig) {}
     /// Gives back what the (stopped) VM of run directory `dir` held on the host besides its
     /// files, before the directory is deleted: the QEMU driver's tap device of a bridged
-    /// cluster (a VM that died by itself kept it). Failures are logged, not returned.
-    fn forget(&self, _dir: &Path) {}
+    /// cluster (a VM that died by itself kept it), the Hyper-V driver's VM and its disks on the
+    /// Hyper-V host. Failures are logged, not returned.
+    fn forget(&self, _dir: &Path) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The pid in `pidfile` if that process still runs `program` with `marker` on its command line

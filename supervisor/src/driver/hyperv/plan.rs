@@ -129,6 +129,7 @@ pub fn check_value(param: &str, value: &str) -> Result<(), BadValue> {
 }
 
 /// The example root the golden files and tests use for `R`.
+#[cfg(test)]
 pub const EXAMPLE_ROOT: &str = r"C:\Slipway";
 
 /// What `create-vm` makes.
@@ -287,6 +288,7 @@ pub fn remove_vm(name: &str, directory: &str) -> Plan {
 
 /// One plan per action with fixed example values under [`EXAMPLE_ROOT`], in the order of the
 /// protocol: what the golden files show and the grammar tests parse.
+#[cfg(test)]
 pub fn all_examples() -> Vec<Plan> {
     let image = concat!(
         r"C:\Slipway\images\",

@@ -40,6 +40,7 @@ fn spec(root: &Path) -> VmSpec {
             gateway: "10.44.0.1".parse().unwrap(),
             prefix: 24,
         },
+        secure_boot: "none".into(),
     }
 }
 

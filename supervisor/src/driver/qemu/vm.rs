@@ -720,7 +720,7 @@ impl Driver for Qemu {
         self.use_networks(config);
     }
 
-    fn forget(&self, dir: &Path) {
+    async fn forget(&self, dir: &Path) {
         let tap = network::tap_name(dir);
         if let Err(e) = network::remove_tap(&Ip::host(), &tap) {
             tracing::warn!(%tap, "cannot remove the tap device of a VM that is gone: {e:#}");

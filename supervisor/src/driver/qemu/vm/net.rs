@@ -139,6 +139,7 @@ mod tests {
                 gateway: "10.44.0.1".parse().unwrap(),
                 prefix: 24,
             },
+            secure_boot: "none".into(),
         }
     }
 

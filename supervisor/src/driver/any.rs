@@ -1,0 +1,66 @@
+//! [`AnyDriver`]: the driver a host config names, QEMU or Hyper-V, behind one type so the daemon
+//! stays generic over [`Driver`] and is built once.
+
+use std::path::Path;
+
+use super::hyperv::driver::HyperV;
+use super::qemu::Qemu;
+use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
+use crate::beacon::Port;
+use crate::config::HostConfig;
+
+/// QEMU or Hyper-V.
+pub enum AnyDriver {
+    /// QEMU/KVM on this Linux host.
+    Qemu(Qemu),
+    /// Hyper-V, through PowerShell plans.
+    HyperV(HyperV),
+}
+
+/// Calls `$call` on whichever driver `$self` holds.
+macro_rules! each {
+    ($self:ident, $driver:ident => $call:expr) => {
+        match $self {
+            AnyDriver::Qemu($driver) => $call,
+            AnyDriver::HyperV($driver) => $call,
+        }
+    };
+}
+
+impl Driver for AnyDriver {
+    async fn prepare(&self, spec: &VmSpec) -> anyhow::Result<()> {
+        each!(self, d => d.prepare(spec).await)
+    }
+    async fn overlay(&self, dir: &Path, base: &Path, image: &str) -> anyhow::Result<()> {
+        each!(self, d => d.overlay(dir, base, image).await)
+    }
+    async fn drop_overlays(&self, dir: &Path, keep: &str) -> anyhow::Result<()> {
+        each!(self, d => d.drop_overlays(dir, keep).await)
+    }
+    async fn start(&self, spec: &VmSpec) -> anyhow::Result<u32> {
+        each!(self, d => d.start(spec).await)
+    }
+    async fn stop(
+        &self,
+        name: &str,
+        dir: &Path,
+        deadlines: StopDeadlines,
+    ) -> anyhow::Result<Stopped> {
+        each!(self, d => d.stop(name, dir, deadlines).await)
+    }
+    async fn status(&self, name: &str, dir: &Path) -> VmStatus {
+        each!(self, d => d.status(name, dir).await)
+    }
+    fn beacon(&self, dir: &Path) -> Port {
+        each!(self, d => d.beacon(dir))
+    }
+    async fn stop_network(&self, cluster: &str) {
+        each!(self, d => d.stop_network(cluster).await)
+    }
+    fn configure(&self, config: &HostConfig) {
+        each!(self, d => d.configure(config))
+    }
+    async fn forget(&self, dir: &Path) {
+        each!(self, d => d.forget(dir).await)
+    }
+}

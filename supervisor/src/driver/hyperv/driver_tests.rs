@@ -1,0 +1,283 @@
+//! The Hyper-V driver through a real OpenSSH server whose `powershell` is the fake Hyper-V host
+//! (`tests::sshd::FakeHyperV`): a node's whole life (make, boot, beacon, stop, swap to another
+//! image, drop the old disk, remove) as the daemon drives it, and a failing plan as a status.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ::tests::sshd::{FakeHyperV, Fault};
+use serde_json::json;
+use sha2::Digest as _;
+
+use super::*;
+use crate::config::hyperv::{Executor as HostExecutor, SshTarget};
+use crate::driver::NetSpec;
+
+const ROOT: &str = r"C:\Slipway";
+
+fn host(fake: &FakeHyperV) -> HyperVHost {
+    HyperVHost {
+        executor: HostExecutor::Ssh(SshTarget {
+            target: fake.target(),
+            port: Some(fake.port()),
+            identity: Some(fake.identity()),
+            known_hosts: Some(fake.known_hosts()),
+        }),
+        switch: "Cluster Switch".to_owned(),
+        root: ROOT.to_owned(),
+    }
+}
+
+/// A raw NoCloud seed as the daemon writes it: a FAT volume with kubeadm.yaml and a
+/// network-config.
+fn raw_seed(path: &Path, kubeadm: &str, address: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    ::tests::run(Command::new("mkfs.vfat").args(["-n", "CIDATA"]).arg(path));
+    let network =
+        format!("version: 2\nethernets:\n  node:\n    addresses:\n      - {address}/24\n");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("kubeadm.yaml", kubeadm), ("network-config", &network)] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        ::tests::run(
+            Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-i")
+                .arg(path)
+                .arg(dir.path().join(name))
+                .arg(format!("::/{name}")),
+        );
+    }
+}
+
+/// A small VHDX standing for a node image, distinct per `fill`.
+fn image(path: &Path, fill: u8) -> String {
+    let raw = path.with_extension("raw");
+    std::fs::write(&raw, vec![fill; 1 << 20]).unwrap();
+    ::tests::convert(
+        &raw,
+        path,
+        &images::vhdx::Options::new(images::vhdx::Identity::derived(&fill.to_string())),
+    );
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn spec(state: &Path, base: &Path, image: &str, seed: &Path, secure_boot: &str) -> VmSpec {
+    VmSpec {
+        name: "w-1".into(),
+        dir: state.join("nodes/w-1"),
+        base: base.to_owned(),
+        image: image.to_owned(),
+        seed: seed.to_owned(),
+        state_disk: 1 << 30,
+        cpus: 2,
+        memory: 2 << 30,
+        mac: "02:ab:00:00:00:01".into(),
+        network: NetSpec {
+            cluster: "lab".into(),
+            gateway: "10.44.0.1".parse().unwrap(),
+            prefix: 24,
+        },
+        secure_boot: secure_boot.to_owned(),
+    }
+}
+
+/// The beacon line the polled port hands on first, within a minute.
+async fn first_beacon(port: &Port) -> crate::beacon::Beacon {
+    let Port::Poll(source) = port else {
+        panic!("Hyper-V beacons are polled, got {port:?}");
+    };
+    let start = Instant::now();
+    loop {
+        if let Some(line) = source.read().await.unwrap() {
+            return serde_json::from_str(&line).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no beacon");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lives_and_swaps_through_the_plans() {
+    let fake = FakeHyperV::start_with(0.5);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    std::fs::create_dir_all(state.join("nodes/w-1")).unwrap();
+    let (old_base, new_base) = (work.path().join("old.vhdx"), work.path().join("new.vhdx"));
+    let (old, new) = (image(&old_base, 1), image(&new_base, 2));
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap().to_owned();
+    fake.set_images(&json!({
+        hex(&old): {"name": "win-node", "version": "1", "root_hash": "r1"},
+        hex(&new): {"name": "win-node", "version": "2", "root_hash": "r2"},
+    }));
+    let kubeadm = "kind: JoinConfiguration\n";
+    let seed = work.path().join("seed.img");
+    raw_seed(&seed, kubeadm, "10.44.0.21");
+    let driver = HyperV::open(&host(&fake), &state);
+    driver.vlans.lock().unwrap().insert("lab".into(), 12);
+    let dir = state.join("nodes/w-1");
+    let first = spec(&state, &old_base, &old, &seed, "MicrosoftWindows");
+
+    driver.prepare(&first).await.unwrap();
+    let vm = &fake.state()["vms"]["w-1"];
+    assert_eq!(vm["vlan"], 12, "the cluster's VLAN: {vm}");
+    assert_eq!(vm["mac"], "02AB00000001");
+    assert_eq!(vm["secure_boot_template"], "MicrosoftWindows");
+    assert_eq!(vm["directory"], r"C:\Slipway\vms\w-1");
+    let uploaded = fake.host_path(&format!(r"{ROOT}\images\{}.vhdx", hex(&old)));
+    assert_eq!(
+        std::fs::read(&uploaded).unwrap(),
+        std::fs::read(&old_base).unwrap(),
+        "the image arrives whole"
+    );
+    assert_eq!(driver.status("w-1", &dir).await, VmStatus::Stopped);
+
+    let pid = driver.start(&first).await.unwrap();
+    assert!(pid > 0);
+    assert_eq!(driver.status("w-1", &dir).await, VmStatus::Running { pid });
+    let beacon = first_beacon(&driver.beacon(&dir)).await;
+    assert_eq!(
+        (beacon.event.as_str(), beacon.version.as_str()),
+        ("ready", "1")
+    );
+    let kubeadm_sha: String = sha2::Sha256::digest(kubeadm.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        beacon.kubeadm_sha256, kubeadm_sha,
+        "the guest read our seed"
+    );
+    assert_eq!(beacon.address, "10.44.0.21");
+    let local_seed = dir.join("seed.vhdx");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&local_seed).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the seed holds a bootstrap token"
+    );
+
+    // The swap: stop, a second OS disk over the new image, boot it, then drop the old one.
+    let deadlines = StopDeadlines {
+        powerdown: Duration::from_secs(30),
+        quit: Duration::from_secs(5),
+        kill: Duration::from_secs(5),
+    };
+    let stopped = driver.stop("w-1", &dir, deadlines).await.unwrap();
+    assert!(
+        matches!(stopped, Stopped::PoweredDown | Stopped::Killed),
+        "{stopped:?}"
+    );
+    assert_eq!(driver.status("w-1", &dir).await, VmStatus::Stopped);
+    assert_eq!(
+        driver.stop("w-1", &dir, deadlines).await.unwrap(),
+        Stopped::AlreadyStopped
+    );
+    driver.overlay(&dir, &new_base, &new).await.unwrap();
+    let second = spec(&state, &new_base, &new, &seed, "MicrosoftWindows");
+    driver.start(&second).await.unwrap();
+    let beacon = first_beacon(&driver.beacon(&dir)).await;
+    assert_eq!(beacon.version, "2", "the VM boots the new image");
+    assert_eq!(beacon.boot_count, 2, "on the same state disk");
+    let old_disk = fake.host_path(&format!(r"{ROOT}\vms\w-1\os-{}.vhdx", &hex(&old)[..16]));
+    assert!(
+        old_disk.exists(),
+        "kept for a rollback until the swap commits"
+    );
+    driver.drop_overlays(&dir, &new).await.unwrap();
+    assert!(
+        !old_disk.exists(),
+        "a committed swap drops the previous disk"
+    );
+
+    // A plan failing is a status the daemon reads as "not known", never as stopped.
+    fake.inject(Fault {
+        action: "status".into(),
+        name: None,
+        mode: "exit".into(),
+        times: 1,
+    });
+    match driver.status("w-1", &dir).await {
+        VmStatus::Paused { status, .. } => assert!(status.starts_with("unknown: "), "{status}"),
+        other => panic!("a failed status plan read as {other:?}"),
+    }
+
+    driver.stop("w-1", &dir, deadlines).await.unwrap();
+    driver.forget(&dir).await;
+    assert!(fake.state()["vms"].get("w-1").is_none(), "the VM is gone");
+    assert!(
+        !fake.host_path(r"C:\Slipway\vms\w-1").exists(),
+        "with its disks"
+    );
+}
+
+#[test]
+fn run_directories_name_their_vms_and_no_node_is_anothers_replacement() {
+    let host = HyperVHost {
+        executor: HostExecutor::Local,
+        switch: "s".into(),
+        root: r"D:\Slipway\".into(),
+    };
+    let driver = HyperV::open(&host, Path::new("/var/lib/slipway"));
+    let name = |dir: &str| driver.vm_name(Path::new(dir));
+    assert_eq!(name("/var/lib/slipway/nodes/w-1").unwrap(), "w-1");
+    assert_eq!(
+        name("/var/lib/slipway/nodes/w-1/gen-2").unwrap(),
+        "w-1.gen-2"
+    );
+    assert!(name("/var/lib/slipway/other/w-1").is_err());
+    assert!(name("/var/lib/slipway/nodes").is_err());
+    assert_eq!(
+        driver.vm_dir("w-1"),
+        r"D:\Slipway\vms\w-1",
+        "no doubled backslash"
+    );
+    assert!(driver.image_path("sha256:00").is_err());
+}
+
+#[test]
+fn an_image_asks_for_a_secure_boot_template_hyperv_has() {
+    assert_eq!(secure_boot_template("none").unwrap(), "None");
+    assert_eq!(
+        secure_boot_template("MicrosoftWindows").unwrap(),
+        "MicrosoftWindows"
+    );
+    let error = secure_boot_template("OwnKeys").unwrap_err().to_string();
+    assert!(error.contains("OwnKeys"), "{error}");
+}
+
+#[test]
+fn vm_states_read_as_the_daemon_needs_them() {
+    let vm = |exists: bool, state: Option<&str>| parse::VmState {
+        exists,
+        state: state.map(str::to_owned),
+        status: None,
+        uptime: None,
+        pid: Some(7),
+        heartbeat: None,
+    };
+    assert_eq!(vm_status(&vm(false, None)), VmStatus::Stopped);
+    assert_eq!(vm_status(&vm(true, Some("Off"))), VmStatus::Stopped);
+    assert_eq!(
+        vm_status(&vm(true, Some("Starting"))),
+        VmStatus::Running { pid: 7 }
+    );
+    assert_eq!(
+        vm_status(&vm(true, Some("Saved"))),
+        VmStatus::Paused {
+            pid: 7,
+            status: "saved".into()
+        }
+    );
+}
