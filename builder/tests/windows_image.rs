@@ -13,86 +13,22 @@ use std::process::{Command, Output};
 use images::bcd::{self, Device};
 use images::guid::Guid;
 use images::manifest::Manifest;
-use tests::windows::{EDITION, Spec, install_wim};
+use tests::windows::{EDITION, NodeSources, Spec};
 
-/// What a test works in: the recipe's directory with its in-guest files and stand-ins.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
+/// What a test works in: the recipe's sources ([`NodeSources`]) and the builder run on them.
+struct Workspace(NodeSources);
 
 impl Workspace {
     fn new(spec: &Spec) -> Workspace {
-        let ws = Workspace {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let files = ws.path("windows-node");
-        std::fs::create_dir(&files).unwrap();
-        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/windows-node");
-        for entry in std::fs::read_dir(&reference).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), files.join(entry.file_name())).unwrap();
-        }
-        install_wim(&files, spec);
-        for exe in ["kubelet.exe", "kubeadm.exe", "kubectl.exe"] {
-            std::fs::write(files.join(exe), format!("stand-in: {exe}\n")).unwrap();
-        }
-        tarball(
-            &ws.path("containerd.tar.gz"),
-            "bin",
-            &["containerd.exe", "ctr.exe", "containerd-shim-runhcs-v1.exe"],
-        );
-        tarball(
-            &ws.path("cni.tgz"),
-            ".",
-            &["win-bridge.exe", "win-overlay.exe", "host-local.exe"],
-        );
-        ws
+        Workspace(NodeSources::new(spec))
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.0.path(rel)
     }
 
-    /// The reference recipe with its downloads replaced by the stand-ins (pinned by their
-    /// digests) and `edit` applied; written as `windows-node.toml`.
     fn recipe(&self, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/windows-node.toml"),
-        )
-        .unwrap();
-        let mut recipe: toml::Table = text.parse().unwrap();
-        let sources = recipe["sources"].as_table_mut().unwrap();
-        let local = |path: &str, dir: &Workspace, unpack: bool| {
-            let mut t = toml::Table::new();
-            t.insert("path".into(), path.into());
-            t.insert("sha256".into(), sha256(&dir.path(path)).into());
-            if unpack {
-                t.insert("unpack".into(), true.into());
-            }
-            toml::Value::Table(t)
-        };
-        sources.insert(
-            "base".into(),
-            local("windows-node/install.wim", self, false),
-        );
-        for exe in ["kubelet", "kubeadm", "kubectl"] {
-            sources.insert(
-                exe.into(),
-                local(&format!("windows-node/{exe}.exe"), self, false),
-            );
-        }
-        sources.insert("containerd".into(), local("containerd.tar.gz", self, true));
-        sources.insert("cni".into(), local("cni.tgz", self, true));
-        // A small disk: the test's volume is 1 GiB (the reference's 40 GiB is a sparse file too,
-        // but reading its holes costs seconds).
-        recipe["disk"]
-            .as_table_mut()
-            .unwrap()
-            .insert("size".into(), "1G".into());
-        edit(&mut recipe);
-        let path = self.path("windows-node.toml");
-        std::fs::write(&path, toml::to_string(&recipe).unwrap()).unwrap();
-        path
+        self.0.recipe(edit)
     }
 
     fn slipway(&self, args: &[&str]) -> Output {
@@ -113,26 +49,6 @@ impl Workspace {
             self.path(cache).to_str().unwrap(),
         ])
     }
-}
-
-fn tarball(path: &Path, prefix: &str, names: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join(prefix)).unwrap();
-    let mut args: Vec<String> = vec![
-        "czf".into(),
-        path.to_str().unwrap().into(),
-        "-C".into(),
-        dir.path().to_str().unwrap().into(),
-    ];
-    for name in names {
-        std::fs::write(
-            dir.path().join(prefix).join(name),
-            format!("stand-in: {name}\n"),
-        )
-        .unwrap();
-        args.push(format!("{prefix}/{name}"));
-    }
-    run("tar", &args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 fn run(program: &str, args: &[&str]) -> String {

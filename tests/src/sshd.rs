@@ -1,8 +1,17 @@
 //! A fake Hyper-V host reached over real SSH: Debian's OpenSSH server (`sshd`, run as root on
 //! 127.0.0.1 at a free port, with its own config, host key and client key in a temporary
-//! directory) whose `powershell` is the `fake-powershell` binary ([`crate::hyperv`]). Its
-//! sftp subsystem starts in the fake host's root, so sftp's `C:/a/b` lands on
-//! `ROOT/C:/a/b`, where the fake looks for `C:\a\b`. Killed when dropped.
+//! directory) whose `powershell` is the `fake-powershell` binary ([`crate::hyperv`]). Killed
+//! when dropped.
+//!
+//! Paths behave as on Windows' OpenSSH: sshd runs in a mount namespace of its own (`unshare
+//! --mount --propagation private`, util-linux) where the fake host's `C:` drive, the directory
+//! `ROOT/C:`, is bind-mounted on `/C:`. Windows' sftp-server reaches `C:\a\b` as `/C:/a/b`; a
+//! path without the leading `/` is relative to the account's home directory, here as there
+//! `C:\Users\NAME` (`/C:/Users/root`): an executor sending `C:/a/b` writes to
+//! `C:\Users\root\C:\a\b` and the tests see the file is not where it should be. Each server
+//! has its own namespace, so parallel tests do not see each other's `C:`. The mount point `/C:`
+//! must exist on the real root: [`FakeHyperV::start`] makes the empty directory when it is
+//! missing.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +22,13 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub use crate::hyperv::Fault;
+
+/// Where the fake host's `C:` drive is mounted in sshd's namespace: Windows' sftp-server's
+/// name for the drive's root.
+const MOUNT_POINT: &str = "/C:";
+
+/// The account the tests log in as: its home is `C:\Users\root`, where sftp starts.
+const HOME_USER: &str = "root";
 
 /// How long sshd may take to listen.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -77,9 +93,18 @@ impl FakeHyperV {
         let config = ssh.join("sshd_config");
         std::fs::write(&config, sshd_config(port, &ssh, &bin, &root, boot_seconds)).unwrap();
         let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-        // An absolute path: sshd re-executes itself for each connection.
-        let sshd = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
+        let drive = root.join("C:");
+        std::fs::create_dir_all(drive.join("Users").join(HOME_USER)).unwrap();
+        // The mount point, on the real root: an empty directory, the same for every test.
+        std::fs::create_dir_all(MOUNT_POINT).unwrap();
+        // sh runs in the new namespace, mounts, and becomes sshd (same pid: kill() reaches it).
+        // An absolute path for sshd: it re-executes itself for each connection.
+        let sshd = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && exec /usr/sbin/sshd -D -e -f \"$3\"")
+            .arg("sh")
+            .arg(&drive)
+            .arg(MOUNT_POINT)
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,7 +112,8 @@ impl FakeHyperV {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "start /usr/sbin/sshd: {e} (apt-get install openssh-server; scripts/setup does)"
+                    "start unshare and /usr/sbin/sshd: {e} (apt-get install util-linux \
+                     openssh-server; scripts/setup does)"
                 )
             });
         let mut fake = FakeHyperV { dir, port, sshd };
@@ -138,6 +164,20 @@ impl FakeHyperV {
     /// The fake as a local program (for the Local executor): it runs with this host's root.
     pub fn local_program(&self) -> PathBuf {
         self.dir.path().join("bin/local-powershell")
+    }
+
+    /// Puts a VM named `name` that Slipway did not make (no Slipway Notes) on the fake host.
+    pub fn put_foreign_vm(&self, name: &str) {
+        let mut state: crate::hyperv::State =
+            crate::hyperv::read_json(&self.root().join("hyperv.json")).unwrap_or_default();
+        state.vms.insert(
+            name.to_owned(),
+            crate::hyperv::Vm::foreign(&format!("C:\\Hyper-V\\{name}")),
+        );
+        crate::hyperv::write_json(
+            &self.root().join("hyperv.json"),
+            &serde_json::to_value(&state).unwrap(),
+        );
     }
 
     /// Where the Windows path `win` is on this machine.
@@ -193,7 +233,7 @@ impl FakeHyperV {
     }
 
     /// What guests booted from each image say: a map of 64-hex image digest to
-    /// `{"name", "version", "root_hash", "never_ready"}`.
+    /// `{"name", "version", "root_hash", "never_ready", "no_shutdown_service"}`.
     pub fn set_images(&self, images: &Value) {
         std::fs::write(self.root().join("images.json"), images.to_string()).unwrap();
     }
@@ -224,7 +264,8 @@ impl Drop for FakeHyperV {
 }
 
 /// The server's config: key-only root login on loopback, nothing read from /etc/ssh, PATH
-/// leading to the fake `powershell`, sftp rooted at the fake host's root.
+/// leading to the fake `powershell` whose drives are at `/`, sftp starting in the account's
+/// home directory on the fake `C:` drive, as Windows' does.
 fn sshd_config(port: u16, ssh: &Path, bin: &Path, root: &Path, boot_seconds: f64) -> String {
     format!(
         "Port {port}\n\
@@ -239,8 +280,8 @@ fn sshd_config(port: u16, ssh: &Path, bin: &Path, root: &Path, boot_seconds: f64
          UsePAM no\n\
          # The keys live under /tmp, which is world-writable: StrictModes would refuse them.\n\
          StrictModes no\n\
-         SetEnv PATH={bin}:/usr/bin:/bin FAKE_HYPERV_ROOT={root} FAKE_BOOT_SECONDS={boot_seconds}\n\
-         Subsystem sftp internal-sftp -d {root}\n",
+         SetEnv PATH={bin}:/usr/bin:/bin FAKE_HYPERV_ROOT={root} FAKE_HYPERV_DRIVES=/ FAKE_BOOT_SECONDS={boot_seconds}\n\
+         Subsystem sftp internal-sftp -d {MOUNT_POINT}/Users/{HOME_USER}\n",
         ssh = ssh.display(),
         bin = bin.display(),
         root = root.display(),

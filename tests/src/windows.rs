@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use images::regf::{Key, kind, utf16z, write};
+use sha2::Digest as _;
 
 /// The edition name the synthetic image carries.
 pub const EDITION: &str = "Windows Server 2022 SERVERDATACENTERCORE";
@@ -23,6 +24,102 @@ pub struct Spec {
     pub without_software: bool,
     /// wimlib's compression (`none`, `xpress`, `lzx`); `lzx` (install.wim's) when unset.
     pub compress: Option<&'static str>,
+}
+
+/// The sources recipes/windows-node.toml needs, made here in a directory of their own: its
+/// in-guest files, a synthetic install.wim, stand-in kubelet/kubeadm/kubectl and containerd and
+/// CNI tarballs.
+pub struct NodeSources {
+    dir: tempfile::TempDir,
+}
+
+impl NodeSources {
+    /// Makes them, the install.wim as `spec` says.
+    pub fn new(spec: &Spec) -> NodeSources {
+        let sources = NodeSources {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let files = sources.path("windows-node");
+        std::fs::create_dir(&files).unwrap();
+        for entry in std::fs::read_dir(recipes().join("windows-node")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), files.join(entry.file_name())).unwrap();
+        }
+        install_wim(&files, spec);
+        for exe in ["kubelet.exe", "kubeadm.exe", "kubectl.exe"] {
+            std::fs::write(files.join(exe), format!("stand-in: {exe}\n")).unwrap();
+        }
+        tarball(
+            &sources.path("containerd.tar.gz"),
+            "bin",
+            &["containerd.exe", "ctr.exe", "containerd-shim-runhcs-v1.exe"],
+        );
+        tarball(
+            &sources.path("cni.tgz"),
+            ".",
+            &["win-bridge.exe", "win-overlay.exe", "host-local.exe"],
+        );
+        sources
+    }
+
+    /// `rel` in their directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes the reference recipe with its sources pinned to these, a 1 GiB disk, and `edit`
+    /// applied; returns its path.
+    pub fn recipe(&self, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+        let text = std::fs::read_to_string(recipes().join("windows-node.toml")).unwrap();
+        let mut recipe: toml::Table = text.parse().unwrap();
+        let sources = recipe["sources"].as_table_mut().unwrap();
+        let local = |path: &str, unpack: bool| {
+            let mut t = toml::Table::new();
+            t.insert("path".into(), path.into());
+            let digest = sha2::Sha256::digest(std::fs::read(self.path(path)).unwrap());
+            t.insert("sha256".into(), images::oci::artifact::hex(&digest).into());
+            if unpack {
+                t.insert("unpack".into(), true.into());
+            }
+            toml::Value::Table(t)
+        };
+        sources.insert("base".into(), local("windows-node/install.wim", false));
+        for exe in ["kubelet", "kubeadm", "kubectl"] {
+            sources.insert(exe.into(), local(&format!("windows-node/{exe}.exe"), false));
+        }
+        sources.insert("containerd".into(), local("containerd.tar.gz", true));
+        sources.insert("cni".into(), local("cni.tgz", true));
+        recipe["disk"]
+            .as_table_mut()
+            .unwrap()
+            .insert("size".into(), "1G".into());
+        edit(&mut recipe);
+        let path = self.path("windows-node.toml");
+        std::fs::write(&path, toml::to_string(&recipe).unwrap()).unwrap();
+        path
+    }
+}
+
+/// The workspace's recipes/ directory.
+fn recipes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes")
+}
+
+/// A gzipped tarball at `path` of stand-in files `names` under `prefix`.
+fn tarball(path: &Path, prefix: &str, names: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(prefix)).unwrap();
+    let mut tar = Command::new("tar");
+    tar.arg("czf").arg(path).arg("-C").arg(dir.path());
+    for name in names {
+        std::fs::write(
+            dir.path().join(prefix).join(name),
+            format!("stand-in: {name}\n"),
+        )
+        .unwrap();
+        tar.arg(format!("{prefix}/{name}"));
+    }
+    crate::run(&mut tar);
 }
 
 /// Captures a synthetic install.wim at `dir/install.wim`; returns its path.

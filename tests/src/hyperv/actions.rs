@@ -18,12 +18,12 @@ pub(super) fn act(
         "os-disk" => os_disk(host, params),
         "drop-os-disks" => drop_os_disks(host, state, params),
         "start-vm" => start_vm(host, state, params),
-        "stop-vm" => stop_vm(state, params),
+        "stop-vm" => stop_vm(host, state, params),
         "status" => status(state, params),
         "beacon" => {
             params.only(&["Name"])?;
             let name = params.text("Name")?;
-            Ok(match state.vms.get(name) {
+            Ok(match ours("beacon", state, name)? {
                 None => json!({"exists": false, "running": false, "items": []}),
                 Some(vm) => json!({
                     "exists": true,
@@ -34,6 +34,51 @@ pub(super) fn act(
         }
         "remove-vm" => remove_vm(host, state, params),
         other => Err(format!("fake-powershell: no such plan action {other:?}")),
+    }
+}
+
+/// Slipway's tag for node `name`'s VM: its Notes once create-vm has finished it.
+fn tag(name: &str) -> String {
+    format!("slipway-node:{name}")
+}
+
+/// The Notes of a VM create-vm has begun and not finished.
+fn partial_tag(name: &str) -> String {
+    format!("slipway-node:{name}:partial")
+}
+
+/// The VM of this name, as every plan finds it: refused when its Notes are not Slipway's (the
+/// scripts' own message), None when there is none or create-vm has not finished it.
+fn ours<'s>(action: &str, state: &'s State, name: &str) -> Result<Option<&'s Vm>, Failure> {
+    match state.vms.get(name) {
+        None => Ok(None),
+        Some(vm) if vm.notes == tag(name) => Ok(Some(vm)),
+        Some(vm) if vm.notes == partial_tag(name) => Ok(None),
+        Some(_) => Err(foreign(action, name)),
+    }
+}
+
+/// [`ours`], to change the VM.
+fn ours_mut<'s>(
+    action: &str,
+    state: &'s mut State,
+    name: &str,
+) -> Result<Option<&'s mut Vm>, Failure> {
+    ours(action, state, name)?;
+    Ok(state.vms.get_mut(name).filter(|vm| vm.notes == tag(name)))
+}
+
+fn foreign(action: &str, name: &str) -> Failure {
+    format!("{action}: a VM named {name} exists that Slipway did not make; rename or remove it")
+}
+
+/// What the `killed` fault leaves of the VM create-vm just made: New-VM's VM with its partial
+/// tag and the state disk, nothing after (no COM1, no disk attached, no final tag).
+pub(super) fn leave_partial(state: &mut State, name: &str) {
+    if let Some(vm) = state.vms.get_mut(name) {
+        vm.notes = partial_tag(name);
+        vm.com1 = String::new();
+        vm.disks.clear();
     }
 }
 
@@ -61,20 +106,62 @@ fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
     let (state_disk, state_bytes) = (p.text("StateDisk")?, p.int("StateDiskBytes")?);
     let directory = p.text("Directory")?;
     let switch = p.text("SwitchName")?;
-    if state.vms.contains_key(name) {
-        return Ok(json!({"created": false}));
-    }
+    // The param() block's validation, before anything runs.
     if mac.len() != 12 || !mac.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(
-            "Set-VMNetworkAdapter : Failed to set the static MAC address: '{mac}' is not valid."
+            "create-vm : Cannot validate argument on parameter 'MacAddress'. The argument \
+             \"{mac}\" does not match the \"^[0-9A-Fa-f]{{12}}$\" pattern."
         ));
     }
-    if !["MicrosoftWindows", "MicrosoftUEFICertificateAuthority"].contains(&template) {
+    if ![
+        "MicrosoftWindows",
+        "MicrosoftUEFICertificateAuthority",
+        "None",
+    ]
+    .contains(&template)
+    {
         return Err(format!(
-            "Set-VMFirmware : The secure boot template '{template}' was not found."
+            "create-vm : Cannot validate argument on parameter 'SecureBootTemplate'. The \
+             argument \"{template}\" does not belong to the set \"MicrosoftWindows,\
+             MicrosoftUEFICertificateAuthority,None\" specified by the ValidateSet attribute."
         ));
     }
-    if memory <= 0 || processors <= 0 || !(0..=4094).contains(&vlan) {
+    if !(0..=4094).contains(&vlan) {
+        return Err(format!(
+            "create-vm : Cannot validate argument on parameter 'VlanId'. The {vlan} argument \
+             is greater than the maximum allowed range of 4094."
+        ));
+    }
+    if let Some(vm) = state.vms.get(name) {
+        if vm.notes == tag(name) {
+            let mut differs = Vec::new();
+            if vm.memory_bytes != memory {
+                differs.push("MemoryBytes");
+            }
+            if vm.processors != processors {
+                differs.push("Processors");
+            }
+            if vm.switch != switch {
+                differs.push("SwitchName");
+            }
+            if !vm.mac.eq_ignore_ascii_case(mac) {
+                differs.push("MacAddress");
+            }
+            if vm.vlan != vlan {
+                differs.push("VlanId");
+            }
+            if vm.secure_boot_template != template {
+                differs.push("SecureBootTemplate");
+            }
+            return Ok(json!({"created": false, "differs": differs}));
+        }
+        if vm.notes != partial_tag(name) {
+            return Err(foreign("create-vm", name));
+        }
+        // A killed run's VM: removed (its files, the state disk among them, stay) and remade.
+        state.vms.remove(name);
+    }
+    if memory <= 0 || processors <= 0 {
         return Err("New-VM : The parameter is incorrect.".to_owned());
     }
     std::fs::create_dir_all(host.path(directory)?).map_err(|e| format!("New-VM : {e}"))?;
@@ -101,9 +188,10 @@ fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
         started_at: None,
         pid: 0,
         guest: None,
+        notes: tag(name),
     };
     state.vms.insert(name.to_owned(), vm);
-    Ok(json!({"created": true}))
+    Ok(json!({"created": true, "differs": []}))
 }
 
 fn os_disk(host: &Host, p: &Params) -> Result<Value, Failure> {
@@ -140,9 +228,7 @@ fn drop_os_disks(host: &Host, state: &State, p: &Params) -> Result<Value, Failur
     p.only(&["Name", "Directory", "Keep"])?;
     let (name, directory, keep) = (p.text("Name")?, p.text("Directory")?, p.text("Keep")?);
     let dir = host.path(directory)?;
-    let attached: Vec<std::path::PathBuf> = state
-        .vms
-        .get(name)
+    let attached: Vec<std::path::PathBuf> = ours("drop-os-disks", state, name)?
         .map(|vm| {
             vm.disks
                 .values()
@@ -177,10 +263,8 @@ fn drop_os_disks(host: &Host, state: &State, p: &Params) -> Result<Value, Failur
 fn start_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
     p.only(&["Name", "OsDisk", "Seed"])?;
     let (name, os, seed) = (p.text("Name")?, p.text("OsDisk")?, p.text("Seed")?);
-    let vm = state
-        .vms
-        .get_mut(name)
-        .ok_or_else(|| no_vm("Get-VM", name))?;
+    let vm = ours_mut("start-vm", state, name)?
+        .ok_or_else(|| format!("start-vm: no VM named {name}; create it first"))?;
     if vm.state != "Off" {
         return Err(format!(
             "Start-VM : '{name}' failed to change state. The operation cannot be performed \
@@ -221,26 +305,29 @@ fn state_len_hash(name: &str) -> u64 {
         .fold(7u64, |h, b| (h * 31 + u64::from(b)) % 50_000)
 }
 
-fn stop_vm(state: &mut State, p: &Params) -> Result<Value, Failure> {
+fn stop_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
     p.only(&["Name", "TimeoutSeconds"])?;
     let name = p.text("Name")?;
     p.int("TimeoutSeconds")?;
-    let vm = state
-        .vms
-        .get_mut(name)
-        .ok_or_else(|| no_vm("Get-VM", name))?;
+    let vm =
+        ours_mut("stop-vm", state, name)?.ok_or_else(|| format!("stop-vm: no VM named {name}"))?;
     if vm.state == "Off" {
         return Ok(json!({"stopped": "already-stopped"}));
     }
+    let how = if guest::hears_shutdown(host, vm) {
+        "shut-down"
+    } else {
+        "turned-off"
+    };
     vm.state = "Off".to_owned();
     vm.started_at = None;
     vm.pid = 0;
-    Ok(json!({"stopped": "shut-down"}))
+    Ok(json!({"stopped": how}))
 }
 
 fn status(state: &State, p: &Params) -> Result<Value, Failure> {
     p.only(&["Name"])?;
-    let Some(vm) = state.vms.get(p.text("Name")?) else {
+    let Some(vm) = ours("status", state, p.text("Name")?)? else {
         return Ok(json!({"exists": false}));
     };
     let uptime = vm
@@ -263,6 +350,14 @@ fn status(state: &State, p: &Params) -> Result<Value, Failure> {
 fn remove_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure> {
     p.only(&["Name", "Directory"])?;
     let (name, directory) = (p.text("Name")?, p.text("Directory")?);
+    // Finished or partial, ours is removed; someone else's is refused.
+    if state
+        .vms
+        .get(name)
+        .is_some_and(|vm| vm.notes != tag(name) && vm.notes != partial_tag(name))
+    {
+        return Err(foreign("remove-vm", name));
+    }
     let had_vm = state.vms.remove(name).is_some();
     let dir = host.path(directory)?;
     let had_dir = dir.exists();
@@ -270,8 +365,4 @@ fn remove_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
         std::fs::remove_dir_all(&dir).map_err(|e| format!("Remove-Item : {e}"))?;
     }
     Ok(json!({"removed": had_vm || had_dir}))
-}
-
-fn no_vm(cmdlet: &str, name: &str) -> Failure {
-    format!("{cmdlet} : Hyper-V was unable to find a virtual machine with name \"{name}\".")
 }

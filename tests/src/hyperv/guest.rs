@@ -127,6 +127,42 @@ struct ImageInfo {
     root_hash: String,
     #[serde(default)]
     never_ready: bool,
+    /// Its guest has no working shutdown integration service (stop-vm must turn it off).
+    #[serde(default)]
+    no_shutdown_service: bool,
+}
+
+/// The image the VM's OS disk is over (its parent is `R\images\<digest>.vhdx`): its digest,
+/// and what `images.json` says of it.
+fn image(host: &Host, vm: &Vm) -> (String, Option<ImageInfo>) {
+    let parent = vm
+        .disks
+        .get("0")
+        .and_then(|os| host.path(os).ok())
+        .and_then(|os| read_json::<Value>(&os))
+        .and_then(|disk| disk["parent"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let digest = parent
+        .rsplit('\\')
+        .next()
+        .and_then(|f| f.strip_suffix(".vhdx"))
+        .unwrap_or_default()
+        .to_owned();
+    let images: serde_json::Map<String, Value> =
+        read_json(&host.root.join("images.json")).unwrap_or_default();
+    let info = images
+        .get(&digest)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    (digest, info)
+}
+
+/// Whether the VM's guest would hear a shutdown request: it runs, has booted, and its image's
+/// guest has the shutdown integration service.
+pub(super) fn hears_shutdown(host: &Host, vm: &Vm) -> bool {
+    let booted = vm
+        .started_at
+        .is_some_and(|t| vm.state == "Running" && now() - t >= boot_seconds());
+    booted && image(host, vm).1.is_some_and(|i| !i.no_shutdown_service)
 }
 
 /// The VM's KVP items: none until its guest has booted, then the host name, the OS name and
@@ -150,25 +186,7 @@ pub(super) fn items(host: &Host, name: &str, vm: &Vm) -> Vec<String> {
 }
 
 fn beacon(host: &Host, vm: &Vm, guest: &Guest, uptime: f64) -> Value {
-    // The OS disk's parent is `R\images\<digest>.vhdx`: the digest names the image.
-    let parent = vm
-        .disks
-        .get("0")
-        .and_then(|os| host.path(os).ok())
-        .and_then(|os| read_json::<Value>(&os))
-        .and_then(|disk| disk["parent"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let digest = parent
-        .rsplit('\\')
-        .next()
-        .and_then(|f| f.strip_suffix(".vhdx"))
-        .unwrap_or_default()
-        .to_owned();
-    let images: serde_json::Map<String, Value> =
-        read_json(&host.root.join("images.json")).unwrap_or_default();
-    let image: Option<ImageInfo> = images
-        .get(&digest)
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let (digest, image) = image(host, vm);
     let (event, reason) = match (&image, &guest.seed_error) {
         (None, _) => (
             "failed",

@@ -7,12 +7,22 @@
 //! between the markers the way the real script does. Failures look like PowerShell's: a
 //! message on stderr and exit status 1.
 //!
-//! The fake host's filesystem: the Windows path `C:\a\b` is `$FAKE_HYPERV_ROOT/C:/a/b` (an
-//! absolute Unix path is taken as it is, for the Local executor's test).
+//! The fake host's filesystem: the Windows path `C:\a\b` is `$FAKE_HYPERV_DRIVES/C:/a/b`, the
+//! drives' directory defaulting to `$FAKE_HYPERV_ROOT` (an absolute Unix path is taken as it
+//! is, for the Local executor's test). Behind the test's sshd the drives are at `/` (`/C:` is
+//! the fake's `C:` drive, bind-mounted in sshd's own mount namespace), where Windows'
+//! sftp-server puts them too: see `crate::sshd`.
+//!
+//! Like Hyper-V with Slipway's plans, a VM is the node's when its Notes are
+//! `slipway-node:NAME` (`...:partial` while create-vm makes it); a VM of the name with other
+//! Notes (a test puts one with [`crate::sshd::FakeHyperV::put_foreign_vm`]) is refused by every
+//! plan with the scripts' own message.
 //!
 //! Test knobs under the root: `images.json` (64-hex image digest -> `{name, version,
-//! root_hash, never_ready}`, what the guest booted from that image says), `faults.json` (see
-//! [`Fault`]), and env `FAKE_BOOT_SECONDS` (default 3), how long a guest takes to boot.
+//! root_hash, never_ready, no_shutdown_service}`, what the guest booted from that image says),
+//! `faults.json` (see [`Fault`]), and env `FAKE_BOOT_SECONDS` (default 3), how long a guest
+//! takes to boot; its shutdown integration service works from then on, unless its image says
+//! `no_shutdown_service`.
 
 mod actions;
 mod guest;
@@ -49,7 +59,11 @@ pub struct Fault {
     /// `exit` (a message on stderr, exit 1, nothing done), `stderr` (done and answered, plus a
     /// line on stderr), `garbage` (done, broken JSON between the markers), `no-markers` (done,
     /// the JSON without markers), `hang` (sleeps 5 s first, then answers: for deadlines; short, so
-    /// the process a killed ssh leaves behind on the far side ends soon).
+    /// the process a killed ssh leaves behind on the far side ends soon), `bom-crlf` (done, the
+    /// answer as Windows PowerShell 5.1 may write it: a byte-order mark first, CRLF line ends),
+    /// `killed` (create-vm only: killed midway, as by a dropped connection or a host reboot:
+    /// the VM is left as New-VM and the state disk made it, its Notes still
+    /// `slipway-node:NAME:partial`; no answer, exit status 137).
     pub mode: String,
     /// How many runs it hits.
     pub times: u32,
@@ -93,6 +107,32 @@ pub struct Vm {
     pub pid: u32,
     /// What its guest read from the seed at its last start.
     pub guest: Option<guest::Guest>,
+    /// `Set-VM -Notes`: Slipway's tag, or anything else for a VM someone else made.
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl Vm {
+    /// A VM as someone other than Slipway made it: off, no disks, no Notes.
+    pub fn foreign(directory: &str) -> Vm {
+        Vm {
+            directory: directory.to_owned(),
+            memory_bytes: 1 << 30,
+            processors: 1,
+            switch: "Default Switch".to_owned(),
+            mac: "00155D000001".to_owned(),
+            vlan: 0,
+            secure_boot_template: "MicrosoftWindows".to_owned(),
+            com1: String::new(),
+            disks: BTreeMap::new(),
+            first_boot: None,
+            state: "Off".to_owned(),
+            started_at: None,
+            pid: 0,
+            guest: None,
+            notes: String::new(),
+        }
+    }
 }
 
 /// A PowerShell-style failure: the message goes to stderr, the exit status is 1.
@@ -114,7 +154,8 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
     let root = PathBuf::from(
         std::env::var_os("FAKE_HYPERV_ROOT").ok_or("fake-powershell: FAKE_HYPERV_ROOT is unset")?,
     );
-    let host = Host { root };
+    let drives = std::env::var_os("FAKE_HYPERV_DRIVES").map_or_else(|| root.clone(), PathBuf::from);
+    let host = Host { root, drives };
     let script_file = host.path(&script_path)?;
     let script = std::fs::read_to_string(&script_file).map_err(|e| {
         format!(
@@ -150,12 +191,21 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         _ => {}
     }
     let mut state = host.load();
+    let name = params.get("Name").cloned().unwrap_or_default();
     let answer = actions::act(&host, &mut state, &action, &Params(params))?;
+    // Killed midway through making the VM: one that was there already is left as it was.
+    if mode == Some("killed") && action == "create-vm" && answer["created"] == true {
+        actions::leave_partial(&mut state, &name);
+        host.save(&state);
+        // What ssh reports for a far side killed by SIGKILL: no answer, status 128 + 9.
+        std::process::exit(137);
+    }
     host.save(&state);
     let text = answer.to_string();
     match mode {
         Some("garbage") => println!("{BEGIN}\n{}\n{END}", &text[..text.len() / 2]),
         Some("no-markers") => println!("{text}"),
+        Some("bom-crlf") => print!("\u{feff}{BEGIN}\r\n{text}\r\n{END}\r\n"),
         _ => println!("{BEGIN}\n{text}\n{END}"),
     }
     if mode == Some("stderr") {
@@ -232,7 +282,10 @@ impl Params {
 
 /// The fake host's filesystem and files.
 pub(crate) struct Host {
+    /// The fake's own files (state, records, knobs).
     pub(crate) root: PathBuf,
+    /// The directory holding the drives (`C:` ...).
+    pub(crate) drives: PathBuf,
 }
 
 impl Host {
@@ -250,7 +303,7 @@ impl Host {
         if win.split('\\').any(|part| part == "..") {
             return Err(format!("fake-powershell: {win:?} holds '..'"));
         }
-        Ok(self.root.join(win.replace('\\', "/")))
+        Ok(self.drives.join(win.replace('\\', "/")))
     }
 
     /// Holds the fake host's lock until dropped (slipwayd runs plans concurrently).

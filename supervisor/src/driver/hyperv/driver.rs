@@ -184,6 +184,11 @@ impl Driver for HyperV {
         if created.created {
             tracing::info!(vm = %name, "Hyper-V VM made");
         }
+        if !created.differs.is_empty() {
+            // A VM is never changed under a node: what host.toml changed applies when the VM
+            // is made again (a surge's replacement, or after `slipwayd purge`).
+            tracing::warn!(vm = %name, differs = ?created.differs, "the VM on the Hyper-V host differs from host.toml; it keeps its settings");
+        }
         self.os_disk(&name, &spec.base, &spec.image).await?;
         Ok(())
     }

@@ -3,12 +3,17 @@
 //! Two ways to reach the host: [`Local`] runs `powershell.exe` itself (slipwayd on the Windows
 //! host), [`Ssh`] runs the same command line through `ssh` and copies files with `sftp -b -`
 //! (slipwayd on a Linux management VM, the host running Windows' OpenSSH server). Either way a
-//! plan's script is copied to `R\plans\<file name>` once per process, the values travel as
-//! `-Name "value"` parameters after `-File`, and the answer is the JSON between the markers.
+//! plan's script is copied to `R\plans\<file name>` once per process (again after a run of it
+//! fails: the host may have lost the file), the values travel as `-Name "value"` parameters
+//! after `-File`, and the answer is the JSON between the markers.
 //!
-//! Every call has a deadline and its child is killed when the deadline passes (`kill_on_drop`):
-//! a hung host or connection never holds slipwayd. A non-zero exit, or any text on stderr, is an
-//! error carrying that text (PowerShell writes a failing script's own message there).
+//! Windows' sftp-server reads a path without a leading `/` relative to the account's home
+//! directory: `C:\a\b` goes to sftp as `/C:/a/b`, never `C:/a/b` ([`sftp_path`]).
+//!
+//! Every call has a deadline (a plan's own [`Plan::deadline`]) and its child is killed when the
+//! deadline passes (`kill_on_drop`): a hung host or connection never holds slipwayd. A non-zero
+//! exit, or any text on stderr, is an error carrying that text (PowerShell writes a failing
+//! script's own message there).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -26,7 +31,7 @@ use super::plan::{Param, Plan};
 pub const BEGIN: &str = "<<<slipway-begin>>>";
 /// The line after a plan's answer on stdout.
 pub const END: &str = "<<<slipway-end>>>";
-/// How long a plan may run, by default (`stop-vm` itself waits up to its own timeout inside).
+/// How long a plan may run, by default ([`Plan::deadline`]; `stop-vm`'s is longer).
 pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// An upload's deadline is this plus its size at [`UPLOAD_FLOOR_RATE`]: only a transfer that
 /// stalls far below any LAN's speed is killed.
@@ -35,6 +40,8 @@ pub const UPLOAD_BASE: Duration = Duration::from_secs(120);
 pub const UPLOAD_FLOOR_RATE: u64 = 1 << 20;
 /// Seconds ssh waits for the TCP connection (`ConnectTimeout`).
 const CONNECT_TIMEOUT_SECS: u32 = 15;
+/// The byte-order mark Windows PowerShell 5.1 may write before its first line (UTF-8 output).
+const BOM: char = '\u{feff}';
 /// The most of a tool's stderr kept in an error.
 const STDERR_CAP: usize = 2048;
 /// The most of stdout quoted when the answer's markers are missing.
@@ -73,6 +80,15 @@ pub enum ExecError {
         path: String,
         /// The character refused.
         found: char,
+    },
+    /// A path on the host that sftp cannot reach: not `X:\...` with a drive letter.
+    #[error(
+        "refused to copy with sftp: {path:?} is not an absolute Windows path with a drive letter \
+         (C:\\...), the only kind Windows' sftp server reaches: set [hypervisor] root to one"
+    )]
+    NotDrivePath {
+        /// The path.
+        path: String,
     },
     /// The program could not be started.
     #[error("cannot start {program}: {source}; install it (ssh and sftp: the OpenSSH client)")]
@@ -186,8 +202,6 @@ pub struct Local {
     pub program: PathBuf,
     /// The root directory R (plans go to `R\plans`).
     pub root: PathBuf,
-    /// How long a plan may run.
-    pub run_deadline: Duration,
     uploaded: Mutex<HashSet<String>>,
 }
 
@@ -204,8 +218,6 @@ pub struct Ssh {
     pub known_hosts: Option<PathBuf>,
     /// The root directory R on the host, a Windows path (`C:\ClusterStorage\Volume1\Slipway`).
     pub root: String,
-    /// How long a plan may run.
-    pub run_deadline: Duration,
     uploaded: Mutex<HashSet<String>>,
 }
 
@@ -215,7 +227,6 @@ impl Local {
         Local {
             program,
             root,
-            run_deadline: RUN_DEADLINE,
             uploaded: Mutex::default(),
         }
     }
@@ -231,7 +242,6 @@ impl Ssh {
             identity: None,
             known_hosts: None,
             root,
-            run_deadline: RUN_DEADLINE,
             uploaded: Mutex::default(),
         }
     }
@@ -294,9 +304,9 @@ impl Ssh {
                 action: plan.action,
                 source,
             })?;
+        let name = plan.file_name();
         {
             let mut uploaded = self.uploaded.lock().await;
-            let name = plan.file_name();
             if !uploaded.contains(&name) {
                 let local = tempfile::NamedTempFile::new().map_err(|source| ExecError::File {
                     action: "create a temporary file for plan",
@@ -310,14 +320,23 @@ impl Ssh {
                 })?;
                 self.upload(local.path(), &format!("{plans_dir}\\{name}"))
                     .await?;
-                uploaded.insert(name);
+                uploaded.insert(name.clone());
             }
         }
+        let result = self.run_uploaded(plan, line).await;
+        if result.is_err() {
+            forget(&self.uploaded, &name).await;
+        }
+        result
+    }
+
+    /// Runs the command line of a plan whose script is on the host.
+    async fn run_uploaded(&self, plan: &Plan, line: String) -> Result<String, ExecError> {
         let mut command = Command::new("ssh");
         command.arg("-T");
         self.options(&mut command, "-p");
         command.arg("--").arg(&self.target).arg(line);
-        let output = finish(command, None, self.run_deadline, plan.action).await?;
+        let output = finish(command, None, plan.deadline, plan.action).await?;
         if output.status.code() == Some(255) {
             return Err(ExecError::Connect {
                 target: self.target.clone(),
@@ -330,8 +349,7 @@ impl Ssh {
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), ExecError> {
         let local_text = local.to_string_lossy();
         check_sftp_path(&local_text)?;
-        let remote_sftp = remote.replace('\\', "/");
-        check_sftp_path(&remote_sftp)?;
+        let remote_sftp = sftp_path(remote)?;
         let size = tokio::fs::metadata(local)
             .await
             .map_err(|source| ExecError::File {
@@ -371,12 +389,11 @@ impl Ssh {
     }
 
     async fn exists(&self, remote: &str) -> Result<bool, ExecError> {
-        let remote_sftp = remote.replace('\\', "/");
-        check_sftp_path(&remote_sftp)?;
+        let remote_sftp = sftp_path(remote)?;
         let output = self
             .sftp(
                 format!("ls \"{remote_sftp}\"\n"),
-                self.run_deadline,
+                RUN_DEADLINE,
                 &format!("look for {remote}"),
             )
             .await?;
@@ -408,12 +425,13 @@ impl Local {
                 source,
             }
         })?;
-        let script = plans_dir.join(plan.file_name());
+        let name = plan.file_name();
+        let script = plans_dir.join(&name);
         {
             let mut uploaded = self.uploaded.lock().await;
-            if !uploaded.contains(&plan.file_name()) {
+            if !uploaded.contains(&name) {
                 write_atomically(&script, plan.script.as_bytes()).await?;
-                uploaded.insert(plan.file_name());
+                uploaded.insert(name.clone());
             }
         }
         let mut command = Command::new(&self.program);
@@ -425,8 +443,14 @@ impl Local {
                 Param::Int(n) => command.arg(n.to_string()),
             };
         }
-        let output = finish(command, None, self.run_deadline, plan.action).await?;
-        answer(plan.action, &output)
+        let result = match finish(command, None, plan.deadline, plan.action).await {
+            Ok(output) => answer(plan.action, &output),
+            Err(err) => Err(err),
+        };
+        if result.is_err() {
+            forget(&self.uploaded, &name).await;
+        }
+        result
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<(), ExecError> {
@@ -447,7 +471,8 @@ impl Local {
 impl Executor {
     /// Runs `plan` and returns its answer: the text between the [`BEGIN`] and [`END`] lines,
     /// checked to be one JSON object.
-    /// The plan's script is copied to `R\plans\<file name>` first, once per process.
+    /// The plan's script is copied to `R\plans\<file name>` first, once per process and again
+    /// after a run of it failed. The plan is killed after its [`Plan::deadline`].
     pub async fn run(&self, plan: &Plan) -> Result<String, ExecError> {
         match self {
             Executor::Local(local) => local.run(plan).await,
@@ -481,6 +506,34 @@ impl Executor {
             Executor::Ssh(ssh) => ssh.exists(remote).await,
         }
     }
+}
+
+/// Drops `name` from an executor's uploaded scripts after a failed run of it: the failure may be
+/// the host's copy gone (`R\plans` cleaned), so the next run copies it again rather than fail
+/// the same way until slipwayd restarts. A run that failed for another reason costs one more
+/// copy of a few kilobytes.
+async fn forget(uploaded: &Mutex<HashSet<String>>, name: &str) {
+    uploaded.lock().await.remove(name);
+}
+
+/// The sftp form of the Windows path `win` (`X:\a\b` or `X:/a/b`): `/X:/a/b`. Windows'
+/// sftp-server takes a path without the leading `/` as relative to the account's home
+/// directory, so `C:/a` would land in `C:\Users\NAME\C:\a` (or fail); with it, the drive is
+/// the root. Refuses a path without a drive letter (UNC, relative), and what
+/// [`check_sftp_path`] refuses.
+pub fn sftp_path(win: &str) -> Result<String, ExecError> {
+    let bytes = win.as_bytes();
+    let drive = bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes.get(1) == Some(&b':')
+        && matches!(bytes.get(2), Some(b'\\' | b'/'));
+    if !drive {
+        return Err(ExecError::NotDrivePath {
+            path: win.to_owned(),
+        });
+    }
+    let path = format!("/{}", win.replace('\\', "/"));
+    check_sftp_path(&path)?;
+    Ok(path)
 }
 
 /// Refuses what an sftp batch line would interpret inside double quotes: quotes, escapes,
@@ -558,7 +611,12 @@ fn answer(action: &str, output: &Output) -> Result<String, ExecError> {
         });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = stdout.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // Windows PowerShell 5.1 may begin its output with a byte-order mark, and ends lines with
+    // CRLF: neither is part of a line.
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.trim_start_matches(BOM).trim_end_matches('\r'))
+        .collect();
     let at =
         |marker: &str| -> Vec<usize> { (0..lines.len()).filter(|&i| lines[i] == marker).collect() };
     match (at(BEGIN).as_slice(), at(END).as_slice()) {
@@ -584,7 +642,8 @@ fn answer(action: &str, output: &Output) -> Result<String, ExecError> {
 /// for sftp whose last lines say what failed).
 fn cap(bytes: &[u8], tail: bool) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
+    // A byte-order mark alone is no message.
+    let text = text.trim_matches(|c: char| c == BOM || c.is_whitespace());
     if text.len() <= STDERR_CAP {
         return text.to_owned();
     }

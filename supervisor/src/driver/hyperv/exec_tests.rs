@@ -10,113 +10,64 @@ use ::tests::sshd::{FakeHyperV, Fault};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::driver::hyperv::plan;
 
 const ROOT: &str = r"C:\Slipway";
 const DIR: &str = r"C:\Slipway\vms\w-1";
+const STATE_DISK: &str = r"C:\Slipway\vms\w-1\state.vhdx";
 const DIGEST: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+/// The message every plan gives for a VM of the node's name that Slipway did not make.
+const FOREIGN: &str = "a VM named w-1 exists that Slipway did not make; rename or remove it";
 
-/// A plan whose script is only its first line and a `param()` block: the fake reads the first.
-fn plan(action: &'static str, script: &'static str, params: Vec<(&'static str, Param)>) -> Plan {
-    assert!(script.starts_with(&format!("# slipway-plan: {action}\n")));
-    Plan {
-        action,
-        script,
-        params,
+/// What the tests' node VM asks for; `template` is its Secure Boot template.
+fn new_vm<'a>(name: &'a str, template: &'a str) -> plan::NewVm<'a> {
+    plan::NewVm {
+        name,
+        directory: DIR,
+        memory_bytes: 2 << 30,
+        processors: 2,
+        switch: "Cluster Switch",
+        mac: "02:ab:00:00:00:01",
+        vlan: 12,
+        secure_boot_template: template,
+        state_disk: STATE_DISK,
+        state_disk_bytes: 1 << 30,
     }
 }
 
-fn text(value: &str) -> Param {
-    Param::Text(value.to_owned())
-}
-
 fn create_vm(name: &str) -> Plan {
-    plan(
-        "create-vm",
-        "# slipway-plan: create-vm\nparam([string]$Name)\n",
-        vec![
-            ("Name", text(name)),
-            ("Directory", text(DIR)),
-            ("MemoryBytes", Param::Int(2 << 30)),
-            ("Processors", Param::Int(2)),
-            ("SwitchName", text("Cluster Switch")),
-            ("MacAddress", text("02AB00000001")),
-            ("VlanId", Param::Int(12)),
-            ("SecureBootTemplate", text("MicrosoftWindows")),
-            ("StateDisk", text(&format!(r"{DIR}\state.vhdx"))),
-            ("StateDiskBytes", Param::Int(1 << 30)),
-        ],
-    )
-}
-
-fn named(action: &'static str, script: &'static str, name: &str) -> Plan {
-    plan(action, script, vec![("Name", text(name))])
+    plan::create_vm(&new_vm(name, "MicrosoftWindows"))
 }
 
 fn status(name: &str) -> Plan {
-    named(
-        "status",
-        "# slipway-plan: status\nparam([string]$Name)\n",
-        name,
-    )
+    plan::status(name)
 }
 
 fn beacon(name: &str) -> Plan {
-    named(
-        "beacon",
-        "# slipway-plan: beacon\nparam([string]$Name)\n",
-        name,
-    )
+    plan::beacon(name)
 }
 
 fn start_vm(name: &str, os: &str) -> Plan {
-    plan(
-        "start-vm",
-        "# slipway-plan: start-vm\nparam([string]$Name)\n",
-        vec![
-            ("Name", text(name)),
-            ("OsDisk", text(&format!(r"{DIR}\{os}"))),
-            ("Seed", text(&format!(r"{DIR}\seed.vhdx"))),
-        ],
-    )
+    plan::start_vm(name, &format!(r"{DIR}\{os}"), &format!(r"{DIR}\seed.vhdx"))
 }
 
 fn os_disk(file: &str) -> Plan {
-    plan(
-        "os-disk",
-        "# slipway-plan: os-disk\nparam([string]$Parent)\n",
-        vec![
-            ("Parent", text(&format!(r"{ROOT}\images\{DIGEST}.vhdx"))),
-            ("Path", text(&format!(r"{DIR}\{file}"))),
-        ],
+    plan::os_disk(
+        &format!(r"{ROOT}\images\{DIGEST}.vhdx"),
+        &format!(r"{DIR}\{file}"),
     )
 }
 
 fn drop_os_disks(keep: &str) -> Plan {
-    plan(
-        "drop-os-disks",
-        "# slipway-plan: drop-os-disks\nparam([string]$Name)\n",
-        vec![
-            ("Name", text("w-1")),
-            ("Directory", text(DIR)),
-            ("Keep", text(keep)),
-        ],
-    )
+    plan::drop_os_disks("w-1", DIR, keep)
 }
 
 fn stop_vm() -> Plan {
-    plan(
-        "stop-vm",
-        "# slipway-plan: stop-vm\nparam([string]$Name)\n",
-        vec![("Name", text("w-1")), ("TimeoutSeconds", Param::Int(30))],
-    )
+    plan::stop_vm("w-1", Duration::from_secs(30))
 }
 
 fn remove_vm() -> Plan {
-    plan(
-        "remove-vm",
-        "# slipway-plan: remove-vm\nparam([string]$Name)\n",
-        vec![("Name", text("w-1")), ("Directory", text(DIR))],
-    )
+    plan::remove_vm("w-1", DIR)
 }
 
 fn ssh(fake: &FakeHyperV) -> Executor {
@@ -135,8 +86,10 @@ async fn json(executor: &Executor, plan: &Plan) -> Value {
     serde_json::from_str(&answer).unwrap()
 }
 
-/// A whole lifecycle through ssh: every action's answer, the fake's state after it, and the
-/// values as the far side received them (backslashes and spaces intact through the shell).
+/// A whole lifecycle through ssh with the real plans (`plan::*`, whose scripts and parameter
+/// names the fake checks against what it emulates): every action's answer, the fake's state
+/// after it, and the values as the far side received them (backslashes and spaces intact
+/// through the shell).
 #[tokio::test]
 async fn a_node_lifecycle_runs_over_ssh() {
     let fake = FakeHyperV::start_with(0.5);
@@ -154,11 +107,24 @@ async fn a_node_lifecycle_runs_over_ssh() {
         .await
         .unwrap();
 
-    assert_eq!(json(&ex, &create_vm("w-1")).await, json!({"created": true}));
     assert_eq!(
         json(&ex, &create_vm("w-1")).await,
-        json!({"created": false})
+        json!({"created": true, "differs": []})
     );
+    assert_eq!(fake.state()["vms"]["w-1"]["notes"], "slipway-node:w-1");
+    assert_eq!(
+        json(&ex, &create_vm("w-1")).await,
+        json!({"created": false, "differs": []})
+    );
+    // A VM that is there is left as it is; what differs is named.
+    let mut other = new_vm("w-1", "None");
+    other.memory_bytes = 4 << 30;
+    other.vlan = 0;
+    assert_eq!(
+        json(&ex, &plan::create_vm(&other)).await,
+        json!({"created": false, "differs": ["MemoryBytes", "VlanId", "SecureBootTemplate"]})
+    );
+    assert_eq!(fake.state()["vms"]["w-1"]["memory_bytes"], 2u64 << 30);
     assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
     assert_eq!(
         json(&ex, &os_disk("os-1.vhdx")).await,
@@ -232,6 +198,7 @@ async fn a_node_lifecycle_runs_over_ssh() {
         json!({"removed": ["os-0.vhdx"]})
     );
     assert_eq!(json(&ex, &stop_vm()).await, json!({"stopped": "shut-down"}));
+    assert_eq!(fake.state()["vms"]["w-1"]["state"], "Off");
     assert_eq!(
         json(&ex, &stop_vm()).await,
         json!({"stopped": "already-stopped"})
@@ -242,17 +209,23 @@ async fn a_node_lifecycle_runs_over_ssh() {
     assert!(!fake.host_path(DIR).exists());
 
     let plans = fake.plans();
-    assert_eq!(plans.len(), 16 + beacons);
+    assert_eq!(plans.len(), 17 + beacons);
     let vm = &plans[0]["params"];
     assert_eq!(vm["Directory"], DIR);
     assert_eq!(vm["SwitchName"], "Cluster Switch");
     assert_eq!(vm["MemoryBytes"], (2u64 << 30).to_string());
+    assert_eq!(vm["MacAddress"], "02AB00000001");
     assert_eq!(plans[0]["script"], create_vm("w-1").file_name());
-    // Each script went up once.
+    // Each script went up once, to R\plans on the C: drive (sftp's `/C:/...`); nothing landed
+    // in the account's home directory, where a path without the leading `/` would have gone.
     let uploaded = std::fs::read_dir(fake.host_path(&format!(r"{ROOT}\plans")))
         .unwrap()
         .count();
     assert_eq!(uploaded, 8);
+    let home = std::fs::read_dir(fake.host_path(r"C:\Users\root"))
+        .unwrap()
+        .count();
+    assert_eq!(home, 0);
 }
 
 /// Each way a plan fails on the host is its own error, carrying the host's message.
@@ -260,7 +233,7 @@ async fn a_node_lifecycle_runs_over_ssh() {
 async fn faults_on_the_host_become_errors() {
     let fake = FakeHyperV::start_with(0.0);
     let ex = ssh(&fake);
-    for mode in ["exit", "stderr", "garbage", "no-markers"] {
+    for mode in ["exit", "stderr", "garbage", "no-markers", "bom-crlf"] {
         fake.inject(Fault {
             action: "status".to_owned(),
             name: Some("w-1".to_owned()),
@@ -285,6 +258,8 @@ async fn faults_on_the_host_become_errors() {
         matches!(&err, ExecError::NoAnswer { excerpt, .. } if excerpt.contains("exists")),
         "{err:?}"
     );
+    // Windows PowerShell 5.1's byte-order mark and CRLF line ends: the answer still reads.
+    assert_eq!(json(&ex, &status("w-1")).await, json!({"exists": false}));
     // A fault for another VM leaves this one alone; the faults are used up.
     fake.inject(Fault {
         action: "status".to_owned(),
@@ -301,13 +276,10 @@ async fn faults_on_the_host_become_errors() {
         mode: "hang".to_owned(),
         times: 1,
     });
-    let Executor::Ssh(mut inner) = ex else {
-        unreachable!()
-    };
-    inner.run_deadline = Duration::from_secs(1);
-    let ex = Executor::Ssh(inner);
+    let mut hung = status("w-1");
+    hung.deadline = Duration::from_secs(1);
     let start = Instant::now();
-    let err = ex.run(&status("w-1")).await.unwrap_err();
+    let err = ex.run(&hung).await.unwrap_err();
     assert!(matches!(err, ExecError::Timeout { secs: 1, .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
@@ -398,7 +370,12 @@ async fn the_local_executor_runs_the_program_with_arguments() {
     let fake = FakeHyperV::start();
     let root = fake.root().join("local");
     let ex = Executor::Local(Local::new(fake.local_program(), root.clone()));
-    assert_eq!(json(&ex, &create_vm("w-1")).await, json!({"created": true}));
+    // A Linux image's manifest asks for no Secure Boot: the template None.
+    assert_eq!(
+        json(&ex, &plan::create_vm(&new_vm("w-1", "None"))).await,
+        json!({"created": true, "differs": []})
+    );
+    assert_eq!(fake.state()["vms"]["w-1"]["secure_boot_template"], "None");
     assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
     let plans = fake.plans();
     assert_eq!(plans[0]["params"]["SwitchName"], "Cluster Switch");
@@ -411,6 +388,201 @@ async fn the_local_executor_runs_the_program_with_arguments() {
     ex.upload(&file, remote.to_str().unwrap()).await.unwrap();
     assert_eq!(std::fs::read(&remote).unwrap(), b"bytes");
     assert!(ex.exists(remote.to_str().unwrap()).await.unwrap());
+}
+
+/// The fixture's sftp behaves as Windows': a path without the leading `/` lands under the
+/// account's home directory, not on the drive; the executor's `/C:/...` lands on the drive.
+#[tokio::test]
+async fn sftp_paths_are_absolute_on_the_drive() {
+    let fake = FakeHyperV::start();
+    let ex = ssh(&fake);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("a.bin");
+    std::fs::write(&file, b"where am I").unwrap();
+    let Executor::Ssh(inner) = &ex else {
+        unreachable!()
+    };
+    let batch = format!(
+        "-mkdir C:\n-mkdir C:/Slipway\nput \"{}\" \"C:/Slipway/a.bin\"\n",
+        file.display()
+    );
+    let output = inner
+        .sftp(batch, RUN_DEADLINE, "relative put")
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!fake.host_path(r"C:\Slipway\a.bin").exists());
+    assert!(fake.host_path(r"C:\Users\root\C:\Slipway\a.bin").is_file());
+    ex.upload(&file, r"C:\Slipway\a.bin").await.unwrap();
+    assert_eq!(
+        std::fs::read(fake.host_path(r"C:\Slipway\a.bin")).unwrap(),
+        b"where am I"
+    );
+    assert!(ex.exists(r"C:\Slipway\a.bin").await.unwrap());
+    assert!(!ex.exists(r"C:\Slipway\b.bin").await.unwrap());
+
+    assert_eq!(
+        sftp_path(r"C:\Slipway\x.vhdx").unwrap(),
+        "/C:/Slipway/x.vhdx"
+    );
+    assert_eq!(sftp_path("d:/v/x").unwrap(), "/d:/v/x");
+    for bad in [r"\\server\share\x", r"Slipway\x", "C:x", "/C:/x", ""] {
+        assert!(
+            matches!(sftp_path(bad), Err(ExecError::NotDrivePath { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        ex.upload(&file, r"\\server\share\a.bin").await,
+        Err(ExecError::NotDrivePath { .. })
+    ));
+}
+
+/// A VM of the node's name that Slipway did not make is refused by every plan, and left alone.
+#[tokio::test]
+async fn a_vm_slipway_did_not_make_is_refused_by_every_plan() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    fake.put_foreign_vm("w-1");
+    let plans = [
+        create_vm("w-1"),
+        status("w-1"),
+        beacon("w-1"),
+        start_vm("w-1", "os-1.vhdx"),
+        stop_vm(),
+        drop_os_disks("os-1.vhdx"),
+        remove_vm(),
+    ];
+    for plan in &plans {
+        let err = ex.run(plan).await.unwrap_err();
+        assert!(
+            matches!(&err, ExecError::Exit { code: Some(1), stderr, .. }
+                if *stderr == format!("{}: {FOREIGN}", plan.action)),
+            "{}: {err}",
+            plan.action
+        );
+    }
+    let state = fake.state();
+    assert_eq!(state["vms"]["w-1"]["notes"], "");
+    assert_eq!(state["vms"]["w-1"]["directory"], r"C:\Hyper-V\w-1");
+}
+
+/// A create-vm killed midway leaves a partial VM: taken as absent by the other plans, removed
+/// and made again by the next create-vm, its state disk kept.
+#[tokio::test]
+async fn a_create_vm_killed_midway_is_made_again() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    fake.inject(Fault {
+        action: "create-vm".to_owned(),
+        name: Some("w-1".to_owned()),
+        mode: "killed".to_owned(),
+        times: 1,
+    });
+    let err = ex.run(&create_vm("w-1")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Exit {
+                code: Some(137),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.state()["vms"]["w-1"]["notes"],
+        "slipway-node:w-1:partial"
+    );
+    assert_eq!(json(&ex, &status("w-1")).await, json!({"exists": false}));
+    let answer = json(&ex, &beacon("w-1")).await;
+    assert_eq!(answer["exists"], false);
+    let err = ex.run(&start_vm("w-1", "os-1.vhdx")).await.unwrap_err();
+    assert!(err.to_string().contains("no VM named w-1"), "{err}");
+    // What the guest wrote on its state disk survives the remake.
+    let disk = fake.host_path(STATE_DISK);
+    let mut written: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
+    written["node_id"] = json!("kept-across-the-remake");
+    std::fs::write(&disk, written.to_string()).unwrap();
+
+    assert_eq!(
+        json(&ex, &create_vm("w-1")).await,
+        json!({"created": true, "differs": []})
+    );
+    let vm = &fake.state()["vms"]["w-1"];
+    assert_eq!(vm["notes"], "slipway-node:w-1");
+    assert_eq!(vm["disks"]["1"], STATE_DISK);
+    let kept: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
+    assert_eq!(kept["node_id"], "kept-across-the-remake");
+    assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
+}
+
+/// stop-vm says what happened: a guest that hears shutdown requests shuts down; one without the
+/// shutdown integration service (or still booting) is turned off.
+#[tokio::test]
+async fn stop_vm_reports_a_turn_off_as_one() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    let other = "b".repeat(64);
+    fake.set_images(&json!({
+        DIGEST: {"name": "windows-node", "version": "1", "root_hash": "ab".repeat(32)},
+        other.clone(): {"name": "bare", "version": "1", "root_hash": "cd".repeat(32), "no_shutdown_service": true},
+    }));
+    for digest in [DIGEST, other.as_str()] {
+        std::fs::create_dir_all(fake.host_path(r"C:\Slipway\images")).unwrap();
+        std::fs::write(
+            fake.host_path(&format!(r"{ROOT}\images\{digest}.vhdx")),
+            b"image",
+        )
+        .unwrap();
+    }
+    json(&ex, &create_vm("w-1")).await;
+    std::fs::write(fake.host_path(&format!(r"{DIR}\seed.vhdx")), b"no seed").unwrap();
+    let os = |digest: &str| {
+        plan::os_disk(
+            &format!(r"{ROOT}\images\{digest}.vhdx"),
+            &format!(r"{DIR}\os-{}.vhdx", &digest[..4]),
+        )
+    };
+    let start = |digest: &str| start_vm("w-1", &format!("os-{}.vhdx", &digest[..4]));
+    for (digest, how) in [(DIGEST, "shut-down"), (other.as_str(), "turned-off")] {
+        json(&ex, &os(digest)).await;
+        json(&ex, &start(digest)).await;
+        assert_eq!(
+            json(&ex, &stop_vm()).await,
+            json!({"stopped": how}),
+            "{digest}"
+        );
+    }
+}
+
+/// A run whose script the host lost (R\plans cleaned) fails once; the next uploads it again.
+#[tokio::test]
+async fn a_script_the_host_lost_is_uploaded_again() {
+    let fake = FakeHyperV::start_with(0.0);
+    let local_root = fake.root().join("local");
+    let executors = [
+        (ssh(&fake), fake.host_path(&format!(r"{ROOT}\plans"))),
+        (
+            Executor::Local(Local::new(fake.local_program(), local_root.clone())),
+            local_root.join("plans"),
+        ),
+    ];
+    for (ex, plans_dir) in &executors {
+        assert_eq!(json(ex, &status("w-1")).await, json!({"exists": false}));
+        std::fs::remove_dir_all(plans_dir).unwrap();
+        let err = ex.run(&status("w-1")).await.unwrap_err();
+        assert!(
+            matches!(&err, ExecError::Exit { stderr, .. } if stderr.contains("-File")),
+            "{err:?}"
+        );
+        assert_eq!(json(ex, &status("w-1")).await, json!({"exists": false}));
+        assert!(plans_dir.join(status("w-1").file_name()).is_file());
+    }
 }
 
 /// The answer is the one JSON object between the markers; other stdout is ignored.
@@ -426,6 +598,15 @@ fn the_answer_is_between_the_markers() {
         "noise\r\n{BEGIN}\r\n{{\"a\":1}}\r\n{END}\r\nmore\r\n"
     ));
     assert_eq!(answer("status", &ok).unwrap(), "{\"a\":1}");
+    // Windows PowerShell 5.1: a byte-order mark before the first line, CRLF line ends.
+    let bom = output(&format!("\u{feff}{BEGIN}\r\n{{\"a\":2}}\r\n{END}\r\n"));
+    assert_eq!(answer("status", &bom).unwrap(), "{\"a\":2}");
+    let bom_json = output(&format!("{BEGIN}\n\u{feff}{{\"a\":3}}\n{END}\n"));
+    assert_eq!(answer("status", &bom_json).unwrap(), "{\"a\":3}");
+    // A byte-order mark alone on stderr is no error.
+    let mut quiet = output(&format!("{BEGIN}\r\n{{}}\r\n{END}\r\n"));
+    quiet.stderr = "\u{feff}\r\n".as_bytes().to_vec();
+    assert_eq!(answer("status", &quiet).unwrap(), "{}");
     for bad in [
         format!("{END}\n{{}}\n{BEGIN}\n"),
         format!("{BEGIN}\n{{}}\n{END}\n{BEGIN}\n{{}}\n{END}\n"),

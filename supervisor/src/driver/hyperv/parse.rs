@@ -5,8 +5,6 @@
 //! not exactly the shape a plan writes (unknown fields, a number where text is expected, a
 //! number out of range). Errors quote only a short excerpt of the text.
 
-// Until the driver (mod.rs) calls these: the lead removes this line when it does.
-
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// How many characters of a refused text an error quotes.
@@ -63,8 +61,14 @@ pub fn answer<T: serde::de::DeserializeOwned>(action: &str, json: &str) -> Resul
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Created {
-    /// Made by this run.
+    /// Made by this run (`create-vm`: also when it removed a VM a killed run left unfinished
+    /// and made it again).
     pub created: bool,
+    /// `create-vm` on a finished VM that was there: the parameters whose values the VM does not
+    /// have (`MemoryBytes`, `Processors`, `SwitchName`, `MacAddress`, `VlanId`,
+    /// `SecureBootTemplate`); nothing was changed. Empty otherwise (`os-disk` never writes it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<String>,
 }
 
 /// `drop-os-disks`: the file names of the OS disks removed.
@@ -113,27 +117,67 @@ pub struct StopAnswer {
     pub stopped: HowStopped,
 }
 
-/// `status`: a VM as Get-VM sees it; only `exists` when there is no such VM.
+/// `status`: a VM as Get-VM sees it; only `exists` when there is no such VM. A VM that exists
+/// has a `state` (an answer without one is refused); one that does not has nothing else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "VmStateWire")]
 pub struct VmState {
     /// Whether the VM is there.
     pub exists: bool,
     /// `State` as text (`Running`, `Off`, ...).
-    #[serde(default)]
     pub state: Option<String>,
     /// `Status` (`Operating normally`).
-    #[serde(default)]
     pub status: Option<String>,
     /// Seconds since it started: finite and not negative.
-    #[serde(default, deserialize_with = "uptime")]
     pub uptime: Option<f64>,
     /// The VM's vmwp.exe process id; 0 when it was not found.
-    #[serde(default)]
     pub pid: Option<u32>,
     /// `Heartbeat` as text (`OkApplicationsHealthy`...), null without the integration service.
-    #[serde(default)]
     pub heartbeat: Option<String>,
+}
+
+/// [`VmState`] as the JSON holds it, before the check that `exists` and `state` agree.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmStateWire {
+    exists: bool,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "uptime")]
+    uptime: Option<f64>,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    heartbeat: Option<String>,
+}
+
+impl TryFrom<VmStateWire> for VmState {
+    type Error = String;
+
+    fn try_from(wire: VmStateWire) -> Result<VmState, String> {
+        let others = wire.status.is_some()
+            || wire.uptime.is_some()
+            || wire.pid.is_some()
+            || wire.heartbeat.is_some();
+        match (wire.exists, wire.state.is_some()) {
+            (true, false) => return Err("a VM that exists has no state".to_owned()),
+            (false, true) => return Err("a VM that does not exist has a state".to_owned()),
+            (false, false) if others => {
+                return Err("a VM that does not exist has status fields".to_owned());
+            }
+            _ => {}
+        }
+        Ok(VmState {
+            exists: wire.exists,
+            state: wire.state,
+            status: wire.status,
+            uptime: wire.uptime,
+            pid: wire.pid,
+            heartbeat: wire.heartbeat,
+        })
+    }
 }
 
 fn uptime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {

@@ -17,7 +17,7 @@ const ITEM_DATA: &str = "{\"event\":\"ready\",\"note\":\"a<b&c>d 'e' \u{e9}\u{1F
 
 /// Each action's answer as its plan writes it.
 const ANSWERS: &[(&str, &str)] = &[
-    ("create-vm", r#"{"created":true}"#),
+    ("create-vm", r#"{"created":true,"differs":[]}"#),
     ("os-disk", r#"{"created":false}"#),
     (
         "drop-os-disks",
@@ -105,6 +105,15 @@ fn each_real_answer_reads_as_its_type() {
     )
     .unwrap();
     assert_eq!((off.uptime, off.heartbeat), (Some(0.0), None));
+    let made: Created = answer(
+        "create-vm",
+        r#"{"created":false,"differs":["VlanId","MemoryBytes"]}"#,
+    )
+    .unwrap();
+    assert_eq!(made.differs, ["VlanId", "MemoryBytes"]);
+    assert!(!made.created);
+    let made: Created = answer("create-vm", r#"{"created":true,"differs":[]}"#).unwrap();
+    assert!(made.created && made.differs.is_empty());
     assert_eq!(
         answer::<BeaconAnswer>("beacon", read("beacon"))
             .unwrap()
@@ -131,6 +140,11 @@ fn hostile_answers_are_refused_with_the_action_and_a_short_excerpt() {
         r#"{"exists":true,"pid":-1}"#,
         r#"{"exists":true,"pid":1.5}"#,
         r#"{"exists":true,"colour":"blue"}"#,
+        // A VM that exists without a state, or one that does not with one.
+        r#"{"exists":true}"#,
+        r#"{"exists":true,"state":null,"pid":1}"#,
+        r#"{"exists":false,"state":"Off"}"#,
+        r#"{"exists":false,"pid":4}"#,
         r#"{"exists":"yes"}"#,
         r#"{}"#,
         "",
@@ -508,14 +522,15 @@ fn generated_answers_round_trip() {
     let mut rng = Rng(0xfeed_face_0bad_c0de);
     for case in 0..2000 {
         let exists = rng.below(4) != 0;
-        let text = |rng: &mut Rng| (rng.below(3) != 0).then(|| random_text(rng, 0));
+        // A VM that exists has a state; one that does not has nothing but `exists`.
+        let text = |rng: &mut Rng| (exists && rng.below(3) != 0).then(|| random_text(rng, 0));
         let state = VmState {
             exists,
-            state: text(&mut rng),
+            state: exists.then(|| random_text(&mut rng, 0)),
             status: text(&mut rng),
-            uptime: (rng.below(3) != 0)
+            uptime: (exists && rng.below(3) != 0)
                 .then(|| f64::from(u32::try_from(rng.next() >> 40).unwrap()) / 8.0),
-            pid: (rng.below(3) != 0).then(|| u32::try_from(rng.next() >> 32).unwrap()),
+            pid: (exists && rng.below(3) != 0).then(|| u32::try_from(rng.next() >> 32).unwrap()),
             heartbeat: text(&mut rng),
         };
         let json = serde_json::to_string(&state).unwrap();

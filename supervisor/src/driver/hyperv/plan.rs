@@ -3,9 +3,9 @@
 //! script's text: the executor passes each one as `-Name value` after `-File`, the way Packer's
 //! Hyper-V plugin runs its scripts.
 
-// Until the driver (mod.rs) calls these: the lead removes this line when it does.
-
 use std::time::Duration;
+
+use super::exec::RUN_DEADLINE;
 
 /// One action: its script and the values bound to the script's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,30 @@ pub struct Plan {
     pub script: &'static str,
     /// Parameter name (without the dash) and value, in the script's `param()` order.
     pub params: Vec<(&'static str, Param)>,
+    /// How long the executor lets it run before killing it: [`RUN_DEADLINE`], or more for a
+    /// plan that waits itself (`stop-vm`: its own timeout plus [`STOP_MARGIN`]).
+    pub deadline: Duration,
+}
+
+/// What `stop-vm`'s deadline adds to its own timeout: the turn-off after it, and the cmdlets
+/// before and after the wait.
+pub const STOP_MARGIN: Duration = Duration::from_secs(60);
+
+/// The prefix of the Notes that mark a VM as Slipway's: a complete node VM's Notes are exactly
+/// `slipway-node:NAME` ([`vm_tag`]); `slipway-node:NAME:partial` while `create-vm` makes it.
+/// Every plan matches a VM by its name AND this tag: a VM of the node's name with other Notes
+/// is someone else's, refused with "a VM named NAME exists that Slipway did not make; rename
+/// or remove it". Operators must not edit a node VM's Notes.
+pub const TAG_PREFIX: &str = "slipway-node:";
+
+/// The suffix of the Notes of a VM `create-vm` has begun and not finished (a killed run):
+/// other plans take such a VM as absent, the next `create-vm` removes it (its state disk is
+/// kept) and makes it again.
+pub const PARTIAL_SUFFIX: &str = ":partial";
+
+/// The Notes of node `name`'s VM once `create-vm` has finished it: `slipway-node:NAME`.
+pub fn vm_tag(name: &str) -> String {
+    format!("{TAG_PREFIX}{name}")
 }
 
 /// A parameter's value.
@@ -150,8 +174,11 @@ pub struct NewVm<'a> {
     pub mac: &'a str,
     /// Its VLAN (access mode); 0 leaves the adapter untagged.
     pub vlan: u16,
-    /// The Secure Boot template its image's manifest asks for: `MicrosoftWindows` or
-    /// `MicrosoftUEFICertificateAuthority`.
+    /// The Secure Boot template its image's manifest asks for (`boot.secure_boot`):
+    /// `MicrosoftWindows`, `MicrosoftUEFICertificateAuthority`, or `None` for an image that asks
+    /// for no Secure Boot (Linux images' `"none"`), which turns Secure Boot off
+    /// (`Set-VMFirmware -EnableSecureBoot Off`). Anything else is refused by the script's
+    /// `ValidateSet`.
     pub secure_boot_template: &'a str,
     /// The state disk's path, `R\vms\NAME\state.vhdx`: made when missing, never replaced.
     pub state_disk: &'a str,
@@ -180,7 +207,13 @@ fn int(value: u64) -> Param {
     Param::Int(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
-/// `create-vm`: the VM of `vm`, with its state disk; `{"created":bool}` (see [`crate::driver::hyperv::parse::Created`]).
+/// `create-vm`: the VM of `vm`, with its state disk, tagged as Slipway's ([`vm_tag`]) as its
+/// very last step. Answers `{"created":bool,"differs":[...]}` (see
+/// [`crate::driver::hyperv::parse::Created`]): `created` when this run made it (also when it
+/// removed a partial VM a killed run left, and made it again); for a complete VM that was
+/// there, `differs` names each setting that is not what `vm` asks for (`MemoryBytes`,
+/// `Processors`, `SwitchName`, `MacAddress`, `VlanId`, `SecureBootTemplate`), changed by
+/// nothing: the caller reports it. A VM of that name that is not Slipway's is refused.
 pub fn create_vm(vm: &NewVm<'_>) -> Plan {
     let mac: String = vm
         .mac
@@ -191,6 +224,7 @@ pub fn create_vm(vm: &NewVm<'_>) -> Plan {
     Plan {
         action: "create-vm",
         script: scripts::CREATE_VM,
+        deadline: RUN_DEADLINE,
         params: vec![
             ("Name", text(vm.name)),
             ("Directory", text(vm.directory)),
@@ -212,6 +246,7 @@ pub fn os_disk(parent: &str, path: &str) -> Plan {
     Plan {
         action: "os-disk",
         script: scripts::OS_DISK,
+        deadline: RUN_DEADLINE,
         params: vec![("Parent", text(parent)), ("Path", text(path))],
     }
 }
@@ -222,6 +257,7 @@ pub fn drop_os_disks(name: &str, directory: &str, keep: &str) -> Plan {
     Plan {
         action: "drop-os-disks",
         script: scripts::DROP_OS_DISKS,
+        deadline: RUN_DEADLINE,
         params: vec![
             ("Name", text(name)),
             ("Directory", text(directory)),
@@ -236,6 +272,7 @@ pub fn start_vm(name: &str, os_disk: &str, seed: &str) -> Plan {
     Plan {
         action: "start-vm",
         script: scripts::START_VM,
+        deadline: RUN_DEADLINE,
         params: vec![
             ("Name", text(name)),
             ("OsDisk", text(os_disk)),
@@ -245,12 +282,15 @@ pub fn start_vm(name: &str, os_disk: &str, seed: &str) -> Plan {
 }
 
 /// `stop-vm`: a guest shutdown, turned off after `timeout` (whole seconds, at most `i32::MAX`);
-/// `{"stopped":"already-stopped"|"shut-down"|"turned-off"}`.
+/// `{"stopped":"already-stopped"|"shut-down"|"turned-off"}`. Its deadline is the timeout plus
+/// [`STOP_MARGIN`], so the executor never kills it while it waits as asked.
 pub fn stop_vm(name: &str, timeout: Duration) -> Plan {
-    let seconds = i64::from(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX));
+    let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+    let seconds = i64::from(seconds);
     Plan {
         action: "stop-vm",
         script: scripts::STOP_VM,
+        deadline: Duration::from_secs(seconds.unsigned_abs()) + STOP_MARGIN,
         params: vec![
             ("Name", text(name)),
             ("TimeoutSeconds", Param::Int(seconds)),
@@ -263,6 +303,7 @@ pub fn status(name: &str) -> Plan {
     Plan {
         action: "status",
         script: scripts::STATUS,
+        deadline: RUN_DEADLINE,
         params: vec![("Name", text(name))],
     }
 }
@@ -272,6 +313,7 @@ pub fn beacon(name: &str) -> Plan {
     Plan {
         action: "beacon",
         script: scripts::BEACON,
+        deadline: RUN_DEADLINE,
         params: vec![("Name", text(name))],
     }
 }
@@ -282,6 +324,7 @@ pub fn remove_vm(name: &str, directory: &str) -> Plan {
     Plan {
         action: "remove-vm",
         script: scripts::REMOVE_VM,
+        deadline: RUN_DEADLINE,
         params: vec![("Name", text(name)), ("Directory", text(directory))],
     }
 }
@@ -333,6 +376,7 @@ mod tests {
             action: "status",
             script,
             params: Vec::new(),
+            deadline: RUN_DEADLINE,
         };
         let name = plan("# slipway-plan: status\n").file_name();
         assert!(name.starts_with("status-") && name.ends_with(".ps1") && name.len() == 27);
@@ -397,6 +441,38 @@ mod tests {
         let mut wanted: Vec<_> = actions.iter().map(|a| format!("{a}.txt")).collect();
         wanted.sort();
         assert_eq!(files, wanted);
+    }
+
+    /// Every plan finds the node's VM by its name and Slipway's tag, with the prefix and
+    /// suffix the driver documents; create-vm marks a VM partial first and whole last.
+    #[test]
+    fn every_plan_matches_vms_by_slipways_tag() {
+        let tag = format!("$tag = '{TAG_PREFIX}' + $Name");
+        for plan in all_examples() {
+            let uses_vms = plan.script.contains("Get-VM |");
+            assert_eq!(uses_vms, plan.script.contains(&tag), "{}", plan.action);
+            if uses_vms {
+                assert!(
+                    plan.script.contains(&format!("'{PARTIAL_SUFFIX}'")),
+                    "{}",
+                    plan.action
+                );
+                assert!(
+                    plan.script
+                        .contains("exists that Slipway did not make; rename or remove it"),
+                    "{}",
+                    plan.action
+                );
+            }
+        }
+        let create = scripts::CREATE_VM;
+        let partial = create.find("Set-VM -VM $vm -Notes $partial").unwrap();
+        let whole = create.find("Set-VM -VM $vm -Notes $tag").unwrap();
+        assert!(create.find("New-VM -Name").unwrap() < partial);
+        // Nothing is done to the new VM after it is marked whole.
+        let rest = &create[whole..create.find("$created = $true").unwrap()];
+        assert_eq!(rest.trim_end().lines().count(), 1, "{rest}");
+        assert!(partial < whole);
     }
 
     #[test]
@@ -470,6 +546,16 @@ mod tests {
             plan.params[1],
             ("TimeoutSeconds", Param::Int(i64::from(i32::MAX)))
         );
+        assert_eq!(
+            plan.deadline,
+            Duration::from_secs(i32::MAX.unsigned_abs().into()) + STOP_MARGIN
+        );
+        // stop-vm's own wait never outlasts the executor's deadline; the others keep the default.
+        let plan = stop_vm("w-1", Duration::from_secs(300));
+        assert_eq!(plan.deadline, Duration::from_secs(360));
+        assert!(plan.deadline > RUN_DEADLINE);
+        assert_eq!(status("w-1").deadline, RUN_DEADLINE);
+        assert_eq!(vm_tag("w-1"), "slipway-node:w-1");
         for plan in all_examples() {
             assert!(
                 plan.script

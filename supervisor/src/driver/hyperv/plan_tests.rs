@@ -36,11 +36,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "SwitchName",
         ],
     ),
-    // hyper-v/Set-VM.md
+    // hyper-v/Set-VM.md (-Notes: Slipway's tag, see plan::TAG_PREFIX)
     (
         "Set-VM",
         &[
             "VM",
+            "Notes",
             "ProcessorCount",
             "StaticMemory",
             "CheckpointType",
@@ -56,12 +57,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "Set-VMNetworkAdapter",
         &["VMNetworkAdapter", "StaticMacAddress"],
     ),
+    // hyper-v/Get-VMNetworkAdapterVlan.md (its VMNetworkAdapterVlanSetting: OperationMode,
+    // AccessVlanId)
+    ("Get-VMNetworkAdapterVlan", &["VMNetworkAdapter"]),
     // hyper-v/Set-VMNetworkAdapterVlan.md
     (
         "Set-VMNetworkAdapterVlan",
         &["VMNetworkAdapter", "Access", "VlanId"],
     ),
-    // hyper-v/Set-VMFirmware.md
+    // hyper-v/Get-VMFirmware.md (its VMFirmware: SecureBoot, SecureBootTemplate)
+    ("Get-VMFirmware", &["VM"]),
+    // hyper-v/Set-VMFirmware.md (-EnableSecureBoot On|Off)
     (
         "Set-VMFirmware",
         &[
@@ -78,6 +84,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "New-VHD",
         &["Path", "SizeBytes", "Dynamic", "ParentPath", "Differencing"],
     ),
+    // hyper-v/Get-VMIntegrationService.md (its VMIntegrationComponent: Id, Enabled,
+    // PrimaryOperationalStatus)
+    ("Get-VMIntegrationService", &["VM"]),
     // hyper-v/Get-VMHardDiskDrive.md
     (
         "Get-VMHardDiskDrive",
@@ -502,6 +511,15 @@ fn every_plan_parses_and_passes_every_check() {
     assert_eq!(files, actions);
 }
 
+/// The 1-based line of `source` that first holds `needle`.
+fn line_of(source: &str, needle: &str) -> usize {
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .map(|row| row + 1)
+        .unwrap_or_else(|| panic!("no line holds {needle:?}"))
+}
+
 /// A real plan's script, changed by `edit` (which must change it).
 fn broken(action: &str, edit: impl Fn(&str) -> String) -> (Plan, String) {
     let plan = all_examples()
@@ -556,7 +574,11 @@ fn a_wrong_header_or_encoding_is_reported() {
     let (_, source) = broken("beacon", |s| {
         s.replacen("the host itself", "the h\u{f4}te itself", 1)
     });
-    assert_eq!(encoding_errors(&source), vec!["line 22: not ASCII"]);
+    let at = line_of(&source, "the h\u{f4}te itself");
+    assert_eq!(
+        encoding_errors(&source),
+        vec![format!("line {at}: not ASCII")]
+    );
 }
 
 #[test]
@@ -599,14 +621,15 @@ fn params_out_of_order_untyped_or_unused_are_reported() {
 fn a_cmdlet_or_parameter_off_the_list_is_reported() {
     let (_, source) = broken("remove-vm", |s| {
         s.replacen(
-            "Remove-VM -VM $vm[0] -Force",
-            "Remove-VM -VM $vm[0] -Force\n    Invoke-Item -Path $Directory",
+            "Remove-VM -VM $one -Force",
+            "Remove-VM -VM $one -Force\n    Invoke-Item -Path $Directory",
             1,
         )
     });
+    let at = line_of(&source, "Invoke-Item");
     assert_eq!(
         allow_list_errors(&source),
-        vec!["line 17: Invoke-Item is not on the allow-list"]
+        vec![format!("line {at}: Invoke-Item is not on the allow-list")]
     );
     let (_, source) = broken("create-vm", |s| {
         s.replacen("-NoVHD", "-NoVHD -Prestaged", 1)
@@ -623,11 +646,12 @@ fn a_cmdlet_or_parameter_off_the_list_is_reported() {
         vec!["line 1: Get-Date -Format is not on the allow-list"]
     );
     let (_, source) = broken("status", |s| {
-        s.replacen("$vm = @(Get-VM |", "$vm = @(& $getter |", 1)
+        s.replacen("$named = @(Get-VM |", "$named = @(& $getter |", 1)
     });
+    let at = line_of(&source, "& $getter");
     assert_eq!(
         allow_list_errors(&source),
-        vec!["line 11: `$getter` is an indirect call"]
+        vec![format!("line {at}: `$getter` is an indirect call")]
     );
 }
 
@@ -661,14 +685,15 @@ fn evaluated_text_is_reported() {
     );
     let (_, source) = broken("status", |s| {
         s.replacen(
-            "$vm = @(Get-VM |",
-            "$vm = @(Invoke-Expression \"Get-VM $Name\" |",
+            "$named = @(Get-VM |",
+            "$named = @(Invoke-Expression \"Get-VM $Name\" |",
             1,
         )
     });
+    let at = line_of(&source, "Invoke-Expression");
     assert_eq!(
         evaluation_errors(&source),
-        vec!["line 11: Invoke-Expression evaluates text"]
+        vec![format!("line {at}: Invoke-Expression evaluates text")]
     );
     let errors = evaluation_errors("$b = [scriptblock]::Create($Name)\n& $b\niex $Name\n");
     assert_eq!(

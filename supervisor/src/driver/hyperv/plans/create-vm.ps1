@@ -1,8 +1,12 @@
 # slipway-plan: create-vm
 # Makes the node's Generation 2 VM: fixed memory, no checkpoints, its MAC and VLAN on the
-# cluster's switch, Secure Boot with the image's template, COM1 on a named pipe, and its state
-# disk at SCSI 0:1. Nothing changes when a VM of that name exists. A failure after New-VM
-# removes what this run made, so no half-made VM is left for the next pass to mistake as done.
+# cluster's switch, Secure Boot with the image's template (None: Secure Boot off), COM1 on a
+# named pipe, and its state disk at SCSI 0:1. Its Notes say it is Slipway's: NAME:partial from
+# New-VM on, and the bare tag as the very last step, so a run killed midway leaves a VM that the
+# next run knows is unfinished: it is removed (its state disk kept) and made again. A failure
+# that throws removes what this run made. A finished VM is left as it is, and the answer names
+# the settings in which it differs from the ones asked for. A VM of that name without Slipway's
+# Notes is someone else's: refused.
 param(
     [Parameter(Mandatory)] [string] $Name,
     [Parameter(Mandatory)] [string] $Directory,
@@ -11,7 +15,7 @@ param(
     [Parameter(Mandatory)] [string] $SwitchName,
     [Parameter(Mandatory)] [ValidatePattern('^[0-9A-Fa-f]{12}$')] [string] $MacAddress,
     [Parameter(Mandatory)] [ValidateRange(0, 4094)] [int] $VlanId,
-    [Parameter(Mandatory)] [ValidateSet('MicrosoftWindows', 'MicrosoftUEFICertificateAuthority')] [string] $SecureBootTemplate,
+    [Parameter(Mandatory)] [ValidateSet('MicrosoftWindows', 'MicrosoftUEFICertificateAuthority', 'None')] [string] $SecureBootTemplate,
     [Parameter(Mandatory)] [string] $StateDisk,
     [Parameter(Mandatory)] [long] $StateDiskBytes
 )
@@ -19,21 +23,43 @@ $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
+$tag = 'slipway-node:' + $Name
+$partial = $tag + ':partial'
 # Get-VM -Name takes wildcards; an exact comparison never matches a neighbour.
-$existing = @(Get-VM | Where-Object { $_.Name -eq $Name })
+$named = @(Get-VM | Where-Object { $_.Name -eq $Name })
+$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne $partial })
+if ($foreign.Count -gt 0) {
+    throw "create-vm: a VM named $Name exists that Slipway did not make; rename or remove it"
+}
+if ($named.Count -gt 1) {
+    throw "create-vm: $($named.Count) VMs named $Name carry Slipway's notes; remove all but one"
+}
 $created = $false
-if ($existing.Count -eq 0) {
-    $vm = $null
+$differs = New-Object 'System.Collections.Generic.List[string]'
+$vm = $null
+if ($named.Count -eq 1 -and $named[0].Notes -eq $partial) {
+    # Left unfinished by a run that was killed. Remove-VM keeps disk files: the state disk stays.
+    if ($named[0].State.ToString() -ne 'Off') { Stop-VM -VM $named[0] -TurnOff -Force }
+    Remove-VM -VM $named[0] -Force
+} elseif ($named.Count -eq 1) {
+    $vm = $named[0]
+}
+if ($null -eq $vm) {
     $madeDisk = $false
     try {
         $vm = New-VM -Name $Name -Generation 2 -NoVHD -Path $Directory -MemoryStartupBytes $MemoryBytes -SwitchName $SwitchName
+        Set-VM -VM $vm -Notes $partial
         Set-VM -VM $vm -ProcessorCount $Processors -StaticMemory -CheckpointType Disabled -AutomaticCheckpointsEnabled $false -AutomaticStartAction Nothing -AutomaticStopAction ShutDown
         $adapter = Get-VMNetworkAdapter -VM $vm
         Set-VMNetworkAdapter -VMNetworkAdapter $adapter -StaticMacAddress $MacAddress
         if ($VlanId -gt 0) {
             Set-VMNetworkAdapterVlan -VMNetworkAdapter $adapter -Access -VlanId $VlanId
         }
-        Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+        if ($SecureBootTemplate -eq 'None') {
+            Set-VMFirmware -VM $vm -EnableSecureBoot Off
+        } else {
+            Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate $SecureBootTemplate
+        }
         # The console and the beacon's serial path: one pipe per node, named after it.
         Set-VMComPort -VM $vm -Number 1 -Path "\\.\pipe\slipway-$Name"
         # The state disk outlives VMs and swaps: made once, never replaced.
@@ -42,6 +68,8 @@ if ($existing.Count -eq 0) {
             $madeDisk = $true
         }
         Add-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 1 -Path $StateDisk
+        # The very last step: from here on the VM is whole.
+        Set-VM -VM $vm -Notes $tag
         $created = $true
     } catch {
         $failure = $_
@@ -53,9 +81,31 @@ if ($existing.Count -eq 0) {
         }
         throw $failure
     }
+} else {
+    # A finished VM: what differs is reported, not changed (a running VM cannot take most of it).
+    if ($vm.MemoryStartup -ne $MemoryBytes) { $differs.Add('MemoryBytes') }
+    if ($vm.ProcessorCount -ne $Processors) { $differs.Add('Processors') }
+    $adapters = @(Get-VMNetworkAdapter -VM $vm)
+    $access = -1
+    if ($adapters.Count -eq 1) {
+        if ($adapters[0].SwitchName -ne $SwitchName) { $differs.Add('SwitchName') }
+        if ($adapters[0].MacAddress -ne $MacAddress) { $differs.Add('MacAddress') }
+        $vlan = Get-VMNetworkAdapterVlan -VMNetworkAdapter $adapters[0]
+        $access = 0
+        if ($vlan.OperationMode.ToString() -eq 'Access') { $access = $vlan.AccessVlanId }
+    } else {
+        $differs.Add('SwitchName')
+        $differs.Add('MacAddress')
+    }
+    if ($access -ne $VlanId) { $differs.Add('VlanId') }
+    $firmware = Get-VMFirmware -VM $vm
+    $template = 'None'
+    if ($firmware.SecureBoot.ToString() -eq 'On') { $template = $firmware.SecureBootTemplate }
+    if ($template -ne $SecureBootTemplate) { $differs.Add('SecureBootTemplate') }
 }
 
-$answer = [ordered]@{ created = $created }
+# A .NET string[] serialises as a JSON array; a PowerShell-wrapped array may not on 5.1.
+$answer = [ordered]@{ created = $created; differs = $differs.ToArray() }
 Write-Output '<<<slipway-begin>>>'
 Write-Output (ConvertTo-Json -InputObject $answer -Compress)
 Write-Output '<<<slipway-end>>>'

@@ -15,7 +15,15 @@ if ($Keep -notlike 'os-*.vhdx' -or $Keep.Contains('\') -or $Keep.Contains('/')) 
     throw "drop-os-disks: Keep must be a file name os-*.vhdx, not $Keep"
 }
 $attached = @()
-$vm = @(Get-VM | Where-Object { $_.Name -eq $Name })
+# Ours is the VM of this name whose Notes are Slipway's tag; one still being made (NAME:partial)
+# is not there yet, and one with other Notes is someone else's: refused.
+$tag = 'slipway-node:' + $Name
+$named = @(Get-VM | Where-Object { $_.Name -eq $Name })
+$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne ($tag + ':partial') })
+if ($foreign.Count -gt 0) {
+    throw "drop-os-disks: a VM named $Name exists that Slipway did not make; rename or remove it"
+}
+$vm = @($named | Where-Object { $_.Notes -eq $tag })
 if ($vm.Count -gt 0) {
     $attached = @(Get-VMHardDiskDrive -VM $vm[0] | ForEach-Object { $_.Path })
 }

@@ -8,7 +8,15 @@ $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
-$vm = @(Get-VM | Where-Object { $_.Name -eq $Name })
+# Ours is the VM of this name whose Notes are Slipway's tag; one still being made (NAME:partial)
+# is not there yet, and one with other Notes is someone else's: refused.
+$tag = 'slipway-node:' + $Name
+$named = @(Get-VM | Where-Object { $_.Name -eq $Name })
+$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne ($tag + ':partial') })
+if ($foreign.Count -gt 0) {
+    throw "status: a VM named $Name exists that Slipway did not make; rename or remove it"
+}
+$vm = @($named | Where-Object { $_.Notes -eq $tag })
 if ($vm.Count -eq 0) {
     $answer = [ordered]@{ exists = $false }
 } else {

@@ -1,6 +1,7 @@
 # slipway-plan: stop-vm
 # Stops a VM: a guest shutdown first, and after TimeoutSeconds the equivalent of pulling the
-# plug. Stop-VM runs as a job so that the deadline is ours, not the cmdlet's.
+# plug; a guest whose shutdown integration service is not working is turned off at once, and
+# the answer says which happened. Stop-VM runs as a job so that the deadline is ours.
 param(
     [Parameter(Mandatory)] [string] $Name,
     [Parameter(Mandatory)] [int] $TimeoutSeconds
@@ -9,11 +10,28 @@ $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
-$vm = @(Get-VM | Where-Object { $_.Name -eq $Name })
+# Ours is the VM of this name whose Notes are Slipway's tag; one still being made (NAME:partial)
+# is not there yet, and one with other Notes is someone else's: refused.
+$tag = 'slipway-node:' + $Name
+$named = @(Get-VM | Where-Object { $_.Name -eq $Name })
+$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne ($tag + ':partial') })
+if ($foreign.Count -gt 0) {
+    throw "stop-vm: a VM named $Name exists that Slipway did not make; rename or remove it"
+}
+$vm = @($named | Where-Object { $_.Notes -eq $tag })
 if ($vm.Count -eq 0) { throw "stop-vm: no VM named $Name" }
 $vm = $vm[0]
+# The guest's shutdown integration service, by its component id (its name is translated with
+# Windows): without it working, Stop-VM -Force turns the VM off, which is no shutdown.
+$shutdown = @(Get-VMIntegrationService -VM $vm | Where-Object {
+        ([string] $_.Id) -like '*9F8233AC-BE49-4C79-8EE3-E7E1985B2077' -and $_.Enabled -and
+        ([string] $_.PrimaryOperationalStatus) -eq 'Ok' })
 if ($vm.State.ToString() -eq 'Off') {
     $stopped = 'already-stopped'
+} elseif ($shutdown.Count -eq 0) {
+    # Nothing in the guest would hear a shutdown request: waiting for one is pointless.
+    Stop-VM -VM $vm -TurnOff -Force
+    $stopped = 'turned-off'
 } else {
     $job = Stop-VM -VM $vm -Force -AsJob
     $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
