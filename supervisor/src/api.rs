@@ -77,8 +77,14 @@ pub struct RolloutInfo {
     pub cluster: String,
     /// done | rolling | waiting | paused | failed | aborted | refused | idle
     pub state: String,
-    /// "NAME VERSION DIGEST" of the image the rollout moves nodes to; empty when none.
+    /// "NAME VERSION DIGEST" of the image the rollout moves nodes to (the Linux nodes', from
+    /// `[source] channel`); empty when none.
     pub target: String,
+    /// "NAME VERSION DIGEST" of the image the rollout moves the Windows nodes to (from
+    /// `[source] windows-channel`); empty when none or when the host follows no such channel.
+    /// Each node's own target is its [`SwapInfo::target`].
+    #[serde(default)]
+    pub windows_target: String,
     /// Why it is in that state (what it waits for, what failed, who paused it).
     pub reason: String,
     /// Its nodes on this host.
@@ -164,6 +170,14 @@ pub struct Snapshot {
     pub channel: String,
     /// When the channel was last read and verified (Unix seconds; 0: never).
     pub channel_verified: i64,
+    /// The image the Windows nodes' channel (`[source] windows-channel`) names, verified, as
+    /// [`Snapshot::image`]; empty when none or not followed.
+    pub windows_image: String,
+    /// How fresh that is, as [`Snapshot::channel`]; empty when the host follows no Windows
+    /// channel.
+    pub windows_channel: String,
+    /// When the Windows channel was last read and verified (Unix seconds; 0: never).
+    pub windows_channel_verified: i64,
     /// What keeps the supervisor from doing its job (an image refused, a bad config reload).
     pub problem: String,
     /// Where the metrics are served.
@@ -226,6 +240,9 @@ impl Supervisor1 {
             channel: snapshot.channel.clone(),
             channel_verified: snapshot.channel_verified,
             problem: snapshot.problem.clone(),
+            windows_image: snapshot.windows_image.clone(),
+            windows_channel: snapshot.windows_channel.clone(),
+            windows_channel_verified: snapshot.windows_channel_verified,
             nodes: snapshot.nodes.values().cloned().collect(),
         }
     }
@@ -336,7 +353,7 @@ impl Supervisor1 {
                 .rollouts
                 .iter()
                 .filter(|r| cluster.is_empty() || r.cluster == cluster);
-            chosen.all(|r| r.target.is_empty())
+            chosen.all(|r| r.target.is_empty() && r.windows_target.is_empty())
         };
         if nothing {
             return Err(zbus::fdo::Error::Failed(
@@ -507,6 +524,15 @@ pub struct Status {
     pub problem: String,
     /// The nodes.
     pub nodes: Vec<NodeInfo>,
+    /// The verified image the Windows nodes' channel names (empty when none or not followed).
+    #[serde(default)]
+    pub windows_image: String,
+    /// Its freshness, as `channel`; empty when the host follows no Windows channel.
+    #[serde(default)]
+    pub windows_channel: String,
+    /// When the Windows channel was last verified (Unix seconds; 0: never).
+    #[serde(default)]
+    pub windows_channel_verified: i64,
 }
 
 /// A client of a running supervisor.
@@ -603,12 +629,32 @@ pub fn table(status: &Status) -> String {
         &status.image
     };
     let _ = writeln!(out, "host {}: image {image}", status.host);
-    let verified = if status.channel_verified == 0 {
-        "never verified".to_owned()
-    } else {
-        format!("verified {}s ago", (now - status.channel_verified).max(0))
+    let verified = |at: i64| {
+        if at == 0 {
+            "never verified".to_owned()
+        } else {
+            format!("verified {}s ago", (now - at).max(0))
+        }
     };
-    let _ = writeln!(out, "channel: {} ({verified})", status.channel);
+    let _ = writeln!(
+        out,
+        "channel: {} ({})",
+        status.channel,
+        verified(status.channel_verified)
+    );
+    if !status.windows_channel.is_empty() {
+        let image = if status.windows_image.is_empty() {
+            "none verified"
+        } else {
+            &status.windows_image
+        };
+        let _ = writeln!(
+            out,
+            "windows nodes: image {image}\nwindows-channel: {} ({})",
+            status.windows_channel,
+            verified(status.windows_channel_verified)
+        );
+    }
     if !status.problem.is_empty() {
         let _ = writeln!(out, "problem: {}", status.problem);
     }

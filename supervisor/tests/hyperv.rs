@@ -184,15 +184,21 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
     let bus = tests::dbus::Bus::start();
     let _run = Supervisor::start(d, &bus.address, "slipwayd.log", None);
     let reasons = std::sync::Mutex::new(BTreeSet::new());
-    let (s, took) = wait_for(d, &bus.address, Duration::from_secs(180), "all ready", |s| {
-        let reason = s["nodes"]
-            .as_array()
-            .and_then(|nodes| nodes.iter().find(|n| n["name"] == "win-2"))
-            .and_then(|n| n["reason"].as_str())
-            .unwrap_or_default();
-        reasons.lock().unwrap().insert(reason.to_owned());
-        all_ready(s, &NODES)
-    });
+    let (s, took) = wait_for(
+        d,
+        &bus.address,
+        Duration::from_secs(180),
+        "all ready",
+        |s| {
+            let reason = s["nodes"]
+                .as_array()
+                .and_then(|nodes| nodes.iter().find(|n| n["name"] == "win-2"))
+                .and_then(|n| n["reason"].as_str())
+                .unwrap_or_default();
+            reasons.lock().unwrap().insert(reason.to_owned());
+            all_ready(s, &NODES)
+        },
+    );
     eprintln!("three nodes ready in {took:?}");
     let reasons = reasons.into_inner().unwrap();
     assert!(
@@ -222,10 +228,7 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
         assert_eq!(vm["switch"], "Slipway");
         assert_eq!(vm["state"], "Running");
     }
-    let before: BTreeMap<&str, Value> = NODES
-        .iter()
-        .map(|n| (*n, state_disk(&fake, n)))
-        .collect();
+    let before: BTreeMap<&str, Value> = NODES.iter().map(|n| (*n, state_disk(&fake, n))).collect();
 
     // Next month: both channels move; the rollout swaps all three in place, one at a time.
     promote_to(d, &format!("linux-{V2}"), "stable");
@@ -242,10 +245,16 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
     });
     eprintln!("three nodes swapped in {took:?}");
     let most_down = most_down.get();
-    assert!(most_down <= 1, "max-unavailable 1 held: {most_down} down at once");
+    assert!(
+        most_down <= 1,
+        "max-unavailable 1 held: {most_down} down at once"
+    );
     for name in NODES {
         let after = state_disk(&fake, name);
-        assert_eq!(after["node_id"], before[name]["node_id"], "{name}'s state disk kept");
+        assert_eq!(
+            after["node_id"], before[name]["node_id"],
+            "{name}'s state disk kept"
+        );
         assert_eq!(
             after["boot_count"].as_u64().unwrap(),
             before[name]["boot_count"].as_u64().unwrap() + 1,
@@ -256,7 +265,11 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|f| f.starts_with("os-"))
             .collect();
-        assert_eq!(os_disks.len(), 1, "{name}'s old OS disk dropped: {os_disks:?}");
+        assert_eq!(
+            os_disks.len(),
+            1,
+            "{name}'s old OS disk dropped: {os_disks:?}"
+        );
     }
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3);
 
@@ -265,11 +278,15 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
     let mut seen = BTreeSet::new();
     for plan in fake.plans() {
         let action = plan["action"].as_str().unwrap();
-        let script = std::fs::read_to_string(fake.host_path(plan["script"].as_str().unwrap()))
-            .unwrap();
+        let file = plan["script"].as_str().unwrap();
+        let script =
+            std::fs::read_to_string(fake.host_path(&format!(r"{ROOT}\plans\{file}"))).unwrap();
         let expected = std::fs::read_to_string(golden.join(format!("{action}.txt"))).unwrap();
         let (line, golden_script) = expected.split_once('\n').unwrap();
-        assert_eq!(script, golden_script, "{action}: the script is the golden one");
+        assert_eq!(
+            script, golden_script,
+            "{action}: the script is the golden one"
+        );
         let names: Vec<&str> = line
             .split(' ')
             .filter_map(|w| w.strip_prefix('-'))
@@ -284,7 +301,10 @@ fn a_hyperv_host_runs_and_swaps_windows_workers_beside_a_linux_node() {
             .collect();
         let mut sorted = names.clone();
         sorted.sort_unstable();
-        assert_eq!(params, sorted, "{action}: the golden command line's parameters");
+        assert_eq!(
+            params, sorted,
+            "{action}: the golden command line's parameters"
+        );
         seen.insert(action.to_owned());
     }
     for action in [

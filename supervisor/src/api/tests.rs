@@ -12,6 +12,7 @@ pub(crate) fn lab() -> RolloutInfo {
         cluster: "lab".into(),
         state: "rolling".into(),
         target: "tiny-linux 2026.12.0 sha256:12".into(),
+        windows_target: String::new(),
         reason: "swapping cp-1".into(),
         nodes: vec![
             SwapInfo {
@@ -230,4 +231,32 @@ mod policy {
         let (ok, said) = call(&bus.address, 0, "PauseRollout", &[]).await;
         assert!(ok, "root may pause: {said}");
     }
+}
+
+/// A status or rollout answer from a slipwayd of one channel (no Windows fields) still reads,
+/// and the table shows a Windows channel only when the host follows one.
+#[test]
+fn answers_without_the_windows_channel_still_read_and_the_table_shows_it_when_followed() {
+    let old = r#"{"host":"hv-01","image":"linux-node 2 sha256:bb","channel":"fresh",
+        "channel_verified":0,"problem":"","nodes":[]}"#;
+    let mut status: Status = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        (
+            status.windows_channel.as_str(),
+            status.windows_image.as_str()
+        ),
+        ("", "")
+    );
+    assert!(!table(&status).contains("windows"), "{}", table(&status));
+    let rollout = r#"{"cluster":"lab","state":"done","target":"","reason":"","nodes":[],
+        "slots":[],"fleet_problem":""}"#;
+    let info: RolloutInfo = serde_json::from_str(rollout).unwrap();
+    assert_eq!(info.windows_target, "");
+    status.windows_channel = "stale".into();
+    status.windows_image = "windows-node 1 sha256:dd".into();
+    let text = table(&status);
+    assert!(
+        text.contains("windows nodes: image windows-node 1 sha256:dd\nwindows-channel: stale (never verified)\n"),
+        "{text}"
+    );
 }

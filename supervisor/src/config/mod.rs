@@ -33,6 +33,7 @@ mod kube;
 mod net;
 mod node;
 mod rollout;
+mod source;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,6 +52,7 @@ pub use node::{Node, NodeOs, Role};
 #[cfg(test)]
 pub use rollout::Window;
 pub use rollout::{Rollout, Strategy};
+pub use source::Source;
 
 /// The host config format this build reads.
 pub const FORMAT: u32 = 1;
@@ -103,19 +105,6 @@ pub struct HostConfig {
     pub nodes: BTreeMap<String, Node>,
     /// `[fleet]`: where the hosts sharing a cluster keep their lock slots.
     pub fleet: Fleet,
-}
-
-/// The image source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    /// `oci:PATH` or `HOST[:PORT]/REPO`.
-    pub reference: String,
-    /// The channel followed.
-    pub channel: String,
-    /// Trusted public keys.
-    pub keys: Vec<PathBuf>,
-    /// Plain HTTP to the registry.
-    pub plain_http: bool,
 }
 
 /// The hypervisor.
@@ -243,6 +232,7 @@ mod raw {
     pub struct Source {
         pub reference: Spanned<String>,
         pub channel: Spanned<String>,
+        pub windows_channel: Option<Spanned<String>>,
         pub keys: Spanned<Vec<String>>,
         #[serde(default)]
         pub plain_http: bool,
@@ -529,28 +519,7 @@ impl Validator<'_> {
                 "state-dir must be an absolute path",
             ));
         }
-        let reference = raw.source.reference.get_ref();
-        let reference_ok = reference.starts_with("oci:") || reference.contains('/');
-        if !reference_ok || reference.contains(['@', ' ']) {
-            return Err(self.error(&raw.source.reference.span(), format!("reference {reference:?}: expected oci:PATH or HOST[:PORT]/REPOSITORY (the channel picks the image)")));
-        }
-        let channel = raw.source.channel.get_ref();
-        if channel.is_empty()
-            || !channel
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(self.error(
-                &raw.source.channel.span(),
-                format!("channel {channel:?}: letters, digits, '-', '_' and '.'"),
-            ));
-        }
-        if raw.source.keys.get_ref().is_empty() {
-            return Err(self.error(
-                &raw.source.keys.span(),
-                "keys: at least one trusted public key: slipwayd boots nothing unsigned",
-            ));
-        }
+        let source = self.source(&raw.source, raw.hypervisor.kind.get_ref() == "qemu")?;
         let h = &raw.hypervisor;
         let hyperv_keys = [
             h.executor.as_ref().map(Spanned::span),
@@ -723,7 +692,8 @@ impl Validator<'_> {
         }
 
         let qemu = matches!(hypervisor, Hypervisor::Qemu(_));
-        let (nodes, control_planes) = self.nodes(raw.nodes, &clusters, qemu)?;
+        let (nodes, control_planes) =
+            self.nodes(raw.nodes, &clusters, qemu, source.windows_channel.is_some())?;
         let fleet = match raw.fleet {
             None => Fleet::None,
             Some(f) => f
@@ -749,18 +719,7 @@ impl Validator<'_> {
         Ok(HostConfig {
             name,
             state_dir,
-            source: Source {
-                reference: reference.clone(),
-                channel: channel.clone(),
-                keys: raw
-                    .source
-                    .keys
-                    .into_inner()
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                plain_http: raw.source.plain_http,
-            },
+            source,
             hypervisor,
             vm_user,
             clusters,

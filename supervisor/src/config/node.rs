@@ -4,7 +4,8 @@
 //! `os` (`"linux"`, the default, or `"windows"`) names the image family a node boots. Windows
 //! nodes are workers only: kubeadm's control plane (etcd, the API server and the other static
 //! pods) runs on Linux alone, so a `role = "control-plane"` node with `os = "windows"` is refused
-//! at its `role`.
+//! at its `role`, and a Windows node needs `[source] windows-channel` (the channel its images
+//! come from: a channel names one image, of one OS).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -107,6 +108,7 @@ impl Validator<'_> {
         raw: Vec<Spanned<Raw>>,
         clusters: &BTreeMap<String, Cluster>,
         qemu: bool,
+        windows_channel: bool,
     ) -> Result<(BTreeMap<String, Node>, BTreeSet<String>), Error> {
         let mut nodes = BTreeMap::new();
         let mut next: BTreeMap<String, u32> = BTreeMap::new();
@@ -147,6 +149,17 @@ impl Validator<'_> {
                         "node {name}: Windows nodes run on Hyper-V hosts ([hypervisor] kind = \
                          \"hyperv\"); the QEMU driver boots Linux node images only (it pulls \
                          os = \"linux\" images and reads their beacon on a virtio-serial port)"
+                    ),
+                ));
+            }
+            if os == NodeOs::Windows && !windows_channel {
+                let at = n.os.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(self.error(
+                    &at,
+                    format!(
+                        "node {name} has os = \"windows\" but [source] names no windows-channel: \
+                         add windows-channel = \"NAME\" to [source], the channel of its Windows \
+                         images (channel is the Linux nodes')"
                     ),
                 ));
             }
@@ -224,7 +237,7 @@ mod tests {
                 && message.contains("Windows nodes run on Hyper-V hosts"),
             "{message}"
         );
-        let text = hyperv(&text);
+        let text = with_windows_channel(&hyperv(&text));
         let config = parse(&text).unwrap();
         assert_eq!(config.nodes["worker-2"].os, NodeOs::Windows);
         assert_eq!(config.nodes["worker-1"].os, NodeOs::Linux);
@@ -257,6 +270,75 @@ mod tests {
             .replacen(&format!("{user}\n"), "", 1);
         assert!(out.contains("kind = \"hyperv\"") && !out.contains(user));
         out
+    }
+
+    /// `text` whose `[source]` names `windows-channel = "stable-windows"`.
+    fn with_windows_channel(text: &str) -> String {
+        let out = text.replacen(
+            "channel = \"stable\"\n",
+            "channel = \"stable\"\nwindows-channel = \"stable-windows\"\n",
+            1,
+        );
+        assert_ne!(out, text);
+        out
+    }
+
+    #[test]
+    fn a_windows_node_needs_a_windows_channel_of_its_own_on_a_hyperv_host() {
+        let windows = hyperv(&EXAMPLE.replacen(
+            "name = \"worker-2\"\ncluster = \"lab\"\nrole = \"worker\"\n",
+            "name = \"worker-2\"\ncluster = \"lab\"\nrole = \"worker\"\nos = \"windows\"\n",
+            1,
+        ));
+        // Without one: refused at the node's os, saying what to add.
+        let message = parse(&windows).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}node worker-2 has os = \"windows\" but [source] names no windows-channel: add \
+                 windows-channel = \"NAME\" to [source], the channel of its Windows images \
+                 (channel is the Linux nodes')",
+                located(&windows, "\"windows\"\n")
+            )
+        );
+        // With one: each OS's channel as written; a host without it follows one channel.
+        let config = parse(&with_windows_channel(&windows)).unwrap();
+        assert_eq!(config.source.channel, "stable");
+        assert_eq!(
+            config.source.windows_channel.as_deref(),
+            Some("stable-windows")
+        );
+        assert_eq!(parse(EXAMPLE).unwrap().source.windows_channel, None);
+        // A Hyper-V host may follow a Windows channel before it has a Windows node.
+        assert!(parse(&with_windows_channel(&hyperv(EXAMPLE))).is_ok());
+        // Refused: a bad name, the Linux channel's own name, and a QEMU host (no Windows node
+        // runs there), each at the value.
+        for (value, says) in [
+            (
+                "\"stable windows\"",
+                "windows-channel \"stable windows\": letters, digits",
+            ),
+            ("\"stable\"", "windows-channel \"stable\" is also channel"),
+        ] {
+            let bad = windows.replacen(
+                "channel = \"stable\"\n",
+                &format!("channel = \"stable\"\nwindows-channel = {value}\n"),
+                1,
+            );
+            let message = parse(&bad).unwrap_err().to_string();
+            let at = located(&bad, &format!("{value}\nkeys"));
+            assert!(
+                message.starts_with(&at) && message.contains(says),
+                "{message}"
+            );
+        }
+        let qemu = with_windows_channel(EXAMPLE);
+        let message = parse(&qemu).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&located(&qemu, "\"stable-windows\""))
+                && message.contains("Windows nodes run on Hyper-V hosts only"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,7 +1,13 @@
-//! The channel as this host knows it: the last image the channel named that passed every check
-//! (the target new nodes boot), the one before it, and how fresh that knowledge is. Pulls run
-//! on the blocking pool (the `images` crate is synchronous, shared with the builder) and report
-//! back as an event; the loop never waits on the network.
+//! The channels as this host knows them, one per node OS (`[source] channel` for Linux nodes,
+//! `windows-channel` for Windows ones): the last image each named that passed every check (the
+//! target its OS's new nodes boot), the one before it, and how fresh that knowledge is. Pulls
+//! run on the blocking pool (the `images` crate is synchronous, shared with the builder), one
+//! channel after the other in one task (they share the store and its channel state), and report
+//! back as an event per channel; the loop never waits on the network.
+//!
+//! A channel names one image of one OS: an image whose manifest's `os` is not its channel's is
+//! refused (the pull already expects the OS; the manifest is checked again here), so a Linux
+//! image never becomes a Windows node's target nor the other way round.
 //!
 //! Last-known-good: nothing here ever forgets a verified target because a later read failed.
 //! A network or registry error makes the channel `stale`; an answer that fails a check
@@ -10,7 +16,7 @@
 //! records name. The target and the previous one are persisted, so a host that reboots while
 //! the registry is down still has them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -20,11 +26,12 @@ use images::sign::PublicKey;
 use images::store::{Store, StoredImage};
 use serde::{Deserialize, Serialize};
 
-use crate::config;
+use crate::config::{self, NodeOs};
 use crate::model::Digest;
 use crate::persist;
 
-/// The persisted channel state (`STATE/channel`).
+/// The persisted channel state (`STATE/channel` for the Linux channel, as before there were
+/// two; `STATE/channel-windows`).
 const RECORD_KIND: &str = "channel";
 const RECORD_VERSION: u32 = 1;
 
@@ -64,9 +71,13 @@ struct Record {
     verified: i64,
 }
 
-/// What the host knows of its channel.
+/// What the host knows of one OS's channel.
 pub struct Channel {
     path: PathBuf,
+    /// The OS whose nodes follow it.
+    pub os: NodeOs,
+    /// Its name (`[source] channel` or `windows-channel`).
+    pub name: String,
     /// The verified image new nodes boot.
     pub target: Option<StoredImage>,
     /// The target before it (kept in the store for a rollback).
@@ -84,22 +95,68 @@ pub struct Channel {
 /// How a pull ended.
 pub type Outcome = Result<StoredImage, anyhow::Error>;
 
+/// The file the state of `os`'s channel is persisted in.
+fn record_path(state_dir: &Path, os: NodeOs) -> PathBuf {
+    match os {
+        NodeOs::Linux => state_dir.join("channel"),
+        NodeOs::Windows => state_dir.join("channel-windows"),
+    }
+}
+
+/// Why `image` cannot be the target of `os`'s channel `name`: its manifest is another OS's.
+pub fn os_mismatch(os: NodeOs, name: &str, image: &StoredImage) -> Option<String> {
+    let image_os = image.manifest.os.name();
+    (image_os != os.name()).then(|| {
+        format!(
+            "the channel {name} named {} {} ({}), a {image_os} image: the {os} nodes' channel must \
+             name {os} images (promote a {os} image to {name}); nothing boots it",
+            image.manifest.name, image.manifest.version, image.digest
+        )
+    })
+}
+
+/// Why node `node` must not boot `image`: its manifest is another OS's than the node's.
+pub fn wrong_os(node: &config::Node, image: &StoredImage) -> Option<String> {
+    let image_os = image.manifest.os.name();
+    (image_os != node.os.name()).then(|| {
+        format!(
+            "its image {} {} ({}) is a {image_os} image and node {} runs {} (os in host.toml): refused, never booted (a node changes OS only as a new node: remove it from host.toml, `slipwayd purge` it, then add it back)",
+            image.manifest.name, image.manifest.version, image.digest, node.name, node.os
+        )
+    })
+}
+
 impl Channel {
-    /// The channel state persisted in `state_dir`, its target read from `store` (a target the
-    /// store lost reads as none; the next pull fetches it again).
-    pub fn load(state_dir: &Path, store: &Store) -> anyhow::Result<Channel> {
-        let path = state_dir.join("channel");
+    /// The state of `os`'s channel `name` persisted in `state_dir`, its target read from
+    /// `store` (a target the store lost reads as none; the next pull fetches it again; one of
+    /// another OS reads as none too, refused).
+    pub fn load(
+        state_dir: &Path,
+        os: NodeOs,
+        name: &str,
+        store: &Store,
+    ) -> anyhow::Result<Channel> {
+        let path = record_path(state_dir, os);
         let record: Record = persist::read(&path, RECORD_KIND, RECORD_VERSION)?.unwrap_or_default();
-        let target = match &record.target {
+        let mut target = match &record.target {
             Some(digest) => store.get(digest.as_ref())?,
             None => None,
         };
+        let mut freshness = Freshness::Unknown;
+        let mut reason = String::new();
+        if let Some(why) = target.as_ref().and_then(|t| os_mismatch(os, name, t)) {
+            target = None;
+            freshness = Freshness::Refused;
+            reason = why;
+        }
         Ok(Channel {
             path,
+            os,
+            name: name.to_owned(),
             target,
             previous: record.previous,
-            freshness: Freshness::Unknown,
-            reason: String::new(),
+            freshness,
+            reason,
             verified: record.verified,
             pulling: false,
         })
@@ -117,6 +174,11 @@ impl Channel {
         self.pulling = false;
         match outcome {
             Ok(image) => {
+                if let Some(why) = os_mismatch(self.os, &self.name, &image) {
+                    self.freshness = Freshness::Refused;
+                    self.reason = why;
+                    return Ok(false);
+                }
                 let changed = self.target.as_ref().map(|t| &t.digest) != Some(&image.digest);
                 if changed {
                     self.previous = self.target_digest();
@@ -149,6 +211,85 @@ impl Channel {
     }
 }
 
+/// The channels a host follows: the Linux nodes' always, the Windows nodes' when
+/// `[source] windows-channel` is given.
+pub struct Channels {
+    /// `[source] channel`.
+    pub linux: Channel,
+    /// `[source] windows-channel`.
+    pub windows: Option<Channel>,
+}
+
+impl Channels {
+    /// The channels `source` names, their state read from `state_dir` (see [`Channel::load`]).
+    pub fn load(
+        state_dir: &Path,
+        source: &config::Source,
+        store: &Store,
+    ) -> anyhow::Result<Channels> {
+        let windows = match &source.windows_channel {
+            Some(name) => Some(Channel::load(state_dir, NodeOs::Windows, name, store)?),
+            None => None,
+        };
+        Ok(Channels {
+            linux: Channel::load(state_dir, NodeOs::Linux, &source.channel, store)?,
+            windows,
+        })
+    }
+
+    /// Follows an edited `[source]`: channels renamed, the Windows one taken up (its state read
+    /// back) or dropped (its state file stays, for when it comes back).
+    pub fn configure(
+        &mut self,
+        state_dir: &Path,
+        source: &config::Source,
+        store: &Store,
+    ) -> anyhow::Result<()> {
+        self.linux.name.clone_from(&source.channel);
+        match (&source.windows_channel, &mut self.windows) {
+            (None, windows) => *windows = None,
+            (Some(name), Some(windows)) => windows.name.clone_from(name),
+            (Some(name), windows @ None) => {
+                *windows = Some(Channel::load(state_dir, NodeOs::Windows, name, store)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The channel `os`'s nodes follow, if the host has one.
+    pub fn get(&self, os: NodeOs) -> Option<&Channel> {
+        match os {
+            NodeOs::Linux => Some(&self.linux),
+            NodeOs::Windows => self.windows.as_ref(),
+        }
+    }
+
+    /// The channel `os`'s nodes follow, to change.
+    pub fn get_mut(&mut self, os: NodeOs) -> Option<&mut Channel> {
+        match os {
+            NodeOs::Linux => Some(&mut self.linux),
+            NodeOs::Windows => self.windows.as_mut(),
+        }
+    }
+
+    /// Every channel followed, Linux first.
+    pub fn iter(&self) -> impl Iterator<Item = &Channel> {
+        std::iter::once(&self.linux).chain(self.windows.as_ref())
+    }
+
+    /// The verified target of every channel that has one, by OS.
+    pub fn targets(&self) -> BTreeMap<NodeOs, Digest> {
+        self.iter()
+            .filter_map(|c| Some((c.os, c.target_digest()?)))
+            .collect()
+    }
+
+    /// The images every channel keeps alive in the store.
+    pub fn keeps(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.iter().flat_map(Channel::keeps)
+    }
+}
+
 /// What a failed pull means: an I/O error anywhere in its causes (network, registry gone, a
 /// disk) is `stale`; an expired index is `expired`; anything else failed a check: `refused`.
 pub fn classify(error: &anyhow::Error) -> Freshness {
@@ -166,17 +307,19 @@ pub fn classify(error: &anyhow::Error) -> Freshness {
     Freshness::Refused
 }
 
-/// Removes from the store every image that neither a node record nor the channel keeps, then
-/// pulls the image the channel names and verifies it. Blocking: runs on the blocking pool.
+/// Removes from the store every image that neither a node record nor a channel keeps, then
+/// pulls the image each of `channels` (an OS and its channel's name) names and verifies it,
+/// one after the other: how each ended. Blocking: runs on the blocking pool.
 pub fn collect_and_pull(
     source: &config::Source,
     state_dir: &Path,
     keep: &BTreeSet<Digest>,
+    channels: &[(NodeOs, String)],
     now: u64,
-) -> Outcome {
-    let store = Store::open(&state_dir.join("store"))?;
+) -> Vec<(NodeOs, Outcome)> {
+    let root = state_dir.join("store");
     let keep: BTreeSet<String> = keep.iter().map(ToString::to_string).collect();
-    match store.collect_garbage(&keep) {
+    match Store::open(&root).and_then(|store| store.collect_garbage(&keep)) {
         Ok(removed) => {
             for digest in removed {
                 tracing::info!(%digest, "removed from the store: no node, channel target or previous target names it");
@@ -184,11 +327,19 @@ pub fn collect_and_pull(
         }
         Err(e) => tracing::warn!("store garbage collection failed: {e}"),
     }
-    pull(source, &store, now)
+    channels
+        .iter()
+        .map(|(os, name)| {
+            let outcome = Store::open(&root)
+                .map_err(anyhow::Error::from)
+                .and_then(|store| pull(source, &store, *os, name, now));
+            (*os, outcome)
+        })
+        .collect()
 }
 
-/// The image the channel names, pulled into the store and verified.
-fn pull(source: &config::Source, store: &Store, now: u64) -> Outcome {
+/// The image `os`'s channel `name` names, pulled into the store and verified.
+fn pull(source: &config::Source, store: &Store, os: NodeOs, name: &str, now: u64) -> Outcome {
     let keys = source
         .keys
         .iter()
@@ -196,11 +347,11 @@ fn pull(source: &config::Source, store: &Store, now: u64) -> Outcome {
         .collect::<Result<Vec<_>, _>>()?;
     let reference: Reference = source.reference.parse().map_err(anyhow::Error::msg)?;
     let mut repo = oci::open(&reference, false, source.plain_http)?;
-    // The QEMU driver boots x86_64 Linux node VMs (OVMF x64): a channel naming another image
-    // is refused before anything is fetched.
+    // Node VMs are x86_64 (OVMF x64, Hyper-V Generation 2), and each channel's OS is its
+    // nodes': a channel naming another image is refused before anything is fetched.
     let expect = oci::channel::Expect {
         name: None,
-        os: Some("linux".into()),
+        os: Some(os.name().into()),
         arch: Some("x86_64".into()),
     };
     let consumer = oci::channel::Consumer {
@@ -209,17 +360,11 @@ fn pull(source: &config::Source, store: &Store, now: u64) -> Outcome {
         now,
     };
     let image = store
-        .pull_channel(
-            repo.as_mut(),
-            &reference,
-            &source.channel,
-            &consumer,
-            &mut |_| {},
-        )
+        .pull_channel(repo.as_mut(), &reference, name, &consumer, &mut |_| {})
         .with_context(|| {
             format!(
-                "the image channel {} of {} could not be verified",
-                source.channel, source.reference
+                "the image channel {name} of {} (the {os} nodes') could not be verified",
+                source.reference
             )
         })?;
     Ok(image)
@@ -271,7 +416,7 @@ mod tests {
             &record,
         )
         .unwrap();
-        let mut channel = Channel::load(dir.path(), &store).unwrap();
+        let mut channel = Channel::load(dir.path(), NodeOs::Linux, "stable", &store).unwrap();
         assert_eq!(channel.freshness, Freshness::Unknown);
         assert_eq!(channel.previous, Some(digest('a')));
         assert_eq!(channel.verified, 300);
@@ -286,7 +431,7 @@ mod tests {
             "{}",
             channel.reason
         );
-        let again = Channel::load(dir.path(), &store).unwrap();
+        let again = Channel::load(dir.path(), NodeOs::Linux, "stable", &store).unwrap();
         assert_eq!(
             again.previous,
             Some(digest('a')),

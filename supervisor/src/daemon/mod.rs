@@ -1,5 +1,6 @@
-//! `slipwayd run`: the supervision loop, one tokio task. It pulls what the channel names into
-//! the store (signature, digests and channel checked before any disk is made), keeps every
+//! `slipwayd run`: the supervision loop, one tokio task. It pulls what each channel names (the
+//! Linux nodes', and the Windows nodes' when host.toml has one) into the store (signature,
+//! digests, channel and OS checked before any disk is made), keeps every
 //! configured node VM running on the image its record names, and listens to the nodes'
 //! beacons. It wakes on events (a beacon, a signal, a D-Bus call, a pull or a stop that
 //! ended) and on a timer: every few seconds it looks for silence, dead VMs and an edited
@@ -16,6 +17,8 @@ mod health;
 mod lock;
 mod nodes;
 mod rollout;
+#[cfg(test)]
+mod testing;
 mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +36,7 @@ use crate::api::{
     self, Counters, NodeInfo, RolloutControl, RolloutInfo, Shared, Snapshot, unix_now,
 };
 use crate::beacon::Heard;
-use crate::config::{HostConfig, Hypervisor};
+use crate::config::{HostConfig, Hypervisor, NodeOs};
 use crate::driver::hyperv::driver::HyperV;
 use crate::driver::qemu::Qemu;
 use crate::driver::{AnyDriver, Driver};
@@ -43,7 +46,7 @@ use crate::records::{self, NodeRecord};
 use crate::swap::journal::Journal;
 use crate::swap::plan::Decision;
 pub use admin::{down, purge};
-use channel::Channel;
+use channel::Channels;
 pub use lock::HostLock;
 use nodes::Node;
 
@@ -69,8 +72,8 @@ enum Event {
     /// A stop ended: how, or why the VM still runs.
     Stopped(String, Result<crate::driver::Stopped, String>),
     Purge(String),
-    /// A pull ended.
-    Pulled(Box<channel::Outcome>),
+    /// A pull of the channel of an OS's nodes ended.
+    Pulled(NodeOs, Box<channel::Outcome>),
     Reload,
     /// An operator's rollout pause, resume or abort.
     Control(RolloutControl),
@@ -98,7 +101,8 @@ struct Daemon<D: Driver> {
     records_problem: String,
     driver: Arc<D>,
     store: Store,
-    channel: Channel,
+    /// The channel each node OS follows.
+    channels: Channels,
     /// Every node record on the disk, configured or not (removed nodes keep theirs, and their
     /// addresses, until a purge).
     records: BTreeMap<String, NodeRecord>,
@@ -141,7 +145,7 @@ impl<D: Driver> Daemon<D> {
         events: UnboundedSender<Event>,
     ) -> anyhow::Result<Daemon<D>> {
         let store = Store::open(&config.state_dir.join("store"))?;
-        let channel = Channel::load(&config.state_dir, &store)?;
+        let channels = Channels::load(&config.state_dir, &config.source, &store)?;
         let records = records::load_all(&config.state_dir)?;
         let journal = Journal::load(&config.state_dir)?;
         if !journal.swaps.is_empty() {
@@ -161,7 +165,7 @@ impl<D: Driver> Daemon<D> {
             records_problem: String::new(),
             driver: Arc::new(driver),
             store,
-            channel,
+            channels,
             records,
             initialisers: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -218,6 +222,14 @@ impl<D: Driver> Daemon<D> {
                 self.config = config;
                 self.driver.configure(&self.config);
                 self.config_problem.clear();
+                if let Err(e) = self.channels.configure(
+                    &self.config.state_dir,
+                    &self.config.source,
+                    &self.store,
+                ) {
+                    tracing::error!("cannot read the channel state: {e:#}");
+                    self.config_problem = format!("cannot read the channel state: {e:#}");
+                }
                 if let Err(e) = self.load_initialisers() {
                     tracing::error!("{e:#}");
                 }
@@ -244,84 +256,123 @@ impl<D: Driver> Daemon<D> {
         records::run_dir(&self.config.state_dir, node, generation)
     }
 
-    /// Starts a pull of what the channel names, unless one runs. The store is collected first,
-    /// keeping every image a node record or the channel names.
+    /// Starts a pull of what each channel names, unless one runs: one task pulls them one
+    /// after the other (they share the store). The store is collected first, keeping every
+    /// image a node record or a channel names.
     fn start_pull(&mut self) {
-        if self.channel.pulling {
+        if self.channels.iter().any(|c| c.pulling) {
             return;
         }
-        self.channel.pulling = true;
-        let keep = keep(&self.records, &self.channel, &self.journal);
+        let wanted: Vec<(NodeOs, String)> = self
+            .channels
+            .iter()
+            .map(|c| (c.os, c.name.clone()))
+            .collect();
+        for (os, _) in &wanted {
+            if let Some(channel) = self.channels.get_mut(*os) {
+                channel.pulling = true;
+            }
+        }
+        let keep = keep(&self.records, &self.channels, &self.journal);
         let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
         let events = self.events.clone();
         let now = u64::try_from(unix_now()).unwrap_or(0);
         tokio::spawn(async move {
-            let outcome = tokio::task::spawn_blocking(move || {
-                channel::collect_and_pull(&source, &state_dir, &keep, now)
+            let oses: Vec<NodeOs> = wanted.iter().map(|(os, _)| *os).collect();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                channel::collect_and_pull(&source, &state_dir, &keep, &wanted, now)
             })
             .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("the pull task failed: {e}")));
-            let _ = events.send(Event::Pulled(Box::new(outcome)));
+            .unwrap_or_else(|e| {
+                oses.into_iter()
+                    .map(|os| (os, Err(anyhow::anyhow!("the pull task failed: {e}"))))
+                    .collect()
+            });
+            for (os, outcome) in outcomes {
+                let _ = events.send(Event::Pulled(os, Box::new(outcome)));
+            }
         });
     }
 
-    /// A pull ended: a new verified target, or why the channel is not fresh.
-    async fn pulled(&mut self, outcome: channel::Outcome) {
-        match self.channel.pulled(outcome, unix_now()) {
+    /// A pull of `os`'s channel ended: a new verified target, or why the channel is not fresh.
+    async fn pulled(&mut self, os: NodeOs, outcome: channel::Outcome) {
+        let Some(channel) = self.channels.get_mut(os) else {
+            // Its channel left host.toml while it was pulled.
+            return;
+        };
+        match channel.pulled(outcome, unix_now()) {
             Ok(true) => {
-                if let Some(image) = &self.channel.target {
+                if let Some(image) = &channel.target {
                     tracing::info!(
+                        channel = %channel.name,
+                        %os,
                         image = %image.manifest.name,
                         version = %image.manifest.version,
                         digest = %image.digest,
-                        "the channel's image is verified and in the store: new nodes boot it"
+                        "the channel's image is verified and in the store: new nodes of its OS boot it"
                     );
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::error!("cannot keep the channel state: {e:#}"),
+            Err(e) => {
+                tracing::error!(channel = %channel.name, "cannot keep the channel state: {e:#}")
+            }
         }
-        if !self.channel.reason.is_empty() {
+        if !channel.reason.is_empty() {
             if matches!(
-                self.channel.freshness,
+                channel.freshness,
                 channel::Freshness::Refused | channel::Freshness::Expired
             ) {
                 self.counters.refusals += 1;
             }
             tracing::error!(
-                channel = self.channel.freshness.as_str(),
+                channel = %channel.name,
+                state = channel.freshness.as_str(),
                 "{}",
-                self.channel.reason
+                channel.reason
             );
         }
         self.reconcile().await;
     }
 
     fn snapshot(&self, metrics: &str) -> Snapshot {
-        let problem = if self.channel.reason.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "channel {}: {}",
-                self.channel.freshness.as_str(),
-                self.channel.reason
-            )
+        let label = |c: Option<&channel::Channel>| {
+            c.and_then(|c| c.target.as_ref())
+                .map_or_else(String::new, |i| {
+                    format!("{} {} {}", i.manifest.name, i.manifest.version, i.digest)
+                })
         };
+        let linux = &self.channels.linux;
+        let windows = self.channels.windows.as_ref();
+        // Only the Windows channel's problem names its OS: the Linux one reads as before.
+        let problems = self
+            .channels
+            .iter()
+            .filter(|c| !c.reason.is_empty())
+            .map(|c| {
+                let which = match c.os {
+                    NodeOs::Linux => "channel".to_owned(),
+                    NodeOs::Windows => format!("windows-channel {}", c.name),
+                };
+                format!("{which} {}: {}", c.freshness.as_str(), c.reason)
+            });
+        let problems: Vec<String> = problems.collect();
         Snapshot {
             host: self.config.name.clone(),
-            image: self.channel.target.as_ref().map_or_else(String::new, |i| {
-                format!("{} {} {}", i.manifest.name, i.manifest.version, i.digest)
-            }),
-            channel: self.channel.freshness.as_str().to_owned(),
-            channel_verified: self.channel.verified,
+            image: label(Some(linux)),
+            channel: linux.freshness.as_str().to_owned(),
+            channel_verified: linux.verified,
+            windows_image: label(windows),
+            windows_channel: windows.map_or_else(String::new, |c| c.freshness.as_str().to_owned()),
+            windows_channel_verified: windows.map_or(0, |c| c.verified),
             problem: [
                 self.config_problem.as_str(),
                 self.records_problem.as_str(),
                 self.rollout_problem.as_str(),
                 self.fleet.problem.as_str(),
-                problem.as_str(),
             ]
             .into_iter()
+            .chain(problems.iter().map(String::as_str))
             .filter(|p| !p.is_empty())
             .collect::<Vec<_>>()
             .join("; "),
@@ -342,17 +393,17 @@ impl<D: Driver> Daemon<D> {
 }
 
 /// The images the store must keep: every node record's (removed nodes' too, until a purge),
-/// the channel's verified image and the one before it, and both images of every swap in
+/// each channel's verified image and the one before it, and both images of every swap in
 /// flight (its way back).
 fn keep(
     records: &BTreeMap<String, NodeRecord>,
-    channel: &Channel,
+    channels: &Channels,
     journal: &Journal,
 ) -> BTreeSet<Digest> {
     records
         .values()
         .filter_map(|r| r.image.clone())
-        .chain(channel.keeps())
+        .chain(channels.keeps())
         .chain(journal.images().cloned())
         .collect()
 }
@@ -489,7 +540,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 }
                 Some(Event::Stopped(name, result)) => daemon.stopped(&name, result),
                 Some(Event::Purge(name)) => daemon.purge(&name).await,
-                Some(Event::Pulled(outcome)) => daemon.pulled(*outcome).await,
+                Some(Event::Pulled(os, outcome)) => daemon.pulled(os, *outcome).await,
                 Some(Event::Control(control)) => daemon.control(control).await,
             },
             () = tokio::time::sleep_until(wake) => {}
@@ -522,12 +573,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_store_keeps_every_recorded_image_and_the_channel_target_and_previous() {
+    fn the_store_keeps_every_recorded_image_and_each_channels_target_and_previous() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let root = dir.path().join("store");
+        let store = Store::open(&root).unwrap();
         let digest = Digest::repeated;
-        let mut channel = Channel::load(dir.path(), &store).unwrap();
-        channel.previous = Some(digest('f'));
+        let source = crate::config::Source {
+            reference: "oci:/srv/nodes".into(),
+            channel: "stable".into(),
+            windows_channel: Some("stable-windows".into()),
+            keys: Vec::new(),
+            plain_http: false,
+        };
+        let mut channels = Channels::load(dir.path(), &source, &store).unwrap();
+        channels.linux.previous = Some(digest('f'));
+        let windows = testing::put(&root, &digest('9'), images::manifest::Os::Windows, "1");
+        let windows_channel = channels.windows.as_mut().unwrap();
+        assert!(windows_channel.pulled(Ok(windows), 100).unwrap());
+        windows_channel.previous = Some(digest('8'));
         let record = |name: &str, image: Option<Digest>| NodeRecord {
             name: name.parse().unwrap(),
             cluster: "lab".into(),
@@ -547,7 +610,7 @@ mod tests {
             "w-1".into(),
             crate::swap::Swap::plan("w-1", "lab", digest('c'), digest('d'), 0),
         );
-        let kept = keep(&records, &channel, &journal);
+        let kept = keep(&records, &channels, &journal);
         assert_eq!(
             kept,
             BTreeSet::from([
@@ -555,8 +618,13 @@ mod tests {
                 digest('b'),
                 digest('c'),
                 digest('d'),
-                digest('f')
+                digest('f'),
+                digest('8'),
+                digest('9'),
             ])
         );
+        // Without the Windows channel, its images are no longer kept.
+        channels.windows = None;
+        assert!(!keep(&records, &channels, &journal).contains(&digest('9')));
     }
 }

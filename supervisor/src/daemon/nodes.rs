@@ -1,10 +1,11 @@
 //! The node executor: carries out the reconcile actions (start, keep, stop) through the
 //! driver, judges beacons, and watches for silence, exits and crash loops.
 //!
-//! A node boots the image its record names; a node that never booted takes the channel's
-//! verified image, and its record names it before its VM starts (durable before the side
-//! effect). Its address and MAC come from its record too, and only the node recorded as its
-//! cluster's initialiser is ever sent an InitConfiguration.
+//! A node boots the image its record names; a node that never booted takes the verified image
+//! of its OS's channel, and its record names it before its VM starts (durable before the side
+//! effect). An image of another OS than the node's is never booted. Its address and MAC come
+//! from its record too, and only the node recorded as its cluster's initialiser is ever sent an
+//! InitConfiguration.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -162,7 +163,7 @@ fn removed_reason() -> String {
 impl<D: Driver> Daemon<D> {
     /// Records for configured nodes that have none (addresses never renumbered, one
     /// initialiser per cluster), made durable before anything boots.
-    fn ensure_records(&mut self) -> anyhow::Result<()> {
+    pub(super) fn ensure_records(&mut self) -> anyhow::Result<()> {
         let plan = records::plan(
             &self.config,
             &self.records,
@@ -231,7 +232,7 @@ impl<D: Driver> Daemon<D> {
             .config
             .nodes
             .values()
-            .filter_map(|n| Some((n.name.clone(), self.image_for_new_nodes(&n.cluster)?)))
+            .filter_map(|n| Some((n.name.clone(), self.image_for_new_nodes(&n.cluster, n.os)?)))
             .collect();
         let owned = self.journal.swaps.keys().cloned().collect();
         for action in reconcile::decide(&wanted, &images, &fresh, &observed, &owned) {
@@ -359,18 +360,30 @@ impl<D: Driver> Daemon<D> {
     }
 
     fn wait(&mut self, name: &str) {
-        let reason = if let Some(target) = self.channel.target_digest() {
-            format!(
-                "not booted: the channel's image {} failed on this host or its rollout was aborted in this cluster, and the image before it is not usable (promote another image)",
-                self.image_label(&target)
-            )
-        } else if self.channel.reason.is_empty() {
-            "not booted: no verified image yet".to_owned()
-        } else {
-            format!(
-                "not booted: no verified image yet ({})",
-                self.channel.reason
-            )
+        let os = self
+            .config
+            .nodes
+            .get(name)
+            .map_or_else(Default::default, |n| n.os);
+        let reason = match self.channels.get(os) {
+            // Not configured: host.toml refuses a Windows node without a windows-channel.
+            None => format!("not booted: the host follows no channel of {os} images"),
+            Some(channel) => {
+                let (which, problem) = (
+                    format!("channel {} ({os} nodes)", channel.name),
+                    channel.reason.clone(),
+                );
+                match channel.target_digest() {
+                    Some(target) => format!(
+                        "not booted: the image {} of its {which} failed on this host or its rollout was aborted in this cluster, and the image before it is not usable (promote another image)",
+                        self.image_label(&target)
+                    ),
+                    None if problem.is_empty() => {
+                        format!("not booted: no verified image yet on its {which}")
+                    }
+                    None => format!("not booted: no verified image yet on its {which} ({problem})"),
+                }
+            }
         };
         if let Some((_, _, tracked)) = self.tracked(name) {
             tracked.set(NodeState::Waiting, reason);
@@ -475,6 +488,10 @@ impl<D: Driver> Daemon<D> {
         let (node, mut record, _) = self
             .tracked(name)
             .ok_or_else(|| anyhow::anyhow!("node {name} is not configured"))?;
+        // Checked before the record names it: a node never boots another OS's image.
+        if let Some(why) = super::channel::wrong_os(&node, &stored) {
+            anyhow::bail!("{why}");
+        }
         // The record names the image before the VM exists: a crash from here on restarts it
         // on this image, never on whatever the channel names by then. (A replacement's record
         // is written at its handover.)

@@ -1,6 +1,6 @@
 //! The rollout executor: carries each swap in the journal through its steps with the driver,
-//! and starts the swaps the plan allows when the channel's verified image differs from what
-//! nodes run.
+//! and starts the swaps the plan allows when the verified image of a node's OS's channel
+//! differs from what it runs.
 //!
 //! Every step change is written to the journal before the step's side effect runs, and every
 //! side effect is idempotent (see [`crate::swap`]), so a supervisor killed anywhere resumes
@@ -16,6 +16,7 @@ use crate::swap::journal::Journal;
 use crate::swap::{ABANDONED, ABORTED, FENCED, Outcome, Step, Swap, replaced, replacement_key};
 
 mod drain;
+mod mixed;
 mod operate;
 mod surge;
 

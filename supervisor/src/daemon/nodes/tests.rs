@@ -48,3 +48,133 @@ fn exits_without_a_ready_beacon_back_off_longer_each_time_then_show_crashloop() 
     exited(&mut node, dir, &backoff);
     assert_eq!((node.state, node.failures), (NodeState::Exited, 1));
 }
+
+/// Cluster lab on a Hyper-V host: cp-1 (Linux) and win-1 (Windows), following channel
+/// stable and windows-channel stable-windows.
+fn mixed(dir: &Path) -> Daemon<crate::driver::testing::NoVms> {
+    let state = dir.join("state");
+    let nodes = [
+        ("cp-1", "control-plane", "linux"),
+        ("win-1", "worker", "windows"),
+    ];
+    let text = super::super::testing::hyperv_config(&state, &nodes, 1);
+    super::super::testing::daemon(dir, &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_takes_its_own_oss_target_and_never_boots_another_oss_image() {
+    use images::manifest::Os;
+
+    use super::super::channel::Freshness;
+    use super::super::testing::put;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = mixed(dir.path());
+    let root = daemon.config.state_dir.join("store");
+    let (linux, windows) = (Digest::repeated('b'), Digest::repeated('d'));
+    let linux_image = put(&root, &linux, Os::Linux, "2");
+    assert!(
+        daemon
+            .channels
+            .linux
+            .pulled(Ok(linux_image.clone()), 100)
+            .unwrap()
+    );
+    daemon.ensure_records().unwrap();
+
+    // No Windows image yet: the Linux node has its target, the Windows node waits and says
+    // for which channel.
+    assert_eq!(
+        daemon.image_for_new_nodes("lab", config::NodeOs::Linux),
+        Some(linux.clone())
+    );
+    assert_eq!(
+        daemon.image_for_new_nodes("lab", config::NodeOs::Windows),
+        None
+    );
+    daemon.wait("win-1");
+    let reason = &daemon.nodes["win-1"].reason;
+    assert_eq!(
+        reason,
+        "not booted: no verified image yet on its channel stable-windows (windows nodes)"
+    );
+
+    // The Windows channel naming a Linux image: refused, no target, and status says why.
+    let channel = daemon.channels.windows.as_mut().unwrap();
+    assert!(!channel.pulled(Ok(linux_image), 200).unwrap());
+    assert_eq!(channel.freshness, Freshness::Refused);
+    assert!(channel.target.is_none());
+    assert!(
+        channel.reason.contains(
+            "a linux image: the windows nodes' channel must name windows images (promote a windows image to stable-windows)"
+        ),
+        "{}",
+        channel.reason
+    );
+    assert_eq!(
+        daemon.image_for_new_nodes("lab", config::NodeOs::Windows),
+        None
+    );
+    let snapshot = daemon.snapshot("");
+    assert!(
+        snapshot
+            .problem
+            .contains("windows-channel stable-windows refused: the channel stable-windows named"),
+        "{}",
+        snapshot.problem
+    );
+    assert_eq!(snapshot.windows_channel, "refused");
+
+    // A Windows image verified: the Windows node's target; the Linux node's is unchanged.
+    let windows_image = put(&root, &windows, Os::Windows, "1");
+    let channel = daemon.channels.windows.as_mut().unwrap();
+    assert!(channel.pulled(Ok(windows_image), 300).unwrap());
+    assert_eq!(channel.freshness, Freshness::Fresh);
+    assert_eq!(
+        daemon.image_for_new_nodes("lab", config::NodeOs::Windows),
+        Some(windows.clone())
+    );
+    assert_eq!(
+        daemon.image_for_new_nodes("lab", config::NodeOs::Linux),
+        Some(linux.clone())
+    );
+    let snapshot = daemon.snapshot("");
+    assert_eq!(snapshot.problem, "");
+    assert!(
+        snapshot.image.starts_with("linux-node 2 sha256:bbb"),
+        "{}",
+        snapshot.image
+    );
+    assert!(
+        snapshot
+            .windows_image
+            .starts_with("windows-node 1 sha256:ddd"),
+        "{}",
+        snapshot.windows_image
+    );
+    assert_eq!(
+        (snapshot.channel.as_str(), snapshot.windows_channel.as_str()),
+        ("fresh", "fresh")
+    );
+    assert_eq!(snapshot.windows_channel_verified, 300);
+
+    // An image of another OS is refused before the node's record names it.
+    for (node, image, says) in [
+        (
+            "win-1",
+            &linux,
+            "is a linux image and node win-1 runs windows",
+        ),
+        (
+            "cp-1",
+            &windows,
+            "is a windows image and node cp-1 runs linux",
+        ),
+    ] {
+        let e = daemon.prepare(node, image).await.unwrap_err();
+        assert!(format!("{e:#}").contains(says), "{e:#}");
+        assert_eq!(daemon.records[node].image, None, "{node}");
+        let on_disk = crate::records::load_all(&daemon.config.state_dir).unwrap();
+        assert_eq!(on_disk[node].image, None, "{node}");
+    }
+}

@@ -6,8 +6,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use super::Progress;
+use super::mixed::{self, Aim, abort_key};
 use crate::api::{RolloutControl, RolloutInfo, SwapInfo};
-use crate::config::{Cluster, Role, Strategy};
+use crate::config::{Cluster, NodeOs, Role, Strategy};
 use crate::daemon::Daemon;
 use crate::driver::Driver;
 use crate::model::{Digest, NodeName, NodeState};
@@ -16,17 +17,24 @@ use crate::swap::plan::{self, Holds, Member};
 use crate::swap::{ABORTED, Replacement, Swap};
 
 impl<D: Driver> Daemon<D> {
-    /// The swaps the plan starts now, planned in the journal.
+    /// The swaps the plan starts now, planned in the journal: each node to the target of its
+    /// own OS's channel (see [`super::mixed`]).
     pub(in crate::daemon) async fn plan_swaps(&mut self) -> Vec<String> {
-        let Some(target) = self.channel.target_digest() else {
+        let targets: BTreeMap<NodeOs, Digest> = self.channels.targets();
+        if targets.is_empty() {
             self.decisions.clear();
             return Vec::new();
-        };
+        }
         let now = crate::daemon::unix_now();
         let mut planned = Vec::new();
         // The Kubernetes each image carries, from its manifest in the store (read once here).
         let mut kubernetes: BTreeMap<Digest, Option<String>> = BTreeMap::new();
-        let target_kubernetes = self.image_kubernetes(&target, &mut kubernetes);
+        let mut labels: BTreeMap<NodeOs, String> = BTreeMap::new();
+        let mut target_kubernetes: BTreeMap<NodeOs, Option<String>> = BTreeMap::new();
+        for (os, target) in &targets {
+            labels.insert(*os, self.image_label(target));
+            target_kubernetes.insert(*os, self.image_kubernetes(target, &mut kubernetes));
+        }
         let clusters: Vec<_> = self.config.clusters.values().cloned().collect();
         for cluster in clusters {
             // What each node runs: its image's Kubernetes, else the cluster's configured one.
@@ -43,14 +51,14 @@ impl<D: Driver> Daemon<D> {
                     Some((n.name.clone(), version))
                 })
                 .collect();
-            let members: Vec<Member> = self
+            let members: Vec<(NodeOs, Member)> = self
                 .config
                 .nodes
                 .values()
                 .filter(|n| n.cluster == cluster.name)
                 .filter_map(|n| {
                     let record = self.records.get(&n.name)?;
-                    Some(Member {
+                    let member = Member {
                         name: n.name.clone(),
                         role: n.role,
                         image: record.image.clone(),
@@ -61,33 +69,45 @@ impl<D: Driver> Daemon<D> {
                         swapping: self.journal.swaps.contains_key(&n.name),
                         initialises: record.initialises,
                         kubernetes: runs.get(&n.name).cloned(),
-                    })
+                    };
+                    Some((n.os, member))
                 })
                 .collect();
-            let label = self.image_label(&target);
-            let holds = Holds {
-                paused: self.journal.paused.then(|| {
-                    if self.journal.pause_reason.is_empty() {
-                        "paused by an operator".to_owned()
-                    } else {
-                        self.journal.pause_reason.clone()
-                    }
-                }),
-                failed: self
-                    .journal
-                    .failed
-                    .get(&target)
-                    .map(|f| format!("{label} failed on {}: {}", f.node, f.reason)),
-                aborted: self.journal.aborted.get(&cluster.name) == Some(&target),
-                window_open: cluster.rollout.window.is_none_or(|w| w.contains(now)),
+            let paused = self.journal.paused.then(|| {
+                if self.journal.pause_reason.is_empty() {
+                    "paused by an operator".to_owned()
+                } else {
+                    self.journal.pause_reason.clone()
+                }
+            });
+            let window_open = cluster.rollout.window.is_none_or(|w| w.contains(now));
+            let aim = |os: NodeOs| {
+                let target = targets.get(&os).cloned();
+                let failed = target.as_ref().and_then(|t| {
+                    let f = self.journal.failed.get(t)?;
+                    let label = labels.get(&os).cloned().unwrap_or_default();
+                    Some(format!("{label} failed on {}: {}", f.node, f.reason))
+                });
+                let aborted = target.is_some()
+                    && self.journal.aborted.get(&abort_key(&cluster.name, os)) == target.as_ref();
+                Aim {
+                    kubernetes: target_kubernetes.get(&os).cloned().flatten(),
+                    target,
+                    holds: Holds {
+                        paused: paused.clone(),
+                        failed,
+                        aborted,
+                        window_open,
+                    },
+                }
             };
-            let mut decision = plan::decide(
-                &cluster.rollout,
-                Some(&target),
-                target_kubernetes.as_deref(),
-                &holds,
-                &members,
-            );
+            let linux = aim(NodeOs::Linux);
+            let windows = self
+                .channels
+                .windows
+                .is_some()
+                .then(|| aim(NodeOs::Windows));
+            let mut decision = mixed::decide(&cluster.rollout, &linux, windows.as_ref(), &members);
             for node in &decision.start.clone() {
                 let Some(record) = self.records.get(node).cloned() else {
                     continue;
@@ -95,15 +115,21 @@ impl<D: Driver> Daemon<D> {
                 let Some(from) = record.image.clone() else {
                     continue;
                 };
+                let os = self.config.nodes.get(node).map_or(NodeOs::Linux, |n| n.os);
+                let Some(target) = targets.get(&os).cloned() else {
+                    continue;
+                };
                 // Across hosts, workers wait for every control plane (as the fleet last
-                // read them) to be ready on the target.
+                // read them) to be ready on the target (the Linux one: control planes run
+                // Linux).
                 let worker = self
                     .config
                     .nodes
                     .get(node)
                     .is_some_and(|n| n.role == Role::Worker);
                 if worker
-                    && let Some(why) = self.control_planes_first(&cluster.name, target.as_str())
+                    && let Some(linux) = targets.get(&NodeOs::Linux)
+                    && let Some(why) = self.control_planes_first(&cluster.name, linux.as_str())
                 {
                     decision.state = plan::State::Waiting;
                     decision.reason = why;
@@ -256,24 +282,26 @@ impl<D: Driver> Daemon<D> {
 
     /// What `slipwayd rollout status` shows.
     pub(in crate::daemon) fn rollout_infos(&mut self) -> Vec<RolloutInfo> {
-        let target = self.channel.target_digest();
-        let target_label = match &target {
+        let targets: BTreeMap<NodeOs, Digest> = self.channels.targets();
+        let mut label = |os: NodeOs| match targets.get(&os) {
             Some(t) => format!("{} {t}", self.image_label(t)),
             None => String::new(),
         };
+        let (target_label, windows_label) = (label(NodeOs::Linux), label(NodeOs::Windows));
         let mut infos = Vec::new();
         let clusters: Vec<String> = self.config.clusters.keys().cloned().collect();
         for cluster in clusters {
             let decision = self.decisions.get(&cluster).cloned();
-            let nodes: Vec<(String, String)> = self
+            let nodes: Vec<(String, String, NodeOs)> = self
                 .config
                 .nodes
                 .values()
                 .filter(|n| n.cluster == cluster)
-                .map(|n| (n.name.clone(), n.role.to_string()))
+                .map(|n| (n.name.clone(), n.role.to_string(), n.os))
                 .collect();
             let mut swaps = Vec::new();
-            for (name, role) in nodes {
+            for (name, role, os) in nodes {
+                let target = targets.get(&os);
                 let current = self.records.get(&name).and_then(|r| r.image.clone());
                 let swap = self.journal.swaps.get(&name).cloned();
                 let (step, reason, since) = match &swap {
@@ -287,10 +315,7 @@ impl<D: Driver> Daemon<D> {
                     }
                     Some(s) => (s.step.as_str().to_owned(), s.reason.clone(), s.since),
                     None => match self.journal.last.get(&name) {
-                        Some(s)
-                            if Some(&s.to) == target.as_ref()
-                                || Some(&s.from) == current.as_ref() =>
-                        {
+                        Some(s) if Some(&s.to) == target || Some(&s.from) == current.as_ref() => {
                             (s.step.as_str().to_owned(), s.reason.clone(), s.since)
                         }
                         _ => (String::new(), String::new(), 0),
@@ -298,7 +323,7 @@ impl<D: Driver> Daemon<D> {
                 };
                 let wanted = swap.as_ref().map(|s| s.to.clone()).or_else(|| {
                     target
-                        .clone()
+                        .cloned()
                         .filter(|t| current.as_ref().is_some_and(|c| c != t))
                 });
                 swaps.push(SwapInfo {
@@ -329,6 +354,7 @@ impl<D: Driver> Daemon<D> {
                 cluster,
                 state,
                 target: target_label.clone(),
+                windows_target: windows_label.clone(),
                 reason,
                 nodes: swaps,
                 slots,
@@ -358,9 +384,10 @@ impl<D: Driver> Daemon<D> {
                 }
             }
             RolloutControl::Abort { cluster } => {
-                let Some(target) = self.channel.target_digest() else {
+                let targets = self.channels.targets();
+                if targets.is_empty() {
                     return;
-                };
+                }
                 let clusters: Vec<String> = self
                     .config
                     .clusters
@@ -379,11 +406,15 @@ impl<D: Driver> Daemon<D> {
                         swap.send_back(ABORTED, now);
                     }
                     for c in &clusters {
-                        j.aborted.insert(c.clone(), target.clone());
+                        for (os, target) in &targets {
+                            j.aborted.insert(abort_key(c, *os), target.clone());
+                        }
                     }
                 });
                 if ok {
-                    tracing::warn!(clusters = ?clusters, image = %self.image_label(&target), "rollout aborted by an operator: swaps in flight roll back");
+                    let images: Vec<String> =
+                        targets.values().map(|t| self.image_label(t)).collect();
+                    tracing::warn!(clusters = ?clusters, images = ?images, "rollout aborted by an operator: swaps in flight roll back");
                 }
             }
         }
@@ -392,20 +423,27 @@ impl<D: Driver> Daemon<D> {
 }
 
 impl<D: Driver> Daemon<D> {
-    /// The image a node of `cluster` that never booted takes: the channel's verified image,
-    /// unless it failed on this host or its rollout was aborted in the cluster; then the one
-    /// before it, if that one is neither and the store still has it.
-    pub(in crate::daemon) fn image_for_new_nodes(&self, cluster: &str) -> Option<Digest> {
-        let allowed = |d: &Digest| {
-            !self.journal.failed.contains_key(d) && self.journal.aborted.get(cluster) != Some(d)
-        };
-        let target = self.channel.target_digest()?;
+    /// The image a node of `cluster` running `os` that never booted takes: the verified image
+    /// of its OS's channel, unless it failed on this host or its rollout was aborted in the
+    /// cluster; then the one before it, if that one is neither and the store still has it.
+    pub(in crate::daemon) fn image_for_new_nodes(
+        &self,
+        cluster: &str,
+        os: NodeOs,
+    ) -> Option<Digest> {
+        let aborted = self.journal.aborted.get(&abort_key(cluster, os));
+        let allowed = |d: &Digest| !self.journal.failed.contains_key(d) && aborted != Some(d);
+        let channel = self.channels.get(os)?;
+        let target = channel.target_digest()?;
         if allowed(&target) {
             return Some(target);
         }
-        self.channel
+        channel
             .previous
             .clone()
             .filter(|p| allowed(p) && matches!(self.store.get(p.as_ref()), Ok(Some(_))))
     }
 }
+
+#[cfg(test)]
+mod tests;

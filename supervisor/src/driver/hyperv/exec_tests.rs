@@ -111,7 +111,7 @@ async fn a_node_lifecycle_runs_over_ssh() {
         json(&ex, &create_vm("w-1")).await,
         json!({"created": true, "differs": []})
     );
-    assert_eq!(fake.state()["vms"]["w-1"]["notes"], "slipway-node:w-1");
+    assert_eq!(fake.state()["vms"]["w-1"]["notes"], plan::vm_tag("w-1"));
     assert_eq!(
         json(&ex, &create_vm("w-1")).await,
         json!({"created": false, "differs": []})
@@ -496,7 +496,7 @@ async fn a_create_vm_killed_midway_is_made_again() {
     );
     assert_eq!(
         fake.state()["vms"]["w-1"]["notes"],
-        "slipway-node:w-1:partial"
+        format!("{}{}", plan::vm_tag("w-1"), plan::PARTIAL_SUFFIX)
     );
     assert_eq!(json(&ex, &status("w-1")).await, json!({"exists": false}));
     let answer = json(&ex, &beacon("w-1")).await;
@@ -514,7 +514,7 @@ async fn a_create_vm_killed_midway_is_made_again() {
         json!({"created": true, "differs": []})
     );
     let vm = &fake.state()["vms"]["w-1"];
-    assert_eq!(vm["notes"], "slipway-node:w-1");
+    assert_eq!(vm["notes"], plan::vm_tag("w-1"));
     assert_eq!(vm["disks"]["1"], STATE_DISK);
     let kept: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
     assert_eq!(kept["node_id"], "kept-across-the-remake");

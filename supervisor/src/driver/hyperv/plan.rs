@@ -25,19 +25,23 @@ pub struct Plan {
 /// before and after the wait.
 pub const STOP_MARGIN: Duration = Duration::from_secs(60);
 
-/// The prefix of the Notes that mark a VM as Slipway's: a complete node VM's Notes are exactly
+/// The prefix of the Notes that mark a VM as Slipway's (the plans spell it out; these name it
+/// for the tests): a complete node VM's Notes are exactly
 /// `slipway-node:NAME` ([`vm_tag`]); `slipway-node:NAME:partial` while `create-vm` makes it.
 /// Every plan matches a VM by its name AND this tag: a VM of the node's name with other Notes
 /// is someone else's, refused with "a VM named NAME exists that Slipway did not make; rename
 /// or remove it". Operators must not edit a node VM's Notes.
+#[cfg(test)]
 pub const TAG_PREFIX: &str = "slipway-node:";
 
 /// The suffix of the Notes of a VM `create-vm` has begun and not finished (a killed run):
 /// other plans take such a VM as absent, the next `create-vm` removes it (its state disk is
 /// kept) and makes it again.
+#[cfg(test)]
 pub const PARTIAL_SUFFIX: &str = ":partial";
 
 /// The Notes of node `name`'s VM once `create-vm` has finished it: `slipway-node:NAME`.
+#[cfg(test)]
 pub fn vm_tag(name: &str) -> String {
     format!("{TAG_PREFIX}{name}")
 }

@@ -1,0 +1,123 @@
+//! Test support for the daemon's units: node images placed in a store as a pull leaves them
+//! (a manifest and a VHDX file in the image's directory), of either OS, and a supervisor over a
+//! Hyper-V host.toml with Linux and Windows nodes, driven without VMs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use images::manifest::{self, Manifest, Os};
+use images::store::{Store, StoredImage};
+
+use super::Daemon;
+use crate::config::HostConfig;
+use crate::driver::testing::NoVms;
+use crate::model::Digest;
+
+/// A manifest of `os` that passes the manifest's own checks (the facts its OS needs).
+pub fn manifest(os: Os, name: &str, version: &str, kubernetes: Option<&str>) -> Manifest {
+    let linux = os == Os::Linux;
+    Manifest {
+        schema: manifest::SCHEMA.into(),
+        name: name.into(),
+        version: version.into(),
+        os,
+        arch: "x86_64".into(),
+        kubernetes: kubernetes.map(Into::into),
+        components: BTreeMap::new(),
+        inputs: Vec::new(),
+        packages: BTreeMap::new(),
+        files: BTreeMap::new(),
+        disk: manifest::DiskFacts {
+            file: format!("{name}-{version}.vhdx"),
+            sha256: "0".repeat(64),
+            file_size: 0,
+            virtual_size: 1 << 30,
+            block_size: 1 << 20,
+            logical_sector_size: 512,
+            disk_guid: String::new(),
+            partitions: Vec::new(),
+            verity: linux.then(|| manifest::VerityFacts {
+                root_hash: String::new(),
+                salt: String::new(),
+                algorithm: "sha256".into(),
+                data_block_size: 4096,
+                hash_block_size: 4096,
+                data_blocks: 0,
+            }),
+        },
+        boot: manifest::Boot {
+            firmware: "uefi".into(),
+            secure_boot: if linux { "none" } else { "MicrosoftWindows" }.into(),
+            kernel: linux.then(String::new),
+            cmdline: linux.then(String::new),
+            uki_sha256: linux.then(String::new),
+        },
+        build: manifest::BuildFacts {
+            slipway: "test".into(),
+            source_date_epoch: 0,
+            tools: BTreeMap::new(),
+        },
+        windows: (!linux).then(|| manifest::WindowsFacts {
+            edition: "Windows Server 2022 SERVERDATACENTERCORE".into(),
+            index: 1,
+            registry: BTreeMap::new(),
+            services: BTreeMap::new(),
+            loader: String::new(),
+            bcd_sha256: String::new(),
+        }),
+    }
+}
+
+/// Image `digest` (of `os`) placed in the store at `root` as a pull admits one; the store
+/// reads it back.
+pub fn put(root: &Path, digest: &Digest, os: Os, version: &str) -> StoredImage {
+    let name = match os {
+        Os::Linux => "linux-node",
+        Os::Windows => "windows-node",
+    };
+    let manifest = manifest(os, name, version, Some("1.32.10"));
+    let dir = root.join("images").join(digest.as_str().replace(':', "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-{version}.manifest.json")),
+        manifest.to_json(),
+    )
+    .unwrap();
+    std::fs::write(dir.join(&manifest.disk.file), b"vhdx").unwrap();
+    let store = Store::open(root).unwrap();
+    store.get(digest.as_str()).unwrap().unwrap()
+}
+
+/// A Hyper-V host's config: cluster lab with `nodes` (name, role, os), following channel
+/// `stable` and, with `windows`, `stable-windows`; rollouts of `max_unavailable`.
+pub fn hyperv_config(state: &Path, nodes: &[(&str, &str, &str)], max_unavailable: u32) -> String {
+    let mut text = format!(
+        "format = 1\n[host]\nname = \"hv-01\"\nstate-dir = \"{}\"\n\
+         [source]\nreference = \"oci:/srv/nodes\"\nchannel = \"stable\"\n\
+         windows-channel = \"stable-windows\"\nkeys = [\"/k.pub\"]\n\
+         [hypervisor]\nkind = \"hyperv\"\nswitch = \"Slipway\"\nroot = 'D:\\Slipway'\n\
+         executor = {{ ssh = \"slipway@hv-01\" }}\n\
+         [[clusters]]\nname = \"lab\"\nkubernetes = \"1.32.10\"\n\
+         control-plane-endpoint = \"10.44.0.10:6443\"\npod-cidr = \"10.244.0.0/16\"\n\
+         service-cidr = \"10.96.0.0/12\"\n\
+         network = {{ cidr = \"10.44.0.0/24\", gateway = \"10.44.0.1\", pool = \"10.44.0.10-10.44.0.20\" }}\n\
+         [clusters.rollout]\nmax-unavailable = {max_unavailable}\n",
+        state.display(),
+    );
+    for (name, role, os) in nodes {
+        text.push_str(&format!(
+            "[[nodes]]\nname = \"{name}\"\ncluster = \"lab\"\nrole = \"{role}\"\nos = \"{os}\"\n\
+             memory = \"1G\"\nstate-disk = \"1G\"\n"
+        ));
+    }
+    text
+}
+
+/// A supervisor without VMs over `text` (a host.toml) written in `dir`.
+pub fn daemon(dir: &Path, text: &str) -> Daemon<NoVms> {
+    let path = dir.join("host.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = HostConfig::parse(&path, text).unwrap();
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    Daemon::new(&path, config, NoVms, events).unwrap()
+}
