@@ -298,6 +298,9 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         "images from {} channel {}",
         config.source.reference, config.source.channel
     );
+    if let Some(windows) = &config.source.windows_channel {
+        println!("windows nodes' images from channel {windows}");
+    }
     for cluster in config.clusters.values() {
         println!(
             "cluster {}: Kubernetes {}, endpoint {}, nodes on {} (gateway {})",

@@ -249,38 +249,63 @@ pub fn render(snapshot: &Snapshot) -> String {
         "The guest's uptime in its last beacon",
         uptime,
     );
+    // One series per followed channel, labelled by the OS of the nodes it serves.
+    let followed = [
+        (
+            "linux",
+            &snapshot.image,
+            &snapshot.channel,
+            snapshot.channel_verified,
+        ),
+        (
+            "windows",
+            &snapshot.windows_image,
+            &snapshot.windows_channel,
+            snapshot.windows_channel_verified,
+        ),
+    ];
+    let followed = followed
+        .into_iter()
+        .filter(|(os, _, state, _)| *os == "linux" || !state.is_empty());
     let image: Family<Labels, Gauge> = Family::default();
-    let mut parts = snapshot.image.split_whitespace();
-    if let (Some(name), Some(version), Some(digest)) = (parts.next(), parts.next(), parts.next()) {
-        image
-            .get_or_create(&vec![
-                ("name", name.to_owned()),
-                ("version", version.to_owned()),
-                ("digest", digest.to_owned()),
-            ])
-            .set(1);
+    let channel: Family<Labels, Gauge> = Family::default();
+    let verified: Family<Labels, Gauge> = Family::default();
+    for (os, shown, state, when) in followed {
+        let mut parts = shown.split_whitespace();
+        if let (Some(name), Some(version), Some(digest)) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            image
+                .get_or_create(&vec![
+                    ("os", os.to_owned()),
+                    ("name", name.to_owned()),
+                    ("version", version.to_owned()),
+                    ("digest", digest.to_owned()),
+                ])
+                .set(1);
+        }
+        for known in ["fresh", "stale", "refused", "expired", "unknown"] {
+            channel
+                .get_or_create(&vec![("os", os.to_owned()), ("state", known.to_owned())])
+                .set(i64::from(state.as_str() == known));
+        }
+        verified
+            .get_or_create(&vec![("os", os.to_owned())])
+            .set(when);
     }
     registry.register(
         "slipway_image_info",
-        "The verified image the channel names",
+        "The verified image each channel names (os: the nodes it serves, linux or windows)",
         image,
     );
-    let channel: Family<Labels, Gauge> = Family::default();
-    for state in ["fresh", "stale", "refused", "expired", "unknown"] {
-        channel
-            .get_or_create(&vec![("state", state.to_owned())])
-            .set(i64::from(snapshot.channel == state));
-    }
     registry.register(
         "slipway_channel_state",
-        "1 for the channel's state: fresh, stale (unreadable), refused (failed a check), expired or unknown",
+        "1 for each channel's state: fresh, stale (unreadable), refused (failed a check), expired or unknown",
         channel,
     );
-    let verified = Gauge::<i64>::default();
-    verified.set(snapshot.channel_verified);
     registry.register(
         "slipway_channel_verified_timestamp_seconds",
-        "When the channel was last read and verified (Unix time; 0: never)",
+        "When each channel was last read and verified (Unix time; 0: never)",
         verified,
     );
     let problem = Gauge::<i64>::default();
@@ -388,12 +413,23 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("slipway_channel_state{state=\"stale\"} 1\n")
-                && text.contains("slipway_channel_state{state=\"fresh\"} 0\n"),
+            text.contains("slipway_channel_state{os=\"linux\",state=\"stale\"} 1\n")
+                && text.contains("slipway_channel_state{os=\"linux\",state=\"fresh\"} 0\n")
+                && !text.contains("os=\"windows\""),
             "{text}"
         );
         assert!(
-            text.contains("slipway_channel_verified_timestamp_seconds 1700000000\n"),
+            text.contains("slipway_channel_verified_timestamp_seconds{os=\"linux\"} 1700000000\n"),
+            "{text}"
+        );
+        // A host following a Windows channel too: its image and state, labelled.
+        snapshot.windows_image = "windows-node 2026.11.0 sha256:cd".into();
+        snapshot.windows_channel = "fresh".into();
+        let text = render(&snapshot);
+        assert!(
+            text.contains("slipway_image_info{os=\"windows\",name=\"windows-node\",version=\"2026.11.0\",digest=\"sha256:cd\"} 1\n")
+                && text.contains("slipway_channel_state{os=\"windows\",state=\"fresh\"} 1\n")
+                && text.contains("slipway_image_info{os=\"linux\",name=\"tiny-linux\""),
             "{text}"
         );
         assert!(text.contains("node=\"w\\\"2\""), "{text}");

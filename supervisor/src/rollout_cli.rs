@@ -264,8 +264,13 @@ fn follow_end(status: &RolloutStatus, target: Option<&str>) -> FollowEnd {
         "paused" => target.is_none(),
         _ => false,
     };
+    // A version names the Linux nodes' target or the Windows nodes'.
     let aims = |r: &RolloutInfo| {
-        target.is_none_or(|v| format!(" {} ", r.target).contains(&format!(" {v} ")))
+        target.is_none_or(|v| {
+            [&r.target, &r.windows_target]
+                .iter()
+                .any(|t| format!(" {t} ").contains(&format!(" {v} ")))
+        })
     };
     if status.rollouts.is_empty() || !status.rollouts.iter().all(|r| ended(r) && aims(r)) {
         return FollowEnd::Wait;
@@ -442,6 +447,11 @@ mod tests {
         assert_eq!(end(vec![done.clone()], Some("2026.13.0")), FollowEnd::Wait);
         // A version is matched whole, not as a prefix.
         assert_eq!(end(vec![done.clone()], Some("2026.12")), FollowEnd::Wait);
+        // ... and may be the Windows nodes' target.
+        let mut mixed = done.clone();
+        mixed.windows_target = "windows-node 2026.12.1 sha256:34".into();
+        assert_eq!(end(vec![mixed.clone()], Some("2026.12.1")), FollowEnd::Done);
+        assert_eq!(end(vec![mixed], Some("2026.12.2")), FollowEnd::Wait);
         // Paused ends only without a target.
         let paused = rollout("lab", "paused", "2026.12.0", vec![]);
         assert_eq!(end(vec![paused.clone()], None), FollowEnd::Done);
