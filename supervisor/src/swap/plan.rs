@@ -264,21 +264,23 @@ fn kubernetes_skew(to: &str, behind: &[&Member]) -> Result<(), String> {
     Ok(())
 }
 
+/// A ready member `name` on the image of digest `image` repeated (tests).
+#[cfg(test)]
+pub(crate) fn member(name: &str, role: Role, image: char) -> Member {
+    Member {
+        name: name.into(),
+        role,
+        image: Some(Digest::repeated(image)),
+        ready: true,
+        swapping: false,
+        initialises: false,
+        kubernetes: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(name: &str, role: Role, image: char) -> Member {
-        Member {
-            name: name.into(),
-            role,
-            image: Some(Digest::repeated(image)),
-            ready: true,
-            swapping: false,
-            initialises: false,
-            kubernetes: None,
-        }
-    }
 
     fn cluster() -> Vec<Member> {
         vec![

@@ -1,18 +1,7 @@
 //! Tests of the rollout over a cluster of Linux and Windows nodes.
 
 use super::*;
-
-fn member(name: &str, role: Role, image: char) -> Member {
-    Member {
-        name: name.into(),
-        role,
-        image: Some(Digest::repeated(image)),
-        ready: true,
-        swapping: false,
-        initialises: false,
-        kubernetes: None,
-    }
-}
+use crate::swap::plan::member;
 
 /// cp-1 (Linux, on the Linux target b), w-1 and w-2 (Linux, on a), win-1 and win-2 (Windows,
 /// on c; their target is d).
