@@ -14,6 +14,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,6 +25,13 @@ use std::process::Command;
 const ALLOWED: &[&str] = &[
     // windows-powershell-docs, docset/winserver2022-ps/...
     "Get-Volume",                   // storage/
+    "Get-Disk",                     // storage/
+    "Set-Disk",                     // storage/
+    "Initialize-Disk",              // storage/
+    "Get-Partition",                // storage/
+    "New-Partition",                // storage/
+    "Format-Volume",                // storage/
+    "Add-PartitionAccessPath",      // storage/
     "Get-NetAdapter",               // netadapter/
     "Get-NetIPAddress",             // nettcpip/
     "New-NetIPAddress",             // nettcpip/
@@ -72,6 +80,7 @@ const ALLOWED: &[&str] = &[
     "ForEach-Object",    // Microsoft.PowerShell.Core/
     "Where-Object",      // Microsoft.PowerShell.Core/
     "Out-Null",          // Microsoft.PowerShell.Core/
+    "Get-CimInstance",   // CimCmdlets/
 ];
 
 /// Where the builder places the agent, and so where SetupComplete.cmd must find it.
@@ -300,43 +309,219 @@ fn scripts_call_only_allowed_cmdlets_and_their_own_functions() {
     );
 }
 
-#[test]
-fn the_beacon_carries_every_field_slipwayd_reads() {
+fn agent() -> String {
+    scripts()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("firstboot.ps1"))
+        .unwrap()
+        .1
+}
+
+/// The body of slipwayd's `struct Beacon` (supervisor/src/beacon.rs).
+fn beacon_struct() -> String {
     let beacon_rs = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .join("supervisor/src/beacon.rs");
     let source = std::fs::read_to_string(beacon_rs).unwrap();
-    let body = source
+    source
         .split("pub struct Beacon {")
         .nth(1)
         .and_then(|rest| rest.split("\n}").next())
-        .unwrap();
+        .unwrap()
+        .to_owned()
+}
+
+/// The `key = value` entries of the beacon the agent builds, values as written.
+fn beacon_entries(agent: &str) -> Vec<(String, String)> {
+    let table = agent
+        .split("$beacon = [ordered]@{")
+        .nth(1)
+        .and_then(|rest| rest.split("\n            }").next())
+        .expect("the agent builds its beacon as `$beacon = [ordered]@{ ... }`");
+    table
+        .split(';')
+        .flat_map(|part| part.lines())
+        .filter_map(|l| l.trim().split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_beacon_carries_every_field_slipwayd_reads() {
+    let body = beacon_struct();
     let fields: Vec<&str> = body
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub "))
         .filter_map(|l| l.split(':').next())
         .collect();
     assert!(fields.len() >= 10, "{fields:?}");
-    let (_, agent) = scripts()
-        .into_iter()
-        .find(|(p, _)| p.ends_with("firstboot.ps1"))
-        .unwrap();
-    let table = agent
-        .split("$beacon = [ordered]@{")
-        .nth(1)
-        .and_then(|rest| rest.split("\n            }").next())
-        .expect("the agent builds its beacon as `$beacon = [ordered]@{ ... }`");
-    let keys: Vec<&str> = table
-        .split(';')
-        .flat_map(|part| part.lines())
-        .filter_map(|l| l.trim().split_once(" = ").map(|(k, _)| k.trim()))
-        .collect();
+    let entries = beacon_entries(&agent());
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
     let missing: Vec<_> = fields.iter().filter(|f| !keys.contains(f)).collect();
     assert!(
         missing.is_empty(),
         "the agent's beacon lacks {missing:?} (it has {keys:?})"
     );
+}
+
+/// The `state_disk` values slipwayd documents: the `words` in backticks of the field's doc comment.
+fn state_disk_words() -> BTreeSet<String> {
+    let body = beacon_struct();
+    let lines: Vec<&str> = body.lines().map(str::trim).collect();
+    let field = lines
+        .iter()
+        .position(|l| l.starts_with("pub state_disk:"))
+        .expect("Beacon has a state_disk field");
+    let doc: String = lines[..field]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with("///") || l.starts_with("#["))
+        .filter_map(|l| l.strip_prefix("///"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    doc.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The byte range of the function `name` that `source` defines.
+fn function_range(source: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let tree = parse(source);
+    nodes(&tree)
+        .into_iter()
+        .find(|n| n.kind() == "function_name" && source[n.byte_range()].eq_ignore_ascii_case(name))
+        .and_then(|n| n.parent())
+        .map(|f| f.byte_range())
+}
+
+/// Where `source` calls `command` outside the function `inside`, each as `line:column`.
+fn calls_outside(source: &str, command: &str, inside: &str) -> Vec<String> {
+    let allowed = function_range(source, inside).unwrap_or(0..0);
+    let tree = parse(source);
+    nodes(&tree)
+        .into_iter()
+        .filter(|n| n.kind() == "command")
+        .filter_map(|n| n.child_by_field_name("command_name"))
+        .filter(|name| source[name.byte_range()].eq_ignore_ascii_case(command))
+        .filter(|name| !allowed.contains(&name.start_byte()))
+        .map(at)
+        .collect()
+}
+
+/// What keeps `agent` from keeping the node's identity on its state disk and saying what it
+/// found there in slipwayd's `words`: each problem as a sentence, none when all is well.
+fn state_disk_problems(agent: &str, words: &BTreeSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    // The words it reports are slipwayd's, all of them (a swap is judged by them).
+    match function_range(agent, "Mount-StateDisk") {
+        None => problems.push("no function Mount-StateDisk".to_owned()),
+        Some(range) => {
+            // What it returns: a word, or $found, which holds one.
+            let body = &agent[range];
+            let returned: BTreeSet<String> = ["return '", "$found = '"]
+                .into_iter()
+                .flat_map(|lead| body.split(lead).skip(1))
+                .filter_map(|rest| rest.split('\'').next())
+                .map(str::to_owned)
+                .collect();
+            if &returned != words {
+                problems.push(format!(
+                    "Mount-StateDisk reports {returned:?}; slipwayd reads {words:?}"
+                ));
+            }
+        }
+    }
+    // The beacon sends what was found, not a constant.
+    for (key, value) in beacon_entries(agent) {
+        if ["state_disk", "node_id", "boot_count"].contains(&key.as_str())
+            && !value.starts_with("$identity.")
+        {
+            problems.push(format!(
+                "the beacon's {key} is `{value}`, not this boot's finding"
+            ));
+        }
+    }
+    // The id and the count are files in the state folder, the state disk's mount point.
+    for name in ["'node-id'", "'boot-count'"] {
+        let uses = agent.matches(name).count();
+        let on_state = agent.matches(&format!("Get-StatePath {name}")).count();
+        if uses == 0 || uses != on_state {
+            problems.push(format!(
+                "{name} is named {uses} times, {on_state} of them under Get-StatePath"
+            ));
+        }
+    }
+    for needed in [
+        "$Script:StateDir = Join-Path -Path $Root -ChildPath 'state'",
+        "return (Join-Path -Path $Script:StateDir -ChildPath $Name)",
+        "$Script:StateLabel = 'SLIPWAY-STATE'",
+        "-NewFileSystemLabel $Script:StateLabel",
+        "-AccessPath $Script:StateDir",
+        "Set-PrivateAcl -Path $Script:StateDir",
+    ] {
+        if !agent.contains(needed) {
+            problems.push(format!("the agent no longer says `{needed}`"));
+        }
+    }
+    // Nothing else may format a disk: Mount-StateDisk formats only what it found blank.
+    for command in ["Initialize-Disk", "New-Partition", "Format-Volume"] {
+        for place in calls_outside(agent, command, "Mount-StateDisk") {
+            problems.push(format!("{command} at {place}, outside Mount-StateDisk"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn identity_is_kept_on_the_state_disk_and_reported_in_slipwayds_words() {
+    let words = state_disk_words();
+    let expected: BTreeSet<String> = ["mounted", "formatted", "unreadable", "missing"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        words, expected,
+        "beacon.rs documents other state_disk values"
+    );
+    let agent = agent();
+    let problems = state_disk_problems(&agent, &words);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // Each check fails on an agent that breaks it.
+    let broken = [
+        (
+            agent.replacen("state_disk = $identity.StateDisk", "state_disk = ''", 1),
+            "the beacon's state_disk is `''`",
+        ),
+        (
+            agent.replacen("Get-StatePath 'node-id'", "Get-AgentPath 'node-id'", 1),
+            "'node-id' is named",
+        ),
+        (
+            agent.replacen("return 'missing'", "return 'absent'", 1),
+            "Mount-StateDisk reports",
+        ),
+        (
+            agent.replacen(
+                "function Invoke-JoinStep {",
+                "function Invoke-JoinStep {\n    Format-Volume -DriveLetter D\n",
+                1,
+            ),
+            "Format-Volume at",
+        ),
+    ];
+    for (text, expected) in broken {
+        assert_ne!(text, agent, "the mutation for {expected:?} changed nothing");
+        let found = state_disk_problems(&text, &words);
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} not caught: {found:?}"
+        );
+    }
 }
 
 fn xmllint(path: &Path) -> std::process::Output {

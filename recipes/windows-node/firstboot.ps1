@@ -14,9 +14,20 @@ Placed by the builder at C:\ProgramData\Slipway\firstboot.ps1. Three modes, each
   kubelet, join, done. A failure stops the run with its reason in firstboot.log and in the state
   (the Beacon then says "failed"); the FirstBoot task stays registered, so the next boot retries
   the step that failed. After "done" the task removes itself.
-- Beacon: every 5 s one JSON line in the format slipwayd reads (supervisor/src/beacon.rs) on COM1
-  (on Hyper-V a named pipe on the host) and as the Hyper-V KVP item SlipwayBeacon. Silent until
-  the seed has been read (before that it has no kubeadm digest to show).
+- Beacon: started at every boot. First it finds the state disk (below), mounts it and counts the
+  boot on it; then every 5 s one JSON line in the format slipwayd reads (supervisor/src/beacon.rs)
+  on COM1 (on Hyper-V a named pipe on the host) and as the Hyper-V KVP item SlipwayBeacon. Silent
+  until the seed has been read (before that it has no kubeadm digest to show).
+
+The node's identity lives on its state disk, not on the OS disk: the VHDX slipwayd attaches at
+SCSI controller 0, location 1, which outlives image swaps (a swap gives the VM a new OS disk). The
+Beacon brings it online, formats it (GPT, one NTFS volume labelled SLIPWAY-STATE) only when it is
+blank, and mounts it at C:\ProgramData\Slipway\state (SYSTEM and Administrators only). The node
+id (a UUID made on the first boot that finds the disk usable) and the boot count are kept there,
+so a swap keeps the id and counts on. What was found goes into the beacon's state_disk with
+linux-node's words: mounted, formatted (it was blank), unreadable (something else is on it, or it
+would not mount: left untouched) or missing; without a usable state disk the beacon carries no
+node id and a boot count of 0.
 
 The seed is slipwayd's NoCloud volume labelled CIDATA: meta-data, network-config (v2, one
 ethernet), kubeadm.yaml (a JoinConfiguration holding the bootstrap token: copied with an ACL for
@@ -40,6 +51,17 @@ $Script:ContainerdPipe = '\\.\pipe\containerd-containerd'
 $Script:KubeletConf = 'C:\etc\kubernetes\kubelet.conf'
 $Script:KvpKey = 'HKLM:\SOFTWARE\Microsoft\Virtual Machine\Auto'
 $Script:KubeletKey = 'HKLM:\SYSTEM\CurrentControlSet\Services\kubelet'
+# The state disk: slipwayd attaches it at SCSI controller 0, location 1 (the OS disk is at 0, the
+# seed at 2); Hyper-V shows a location to the guest as the LUN. Mounted at StateDir.
+$Script:StateLun = 1
+# slipwayd attaches the seed disk (CIDATA) at SCSI 0:2.
+$Script:SeedLun = 2
+$Script:StateLabel = 'SLIPWAY-STATE'
+$Script:StateDir = Join-Path -Path $Root -ChildPath 'state'
+# GPT partition types (New-Partition's documented GUIDs): what Initialize-Disk and New-Partition
+# make, and so all a state disk this agent formatted holds.
+$Script:ReservedType = '{e3c9e316-0b5c-4db8-817d-f92df00215ae}'
+$Script:BasicDataType = '{ebd0a0a2-b9e5-4433-87c0-68b6b72699c7}'
 # A bootstrap token (kubeadm's [a-z0-9]{6}.[a-z0-9]{16}): cut from every line kubeadm prints.
 $Script:TokenPattern = '[a-z0-9]{6}\.[a-z0-9]{16}'
 # The kubelet's flags that are the same on every node; the kubelet step adds the node's own.
@@ -60,10 +82,26 @@ function Get-AgentPath {
     return (Join-Path -Path $Root -ChildPath $Name)
 }
 
+# A file on the state disk (only meaningful once Mount-StateDisk has mounted it).
+function Get-StatePath {
+    param([Parameter(Mandatory)] [string] $Name)
+    return (Join-Path -Path $Script:StateDir -ChildPath $Name)
+}
+
+# The FirstBoot and Beacon tasks write this log at the same time, and Add-Content fails while the
+# other holds the file: a few tries, then the line is dropped, so a log line lost never turns into
+# a failed step or a state disk reported unreadable.
 function Write-Log {
     param([Parameter(Mandatory)] [string] $Message)
     $stamp = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ')
-    Add-Content -Path (Get-AgentPath 'firstboot.log') -Value "$stamp $Message" -Encoding UTF8
+    for ($try = 0; $try -lt 5; $try++) {
+        try {
+            Add-Content -Path (Get-AgentPath 'firstboot.log') -Value "$stamp $Message" -Encoding UTF8
+            return
+        } catch {
+            Start-Sleep -Milliseconds 200
+        }
+    }
 }
 
 # Writes $Bytes to $Path through a temporary file and a rename, so a reader sees the old file or
@@ -96,14 +134,24 @@ function Save-State {
     Write-FileAtomic -Path (Get-AgentPath 'firstboot.state') -Text ($State | ConvertTo-Json -Compress)
 }
 
-# Lets only SYSTEM and the Administrators group reach $Path (no inherited entries).
+# Lets only SYSTEM and the Administrators group reach $Path (no inherited entries). On a folder
+# the entries are inherited by everything made in it later.
 function Set-PrivateAcl {
     param([Parameter(Mandatory)] [string] $Path)
-    $acl = [System.Security.AccessControl.FileSecurity]::new()
+    if (Test-Path -LiteralPath $Path -PathType Container) {
+        $acl = [System.Security.AccessControl.DirectorySecurity]::new()
+        $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+    } else {
+        $acl = [System.Security.AccessControl.FileSecurity]::new()
+        $inherit = [System.Security.AccessControl.InheritanceFlags]::None
+    }
     $acl.SetAccessRuleProtection($true, $false)
     foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
         $who = [System.Security.Principal.SecurityIdentifier]::new($sid)
-        $rule = [System.Security.AccessControl.FileSystemAccessRule]::new($who, 'FullControl', 'Allow')
+        $rule = [System.Security.AccessControl.FileSystemAccessRule]::new($who,
+            [System.Security.AccessControl.FileSystemRights]::FullControl, $inherit,
+            [System.Security.AccessControl.PropagationFlags]::None,
+            [System.Security.AccessControl.AccessControlType]::Allow)
         $acl.AddAccessRule($rule)
     }
     Set-Acl -LiteralPath $Path -AclObject $acl
@@ -222,6 +270,16 @@ function Test-IPv4 {
 
 function Find-SeedRoot {
     for ($try = 0; $try -lt 60; $try++) {
+        # A seed attached as a disk is on SCSI, which Windows Server's SAN policy leaves offline:
+        # brought online (read only, as it stays) so that its volume gets a drive letter.
+        try {
+            $disk = Find-ScsiDisk -Lun $Script:SeedLun
+            if ($null -ne $disk -and $disk.IsOffline -and -not ($disk.IsBoot -or $disk.IsSystem)) {
+                Set-Disk -Number $disk.Number -IsOffline $false
+            }
+        } catch {
+            Write-Log "seed: the seed disk could not be brought online yet: $($_.Exception.Message)"
+        }
         $volume = Get-Volume -FileSystemLabel 'CIDATA' -ErrorAction SilentlyContinue | Select-Object -First 1
         if ($null -ne $volume -and $volume.DriveLetter) {
             return "$($volume.DriveLetter):\"
@@ -273,13 +331,180 @@ function Read-Facts {
     return (Get-Content -LiteralPath (Get-AgentPath 'seed.json') -Raw | ConvertFrom-Json)
 }
 
-# Step identity: the node's id (kept across reboots), and the built-in Administrator, whose
-# bootstrap password the unattend file carries in the clear, given a random one and disabled.
-function Invoke-IdentityStep {
-    $idPath = Get-AgentPath 'node-id'
-    if (-not (Test-Path -LiteralPath $idPath)) {
-        Write-FileAtomic -Path $idPath -Text ([guid]::NewGuid().ToString())
+# The disk at LUN Lun on the boot disk's SCSI adapter and bus, or $null. Win32_DiskDrive
+# gives each disk's SCSI address as numbers, and its Index is the disk number Get-Disk takes;
+# Get-Disk's own Location is a display string with no documented format. The OS disk is on the
+# same controller (location 0), so it names the adapter even if the VM had others.
+function Find-ScsiDisk {
+    param([Parameter(Mandatory)] [uint32] $Lun)
+    $boot = Get-Disk | Where-Object { $_.IsBoot } | Select-Object -First 1
+    if ($null -eq $boot) { throw 'Get-Disk shows no boot disk' }
+    $drives = @(Get-CimInstance -ClassName Win32_DiskDrive)
+    $os = $drives | Where-Object { $_.Index -eq $boot.Number } | Select-Object -First 1
+    if ($null -eq $os) { throw "Win32_DiskDrive has no drive $($boot.Number), the boot disk" }
+    $state = $drives | Where-Object {
+        $_.Index -ne $boot.Number -and $_.SCSIPort -eq $os.SCSIPort -and $_.SCSIBus -eq $os.SCSIBus -and
+        $_.SCSILogicalUnit -eq $Lun
+    } | Select-Object -First 1
+    if ($null -eq $state) { return $null }
+    return (Get-Disk -Number $state.Index)
+}
+
+# The partitions of disk $Number. Get-Partition reports a disk with none as an error (not found):
+# that is an answer, an empty list; any other error is not, as reading it as "no partitions"
+# would have a disk with data on it formatted.
+function Get-DiskPartition {
+    param([Parameter(Mandatory)] [uint32] $Number)
+    $failed = $null
+    $parts = @(Get-Partition -DiskNumber $Number -ErrorAction SilentlyContinue -ErrorVariable failed)
+    foreach ($e in @($failed)) {
+        if ("$($e.FullyQualifiedErrorId)" -notlike 'CmdletizationQuery_NotFound*') { throw $e }
     }
+    if ($parts.Count -eq 0 -and (Get-Disk -Number $Number).NumberOfPartitions -ne 0) {
+        throw "Get-Partition lists no partition on disk $Number, which has some"
+    }
+    return $parts
+}
+
+# Finds the state disk, formats it only if it is blank, mounts it at StateDir, and returns what
+# was found in the words of the beacon's state_disk (supervisor/src/beacon.rs), with the meaning
+# linux-node's init gives them:
+#   mounted     Slipway's volume (one NTFS partition labelled StateLabel), as an earlier boot left it;
+#   formatted   blank, so formatted on this boot: never initialized, or GPT with nothing but the
+#               reserved partition (an earlier boot cut short between Initialize-Disk and
+#               New-Partition); to slipwayd a swap that finds this lost the node's state;
+#   unreadable  anything else (another layout, file system or label), or it would not mount. Left
+#               untouched: formatting it would throw away a node's state;
+#   missing     no disk at that LUN.
+# Run at every boot (by the Beacon): after a swap the new OS disk's Windows has never seen the
+# disk, and a rollback boots an older OS disk whose own first boot is long done.
+function Mount-StateDisk {
+    $disk = $null
+    $why = ''
+    # At startup the storage stack (and WMI) may still be finding disks.
+    for ($try = 0; $try -lt 30 -and $null -eq $disk; $try++) {
+        try {
+            $disk = Find-ScsiDisk -Lun $Script:StateLun
+            $why = ''
+        } catch {
+            $why = $_.Exception.Message
+        }
+        if ($null -eq $disk) { Start-Sleep -Seconds 2 }
+    }
+    if ($why -ne '') {
+        # Not known to be missing: the disks could not be listed.
+        Write-Log "state disk: the disks could not be listed for 60 s: $why"
+        return 'unreadable'
+    }
+    if ($null -eq $disk) {
+        Write-Log "state disk: none at SCSI LUN $($Script:StateLun) beside the boot disk after 60 s: this node has no id (slipwayd attaches it at SCSI 0:1)"
+        return 'missing'
+    }
+    $number = $disk.Number
+    try {
+        if ($disk.IsBoot -or $disk.IsSystem) {
+            Write-Log "state disk: disk $number at LUN $($Script:StateLun) is a boot or system disk: not used"
+            return 'unreadable'
+        }
+        # Windows Server leaves new disks on a shared bus such as SCSI offline (its SAN policy),
+        # and read-only when brought online under it; neither writes to the disk.
+        if ($disk.IsOffline) { Set-Disk -Number $number -IsOffline $false }
+        $disk = Get-Disk -Number $number
+        if ($disk.IsReadOnly) { Set-Disk -Number $number -IsReadOnly $false }
+        $disk = Get-Disk -Number $number
+        $found = 'mounted'
+        if ($disk.PartitionStyle -eq 'RAW') {
+            Initialize-Disk -Number $number -PartitionStyle GPT -Confirm:$false
+            $found = 'formatted'
+        } elseif ($disk.PartitionStyle -ne 'GPT') {
+            Write-Log "state disk: disk $number has a $($disk.PartitionStyle) partition table, not the GPT this agent makes: left untouched (inspect it from the host, or remove it to start this node afresh)"
+            return 'unreadable'
+        }
+        $parts = @(Get-DiskPartition -Number $number | Where-Object { $_.GptType -ne $Script:ReservedType })
+        if ($parts.Count -eq 0) {
+            $partition = New-Partition -DiskNumber $number -UseMaximumSize
+            Format-Volume -Partition $partition -FileSystem NTFS -NewFileSystemLabel $Script:StateLabel -Force -Confirm:$false | Out-Null
+            $found = 'formatted'
+            Write-Log "state disk: disk $number was blank: formatted NTFS, labelled $($Script:StateLabel)"
+        } elseif ($found -eq 'formatted' -or $parts.Count -ne 1 -or $parts[0].GptType -ne $Script:BasicDataType) {
+            Write-Log "state disk: disk $number holds $($parts.Count) partitions other than the reserved one, not the single data partition this agent makes: left untouched (inspect it from the host, or remove it to start this node afresh)"
+            return 'unreadable'
+        } else {
+            $partition = $parts[0]
+            $volume = Get-Volume -Partition $partition
+            if ($volume.FileSystem -ne 'NTFS' -or $volume.FileSystemLabel -ne $Script:StateLabel) {
+                Write-Log "state disk: disk $number holds a volume '$($volume.FileSystem)' labelled '$($volume.FileSystemLabel)', not NTFS labelled $($Script:StateLabel): left untouched (inspect it from the host, or remove it to start this node afresh)"
+                return 'unreadable'
+            }
+        }
+        # Windows keeps a folder mount point from boot to boot (on the OS disk), so it is added
+        # only when missing: on the first boot, and on the first boot of a new OS disk. The
+        # folder is locked down before the mount, so nothing else can put a file in it, and the
+        # volume's root after it.
+        $partition = Get-Partition -DiskNumber $number -PartitionNumber $partition.PartitionNumber
+        if (@($partition.AccessPaths) -notcontains "$($Script:StateDir)\") {
+            if (-not (Test-Path -LiteralPath $Script:StateDir)) {
+                New-Item -ItemType Directory -Path $Script:StateDir | Out-Null
+            }
+            Set-PrivateAcl -Path $Script:StateDir
+            Add-PartitionAccessPath -DiskNumber $number -PartitionNumber $partition.PartitionNumber -AccessPath $Script:StateDir -Confirm:$false
+        }
+        Set-PrivateAcl -Path $Script:StateDir
+        Write-Log "state disk: disk $number $found at $($Script:StateDir)"
+        return $found
+    } catch {
+        Write-Log "state disk: disk $number could not be made ready: $($_.Exception.Message)"
+        return 'unreadable'
+    }
+}
+
+# The node's id and this boot's number, kept on the state disk as linux-node keeps them: the id
+# made on the first boot that finds the disk usable, the count one more on each. Without a usable
+# state disk there is neither, and nothing is kept on the OS disk instead: an id there would be a
+# new one after every swap, which slipwayd (it compares ids across a swap) would rightly take for
+# lost state, and the state folder on C: would no longer be empty for the mount a later boot makes.
+function Update-NodeIdentity {
+    param([Parameter(Mandatory)] [string] $StateDisk)
+    $none = [pscustomobject]@{ NodeId = ''; BootCount = 0; StateDisk = $StateDisk }
+    if (@('mounted', 'formatted') -notcontains $StateDisk) { return $none }
+    try {
+        $idPath = Get-StatePath 'node-id'
+        $nodeId = ''
+        if (Test-Path -LiteralPath $idPath) { $nodeId = "$(Get-Content -LiteralPath $idPath -Raw)".Trim() }
+        if ($nodeId -eq '') {
+            $nodeId = [guid]::NewGuid().ToString()
+            Write-FileAtomic -Path $idPath -Text $nodeId
+        }
+        # It goes into the beacon as is: anything but a UUID's characters is not sent.
+        if ($nodeId -notmatch '^[0-9a-f-]+$') {
+            Write-Log "state disk: $idPath holds no UUID: the beacon carries no node id"
+            $nodeId = ''
+        }
+        $countPath = Get-StatePath 'boot-count'
+        $count = 0
+        if (Test-Path -LiteralPath $countPath) {
+            $text = "$(Get-Content -LiteralPath $countPath -Raw)".Trim()
+            if ($text -match '^\d{1,9}$') {
+                $count = [int]$text
+            } else {
+                Write-Log "state disk: $countPath held '$text', not a number: counting again from 1"
+            }
+        }
+        $count += 1
+        Write-FileAtomic -Path $countPath -Text "$count"
+        return [pscustomobject]@{ NodeId = $nodeId; BootCount = $count; StateDisk = $StateDisk }
+    } catch {
+        # Mounted but not writable is no usable state disk either.
+        Write-Log "state disk: the node id or boot count could not be kept under $($Script:StateDir): $($_.Exception.Message)"
+        $none.StateDisk = 'unreadable'
+        return $none
+    }
+}
+
+# Step identity: the built-in Administrator, whose bootstrap password the unattend file carries in
+# the clear, given a random one and disabled. (The node's id is on the state disk: the Beacon,
+# which runs at every boot, keeps it.)
+function Invoke-IdentityStep {
     $admin = Get-LocalUser | Where-Object { $_.SID.Value -like 'S-1-5-21-*-500' } | Select-Object -First 1
     if ($null -ne $admin) {
         $random = [byte[]]::new(32)
@@ -294,7 +519,7 @@ function Invoke-IdentityStep {
     if (Test-Path -LiteralPath $answer) {
         Remove-Item -LiteralPath $answer -Force
     }
-    Write-Log "identity: node id $(Get-Content -LiteralPath $idPath -Raw); the built-in Administrator disabled"
+    Write-Log 'identity: the built-in Administrator disabled'
 }
 
 # Step hostname: renames the computer (pending until the reboot of the containers step). The
@@ -556,11 +781,9 @@ function Test-HostReachable {
 }
 
 function Invoke-Beacon {
-    $countPath = Get-AgentPath 'boot-count'
-    $count = 0
-    if (Test-Path -LiteralPath $countPath) { $count = [int](Get-Content -LiteralPath $countPath -Raw) }
-    $count += 1
-    Write-FileAtomic -Path $countPath -Text "$count"
+    # Once per boot: this task starts at every boot, the FirstBoot task only until first boot is done.
+    $identity = Update-NodeIdentity -StateDisk (Mount-StateDisk)
+    Write-Log "beacon: state disk $($identity.StateDisk), node id '$($identity.NodeId)', boot $($identity.BootCount)"
     $image = Get-Content -LiteralPath (Get-AgentPath 'image.json') -Raw | ConvertFrom-Json
     $port = $null
     while ($true) {
@@ -580,8 +803,6 @@ function Invoke-Beacon {
             } elseif ((Test-Path -LiteralPath (Get-AgentPath 'joined')) -and (Test-NodeReady -Name $facts.hostname)) {
                 $kind = 'ready'
             }
-            $nodeId = ''
-            if (Test-Path -LiteralPath (Get-AgentPath 'node-id')) { $nodeId = (Get-Content -LiteralPath (Get-AgentPath 'node-id') -Raw).Trim() }
             $reach = if (Test-TcpReachable -Endpoint $facts.endpoint) { 'reachable' } else { 'unreachable' }
             $hostReach = if (Test-HostReachable -Gateway $facts.gateway) { 'reachable' } else { 'unreachable' }
             $uptime = [Math]::Round([System.Diagnostics.Stopwatch]::GetTimestamp() / [double][System.Diagnostics.Stopwatch]::Frequency, 2)
@@ -589,7 +810,8 @@ function Invoke-Beacon {
                 event = $kind; image = $image.name; version = $image.version
                 root_hash = ''; kubeadm_sha256 = $facts.kubeadm_sha256
                 address = "$($facts.address)/$($facts.prefix)"; endpoint = $reach; host = $hostReach
-                uptime = $uptime; node_id = $nodeId; boot_count = $count; state_disk = ''
+                uptime = $uptime; node_id = $identity.NodeId; boot_count = $identity.BootCount
+                state_disk = $identity.StateDisk
                 reason = $reason
             }
             $line = $beacon | ConvertTo-Json -Compress
