@@ -3,7 +3,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The temporary name `path` is written under before the rename: hidden, per process.
@@ -17,23 +16,36 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 
 /// Syncs the directory holding `path`, so a rename into it is durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+    // Windows opens no directory as a file (and NTFS journals a rename itself).
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to `path` atomically with permission bits `mode` (0o600 for secrets: the
-/// file never exists with wider permissions, not even under its temporary name).
+/// file never exists with wider permissions, not even under its temporary name). Windows has
+/// no permission bits: there `mode` is ignored and the file inherits its directory's ACL, so
+/// a secret is as private as the directory it is written into.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temporary_path(path);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -47,15 +59,20 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 /// Moves the finished file `tmp` to `path` durably: syncs it, renames it, syncs the directory.
 pub fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
+    // Windows flushes a file only through a handle that may write it.
+    #[cfg(unix)]
     File::open(tmp)?.sync_all()?;
+    #[cfg(not(unix))]
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp)?
+        .sync_all()?;
     std::fs::rename(tmp, path)?;
     sync_parent(path)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -65,10 +82,14 @@ mod tests {
         write(&path, b"one", 0o600).unwrap();
         write(&path, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,

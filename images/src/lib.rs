@@ -15,6 +15,7 @@ pub mod disk;
 pub mod guid;
 pub mod manifest;
 pub mod oci;
+mod pio;
 pub mod regf;
 pub mod sign;
 pub mod store;

@@ -5,23 +5,29 @@
 //! restarts), so a beacon is also a heartbeat. Under Hyper-V the node writes the same line as
 //! the KVP item `SlipwayBeacon`, which the listener reads every few seconds ([`Port::Poll`]):
 //! a line is handed on when it differs from the last one read (the guest's `uptime` moves on
-//! each write), so a guest that stopped writing is not heard again.
+//! each write), so a guest that stopped writing is not heard again. The socket port is QEMU's
+//! and exists on Unix builds alone; a Windows build polls.
 
 use std::future::Future;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+#[cfg(unix)]
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+#[cfg(unix)]
 use tokio::net::UnixStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 /// The longest beacon line read; a longer one is dropped.
+#[cfg(unix)]
 const MAX_LINE: u64 = 64 << 10;
 /// How long a listener waits before it connects again.
+#[cfg(unix)]
 const RETRY: Duration = Duration::from_secs(1);
 
 /// How often a polled port is read (tests: often, to keep them short).
@@ -34,7 +40,8 @@ const POLL: Duration = if cfg!(test) {
 /// Where a node's beacon lines come from.
 #[derive(Clone)]
 pub enum Port {
-    /// A stream socket the lines arrive on (QEMU's virtio-serial port).
+    /// A unix stream socket the lines arrive on (QEMU's virtio-serial port).
+    #[cfg(unix)]
     Socket(PathBuf),
     /// A source read every few seconds (Hyper-V's KVP item).
     Poll(Arc<dyn Poll>),
@@ -43,6 +50,7 @@ pub enum Port {
 impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(unix)]
             Port::Socket(path) => write!(f, "socket {}", path.display()),
             Port::Poll(_) => write!(f, "polled"),
         }
@@ -130,6 +138,7 @@ impl Listener {
         let name = name.to_owned();
         let task = tokio::spawn(async move {
             match port {
+                #[cfg(unix)]
                 Port::Socket(socket) => listen(&name, &socket, &events, wrap).await,
                 Port::Poll(source) => poll(&name, &*source, &events, wrap).await,
             }
@@ -182,6 +191,8 @@ async fn poll<E>(
     }
 }
 
+/// Reads the lines of unix socket `socket`, connecting again whenever it closes.
+#[cfg(unix)]
 async fn listen<E>(
     name: &str,
     socket: &PathBuf,
@@ -227,7 +238,9 @@ async fn listen<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
     use std::io::Write;
+    #[cfg(unix)]
     use std::os::unix::net::UnixListener;
     use tokio::sync::mpsc;
 
@@ -254,6 +267,7 @@ mod tests {
         assert!(serde_json::from_str::<Beacon>(&bad).is_err());
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn beacons_in_pieces_are_joined_and_a_closed_port_is_reported_then_reconnected() {
         let dir = tempfile::tempdir().unwrap();

@@ -369,12 +369,21 @@ fn encode(kind: &str, version: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Creates `dir` (and its missing parents) readable by its owner alone; an existing one keeps
 /// its mode. The state directory and every node's directory are made this way.
+#[cfg(unix)]
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Creates `dir` (and its missing parents). Windows has no mode bits: a new directory inherits
+/// the ACL of its parent, so the operator restricts the state directory (or the directory it is
+/// made in) to the account slipwayd runs as and to Administrators; slipwayd sets no ACL itself.
+#[cfg(not(unix))]
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 /// The CRC a header carries: of the header without its CRC field, then the payload.

@@ -368,11 +368,11 @@ const fn crc_table() -> [u32; 256] {
 #[cfg(test)]
 mod tests {
     use std::fs::File;
-    use std::os::unix::fs::FileExt;
 
     use super::*;
     use crate::disk::tests::{bytes, input_file, materialise, part, read_raw, sgdisk, three};
     use crate::disk::{Layout, layout};
+    use crate::pio;
 
     #[test]
     fn crc32_matches_the_check_value() {
@@ -541,10 +541,7 @@ mod tests {
         let verify = sgdisk(&["-v"], raw.path());
         assert!(clean(&verify), "{verify}");
         let damaged = materialise(&disk);
-        damaged
-            .as_file()
-            .write_all_at(b"X", disk.size - 512 + 40)
-            .unwrap();
+        pio::write_all_at(damaged.as_file(), b"X", disk.size - 512 + 40).unwrap();
         let verify = sgdisk(&["-v"], damaged.path());
         assert!(!clean(&verify), "{verify}");
 
@@ -573,9 +570,9 @@ mod tests {
 
         let root = &read[1];
         let mut got = vec![0u8; usize::try_from(root.size).unwrap()];
-        raw.as_file().read_exact_at(&mut got, root.offset).unwrap();
+        pio::read_exact_at(raw.as_file(), &mut got, root.offset).unwrap();
         let mut want = vec![0u8; (2 << 20) + 1000];
-        input.read_exact_at(&mut want, 4096).unwrap();
+        pio::read_exact_at(&input, &mut want, 4096).unwrap();
         assert_eq!(got[..want.len()], want[..]);
         assert!(got[want.len()..].iter().all(|&b| b == 0));
     }
@@ -600,7 +597,7 @@ mod tests {
     fn corrupt_entries_are_refused() {
         let input = input_file();
         let raw = materialise(&layout(three(&input)).unwrap());
-        raw.as_file().write_all_at(b"X", 2 * 512 + 60).unwrap();
+        pio::write_all_at(raw.as_file(), b"X", 2 * 512 + 60).unwrap();
         assert!(matches!(
             read_partitions(read_raw(raw.as_file())),
             Err(Error::MatchEntriesChecksum { .. })

@@ -2,12 +2,12 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use super::*;
+use crate::pio;
 
 const MIB: u64 = 1 << 20;
 
@@ -79,7 +79,7 @@ pub(super) fn materialise(disk: &Disk) -> tempfile::NamedTempFile {
         match extent {
             Extent::File { file, offset, len } => {
                 let mut buf = vec![0u8; usize::try_from(*len).unwrap()];
-                file.read_exact_at(&mut buf, *offset).unwrap();
+                pio::read_exact_at(file, &mut buf, *offset).unwrap();
                 out.write_all(&buf).unwrap();
             }
             Extent::Bytes(b) => out.write_all(b).unwrap(),
@@ -94,7 +94,7 @@ pub(super) fn materialise(disk: &Disk) -> tempfile::NamedTempFile {
 }
 
 pub(super) fn read_raw(file: &File) -> impl FnMut(u64, &mut [u8]) -> io::Result<()> + '_ {
-    |offset, buf| file.read_exact_at(buf, offset)
+    |offset, buf| pio::read_exact_at(file, buf, offset)
 }
 
 pub(super) fn sgdisk(args: &[&str], path: &Path) -> String {

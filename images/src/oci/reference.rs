@@ -294,7 +294,12 @@ mod tests {
                 .parse::<RepositoryName>()
                 .is_err()
         );
+    }
 
+    // A symbolic link needs privileges on Windows, and the paths below are Unix paths.
+    #[cfg(unix)]
+    #[test]
+    fn layout_repository_names_are_real_paths() {
         // A layout is named by its real path, however it is reached.
         let dir = tempfile::tempdir().unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();

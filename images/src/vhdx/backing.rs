@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use crate::pio;
 
 /// Where the bytes of an overlay range come from.
 #[derive(Debug, Clone)]
@@ -215,7 +216,7 @@ impl Backing {
             ));
         }
         let in_file = to_usize(self.file_size.saturating_sub(offset).min(buf.len() as u64));
-        self.file.read_exact_at(&mut buf[..in_file], offset)?;
+        pio::read_exact_at(&self.file, &mut buf[..in_file], offset)?;
         buf[in_file..].fill(0);
         if let Some(overlay) = &self.overlay {
             overlay.patch(buf, offset);

@@ -2,12 +2,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::reader::{self, Vhdx};
 use super::stream::{AlignedBuf, nonzero_runs, with_background_sync};
 use crate::atomic::{sync_parent, temporary_path};
+use crate::pio;
 
 const CHUNK: usize = 1 << 20;
 
@@ -61,7 +61,7 @@ pub fn export(
                     let chunk = buf.slice_mut(n);
                     vhdx.read_at(chunk, pos)?;
                     for (lo, hi) in nonzero_runs(chunk) {
-                        out.write_all_at(&chunk[lo..hi], pos + lo as u64)
+                        pio::write_all_at(out, &chunk[lo..hi], pos + lo as u64)
                             .map_err(|e| fail("write to", e))?;
                         written += (hi - lo) as u64;
                         sync.wrote((hi - lo) as u64);

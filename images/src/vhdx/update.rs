@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{
@@ -18,6 +17,7 @@ use super::format::{
 };
 use super::reader::{self, Vhdx};
 use crate::guid::{Guid, RandomGuidError};
+use crate::pio;
 
 /// Why a file could not be changed.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +84,11 @@ fn open_rw(path: &Path) -> Result<File, Error> {
 }
 
 fn write(file: &File, bytes: &[u8], offset: u64, what: &'static str) -> Result<(), Error> {
-    file.write_all_at(bytes, offset)
-        .map_err(|source| Error::WriteFile {
-            what,
-            offset,
-            source,
-        })
+    pio::write_all_at(file, bytes, offset).map_err(|source| Error::WriteFile {
+        what,
+        offset,
+        source,
+    })
 }
 
 fn sync(file: &File) -> Result<(), Error> {
@@ -316,7 +315,7 @@ impl ChildWriter {
                 Some(b) => *b,
                 None => {
                     let mut b = [0u8];
-                    self.file.read_exact_at(&mut b, byte_at).map_err(|source| {
+                    pio::read_exact_at(&self.file, &mut b, byte_at).map_err(|source| {
                         Error::WriteFile {
                             what: "sector bitmap (read)",
                             offset: byte_at,

@@ -17,6 +17,7 @@ mod health;
 mod lock;
 mod nodes;
 mod rollout;
+mod signals;
 #[cfg(test)]
 mod testing;
 mod tokens;
@@ -27,9 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use images::store::Store;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::api::{
@@ -38,6 +37,7 @@ use crate::api::{
 use crate::beacon::Heard;
 use crate::config::{HostConfig, Hypervisor, NodeOs};
 use crate::driver::hyperv::driver::HyperV;
+#[cfg(unix)]
 use crate::driver::qemu::Qemu;
 use crate::driver::{AnyDriver, Driver};
 use crate::metrics;
@@ -451,11 +451,19 @@ fn publish<D: Driver>(
 /// The driver a host config names.
 pub async fn driver(config: &HostConfig) -> anyhow::Result<AnyDriver> {
     let driver = match &config.hypervisor {
+        #[cfg(unix)]
         Hypervisor::Qemu(accel) => {
             let qemu = Qemu::open(&config.state_dir, *accel, &config.vm_user).await?;
             tracing::debug!(accel = ?qemu.accel(), user = %qemu.user().name, "QEMU driver ready");
             AnyDriver::Qemu(qemu)
         }
+        // The QEMU driver (VDE switches, taps, unix sockets, /proc) is compiled on Unix alone.
+        #[cfg(not(unix))]
+        Hypervisor::Qemu(_) => anyhow::bail!(
+            "cannot open the hypervisor of host {}: [hypervisor] kind = \"qemu\" is not \
+             available on Windows; set kind = \"hyperv\" in its host.toml, or run it on a Linux host",
+            config.name
+        ),
         Hypervisor::HyperV(host) => {
             tracing::debug!(switch = %host.switch, root = %host.root, "Hyper-V driver ready");
             AnyDriver::HyperV(HyperV::open(host, &config.state_dir))
@@ -465,7 +473,7 @@ pub async fn driver(config: &HostConfig) -> anyhow::Result<AnyDriver> {
     Ok(driver)
 }
 
-/// Runs `slipwayd run` until SIGTERM or SIGINT.
+/// Runs `slipwayd run` until SIGTERM or SIGINT (Ctrl+C or Ctrl+Break on Windows).
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let config = HostConfig::load(&options.config)?;
     let _lock = HostLock::take(&config.state_dir, "run")?;
@@ -485,9 +493,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         Box::new(move |c: RolloutControl| control.send(Event::Control(c)).is_ok()),
     )
     .await?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut signals = signals::Signals::install()?;
     tracing::info!(
         host = %daemon.config.name,
         config = %options.config.display(),
@@ -521,12 +527,13 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         let mut pass_due = false;
         let mut probe = false;
         tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                daemon.reload();
-                pass_due = true;
-            }
+            asked = signals.next() => match asked {
+                signals::Asked::Stop => break,
+                signals::Asked::Reload => {
+                    daemon.reload();
+                    pass_due = true;
+                }
+            },
             event = inbox.recv() => match event {
                 None => break,
                 Some(Event::Reload) => {

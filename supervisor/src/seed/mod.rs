@@ -328,13 +328,13 @@ pub fn write_image(seed: &Seed, path: &Path) -> Result<(), Error> {
         images::atomic::write(&dir.path().join("pki").join(name), bytes, 0o600).map_err(fail)?;
     }
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&image)
-            .map_err(fail)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // The seed holds the cluster's keys. Windows has no mode bits: the file inherits the
+        // ACL of the state directory, which the operator restricts.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&image).map_err(fail)?;
         file.set_len(SEED_SIZE).map_err(fail)?;
     }
     let run = |tool: &'static str, args: &[&str]| -> Result<(), Error> {

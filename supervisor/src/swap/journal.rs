@@ -133,9 +133,9 @@ impl Journal {
 }
 
 /// Test hook, compiled into debug builds only: with `SLIPWAYD_DIE_AT_STEP=STEP` (or
-/// `NODE:STEP`) in the environment, the process kills itself with SIGKILL right after the
-/// journal first records a swap (of NODE) entering STEP, as a crash there would. The
-/// crash-matrix test walks every step with it.
+/// `NODE:STEP`) in the environment, the process kills itself with SIGKILL (aborts, on
+/// Windows) right after the journal first records a swap (of NODE) entering STEP, as a crash
+/// there would. The crash-matrix test walks every step with it.
 #[cfg(debug_assertions)]
 fn die_at_step_for_tests(journal: &Journal) {
     let Ok(at) = std::env::var("SLIPWAYD_DIE_AT_STEP") else {
@@ -148,10 +148,16 @@ fn die_at_step_for_tests(journal: &Journal) {
         .any(|s| s.step.as_str() == step && (node.is_empty() || s.node == node))
     {
         tracing::warn!(%step, "SLIPWAYD_DIE_AT_STEP: killing this slipwayd with SIGKILL");
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &std::process::id().to_string()])
-            .status();
-        std::thread::sleep(std::time::Duration::from_secs(5));
+        #[cfg(unix)]
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+        // No `kill` there: end at once, without unwinding or cleanup, as a crash would.
+        #[cfg(not(unix))]
+        std::process::abort();
     }
 }
 
