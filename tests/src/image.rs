@@ -18,27 +18,39 @@ pub fn make(dir: &Path, name: &str, version: &str, mib: u64, seed: u64) -> PathB
     crate::convert(&raw, &vhdx, &options);
     std::fs::remove_file(&raw).unwrap();
     let (digest, size) = images::oci::digest_file(&vhdx).unwrap();
-    let manifest = Manifest {
+    let mut manifest = manifest(manifest::Os::Linux, name, version, None);
+    manifest.disk.sha256 = digest.trim_start_matches("sha256:").into();
+    manifest.disk.file_size = size;
+    manifest.disk.virtual_size = mib << 20;
+    let path = dir.join(format!("{name}-{version}.manifest.json"));
+    std::fs::write(&path, manifest.to_json()).unwrap();
+    path
+}
+
+/// A manifest of `os` that passes the manifest's own checks (the facts its OS needs).
+pub fn manifest(os: manifest::Os, name: &str, version: &str, kubernetes: Option<&str>) -> Manifest {
+    let linux = os == manifest::Os::Linux;
+    Manifest {
         schema: manifest::SCHEMA.into(),
         name: name.into(),
         version: version.into(),
-        os: manifest::Os::Linux,
+        os,
         arch: "x86_64".into(),
-        kubernetes: None,
+        kubernetes: kubernetes.map(Into::into),
         components: BTreeMap::new(),
         inputs: Vec::new(),
         packages: BTreeMap::new(),
         files: BTreeMap::new(),
         disk: manifest::DiskFacts {
             file: format!("{name}-{version}.vhdx"),
-            sha256: digest.trim_start_matches("sha256:").into(),
-            file_size: size,
-            virtual_size: mib << 20,
+            sha256: "0".repeat(64),
+            file_size: 0,
+            virtual_size: 1 << 30,
             block_size: 1 << 20,
             logical_sector_size: 512,
             disk_guid: String::new(),
             partitions: Vec::new(),
-            verity: Some(manifest::VerityFacts {
+            verity: linux.then(|| manifest::VerityFacts {
                 root_hash: String::new(),
                 salt: String::new(),
                 algorithm: "sha256".into(),
@@ -49,19 +61,23 @@ pub fn make(dir: &Path, name: &str, version: &str, mib: u64, seed: u64) -> PathB
         },
         boot: manifest::Boot {
             firmware: "uefi".into(),
-            secure_boot: "none".into(),
-            kernel: Some(String::new()),
-            cmdline: Some(String::new()),
-            uki_sha256: Some(String::new()),
+            secure_boot: if linux { "none" } else { "MicrosoftWindows" }.into(),
+            kernel: linux.then(String::new),
+            cmdline: linux.then(String::new),
+            uki_sha256: linux.then(String::new),
         },
         build: manifest::BuildFacts {
             slipway: "test".into(),
             source_date_epoch: 0,
             tools: BTreeMap::new(),
         },
-        windows: None,
-    };
-    let path = dir.join(format!("{name}-{version}.manifest.json"));
-    std::fs::write(&path, manifest.to_json()).unwrap();
-    path
+        windows: (!linux).then(|| manifest::WindowsFacts {
+            edition: "Windows Server 2022 SERVERDATACENTERCORE".into(),
+            index: 1,
+            registry: BTreeMap::new(),
+            services: BTreeMap::new(),
+            loader: String::new(),
+            bcd_sha256: String::new(),
+        }),
+    }
 }

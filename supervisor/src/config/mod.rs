@@ -48,7 +48,7 @@ pub use fleet::Fleet;
 pub use hyperv::HyperVHost;
 pub use kube::{Kube, OnDeadline};
 pub use net::{Cidr, Pool};
-pub use node::{Node, NodeOs, Role};
+pub use node::{Node, NodeOs, Role, WINDOWS_NAME_MAX};
 #[cfg(test)]
 pub use rollout::Window;
 pub use rollout::{Rollout, Strategy};

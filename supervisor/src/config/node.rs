@@ -55,6 +55,10 @@ impl NodeOs {
     }
 }
 
+/// The longest name a Windows node may have: Windows' computer names (NetBIOS) hold 15
+/// characters, and the first-boot agent names the computer after its node.
+pub const WINDOWS_NAME_MAX: usize = 15;
+
 impl fmt::Display for NodeOs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -160,6 +164,17 @@ impl Validator<'_> {
                         "node {name} has os = \"windows\" but [source] names no windows-channel: \
                          add windows-channel = \"NAME\" to [source], the channel of its Windows \
                          images (channel is the Linux nodes')"
+                    ),
+                ));
+            }
+            // The agent names the computer after its node: Windows' computer names (NetBIOS)
+            // hold 15 characters.
+            if os == NodeOs::Windows && name.len() > WINDOWS_NAME_MAX {
+                return Err(self.error(
+                    &span,
+                    format!(
+                        "node {name}: a Windows node's name is its computer name, at most {WINDOWS_NAME_MAX} characters ({} here): choose a shorter one",
+                        name.len()
                     ),
                 ));
             }
@@ -309,6 +324,16 @@ mod tests {
             Some("stable-windows")
         );
         assert_eq!(parse(EXAMPLE).unwrap().source.windows_channel, None);
+        // A Windows node's name is its computer name: 15 characters at most.
+        let long = with_windows_channel(&windows).replace("worker-2", "windows-worker-2");
+        let message = parse(&long).unwrap_err().to_string();
+        assert!(
+            message.contains("node windows-worker-2: a Windows node's name is its computer name, at most 15 characters (16 here)"),
+            "{message}"
+        );
+        assert!(
+            parse(&with_windows_channel(&windows).replace("worker-2", "windows-worker2")).is_ok()
+        );
         // A Hyper-V host may follow a Windows channel before it has a Windows node.
         assert!(parse(&with_windows_channel(&hyperv(EXAMPLE))).is_ok());
         // Refused: a bad name, the Linux channel's own name, and a QEMU host (no Windows node

@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Context;
+
 use super::health::{Booted, judge};
 use super::{Daemon, Event, unix_now};
 use crate::api::NodeInfo;
@@ -430,6 +432,14 @@ impl<D: Driver> Daemon<D> {
     /// image first), then tracks the started VM: listening to its beacon, judging it against
     /// `image`.
     pub(super) async fn launch(&mut self, name: &str, image: &Digest) -> anyhow::Result<()> {
+        // The image reaches the hypervisor first, under its own deadline: on a Hyper-V host
+        // that is an upload of gigabytes, which the boot steps' deadline would cut short.
+        if let Some(stored) = self.store.get(image.as_ref())? {
+            self.driver
+                .stage(&stored.vhdx, image.as_str())
+                .await
+                .context("cannot bring its image to the hypervisor")?;
+        }
         // A QEMU or qemu-img that hangs must not hold the loop.
         let (booted, documents, pid) =
             tokio::time::timeout(BOOT_STEPS_DEADLINE, self.boot(name, image))
@@ -602,6 +612,12 @@ impl<D: Driver> Daemon<D> {
         }
         match status {
             VmStatus::Running { pid } => tracked.pid = pid,
+            // Nothing is known of the VM this pass: its state stays what it was (a node whose
+            // host stays out of reach falls silent, and its beacons' absence says so).
+            unknown if unknown.is_unknown() => {
+                tracing::warn!(node = %name, ?unknown, "its VM's status is not known");
+                return;
+            }
             VmStatus::Paused { pid, status } => {
                 tracked.pid = pid;
                 // QEMU can run and its guest not: a KVM or TCG internal error pauses the VM.

@@ -2,71 +2,15 @@
 //! (a manifest and a VHDX file in the image's directory), of either OS, and a supervisor over a
 //! Hyper-V host.toml with Linux and Windows nodes, driven without VMs.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use images::manifest::{self, Manifest, Os};
+use images::manifest::Os;
 use images::store::{Store, StoredImage};
 
 use super::Daemon;
 use crate::config::HostConfig;
 use crate::driver::testing::NoVms;
 use crate::model::Digest;
-
-/// A manifest of `os` that passes the manifest's own checks (the facts its OS needs).
-pub fn manifest(os: Os, name: &str, version: &str, kubernetes: Option<&str>) -> Manifest {
-    let linux = os == Os::Linux;
-    Manifest {
-        schema: manifest::SCHEMA.into(),
-        name: name.into(),
-        version: version.into(),
-        os,
-        arch: "x86_64".into(),
-        kubernetes: kubernetes.map(Into::into),
-        components: BTreeMap::new(),
-        inputs: Vec::new(),
-        packages: BTreeMap::new(),
-        files: BTreeMap::new(),
-        disk: manifest::DiskFacts {
-            file: format!("{name}-{version}.vhdx"),
-            sha256: "0".repeat(64),
-            file_size: 0,
-            virtual_size: 1 << 30,
-            block_size: 1 << 20,
-            logical_sector_size: 512,
-            disk_guid: String::new(),
-            partitions: Vec::new(),
-            verity: linux.then(|| manifest::VerityFacts {
-                root_hash: String::new(),
-                salt: String::new(),
-                algorithm: "sha256".into(),
-                data_block_size: 4096,
-                hash_block_size: 4096,
-                data_blocks: 0,
-            }),
-        },
-        boot: manifest::Boot {
-            firmware: "uefi".into(),
-            secure_boot: if linux { "none" } else { "MicrosoftWindows" }.into(),
-            kernel: linux.then(String::new),
-            cmdline: linux.then(String::new),
-            uki_sha256: linux.then(String::new),
-        },
-        build: manifest::BuildFacts {
-            slipway: "test".into(),
-            source_date_epoch: 0,
-            tools: BTreeMap::new(),
-        },
-        windows: (!linux).then(|| manifest::WindowsFacts {
-            edition: "Windows Server 2022 SERVERDATACENTERCORE".into(),
-            index: 1,
-            registry: BTreeMap::new(),
-            services: BTreeMap::new(),
-            loader: String::new(),
-            bcd_sha256: String::new(),
-        }),
-    }
-}
 
 /// Image `digest` (of `os`) placed in the store at `root` as a pull admits one; the store
 /// reads it back.
@@ -75,7 +19,7 @@ pub fn put(root: &Path, digest: &Digest, os: Os, version: &str) -> StoredImage {
         Os::Linux => "linux-node",
         Os::Windows => "windows-node",
     };
-    let manifest = manifest(os, name, version, Some("1.32.10"));
+    let manifest = tests::image::manifest(os, name, version, Some("1.32.10"));
     let dir = root.join("images").join(digest.as_str().replace(':', "-"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

@@ -1,9 +1,10 @@
 //! [`AnyDriver`]: the driver a host config names, QEMU or Hyper-V, behind one type so the daemon
-//! stays generic over [`Driver`] and is built once.
+//! stays generic over [`Driver`] and is built once. QEMU exists on Unix builds alone.
 
 use std::path::Path;
 
 use super::hyperv::driver::HyperV;
+#[cfg(unix)]
 use super::qemu::Qemu;
 use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 use crate::beacon::Port;
@@ -12,6 +13,7 @@ use crate::config::HostConfig;
 /// QEMU or Hyper-V.
 pub enum AnyDriver {
     /// QEMU/KVM on this Linux host.
+    #[cfg(unix)]
     Qemu(Qemu),
     /// Hyper-V, through PowerShell plans.
     HyperV(HyperV),
@@ -21,6 +23,7 @@ pub enum AnyDriver {
 macro_rules! each {
     ($self:ident, $driver:ident => $call:expr) => {
         match $self {
+            #[cfg(unix)]
             AnyDriver::Qemu($driver) => $call,
             AnyDriver::HyperV($driver) => $call,
         }
@@ -62,5 +65,8 @@ impl Driver for AnyDriver {
     }
     async fn forget(&self, dir: &Path) {
         each!(self, d => d.forget(dir).await)
+    }
+    async fn stage(&self, base: &Path, digest: &str) -> anyhow::Result<()> {
+        each!(self, d => d.stage(base, digest).await)
     }
 }

@@ -1,10 +1,15 @@
 //! Hypervisor drivers and the node network: the [`Driver`] trait says what the daemon needs of a
-//! hypervisor to make, run, stop and watch one node VM; [`qemu::Qemu`] and
+//! hypervisor to make, run, stop and watch one node VM; `qemu::Qemu` (Unix only) and
 //! [`hyperv::driver::HyperV`] implement it, [`AnyDriver`] is whichever the host config names.
+//!
+//! Everything Unix-only (the QEMU driver, its VDE switches, bridges and taps, unix sockets,
+//! `/proc`) is compiled on Unix alone: a Windows build of slipwayd keeps the Hyper-V driver.
 
 mod any;
 pub mod hyperv;
+#[cfg(unix)]
 pub mod network;
+#[cfg(unix)]
 pub mod qemu;
 
 use std::future::Future;
@@ -72,6 +77,26 @@ pub enum VmStatus {
     },
     /// No process of the VM is alive.
     Stopped,
+}
+
+/// How [`VmStatus::unknown`] marks its status.
+const UNKNOWN: &str = "unknown: ";
+
+impl VmStatus {
+    /// The hypervisor did not answer (a Hyper-V host out of reach): the VM may run or not.
+    /// Read as running by everything that would start or delete something (never a second
+    /// VM, never its disks deleted on a guess), and changes no node's state.
+    pub fn unknown(why: impl std::fmt::Display) -> VmStatus {
+        VmStatus::Paused {
+            pid: 0,
+            status: format!("{UNKNOWN}{why}"),
+        }
+    }
+
+    /// Whether this is [`VmStatus::unknown`]'s.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, VmStatus::Paused { status, .. } if status.starts_with(UNKNOWN))
+    }
 }
 
 /// How long each step of a stop may take before the next, harder one.
@@ -150,17 +175,30 @@ pub trait Driver: Send + Sync + 'static {
     fn forget(&self, _dir: &Path) -> impl Future<Output = ()> + Send {
         async {}
     }
+    /// Readies image `digest` (its VHDX at `base`) for VMs before a boot's deadline starts to
+    /// run: the Hyper-V driver uploads it to the host once (gigabytes: minutes, bounded by the
+    /// upload's own deadline); QEMU reads it where it is and needs nothing.
+    fn stage(
+        &self,
+        _base: &Path,
+        _digest: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The pid in `pidfile` if that process still runs `program` with `marker` on its command line
 /// (pids are reused: a stale pid file must not make another process look like ours).
+#[cfg(unix)]
 pub fn live_pid(pidfile: &Path, program: &str, marker: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     runs(pid, program, marker).then_some(pid)
 }
 
 /// Whether process `pid` is alive and runs `program` with `marker` (a whole path, or a directory
-/// of one) on its command line. A zombie has an empty command line: it counts as gone.
+/// of one) on its command line. A zombie has an empty command line: it counts as gone. Reads
+/// `/proc`, so Unix only (the QEMU driver's).
+#[cfg(unix)]
 pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -180,13 +218,27 @@ pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
 /// Test support.
 #[cfg(test)]
 pub mod testing {
+    use std::future::Future;
     use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::Arc;
 
     use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 
     /// A driver without VMs, for tests of the daemon's parts that never touch one (a drain, a
     /// seed's token): it makes nothing and finds every VM stopped.
     pub struct NoVms;
+
+    /// Its beacon: a polled source that never has a line (a socket would tie it to Unix).
+    struct Silent;
+
+    impl crate::beacon::Poll for Silent {
+        fn read(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = anyhow::Result<Option<String>>> + Send + '_>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
 
     impl Driver for NoVms {
         async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
@@ -207,14 +259,14 @@ pub mod testing {
         async fn status(&self, _: &str, _: &Path) -> VmStatus {
             VmStatus::Stopped
         }
-        fn beacon(&self, dir: &Path) -> crate::beacon::Port {
-            crate::beacon::Port::Socket(dir.join("beacon"))
+        fn beacon(&self, _: &Path) -> crate::beacon::Port {
+            crate::beacon::Port::Poll(Arc::new(Silent))
         }
         async fn stop_network(&self, _: &str) {}
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

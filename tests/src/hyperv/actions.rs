@@ -291,6 +291,18 @@ fn start_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure
     }
     vm.disks.insert("0".to_owned(), os.to_owned());
     vm.disks.insert("2".to_owned(), seed.to_owned());
+    // The seeds no longer attached go, as the plan removes them.
+    let seed_file = host.path(seed)?;
+    if let (Some(dir), Some(keep)) = (seed_file.parent(), seed_file.file_name())
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with("seed") && file.ends_with(".vhdx") && entry.file_name() != keep {
+                std::fs::remove_file(entry.path()).map_err(|e| format!("Remove-Item : {e}"))?;
+            }
+        }
+    }
     vm.first_boot = Some(os.to_owned());
     vm.guest = Some(guest::boot(host, vm)?);
     vm.state = "Running".to_owned();
@@ -309,8 +321,15 @@ fn stop_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failure>
     p.only(&["Name", "TimeoutSeconds"])?;
     let name = p.text("Name")?;
     p.int("TimeoutSeconds")?;
-    let vm =
-        ours_mut("stop-vm", state, name)?.ok_or_else(|| format!("stop-vm: no VM named {name}"))?;
+    if let Some(partial) = state.vms.get_mut(name)
+        && partial.notes == partial_tag(name)
+    {
+        partial.state = "Off".to_owned();
+    }
+    // Never made, or left unfinished (now off): nothing of the node runs.
+    let Some(vm) = ours_mut("stop-vm", state, name)? else {
+        return Ok(json!({"stopped": "already-stopped"}));
+    };
     if vm.state == "Off" {
         return Ok(json!({"stopped": "already-stopped"}));
     }

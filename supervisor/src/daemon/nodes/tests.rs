@@ -178,3 +178,44 @@ async fn each_node_takes_its_own_oss_target_and_never_boots_another_oss_image() 
         assert_eq!(on_disk[node].image, None, "{node}");
     }
 }
+
+/// A status the hypervisor did not give (a Hyper-V host out of reach for one pass) changes no
+/// node's state; a VM known to be paused still fails its node.
+#[tokio::test]
+async fn an_unknown_vm_status_leaves_a_ready_node_ready() {
+    use images::manifest::Os;
+
+    use crate::daemon::testing;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let image = Digest::repeated('c');
+    testing::put(&state.join("store"), &image, Os::Windows, "1");
+    let nodes = [
+        ("cp-1", "control-plane", "linux"),
+        ("win-1", "worker", "windows"),
+    ];
+    let mut daemon = testing::daemon(dir.path(), &testing::hyperv_config(&state, &nodes, 1));
+    daemon.ensure_records().unwrap();
+    daemon
+        .tracked("win-1")
+        .unwrap()
+        .2
+        .set(NodeState::Starting, "booting");
+    daemon.tracked("win-1").unwrap().2.set(NodeState::Ready, "");
+    daemon.keep(
+        "win-1",
+        Some(&image),
+        VmStatus::unknown("ssh: connection refused"),
+    );
+    assert_eq!(daemon.tracked("win-1").unwrap().2.state, NodeState::Ready);
+    daemon.keep(
+        "win-1",
+        Some(&image),
+        VmStatus::Paused {
+            pid: 7,
+            status: "internal-error".into(),
+        },
+    );
+    let node = &daemon.tracked("win-1").unwrap().2;
+    assert_eq!(node.state, NodeState::Failed, "{}", node.reason);
+}

@@ -208,6 +208,18 @@ impl<D: Driver> Daemon<D> {
                 "its replacement's hostname {hostname} is not a DNS label of at most 63 characters (shorten the node's name)"
             ));
         }
+        // A Windows node's hostname is its computer name, which holds 15 characters.
+        let windows = self
+            .config
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.os == NodeOs::Windows);
+        if windows && hostname.len() > crate::config::WINDOWS_NAME_MAX {
+            return Err(format!(
+                "its replacement's hostname {hostname} is longer than a Windows computer name's {} characters (shorten the node's name, or swap it in place)",
+                crate::config::WINDOWS_NAME_MAX
+            ));
+        }
         let mac = crate::seed::mac_address(&cluster.name, &hostname);
         let taken = |r: &NodeRecord| {
             records::hostname(r.name.as_str(), r.generation) == hostname || r.mac == mac

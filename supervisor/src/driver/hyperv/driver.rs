@@ -2,7 +2,8 @@
 //!
 //! Everything of a VM lives on the host under the root R: the node images as
 //! `R\images\HEX.vhdx` (uploaded once per digest), and per VM `R\vms\NAME\` with its state disk
-//! `state.vhdx`, one differencing OS disk per image `os-HEX16.vhdx`, and the seed `seed.vhdx`.
+//! `state.vhdx`, one differencing OS disk per image `os-HEX16.vhdx`, and the seed
+//! `seed-HEX16.vhdx` (named by its content: never rewritten in place).
 //! NAME is the run directory's path under `STATE/nodes` joined with `.`: `worker-1`, and
 //! `worker-1.gen-2` for a surge's replacement (a node name has no dot, so no node's NAME is
 //! another's replacement). The run directory here keeps the seed as it was
@@ -217,12 +218,21 @@ impl Driver for HyperV {
     async fn start(&self, spec: &VmSpec) -> anyhow::Result<u32> {
         let name = self.vm_name(&spec.dir)?;
         let directory = self.vm_dir(&name);
-        // The seed is written raw (a FAT volume); Hyper-V attaches VHDX files.
-        let (raw, vhdx) = (spec.seed.clone(), spec.dir.join("seed.vhdx"));
-        let local = vhdx.clone();
-        tokio::task::spawn_blocking(move || seed_vhdx(&raw, &local)).await??;
-        let seed = format!("{directory}\\seed.vhdx");
-        self.exec.upload(&vhdx, &seed).await?;
+        // The seed is written raw (a FAT volume); Hyper-V attaches VHDX files. Each seed has a
+        // name of its own (its content's digest) and is never rewritten in place: Hyper-V grants
+        // a VM access to a disk file when it attaches it, and a file replaced under the same name
+        // would not carry that grant. start-vm removes the seeds it no longer attaches.
+        let raw = spec.seed.clone();
+        let digest = tokio::task::spawn_blocking(move || images::oci::digest_file(&raw))
+            .await??
+            .0;
+        let seed = format!("{directory}\\seed-{}.vhdx", &hex(&digest)?[..16]);
+        if !self.exec.exists(&seed).await? {
+            let (raw, vhdx) = (spec.seed.clone(), spec.dir.join("seed.vhdx"));
+            let local = vhdx.clone();
+            tokio::task::spawn_blocking(move || seed_vhdx(&raw, &local)).await??;
+            self.exec.upload(&vhdx, &seed).await?;
+        }
         let os_disk = format!("{directory}\\{}", HyperV::os_disk_file(&spec.image)?);
         let started: Started = self
             .ask(&plan::start_vm(&name, &os_disk, &seed))
@@ -257,10 +267,7 @@ impl Driver for HyperV {
         match self.ask::<parse::VmState>(&plan::status(&name)).await {
             Ok(vm) => vm_status(&vm),
             // Not knowing is not "stopped": nothing may start a second VM, or delete its disks.
-            Err(e) => VmStatus::Paused {
-                pid: 0,
-                status: format!("unknown: {e:#}"),
-            },
+            Err(e) => VmStatus::unknown(format!("{e:#}")),
         }
     }
 
@@ -291,6 +298,11 @@ impl Driver for HyperV {
         if let Ok(mut table) = self.vlans.lock() {
             *table = vlans;
         }
+    }
+
+    async fn stage(&self, base: &Path, digest: &str) -> anyhow::Result<()> {
+        self.ensure_image(base, digest).await?;
+        Ok(())
     }
 
     async fn forget(&self, dir: &Path) {
@@ -346,6 +358,8 @@ fn seed_vhdx(raw: &Path, vhdx: &Path) -> anyhow::Result<()> {
     let options = Options::new(Identity::random()?);
     images::vhdx::writer::write_file(&part, &extents, &options, &mut |_| {})
         .with_context(|| format!("cannot write the seed VHDX {}", part.display()))?;
+    // The seed holds the cluster's keys: 0600 on Unix; on Windows the file inherits the ACL of
+    // the state directory, which the operator restricts (slipwayd sets no ACL itself).
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -185,8 +185,28 @@ async fn a_node_lives_and_swaps_through_the_plans() {
         Stopped::AlreadyStopped
     );
     driver.overlay(&dir, &new_base, &new).await.unwrap();
+    let seeds = |dir: &str| -> Vec<String> {
+        let mut seeds: Vec<String> = std::fs::read_dir(fake.host_path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("seed"))
+            .collect();
+        seeds.sort();
+        seeds
+    };
+    let first_seed = seeds(&format!(r"{ROOT}\vms\w-1"));
+    assert_eq!(first_seed.len(), 1, "{first_seed:?}");
+    // A new seed (a new token) is a new file: the attached one is never rewritten in place.
+    raw_seed(&seed, "kind: JoinConfiguration\n", "10.44.0.21");
     let second = spec(&state, &new_base, &new, &seed, "MicrosoftWindows");
     driver.start(&second).await.unwrap();
+    let second_seed = seeds(&format!(r"{ROOT}\vms\w-1"));
+    assert_eq!(
+        second_seed.len(),
+        1,
+        "the old seed is removed: {second_seed:?}"
+    );
+    assert_ne!(first_seed, second_seed);
     let beacon = first_beacon(&driver.beacon(&dir)).await;
     assert_eq!(beacon.version, "2", "the VM boots the new image");
     assert_eq!(beacon.boot_count, 2, "on the same state disk");

@@ -307,7 +307,10 @@ impl Ssh {
         let name = plan.file_name();
         {
             let mut uploaded = self.uploaded.lock().await;
-            if !uploaded.contains(&name) {
+            let remote = format!("{plans_dir}\\{name}");
+            // Named by its content, a script on the host is the right one: it is never replaced
+            // (another run of it may be reading it), only copied again when it is gone.
+            if !uploaded.contains(&name) && !self.exists(&remote).await? {
                 let local = tempfile::NamedTempFile::new().map_err(|source| ExecError::File {
                     action: "create a temporary file for plan",
                     path: std::env::temp_dir(),
@@ -318,10 +321,9 @@ impl Ssh {
                     path: local.path().to_owned(),
                     source,
                 })?;
-                self.upload(local.path(), &format!("{plans_dir}\\{name}"))
-                    .await?;
-                uploaded.insert(name.clone());
+                self.upload(local.path(), &remote).await?;
             }
+            uploaded.insert(name.clone());
         }
         let result = self.run_uploaded(plan, line).await;
         if result.is_err() {
@@ -429,10 +431,11 @@ impl Local {
         let script = plans_dir.join(&name);
         {
             let mut uploaded = self.uploaded.lock().await;
-            if !uploaded.contains(&name) {
+            // Named by its content: never replaced while another run may read it.
+            if !uploaded.contains(&name) && !tokio::fs::try_exists(&script).await.unwrap_or(false) {
                 write_atomically(&script, plan.script.as_bytes()).await?;
-                uploaded.insert(name.clone());
             }
+            uploaded.insert(name.clone());
         }
         let mut command = Command::new(&self.program);
         command.args(POWERSHELL_ARGS).arg(&script);
@@ -509,9 +512,9 @@ impl Executor {
 }
 
 /// Drops `name` from an executor's uploaded scripts after a failed run of it: the failure may be
-/// the host's copy gone (`R\plans` cleaned), so the next run copies it again rather than fail
-/// the same way until slipwayd restarts. A run that failed for another reason costs one more
-/// copy of a few kilobytes.
+/// the host's copy gone (`R\plans` cleaned), so the next run looks for it again and copies it
+/// if it is gone, rather than fail the same way until slipwayd restarts. A run that failed for
+/// another reason costs one look.
 async fn forget(uploaded: &Mutex<HashSet<String>>, name: &str) {
     uploaded.lock().await.remove(name);
 }

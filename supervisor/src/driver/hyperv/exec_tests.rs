@@ -289,7 +289,15 @@ async fn faults_on_the_host_become_errors() {
 async fn values_that_cannot_pass_are_refused_before_anything_runs() {
     let fake = FakeHyperV::start();
     let ex = ssh(&fake);
-    for bad in ["w\"-1", "w%PATH%", "a\nb", "x & y"] {
+    for bad in [
+        "w\"-1",
+        "w%PATH%",
+        "a\nb",
+        "x & y",
+        "-w1",
+        "\u{2013}w1",
+        "\u{2015}w1",
+    ] {
         let err = ex.run(&status(bad)).await.unwrap_err();
         assert!(matches!(err, ExecError::Refused { .. }), "{bad:?}: {err:?}");
     }
@@ -503,6 +511,11 @@ async fn a_create_vm_killed_midway_is_made_again() {
     assert_eq!(answer["exists"], false);
     let err = ex.run(&start_vm("w-1", "os-1.vhdx")).await.unwrap_err();
     assert!(err.to_string().contains("no VM named w-1"), "{err}");
+    // Nothing of the node runs: a stop (a swap's rollback, `slipwayd down`) is no error.
+    assert_eq!(
+        json(&ex, &stop_vm()).await,
+        json!({"stopped": "already-stopped"})
+    );
     // What the guest wrote on its state disk survives the remake.
     let disk = fake.host_path(STATE_DISK);
     let mut written: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
@@ -581,7 +594,20 @@ async fn a_script_the_host_lost_is_uploaded_again() {
             "{err:?}"
         );
         assert_eq!(json(ex, &status("w-1")).await, json!({"exists": false}));
-        assert!(plans_dir.join(status("w-1").file_name()).is_file());
+        let script = plans_dir.join(status("w-1").file_name());
+        assert!(script.is_file());
+        // A script still there is never replaced after a failure (another run may read it).
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(&script).unwrap().ino();
+        fake.inject(Fault {
+            action: "status".into(),
+            name: None,
+            mode: "exit".into(),
+            times: 1,
+        });
+        ex.run(&status("w-1")).await.unwrap_err();
+        assert_eq!(json(ex, &status("w-1")).await, json!({"exists": false}));
+        assert_eq!(std::fs::metadata(&script).unwrap().ino(), inode);
     }
 }
 

@@ -142,11 +142,16 @@ pub fn check_value(param: &str, value: &str) -> Result<(), BadValue> {
             "holds `{c}`, which PowerShell reads as a quote"
         )));
     }
-    // After -File, PowerShell binds a word starting with a dash as a parameter name, quoted or not.
-    if value.starts_with('-') {
-        return Err(bad(
-            "starts with `-`, which PowerShell would bind as a parameter name".to_owned(),
-        ));
+    // After -File, PowerShell binds a word starting with a dash as a parameter name, quoted or
+    // not; it takes the en dash, em dash and horizontal bar for one too.
+    if let Some(c) = value
+        .chars()
+        .next()
+        .filter(|c| *c == '-' || ('\u{2013}'..='\u{2015}').contains(c))
+    {
+        return Err(bad(format!(
+            "starts with `{c}`, which PowerShell would bind as a parameter name"
+        )));
     }
     if value.ends_with('\\') {
         return Err(bad(
@@ -358,7 +363,11 @@ pub fn all_examples() -> Vec<Plan> {
         }),
         os_disk(image, os),
         drop_os_disks("cp-1", dir, "os-5f2b8c1e9d4a7f3b.vhdx"),
-        start_vm("cp-1", os, r"C:\Slipway\vms\cp-1\seed.vhdx"),
+        start_vm(
+            "cp-1",
+            os,
+            r"C:\Slipway\vms\cp-1\seed-3c9a0e17b24d58f6.vhdx",
+        ),
         stop_vm("cp-1", Duration::from_secs(120)),
         status("cp-1"),
         beacon("cp-1"),

@@ -178,3 +178,27 @@ async fn a_journal_and_a_channel_record_written_before_two_channels_still_read()
     let again = journal::Journal::load(&daemon.config.state_dir).unwrap();
     assert_eq!(again, daemon.journal);
 }
+
+/// A surge's replacement is named NAME-gN: for a Windows node that is its computer name, so a
+/// name with no room for the suffix within 15 characters is refused, a shorter one is not.
+#[tokio::test]
+async fn a_windows_replacements_computer_name_must_fit_in_15_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let nodes = [
+        ("cp-1", "control-plane", "linux"),
+        ("win-worker-0001", "worker", "windows"),
+        ("win-wkr-01", "worker", "windows"),
+    ];
+    let mut daemon = testing::daemon(dir.path(), &testing::hyperv_config(&state, &nodes, 1));
+    daemon.ensure_records().unwrap();
+    let cluster = daemon.config.clusters["lab"].clone();
+    let long = daemon.records["win-worker-0001"].clone();
+    let why = daemon.replacement(&cluster, &long).err().unwrap();
+    assert!(
+        why.contains("win-worker-0001-g1 is longer than a Windows computer name's 15 characters"),
+        "{why}"
+    );
+    let short = daemon.records["win-wkr-01"].clone();
+    assert_eq!(daemon.replacement(&cluster, &short).unwrap().generation, 1);
+}

@@ -32,6 +32,13 @@ foreach ($disk in @(@{ Location = 0; Path = $OsDisk }, @{ Location = 2; Path = $
         Add-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation $disk.Location -Path $disk.Path
     }
 }
+# Seeds are never rewritten in place (Hyper-V grants a VM access to a disk file as it attaches
+# it): each has a name of its own, and the ones no longer attached go (they hold tokens).
+$seedName = [System.IO.Path]::GetFileName($Seed)
+foreach ($old in @(Get-ChildItem -LiteralPath ([System.IO.Path]::GetDirectoryName($Seed)) -File |
+        Where-Object { $_.Name -like 'seed*.vhdx' -and $_.Name -ne $seedName })) {
+    Remove-Item -LiteralPath $old.FullName -Force
+}
 $boot = Get-VMHardDiskDrive -VM $vm -ControllerType SCSI -ControllerNumber 0 -ControllerLocation 0
 Set-VMFirmware -VM $vm -FirstBootDevice $boot
 Start-VM -VM $vm

@@ -1,7 +1,9 @@
 # slipway-plan: stop-vm
 # Stops a VM: a guest shutdown first, and after TimeoutSeconds the equivalent of pulling the
 # plug; a guest whose shutdown integration service is not working is turned off at once, and
-# the answer says which happened. Stop-VM runs as a job so that the deadline is ours.
+# the answer says which happened. Stop-VM runs as a job so that the deadline is ours. A VM never
+# made, or one a killed create-vm left unfinished (turned off here), is already stopped: nothing
+# of the node runs, as QEMU's driver answers for a VM without a process.
 param(
     [Parameter(Mandatory)] [string] $Name,
     [Parameter(Mandatory)] [int] $TimeoutSeconds
@@ -18,8 +20,17 @@ $foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne ($tag +
 if ($foreign.Count -gt 0) {
     throw "stop-vm: a VM named $Name exists that Slipway did not make; rename or remove it"
 }
+foreach ($partial in @($named | Where-Object { $_.Notes -eq ($tag + ':partial') })) {
+    if ($partial.State.ToString() -ne 'Off') { Stop-VM -VM $partial -TurnOff -Force }
+}
 $vm = @($named | Where-Object { $_.Notes -eq $tag })
-if ($vm.Count -eq 0) { throw "stop-vm: no VM named $Name" }
+if ($vm.Count -eq 0) {
+    $answer = [ordered]@{ stopped = 'already-stopped' }
+    Write-Output '<<<slipway-begin>>>'
+    Write-Output (ConvertTo-Json -InputObject $answer -Compress)
+    Write-Output '<<<slipway-end>>>'
+    return
+}
 $vm = $vm[0]
 # The guest's shutdown integration service, by its component id (its name is translated with
 # Windows): without it working, Stop-VM -Force turns the VM off, which is no shutdown.
