@@ -112,8 +112,13 @@ pub(super) async fn purge_node<D: Driver>(
             bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
         }
     }
+    // Nothing here is deleted while the hypervisor still holds any of it: a purge run again
+    // finds the node as it was.
     for vm in crate::records::vm_dirs(&config.state_dir, name.as_ref()) {
-        driver.forget(&vm).await;
+        driver
+            .forget(&vm)
+            .await
+            .with_context(|| format!("node {name} is not purged (run the purge again)"))?;
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     Ok(())

@@ -63,7 +63,7 @@ impl Driver for AnyDriver {
     fn configure(&self, config: &HostConfig) {
         each!(self, d => d.configure(config))
     }
-    async fn forget(&self, dir: &Path) {
+    async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
         each!(self, d => d.forget(dir).await)
     }
     async fn stage(&self, base: &Path, digest: &str) -> anyhow::Result<()> {

@@ -170,10 +170,12 @@ pub trait Driver: Send + Sync + 'static {
     fn configure(&self, _config: &crate::config::HostConfig) {}
     /// Gives back what the (stopped) VM of run directory `dir` held on the host besides its
     /// files, before the directory is deleted: the QEMU driver's tap device of a bridged
-    /// cluster (a VM that died by itself kept it), the Hyper-V driver's VM and its disks on the
-    /// Hyper-V host. Failures are logged, not returned.
-    fn forget(&self, _dir: &Path) -> impl Future<Output = ()> + Send {
-        async {}
+    /// cluster (a VM that died by itself kept it; a failure there is logged), the Hyper-V
+    /// driver's VM and its disks on the Hyper-V host. An error means something of the VM is
+    /// still there: the directory must stay, so that the VM is neither lost track of nor its
+    /// disks (a state disk above all) taken up again by a VM made under the same name.
+    fn forget(&self, _dir: &Path) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
     }
     /// Readies image `digest` (its VHDX at `base`) for VMs before a boot's deadline starts to
     /// run: the Hyper-V driver uploads it to the host once (gigabytes: minutes, bounded by the

@@ -58,6 +58,16 @@ impl<D: Driver> Daemon<D> {
                 .filter(|n| n.cluster == cluster.name)
                 .filter_map(|n| {
                     let record = self.records.get(&n.name)?;
+                    // A node whose os in host.toml is no longer its image's is not swapped
+                    // to the other OS's image (nor back, on a rollback): it changes OS only
+                    // as a new node, after a purge.
+                    if let Some(image) = &record.image
+                        && let Ok(Some(stored)) = self.store.get(image.as_ref())
+                        && let Some(why) = crate::daemon::channel::wrong_os(n, &stored)
+                    {
+                        tracing::warn!(node = %n.name, "not in the rollout: {why}");
+                        return None;
+                    }
                     let member = Member {
                         name: n.name.clone(),
                         role: n.role,

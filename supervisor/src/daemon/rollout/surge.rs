@@ -254,7 +254,7 @@ impl<D: Driver> Daemon<D> {
         if self.driver.status(name, &dir).await != VmStatus::Stopped {
             anyhow::bail!("a VM still runs in {}", dir.display());
         }
-        self.driver.forget(&dir).await;
+        self.driver.forget(&dir).await?;
         if generation > 0 {
             return match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

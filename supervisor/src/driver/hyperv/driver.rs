@@ -128,7 +128,11 @@ impl HyperV {
     async fn os_disk(&self, name: &str, base: &Path, digest: &str) -> anyhow::Result<String> {
         let parent = self.ensure_image(base, digest).await?;
         let path = format!("{}\\{}", self.vm_dir(name), HyperV::os_disk_file(digest)?);
-        let _: Created = self.ask(&plan::os_disk(&parent, &path)).await?;
+        if let Err(e) = self.ask::<Created>(&plan::os_disk(&parent, &path)).await {
+            // The image may be what is gone (pruned by hand): the next try looks for it again.
+            self.images.lock().await.remove(&parent);
+            return Err(e);
+        }
         Ok(path)
     }
 }
@@ -305,22 +309,18 @@ impl Driver for HyperV {
         Ok(())
     }
 
-    async fn forget(&self, dir: &Path) {
-        let Ok(name) = self.vm_name(dir) else {
-            return;
-        };
-        match self
-            .ask::<Purged>(&plan::remove_vm(&name, &self.vm_dir(&name)))
+    async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
+        let name = self.vm_name(dir)?;
+        let purged: Purged = self
+            .ask(&plan::remove_vm(&name, &self.vm_dir(&name)))
             .await
-        {
-            Ok(purged) if purged.removed => {
-                tracing::info!(vm = %name, "Hyper-V VM and its disks removed")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(vm = %name, "cannot remove the VM from the Hyper-V host (remove it there by hand): {e:#}")
-            }
+            .with_context(|| {
+                format!("cannot remove VM {name} and its disks from the Hyper-V host")
+            })?;
+        if purged.removed {
+            tracing::info!(vm = %name, "Hyper-V VM and its disks removed");
         }
+        Ok(())
     }
 }
 

@@ -220,6 +220,19 @@ async fn a_node_lives_and_swaps_through_the_plans() {
         !old_disk.exists(),
         "a committed swap drops the previous disk"
     );
+    // An image pruned on the host by hand: the disk over it fails once, then the image is
+    // looked for and uploaded again.
+    let old_image = fake.host_path(&format!(r"{ROOT}\images\{}.vhdx", hex(&old)));
+    std::fs::remove_file(&old_image).unwrap();
+    let err = driver.overlay(&dir, &old_base, &old).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot find the file"),
+        "{err:#}"
+    );
+    driver.overlay(&dir, &old_base, &old).await.unwrap();
+    assert!(old_image.is_file());
+    assert!(old_disk.exists());
+    driver.drop_overlays(&dir, &new).await.unwrap();
 
     // A plan failing is a status the daemon reads as "not known", never as stopped.
     fake.inject(Fault {
@@ -234,7 +247,22 @@ async fn a_node_lives_and_swaps_through_the_plans() {
     }
 
     driver.stop("w-1", &dir, deadlines).await.unwrap();
-    driver.forget(&dir).await;
+    // A removal that fails is an error (the purge keeps its records and can be run again),
+    // and leaves the VM and its state disk where they were.
+    fake.inject(Fault {
+        action: "remove-vm".into(),
+        name: None,
+        mode: "exit".into(),
+        times: 1,
+    });
+    let err = driver.forget(&dir).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot remove VM w-1 and its disks from the Hyper-V host"),
+        "{err:#}"
+    );
+    assert!(fake.state()["vms"].get("w-1").is_some());
+    assert!(fake.host_path(r"C:\Slipway\vms\w-1\state.vhdx").is_file());
+    driver.forget(&dir).await.unwrap();
     assert!(fake.state()["vms"].get("w-1").is_none(), "the VM is gone");
     assert!(
         !fake.host_path(r"C:\Slipway\vms\w-1").exists(),

@@ -720,10 +720,12 @@ impl Driver for Qemu {
         self.use_networks(config);
     }
 
-    async fn forget(&self, dir: &Path) {
+    async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
         let tap = network::tap_name(dir);
+        // A tap left behind holds no disk: logged, and the directory may go.
         if let Err(e) = network::remove_tap(&Ip::host(), &tap) {
             tracing::warn!(%tap, "cannot remove the tap device of a VM that is gone: {e:#}");
         }
+        Ok(())
     }
 }

@@ -202,3 +202,15 @@ async fn a_windows_replacements_computer_name_must_fit_in_15_characters() {
     let short = daemon.records["win-wkr-01"].clone();
     assert_eq!(daemon.replacement(&cluster, &short).unwrap().generation, 1);
 }
+
+/// A node whose os in host.toml is no longer its image's (here: its record names a Windows
+/// image, the config says Linux) is left out of the rollout: no swap to the other OS's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_os_changed_is_not_swapped_to_the_other_oss_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = mixed(dir.path(), |_| {}).await;
+    let d = Digest::repeated;
+    daemon.set_record_image("w-1", &d('c')).unwrap();
+    assert_eq!(daemon.plan_swaps().await, ["win-1", "win-2"]);
+    assert!(!daemon.journal.swaps.contains_key("w-1"));
+}
