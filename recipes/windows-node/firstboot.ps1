@@ -105,11 +105,20 @@ function Write-Log {
 }
 
 # Writes $Bytes to $Path through a temporary file and a rename, so a reader sees the old file or
-# the new one, never half of one.
+# the new one, never half of one. The data reaches the disk before the rename (write-through and
+# a flush to disk): after a VM turned off, a renamed file holding zeros would be a node id lost.
 function Write-FileAtomic {
     param([Parameter(Mandatory)] [string] $Path, [Parameter(Mandatory)] [AllowEmptyString()] [string] $Text)
     $temp = "$Path.tmp"
-    [System.IO.File]::WriteAllText($temp, $Text, [System.Text.UTF8Encoding]::new($false))
+    $bytes = [System.Text.UTF8Encoding]::new($false).GetBytes($Text)
+    $stream = [System.IO.FileStream]::new($temp, [System.IO.FileMode]::Create, [System.IO.FileAccess]::Write,
+        [System.IO.FileShare]::None, 4096, [System.IO.FileOptions]::WriteThrough)
+    try {
+        $stream.Write($bytes, 0, $bytes.Length)
+        $stream.Flush($true)
+    } finally {
+        $stream.Dispose()
+    }
     if (Test-Path -LiteralPath $Path) {
         [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
     } else {
@@ -431,9 +440,22 @@ function Mount-StateDisk {
             return 'unreadable'
         } else {
             $partition = $parts[0]
-            $volume = Get-Volume -Partition $partition
-            if ($volume.FileSystem -ne 'NTFS' -or $volume.FileSystemLabel -ne $Script:StateLabel) {
-                Write-Log "state disk: disk $number holds a volume '$($volume.FileSystem)' labelled '$($volume.FileSystemLabel)', not NTFS labelled $($Script:StateLabel): left untouched (inspect it from the host, or remove it to start this node afresh)"
+            # A disk just brought online shows its volume a moment later: asked again for 30 s
+            # before the disk is called unreadable (which fails a swap).
+            $volume = $null
+            for ($try = 0; $try -lt 15; $try++) {
+                try { $volume = Get-Volume -Partition $partition } catch { $volume = $null }
+                if ($null -ne $volume -and "$($volume.FileSystem)" -ne '') { break }
+                Start-Sleep -Seconds 2
+            }
+            $fileSystem = ''
+            $label = ''
+            if ($null -ne $volume) {
+                $fileSystem = "$($volume.FileSystem)"
+                $label = "$($volume.FileSystemLabel)"
+            }
+            if ($fileSystem -ne 'NTFS' -or $label -ne $Script:StateLabel) {
+                Write-Log "state disk: disk $number holds a volume '$fileSystem' labelled '$label', not NTFS labelled $($Script:StateLabel): left untouched (inspect it from the host, or remove it to start this node afresh)"
                 return 'unreadable'
             }
         }
@@ -475,10 +497,12 @@ function Update-NodeIdentity {
             $nodeId = [guid]::NewGuid().ToString()
             Write-FileAtomic -Path $idPath -Text $nodeId
         }
-        # It goes into the beacon as is: anything but a UUID's characters is not sent.
+        # It goes into the beacon as is: anything but a UUID's characters is not sent, and a
+        # disk whose id cannot be read is no usable state disk (slipwayd then sees the loss).
         if ($nodeId -notmatch '^[0-9a-f-]+$') {
-            Write-Log "state disk: $idPath holds no UUID: the beacon carries no node id"
-            $nodeId = ''
+            Write-Log "state disk: $idPath holds no UUID: the state disk is reported unreadable"
+            $none.StateDisk = 'unreadable'
+            return $none
         }
         $countPath = Get-StatePath 'boot-count'
         $count = 0

@@ -169,6 +169,12 @@ impl Validator<'_> {
             }
             // The agent names the computer after its node: Windows' computer names (NetBIOS)
             // hold 15 characters.
+            if os == NodeOs::Windows && name.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(self.error(
+                    &span,
+                    format!("node {name}: a Windows node's name is its computer name, which cannot be all digits"),
+                ));
+            }
             if os == NodeOs::Windows && name.len() > WINDOWS_NAME_MAX {
                 return Err(self.error(
                     &span,
@@ -333,6 +339,14 @@ mod tests {
         );
         assert!(
             parse(&with_windows_channel(&windows).replace("worker-2", "windows-worker2")).is_ok()
+        );
+        let digits = with_windows_channel(&windows).replace("worker-2", "1234");
+        let message = parse(&digits).unwrap_err().to_string();
+        assert!(
+            message.contains(
+                "node 1234: a Windows node's name is its computer name, which cannot be all digits"
+            ),
+            "{message}"
         );
         // A Hyper-V host may follow a Windows channel before it has a Windows node.
         assert!(parse(&with_windows_channel(&hyperv(EXAMPLE))).is_ok());

@@ -106,9 +106,15 @@ pub(super) async fn purge_node<D: Driver>(
         );
     }
     for vm in crate::records::vm_dirs(&config.state_dir, name.as_ref()) {
-        if let VmStatus::Running { pid } | VmStatus::Paused { pid, .. } =
-            driver.status(name.as_ref(), &vm).await
+        let status = driver.status(name.as_ref(), &vm).await;
+        if let VmStatus::Paused { status: why, .. } = &status
+            && status.is_unknown()
         {
+            bail!(
+                "cannot tell whether the VM of node {name} still runs ({why}): nothing was deleted; purge it once the hypervisor answers"
+            );
+        }
+        if let VmStatus::Running { pid } | VmStatus::Paused { pid, .. } = status {
             bail!("the VM of node {name} still runs (pid {pid}): wait for slipwayd to stop it");
         }
     }

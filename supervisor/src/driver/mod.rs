@@ -228,8 +228,12 @@ pub mod testing {
     use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 
     /// A driver without VMs, for tests of the daemon's parts that never touch one (a drain, a
-    /// seed's token): it makes nothing and finds every VM stopped.
+    /// seed's token): it makes nothing and finds every VM stopped. Its `forget` fails for a run
+    /// directory holding a file [`HELD`], as a hypervisor that cannot give a VM's disks back.
     pub struct NoVms;
+
+    /// See [`NoVms`].
+    pub const HELD: &str = "held-by-the-hypervisor";
 
     /// Its beacon: a polled source that never has a line (a socket would tie it to Unix).
     struct Silent;
@@ -265,6 +269,12 @@ pub mod testing {
             crate::beacon::Port::Poll(Arc::new(Silent))
         }
         async fn stop_network(&self, _: &str) {}
+        async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
+            if dir.join(HELD).exists() {
+                anyhow::bail!("the hypervisor holds {}", dir.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -254,7 +254,13 @@ impl<D: Driver> Daemon<D> {
         if self.driver.status(name, &dir).await != VmStatus::Stopped {
             anyhow::bail!("a VM still runs in {}", dir.display());
         }
-        self.driver.forget(&dir).await?;
+        // What the hypervisor could not give back stays with its directory (the next surge's
+        // generation number goes past it, so no VM is made over those disks again): logged, and
+        // the swap goes on (a rollback must still boot the old VM).
+        if let Err(e) = self.driver.forget(&dir).await {
+            tracing::warn!(node = %name, dir = %dir.display(), "its VM's leftovers on the hypervisor stay (remove them there by hand): {e:#}");
+            return Ok(());
+        }
         if generation > 0 {
             return match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

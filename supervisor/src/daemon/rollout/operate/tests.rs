@@ -214,3 +214,29 @@ async fn a_node_whose_os_changed_is_not_swapped_to_the_other_oss_image() {
     assert_eq!(daemon.plan_swaps().await, ["win-1", "win-2"]);
     assert!(!daemon.journal.swaps.contains_key("w-1"));
 }
+
+/// A surge's old generation whose VM the hypervisor cannot give back keeps its directory (so no
+/// later generation is made over its disks) and does not stop the swap; one it gives back goes.
+#[tokio::test]
+async fn a_generation_the_hypervisor_holds_keeps_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let nodes = [
+        ("cp-1", "control-plane", "linux"),
+        ("win-1", "worker", "windows"),
+    ];
+    let mut daemon = testing::daemon(dir.path(), &testing::hyperv_config(&state, &nodes, 1));
+    daemon.ensure_records().unwrap();
+    let (held, free) = (
+        records::run_dir(&state, "win-1", 2),
+        records::run_dir(&state, "win-1", 3),
+    );
+    for gen_dir in [&held, &free] {
+        std::fs::create_dir_all(gen_dir).unwrap();
+    }
+    std::fs::write(held.join(crate::driver::testing::HELD), b"").unwrap();
+    daemon.remove_generation("win-1", 2).await.unwrap();
+    daemon.remove_generation("win-1", 3).await.unwrap();
+    assert!(held.is_dir(), "kept while the hypervisor holds its VM");
+    assert!(!free.exists());
+}
