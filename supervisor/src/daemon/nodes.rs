@@ -7,8 +7,9 @@
 //! from its record too, and only the node recorded as its cluster's initialiser is ever sent an
 //! InitConfiguration.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -24,6 +25,9 @@ use crate::reconcile::{self, Action, Observed};
 use crate::records::{self, NodeRecord};
 use crate::seed;
 use crate::swap;
+
+/// How many VMs [`Daemon::statuses`] asks about at once.
+const STATUS_ASKS: usize = 8;
 
 /// What the loop knows of a node beyond its record.
 pub(super) struct Node {
@@ -310,15 +314,47 @@ impl<D: Driver> Daemon<D> {
 
     /// Every node directory in the state directory, with what the VM of its record's
     /// generation is doing.
-    async fn observe(&self) -> std::collections::BTreeMap<String, VmStatus> {
+    async fn observe(&self) -> BTreeMap<String, VmStatus> {
         let dir = self.config.state_dir.join("nodes");
-        let mut seen = std::collections::BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let status = self.driver.status(&name, &self.node_dir(&name)).await;
-            seen.insert(name, status);
+        let asks = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .map(|name| {
+                let dir = self.node_dir(&name);
+                (name, dir)
+            })
+            .collect();
+        self.statuses(asks).await
+    }
+
+    /// What the VM of each `(name, run directory)` of `asks` is doing, asked at once, at most
+    /// [`STATUS_ASKS`] at a time: a slow hypervisor (a Hyper-V host answers each ask with a
+    /// PowerShell of its own, up to its plan's deadline) holds the loop for about its slowest
+    /// answer, not for the sum of them. An ask whose task failed is [`VmStatus::unknown`].
+    async fn statuses(&self, asks: Vec<(String, PathBuf)>) -> BTreeMap<String, VmStatus> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(STATUS_ASKS));
+        let mut tasks = tokio::task::JoinSet::new();
+        let names: Vec<String> = asks.iter().map(|(name, _)| name.clone()).collect();
+        for (name, dir) in asks {
+            let (driver, permits) = (self.driver.clone(), permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let status = driver.status(&name, &dir).await;
+                (name, status)
+            });
+        }
+        // Not join_all: it panics with a task that did.
+        let mut seen = BTreeMap::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((name, status)) = done {
+                seen.insert(name, status);
+            }
+        }
+        for name in names {
+            seen.entry(name)
+                .or_insert_with(|| VmStatus::unknown("the status task failed"));
         }
         seen
     }
@@ -859,6 +895,7 @@ impl<D: Driver> Daemon<D> {
             due = true;
         }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut asks = Vec::new();
         for name in names {
             let dir = self.node_dir(&name);
             let state = self.nodes.get(&name).map(|n| n.state);
@@ -899,14 +936,19 @@ impl<D: Driver> Daemon<D> {
             {
                 continue;
             }
-            let status = self.driver.status(&name, &dir).await;
+            asks.push((name, dir));
+        }
+        // Asked together: one slow answer does not wait behind another.
+        let dirs: BTreeMap<String, PathBuf> = asks.iter().cloned().collect();
+        for (name, status) in self.statuses(asks).await {
+            let Some(dir) = dirs.get(&name) else { continue };
             let backoff = self.backoff;
             let deadlines = self.deadlines;
             let Some(tracked) = self.nodes.get_mut(&name) else {
                 continue;
             };
             if status == VmStatus::Stopped {
-                exited(tracked, &dir, &backoff);
+                exited(tracked, dir, &backoff);
                 due = true;
                 continue;
             }

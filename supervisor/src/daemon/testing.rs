@@ -9,6 +9,7 @@ use images::store::{Store, StoredImage};
 
 use super::Daemon;
 use crate::config::HostConfig;
+use crate::driver::Driver;
 use crate::driver::testing::NoVms;
 use crate::model::Digest;
 
@@ -59,9 +60,14 @@ pub fn hyperv_config(state: &Path, nodes: &[(&str, &str, &str)], max_unavailable
 
 /// A supervisor without VMs over `text` (a host.toml) written in `dir`.
 pub fn daemon(dir: &Path, text: &str) -> Daemon<NoVms> {
+    daemon_over(dir, text, NoVms)
+}
+
+/// A supervisor over `text` (a host.toml) written in `dir`, driving `driver`.
+pub fn daemon_over<D: Driver>(dir: &Path, text: &str, driver: D) -> Daemon<D> {
     let path = dir.join("host.toml");
     std::fs::write(&path, text).unwrap();
     let config = HostConfig::parse(&path, text).unwrap();
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
-    Daemon::new(&path, config, NoVms, events).unwrap()
+    Daemon::new(&path, config, driver, events).unwrap()
 }

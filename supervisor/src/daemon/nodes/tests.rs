@@ -219,3 +219,111 @@ async fn an_unknown_vm_status_leaves_a_ready_node_ready() {
     let node = &daemon.tracked("win-1").unwrap().2;
     assert_eq!(node.state, NodeState::Failed, "{}", node.reason);
 }
+
+/// A hypervisor whose status answers come only once `together` asks are in flight at the same
+/// time (asked one after another, the first would wait forever), that panics when asked about
+/// a VM named `boom`, and that counts the most asks it ever had in flight.
+struct Together {
+    gate: tokio::sync::Barrier,
+    together: usize,
+    asked: std::sync::atomic::AtomicUsize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Together {
+    fn new(together: usize) -> Together {
+        Together {
+            gate: tokio::sync::Barrier::new(together),
+            together,
+            asked: 0.into(),
+            in_flight: 0.into(),
+            most: 0.into(),
+        }
+    }
+}
+
+impl Driver for Together {
+    async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
+        anyhow::bail!("no VMs here")
+    }
+    async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("no VMs here")
+    }
+    async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
+        anyhow::bail!("no VMs here")
+    }
+    async fn stop(
+        &self,
+        _: &str,
+        _: &Path,
+        _: crate::driver::StopDeadlines,
+    ) -> anyhow::Result<Stopped> {
+        anyhow::bail!("no VMs here")
+    }
+    async fn status(&self, name: &str, _: &Path) -> VmStatus {
+        use std::sync::atomic::Ordering::SeqCst;
+        assert_ne!(name, "boom", "a status ask that panics");
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        // The first `together` asks wait for each other; the later ones just take a while.
+        if self.asked.fetch_add(1, SeqCst) < self.together {
+            self.gate.wait().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        VmStatus::Running { pid: 1 }
+    }
+    fn beacon(&self, dir: &Path) -> crate::beacon::Port {
+        crate::driver::testing::NoVms.beacon(dir)
+    }
+    async fn stop_network(&self, _: &str) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use crate::daemon::testing;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let names: Vec<String> = (1..=10).map(|i| format!("w-{i}")).collect();
+    let nodes: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|n| {
+            let role = if n == "w-1" {
+                "control-plane"
+            } else {
+                "worker"
+            };
+            (n.as_str(), role, "linux")
+        })
+        .collect();
+    let text = testing::hyperv_config(&state, &nodes, 1);
+    let daemon = testing::daemon_over(dir.path(), &text, Together::new(3));
+    for name in &names {
+        std::fs::create_dir_all(state.join("nodes").join(name)).unwrap();
+    }
+    // Asked in turn, the first ask would wait for two more forever.
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(20), daemon.observe())
+        .await
+        .expect("the status asks were not made together");
+    assert_eq!(seen.len(), names.len());
+    assert!(seen.values().all(|s| *s == VmStatus::Running { pid: 1 }));
+    let most = daemon.driver.most.load(SeqCst);
+    assert!(
+        (3..=STATUS_ASKS).contains(&most),
+        "{most} asks in flight at once"
+    );
+    // An ask whose task panicked is unknown: nothing is started or deleted on it.
+    let asks = vec![
+        ("boom".to_owned(), state.join("nodes/boom")),
+        ("w-1".to_owned(), state.join("nodes/w-1")),
+    ];
+    let seen = daemon.statuses(asks).await;
+    assert!(seen["boom"].is_unknown(), "{:?}", seen["boom"]);
+    assert_eq!(seen["w-1"], VmStatus::Running { pid: 1 });
+}

@@ -33,6 +33,10 @@ pub const BEGIN: &str = "<<<slipway-begin>>>";
 pub const END: &str = "<<<slipway-end>>>";
 /// How long a plan may run, by default ([`Plan::deadline`]; `stop-vm`'s is longer).
 pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a plan that only asks (`status`, `beacon`) may run: the loop waits on statuses, so
+/// a host that cannot say what a VM does within this is read as not answering (the VM's
+/// status is unknown, which changes nothing) rather than holding the loop for minutes.
+pub const ASK_DEADLINE: Duration = Duration::from_secs(30);
 /// An upload's deadline is this plus its size at [`UPLOAD_FLOOR_RATE`]: only a transfer that
 /// stalls far below any LAN's speed is killed.
 pub const UPLOAD_BASE: Duration = Duration::from_secs(120);

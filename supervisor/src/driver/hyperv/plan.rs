@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::exec::RUN_DEADLINE;
+use super::exec::{ASK_DEADLINE, RUN_DEADLINE};
 
 /// One action: its script and the values bound to the script's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,7 +312,7 @@ pub fn status(name: &str) -> Plan {
     Plan {
         action: "status",
         script: scripts::STATUS,
-        deadline: RUN_DEADLINE,
+        deadline: ASK_DEADLINE,
         params: vec![("Name", text(name))],
     }
 }
@@ -322,7 +322,7 @@ pub fn beacon(name: &str) -> Plan {
     Plan {
         action: "beacon",
         script: scripts::BEACON,
-        deadline: RUN_DEADLINE,
+        deadline: ASK_DEADLINE,
         params: vec![("Name", text(name))],
     }
 }
@@ -563,11 +563,15 @@ mod tests {
             plan.deadline,
             Duration::from_secs(i32::MAX.unsigned_abs().into()) + STOP_MARGIN
         );
-        // stop-vm's own wait never outlasts the executor's deadline; the others keep the default.
+        // stop-vm's own wait never outlasts the executor's deadline; the asks are shorter, so
+        // a slow host holds the loop less; the others keep the default.
         let plan = stop_vm("w-1", Duration::from_secs(300));
         assert_eq!(plan.deadline, Duration::from_secs(360));
         assert!(plan.deadline > RUN_DEADLINE);
-        assert_eq!(status("w-1").deadline, RUN_DEADLINE);
+        assert_eq!(status("w-1").deadline, ASK_DEADLINE);
+        assert_eq!(beacon("w-1").deadline, ASK_DEADLINE);
+        assert!(ASK_DEADLINE < RUN_DEADLINE);
+        assert_eq!(remove_vm("w-1", r"C:\v\w-1").deadline, RUN_DEADLINE);
         assert_eq!(vm_tag("w-1"), "slipway-node:w-1");
         for plan in all_examples() {
             assert!(
