@@ -128,6 +128,9 @@ struct Daemon<D: Driver> {
     /// Stray VMs being stopped (one in a generation directory that neither its node's record
     /// nor a surge in flight names), by `NODE/DIR`.
     strays: BTreeSet<String>,
+    /// When the leftovers of each generation directory no VM runs in were last removed, or
+    /// tried (see `sweep_leftovers`), by directory.
+    swept: BTreeMap<PathBuf, Instant>,
     /// What `slipwayd rollout status` shows.
     rollouts: Vec<RolloutInfo>,
     /// The fleet lock: slots held, and this host's nodes published beside them.
@@ -180,6 +183,7 @@ impl<D: Driver> Daemon<D> {
             decisions: BTreeMap::new(),
             labels: BTreeMap::new(),
             strays: BTreeSet::new(),
+            swept: BTreeMap::new(),
             rollouts: Vec::new(),
             kube: crate::kube::ops::Tasks::default(),
         };

@@ -26,6 +26,25 @@ use crate::records::{self, NodeRecord};
 use crate::seed;
 use crate::swap;
 
+/// How long [`Daemon::sweep_leftovers`] waits before trying a generation's leftovers again.
+const SWEEP_AGAIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether a node's own directory (generation 0's run directory) holds files of a VM: anything
+/// but its record, its later generations' directories and a record being written.
+fn has_leftovers(root: &Path) -> bool {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            !(file == "record"
+                || records::generation_dir(&file).is_some()
+                || (file.starts_with('.') && file.ends_with(".tmp")))
+        })
+}
+
 /// How many VMs [`Daemon::statuses`] asks about at once.
 const STATUS_ASKS: usize = 8;
 
@@ -300,14 +319,54 @@ impl<D: Driver> Daemon<D> {
                 }
                 let sub = dir.file_name().unwrap_or_default().to_string_lossy();
                 let key = format!("{name}/{sub}");
-                if self.strays.contains(&key)
-                    || self.driver.status(&key, &dir).await == VmStatus::Stopped
-                {
+                if self.strays.contains(&key) {
+                    continue;
+                }
+                if self.driver.status(&key, &dir).await == VmStatus::Stopped {
+                    self.sweep_leftovers(name, &dir).await;
                     continue;
                 }
                 tracing::warn!(node = %name, dir = %dir.display(), "a VM runs in a generation its node's record does not name: stopping it");
                 self.strays.insert(key.clone());
                 self.spawn_stop(&key, dir);
+            }
+        }
+    }
+
+    /// Removes what is left of generation directory `dir` of node `name`, in which no VM runs
+    /// and which neither its record nor a swap names: a surge's old VM whose removal the
+    /// hypervisor refused (on a Hyper-V host its VM, disks and seed, a bootstrap token with
+    /// it, stay there), or one slipwayd stopped before deleting. Tried again at most every
+    /// [`SWEEP_AGAIN`]; never while a swap of the node is in flight.
+    async fn sweep_leftovers(&mut self, name: &str, dir: &Path) {
+        if self.journal.swaps.contains_key(name) || !self.records.contains_key(name) {
+            return;
+        }
+        let generation = dir
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(records::generation_dir);
+        if generation.is_none() && !has_leftovers(dir) {
+            return;
+        }
+        if self
+            .swept
+            .get(dir)
+            .is_some_and(|t| t.elapsed() < SWEEP_AGAIN)
+        {
+            return;
+        }
+        self.swept.insert(dir.to_owned(), Instant::now());
+        let generation = generation.unwrap_or(0);
+        match self.remove_generation(name, generation).await {
+            Ok(()) if !dir.exists() || (generation == 0 && !has_leftovers(dir)) => {
+                tracing::info!(node = %name, generation, "removed the leftovers of a generation it no longer runs");
+                self.swept.remove(dir);
+            }
+            // Kept by the hypervisor: remove_generation said why.
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(node = %name, generation, "cannot remove the leftovers of a generation it no longer runs: {e:#}");
             }
         }
     }

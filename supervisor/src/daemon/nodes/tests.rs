@@ -327,3 +327,68 @@ async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
     assert!(seen["boom"].is_unknown(), "{:?}", seen["boom"]);
     assert_eq!(seen["w-1"], VmStatus::Running { pid: 1 });
 }
+
+/// What a surge left of a generation its node no longer runs is removed again on a later pass:
+/// one the hypervisor holds stays (and is tried again later, not on every pass), one it gives
+/// back goes, the node's own and its record stay, and nothing is touched while a swap of the
+/// node is in flight.
+#[tokio::test]
+async fn leftovers_of_a_generation_a_node_no_longer_runs_are_removed_on_a_later_pass() {
+    use crate::daemon::testing;
+    use crate::driver::testing::HELD;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let nodes = [
+        ("cp-1", "control-plane", "linux"),
+        ("win-1", "worker", "windows"),
+    ];
+    let mut daemon = testing::daemon(dir.path(), &testing::hyperv_config(&state, &nodes, 1));
+    daemon.ensure_records().unwrap();
+    daemon.records.get_mut("win-1").unwrap().generation = 3;
+    let root = records::run_dir(&state, "win-1", 0);
+    let (held, own) = (
+        records::run_dir(&state, "win-1", 2),
+        records::run_dir(&state, "win-1", 3),
+    );
+    for gen_dir in [&held, &own] {
+        std::fs::create_dir_all(gen_dir).unwrap();
+        std::fs::write(gen_dir.join("seed.img"), b"token").unwrap();
+    }
+    std::fs::write(held.join(HELD), b"").unwrap();
+    std::fs::write(root.join("seed.img"), b"token").unwrap();
+    let observed = BTreeMap::from([("win-1".to_owned(), Observed::Running)]);
+
+    // A swap in flight owns every generation of its node.
+    let swap = swap::Swap::plan(
+        "win-1",
+        "lab",
+        Digest::repeated('a'),
+        Digest::repeated('b'),
+        0,
+    );
+    daemon.journal.swaps.insert("win-1".into(), swap);
+    daemon.stop_strays(&observed).await;
+    assert!(root.join("seed.img").exists() && held.is_dir());
+    daemon.journal.swaps.remove("win-1");
+
+    daemon.stop_strays(&observed).await;
+    assert!(!root.join("seed.img").exists(), "generation 0's files go");
+    assert!(root.join("record").exists(), "the record stays");
+    assert!(
+        held.join("seed.img").exists(),
+        "kept while the hypervisor holds it"
+    );
+    assert!(
+        own.join("seed.img").exists(),
+        "the node's own generation stays"
+    );
+
+    // Given back later: not tried again on the very next pass, but once its wait is over.
+    std::fs::remove_file(held.join(HELD)).unwrap();
+    daemon.stop_strays(&observed).await;
+    assert!(held.is_dir(), "tried again only after a while");
+    daemon.swept.clear();
+    daemon.stop_strays(&observed).await;
+    assert!(!held.exists());
+    assert!(own.join("seed.img").exists() && root.join("record").exists());
+}

@@ -242,7 +242,7 @@ impl<D: Driver> Daemon<D> {
     /// Deletes the run directory of generation `generation` of node `name` (generation 0's
     /// files: the node's directory keeps its record and later generations), unless a VM runs
     /// there.
-    pub(super) async fn remove_generation(
+    pub(in crate::daemon) async fn remove_generation(
         &mut self,
         name: &str,
         generation: u32,
