@@ -18,6 +18,7 @@ mod lock;
 mod nodes;
 mod rollout;
 mod signals;
+mod staging;
 #[cfg(test)]
 mod testing;
 mod tokens;
@@ -77,6 +78,8 @@ enum Event {
     Reload,
     /// An operator's rollout pause, resume or abort.
     Control(RolloutControl),
+    /// Bringing an image to the hypervisor ended (see `staging`).
+    Staged(Digest, Result<(), String>),
 }
 
 fn unix_now_f64() -> f64 {
@@ -131,6 +134,8 @@ struct Daemon<D: Driver> {
     /// When the leftovers of each generation directory no VM runs in were last removed, or
     /// tried (see `sweep_leftovers`), by directory.
     swept: BTreeMap<PathBuf, Instant>,
+    /// Images being brought to the hypervisor, or brought.
+    stages: staging::Stages,
     /// What `slipwayd rollout status` shows.
     rollouts: Vec<RolloutInfo>,
     /// The fleet lock: slots held, and this host's nodes published beside them.
@@ -184,6 +189,7 @@ impl<D: Driver> Daemon<D> {
             labels: BTreeMap::new(),
             strays: BTreeSet::new(),
             swept: BTreeMap::new(),
+            stages: staging::Stages::new(),
             rollouts: Vec::new(),
             kube: crate::kube::ops::Tasks::default(),
         };
@@ -278,6 +284,8 @@ impl<D: Driver> Daemon<D> {
             }
         }
         let keep = keep(&self.records, &self.channels, &self.journal);
+        // An image the store lets go may be pruned from the hypervisor too: asked again.
+        self.stages.retain(|image, _| keep.contains(image));
         let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
         let events = self.events.clone();
         let now = u64::try_from(unix_now()).unwrap_or(0);
@@ -553,6 +561,10 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
                 Some(Event::Purge(name)) => daemon.purge(&name).await,
                 Some(Event::Pulled(os, outcome)) => daemon.pulled(os, *outcome).await,
                 Some(Event::Control(control)) => daemon.control(control).await,
+                Some(Event::Staged(image, result)) => {
+                    daemon.stage_ended(image, result);
+                    pass_due = true;
+                }
             },
             () = tokio::time::sleep_until(wake) => {}
         }

@@ -75,11 +75,11 @@ pub(super) struct Node {
     /// When it entered a state whose deadline counts (start, re-attach).
     since: Option<Instant>,
     /// Consecutive exits without a ready beacon in between.
-    failures: u32,
+    pub(super) failures: u32,
     /// Whether it was ready since its VM last started.
     ready_since_start: bool,
     /// Not started again before this (crash backoff).
-    next_start: Option<Instant>,
+    pub(super) next_start: Option<Instant>,
     listener: Option<Listener>,
 }
 
@@ -494,6 +494,14 @@ impl<D: Driver> Daemon<D> {
         if tracked.next_start.is_some_and(|t| Instant::now() < t) {
             return;
         }
+        // An image the hypervisor does not have yet is brought there first, in the
+        // background: the node waits, without counting towards its crash backoff.
+        if let Some(why) = self.waits_for_image(image) {
+            if let Some((_, _, tracked)) = self.tracked(name) {
+                tracked.set(NodeState::Waiting, format!("not booted: {why}"));
+            }
+            return;
+        }
         let Err(e) = self.launch(name, image).await else {
             return;
         };
@@ -528,7 +536,9 @@ impl<D: Driver> Daemon<D> {
     /// `image`.
     pub(super) async fn launch(&mut self, name: &str, image: &Digest) -> anyhow::Result<()> {
         // The image reaches the hypervisor first, under its own deadline: on a Hyper-V host
-        // that is an upload of gigabytes, which the boot steps' deadline would cut short.
+        // that is an upload of gigabytes, which the boot steps' deadline would cut short. A
+        // start or a swap waited for it in the background (see `staging`), so this finds it
+        // there; only a rollback's boot after a restart asks the host inline (it has it).
         if let Some(stored) = self.store.get(image.as_ref())? {
             self.driver
                 .stage(&stored.vhdx, image.as_str())

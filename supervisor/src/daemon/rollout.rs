@@ -243,6 +243,22 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
+    /// The planned step's work: none, once the swap's image is on the hypervisor (an upload
+    /// to a Hyper-V host takes minutes, made before the swap touches its node, which serves
+    /// meanwhile). None while it waits for it.
+    pub(in crate::daemon) fn planned(&mut self, swap: &Swap) -> Option<(Outcome, String)> {
+        let Some(why) = self.waits_for_image(&swap.to) else {
+            return Some((Outcome::Done, String::new()));
+        };
+        let name = swap.node.as_str();
+        let progress = self.progress.entry(name.to_owned()).or_default();
+        if progress.waiting.as_ref() != Some(&why) {
+            tracing::info!(node = %name, "swap waits: {why}");
+        }
+        progress.waiting = Some(why);
+        None
+    }
+
     /// The work of `swap`'s step: None while it is under way, else how it ended and, when it
     /// failed, why.
     async fn work(&mut self, swap: &Swap, probe: bool) -> Option<(Outcome, String)> {
@@ -252,7 +268,7 @@ impl<D: Driver> Daemon<D> {
         let name = swap.node.as_str();
         let done = Some((Outcome::Done, String::new()));
         match swap.step {
-            Step::Planned => done,
+            Step::Planned => self.planned(swap),
             // Cordoned and drained through the cluster's API (with `[clusters.kube]`).
             Step::Drained => self.drain_step(swap).await,
             Step::Stopping => {

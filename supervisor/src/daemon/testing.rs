@@ -7,7 +7,7 @@ use std::path::Path;
 use images::manifest::Os;
 use images::store::{Store, StoredImage};
 
-use super::Daemon;
+use super::{Daemon, Event};
 use crate::config::HostConfig;
 use crate::driver::Driver;
 use crate::driver::testing::NoVms;
@@ -65,9 +65,18 @@ pub fn daemon(dir: &Path, text: &str) -> Daemon<NoVms> {
 
 /// A supervisor over `text` (a host.toml) written in `dir`, driving `driver`.
 pub fn daemon_over<D: Driver>(dir: &Path, text: &str, driver: D) -> Daemon<D> {
+    daemon_heard(dir, text, driver).0
+}
+
+/// [`daemon_over`], with the inbox its tasks send their events to.
+pub fn daemon_heard<D: Driver>(
+    dir: &Path,
+    text: &str,
+    driver: D,
+) -> (Daemon<D>, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let path = dir.join("host.toml");
     std::fs::write(&path, text).unwrap();
     let config = HostConfig::parse(&path, text).unwrap();
-    let (events, _) = tokio::sync::mpsc::unbounded_channel();
-    Daemon::new(&path, config, driver, events).unwrap()
+    let (events, inbox) = tokio::sync::mpsc::unbounded_channel();
+    (Daemon::new(&path, config, driver, events).unwrap(), inbox)
 }

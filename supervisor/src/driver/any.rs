@@ -69,4 +69,7 @@ impl Driver for AnyDriver {
     async fn stage(&self, base: &Path, digest: &str) -> anyhow::Result<()> {
         each!(self, d => d.stage(base, digest).await)
     }
+    fn stages(&self) -> bool {
+        each!(self, d => d.stages())
+    }
 }

@@ -187,6 +187,12 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
+
+    /// Whether [`Driver::stage`] has work worth waiting for (an upload to a Hyper-V host):
+    /// the daemon then stages each image in a task of its own before a VM boots it.
+    fn stages(&self) -> bool {
+        false
+    }
 }
 
 /// The pid in `pidfile` if that process still runs `program` with `marker` on its command line

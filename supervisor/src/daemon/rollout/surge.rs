@@ -16,7 +16,6 @@ impl<D: Driver> Daemon<D> {
     ) -> Option<(Outcome, String)> {
         let name = swap.node.as_str();
         let next = replacement_key(name);
-        let done = Some((Outcome::Done, String::new()));
         let (generation, previous) = swap
             .surge
             .as_ref()
@@ -38,7 +37,7 @@ impl<D: Driver> Daemon<D> {
             }
         }
         match swap.step {
-            Step::Planned => done,
+            Step::Planned => self.planned(swap),
             Step::DisksSwitched => {
                 let made = match self.prepare(&next, &swap.to).await {
                     Ok(_) => Ok(()),

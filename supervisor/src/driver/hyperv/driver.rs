@@ -309,6 +309,10 @@ impl Driver for HyperV {
         Ok(())
     }
 
+    fn stages(&self) -> bool {
+        true
+    }
+
     async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
         let name = self.vm_name(dir)?;
         let purged: Purged = self
