@@ -303,8 +303,11 @@ impl<D: Driver> Daemon<D> {
 
     /// Stops any VM that runs in a node's generation directory that neither its record nor a
     /// surge in flight names (a handover that was undone on the disk only, a replacement whose
-    /// start timed out after its disks went): nothing else would ever see it.
-    async fn stop_strays(&mut self, observed: &std::collections::BTreeMap<String, Observed>) {
+    /// start timed out after its disks went): nothing else would ever see it. Its VMs are asked
+    /// together; a node's own directory is asked only while it holds a VM's files, and a VM
+    /// whose status is unknown (its hypervisor out of reach) is left alone.
+    async fn stop_strays(&mut self, observed: &BTreeMap<String, Observed>) {
+        let mut asks = Vec::new();
         for name in observed.keys() {
             let own = self.node_dir(name);
             let next = self
@@ -317,19 +320,32 @@ impl<D: Driver> Daemon<D> {
                 if dir == own || Some(&dir) == next.as_ref() {
                     continue;
                 }
+                if dir == records::run_dir(&self.config.state_dir, name, 0) && !has_leftovers(&dir)
+                {
+                    continue;
+                }
                 let sub = dir.file_name().unwrap_or_default().to_string_lossy();
                 let key = format!("{name}/{sub}");
-                if self.strays.contains(&key) {
-                    continue;
+                if !self.strays.contains(&key) {
+                    asks.push((key, dir));
                 }
-                if self.driver.status(&key, &dir).await == VmStatus::Stopped {
-                    self.sweep_leftovers(name, &dir).await;
-                    continue;
-                }
-                tracing::warn!(node = %name, dir = %dir.display(), "a VM runs in a generation its node's record does not name: stopping it");
-                self.strays.insert(key.clone());
-                self.spawn_stop(&key, dir);
             }
+        }
+        let dirs: BTreeMap<String, PathBuf> = asks.iter().cloned().collect();
+        for (key, status) in self.statuses(asks).await {
+            let (Some(dir), Some((name, _))) = (dirs.get(&key), key.split_once('/')) else {
+                continue;
+            };
+            if status == VmStatus::Stopped {
+                self.sweep_leftovers(name, dir).await;
+                continue;
+            }
+            if status.is_unknown() {
+                continue;
+            }
+            tracing::warn!(node = %name, dir = %dir.display(), "a VM runs in a generation its node's record does not name: stopping it");
+            self.strays.insert(key.clone());
+            self.spawn_stop(&key, dir.clone());
         }
     }
 
@@ -342,13 +358,21 @@ impl<D: Driver> Daemon<D> {
         if self.journal.swaps.contains_key(name) || !self.records.contains_key(name) {
             return;
         }
-        let generation = dir
-            .file_name()
-            .and_then(|f| f.to_str())
-            .and_then(records::generation_dir);
-        if generation.is_none() && !has_leftovers(dir) {
-            return;
-        }
+        let generation = if dir == records::run_dir(&self.config.state_dir, name, 0) {
+            if !has_leftovers(dir) {
+                return;
+            }
+            0
+        } else {
+            match dir
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(records::generation_dir)
+            {
+                Some(generation) => generation,
+                None => return,
+            }
+        };
         if self
             .swept
             .get(dir)
@@ -357,7 +381,6 @@ impl<D: Driver> Daemon<D> {
             return;
         }
         self.swept.insert(dir.to_owned(), Instant::now());
-        let generation = generation.unwrap_or(0);
         match self.remove_generation(name, generation).await {
             Ok(()) if !dir.exists() || (generation == 0 && !has_leftovers(dir)) => {
                 tracing::info!(node = %name, generation, "removed the leftovers of a generation it no longer runs");

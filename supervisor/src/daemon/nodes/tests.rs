@@ -222,13 +222,15 @@ async fn an_unknown_vm_status_leaves_a_ready_node_ready() {
 
 /// A hypervisor whose status answers come only once `together` asks are in flight at the same
 /// time (asked one after another, the first would wait forever), that panics when asked about
-/// a VM named `boom`, and that counts the most asks it ever had in flight.
+/// a VM named `boom`, and that counts the most asks it ever had in flight. Each VM's status is
+/// its entry in `answers`, or running with a pid of its own.
 struct Together {
     gate: tokio::sync::Barrier,
     together: usize,
     asked: std::sync::atomic::AtomicUsize,
     in_flight: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
+    answers: std::sync::Mutex<BTreeMap<String, VmStatus>>,
 }
 
 impl Together {
@@ -239,7 +241,19 @@ impl Together {
             asked: 0.into(),
             in_flight: 0.into(),
             most: 0.into(),
+            answers: std::sync::Mutex::default(),
         }
+    }
+
+    /// Running, with a pid made of the name's bytes.
+    fn running(name: &str) -> VmStatus {
+        VmStatus::Running {
+            pid: name.bytes().map(u32::from).sum(),
+        }
+    }
+
+    fn answer(&self, name: &str, status: VmStatus) {
+        self.answers.lock().unwrap().insert(name.to_owned(), status);
     }
 }
 
@@ -275,7 +289,8 @@ impl Driver for Together {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         self.in_flight.fetch_sub(1, SeqCst);
-        VmStatus::Running { pid: 1 }
+        let answer = self.answers.lock().unwrap().get(name).cloned();
+        answer.unwrap_or_else(|| Together::running(name))
     }
     fn beacon(&self, dir: &Path) -> crate::beacon::Port {
         crate::driver::testing::NoVms.beacon(dir)
@@ -312,7 +327,7 @@ async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
         .await
         .expect("the status asks were not made together");
     assert_eq!(seen.len(), names.len());
-    assert!(seen.values().all(|s| *s == VmStatus::Running { pid: 1 }));
+    assert!(seen.iter().all(|(name, s)| *s == Together::running(name)));
     let most = daemon.driver.most.load(SeqCst);
     assert!(
         (3..=STATUS_ASKS).contains(&most),
@@ -325,7 +340,52 @@ async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
     ];
     let seen = daemon.statuses(asks).await;
     assert!(seen["boom"].is_unknown(), "{:?}", seen["boom"]);
-    assert_eq!(seen["w-1"], VmStatus::Running { pid: 1 });
+    assert_eq!(seen["w-1"], Together::running("w-1"));
+}
+
+/// The watch loop asks its nodes' VMs together too, and each answer reaches its own node; a
+/// VM in a generation no record names is stopped only when it is known to run.
+#[tokio::test]
+async fn the_watch_asks_together_and_strays_are_stopped_only_when_known_to_run() {
+    use crate::daemon::testing;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let nodes = [
+        ("w-1", "control-plane", "linux"),
+        ("w-2", "worker", "linux"),
+        ("w-3", "worker", "linux"),
+    ];
+    let text = testing::hyperv_config(&state, &nodes, 1);
+    let mut daemon = testing::daemon_over(dir.path(), &text, Together::new(3));
+    daemon.ensure_records().unwrap();
+    for (name, _, _) in nodes {
+        let tracked = daemon.tracked(name).unwrap().2;
+        tracked.set(NodeState::Starting, "booting");
+        tracked.set(NodeState::Ready, "");
+        tracked.pid = 1;
+    }
+    daemon.driver.answer("w-2", VmStatus::Stopped);
+    // Asked in turn, the first ask would wait for two more forever.
+    tokio::time::timeout(std::time::Duration::from_secs(20), daemon.check())
+        .await
+        .expect("the watch did not ask together");
+    assert_eq!(daemon.nodes["w-2"].state, NodeState::Exited);
+    assert_eq!(daemon.nodes["w-1"].state, NodeState::Ready);
+    assert_eq!(daemon.nodes["w-3"].state, NodeState::Ready);
+
+    // A VM in generation 2 of w-3, whose record names generation 0.
+    std::fs::create_dir_all(records::run_dir(&state, "w-3", 2)).unwrap();
+    let observed = BTreeMap::from([("w-3".to_owned(), Observed::Running)]);
+    daemon
+        .driver
+        .answer("w-3/gen-2", VmStatus::unknown("ssh: connection timed out"));
+    daemon.stop_strays(&observed).await;
+    assert!(daemon.strays.is_empty(), "stopped on a guess");
+    daemon
+        .driver
+        .answer("w-3/gen-2", Together::running("w-3/gen-2"));
+    daemon.stop_strays(&observed).await;
+    assert!(daemon.strays.contains("w-3/gen-2"));
 }
 
 /// What a surge left of a generation its node no longer runs is removed again on a later pass:

@@ -15,11 +15,12 @@
 //! exit, or any text on stderr, is an error carrying that text (PowerShell writes a failing
 //! script's own message there).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -206,7 +207,7 @@ pub struct Local {
     pub program: PathBuf,
     /// The root directory R (plans go to `R\plans`).
     pub root: PathBuf,
-    uploaded: Mutex<HashSet<String>>,
+    scripts: Scripts,
 }
 
 /// Runs `powershell` on a host over SSH (`ssh`/`sftp` from PATH).
@@ -222,7 +223,7 @@ pub struct Ssh {
     pub known_hosts: Option<PathBuf>,
     /// The root directory R on the host, a Windows path (`C:\ClusterStorage\Volume1\Slipway`).
     pub root: String,
-    uploaded: Mutex<HashSet<String>>,
+    scripts: Scripts,
 }
 
 impl Local {
@@ -231,7 +232,7 @@ impl Local {
         Local {
             program,
             root,
-            uploaded: Mutex::default(),
+            scripts: Scripts::default(),
         }
     }
 }
@@ -246,7 +247,7 @@ impl Ssh {
             identity: None,
             known_hosts: None,
             root,
-            uploaded: Mutex::default(),
+            scripts: Scripts::default(),
         }
     }
 
@@ -309,12 +310,13 @@ impl Ssh {
                 source,
             })?;
         let name = plan.file_name();
+        let gate = self.scripts.gate(&name);
         {
-            let mut uploaded = self.uploaded.lock().await;
+            let mut there = gate.lock().await;
             let remote = format!("{plans_dir}\\{name}");
             // Named by its content, a script on the host is the right one: it is never replaced
             // (another run of it may be reading it), only copied again when it is gone.
-            if !uploaded.contains(&name) && !self.exists(&remote).await? {
+            if !*there && !self.exists(&remote).await? {
                 let local = tempfile::NamedTempFile::new().map_err(|source| ExecError::File {
                     action: "create a temporary file for plan",
                     path: std::env::temp_dir(),
@@ -327,12 +329,10 @@ impl Ssh {
                 })?;
                 self.upload(local.path(), &remote).await?;
             }
-            uploaded.insert(name.clone());
+            *there = true;
         }
         let result = self.run_uploaded(plan, line).await;
-        if result.is_err() {
-            forget(&self.uploaded, &name).await;
-        }
+        forget_on(&result, &gate).await;
         result
     }
 
@@ -433,13 +433,14 @@ impl Local {
         })?;
         let name = plan.file_name();
         let script = plans_dir.join(&name);
+        let gate = self.scripts.gate(&name);
         {
-            let mut uploaded = self.uploaded.lock().await;
+            let mut there = gate.lock().await;
             // Named by its content: never replaced while another run may read it.
-            if !uploaded.contains(&name) && !tokio::fs::try_exists(&script).await.unwrap_or(false) {
+            if !*there && !tokio::fs::try_exists(&script).await.unwrap_or(false) {
                 write_atomically(&script, plan.script.as_bytes()).await?;
             }
-            uploaded.insert(name.clone());
+            *there = true;
         }
         let mut command = Command::new(&self.program);
         command.args(POWERSHELL_ARGS).arg(&script);
@@ -454,9 +455,7 @@ impl Local {
             Ok(output) => answer(plan.action, &output),
             Err(err) => Err(err),
         };
-        if result.is_err() {
-            forget(&self.uploaded, &name).await;
-        }
+        forget_on(&result, &gate).await;
         result
     }
 
@@ -479,11 +478,23 @@ impl Executor {
     /// Runs `plan` and returns its answer: the text between the [`BEGIN`] and [`END`] lines,
     /// checked to be one JSON object.
     /// The plan's script is copied to `R\plans\<file name>` first, once per process and again
-    /// after a run of it failed. The plan is killed after its [`Plan::deadline`].
+    /// after a run of it failed as a missing script would. The whole run (the look for the
+    /// script included) is given up after its [`Plan::deadline`], its process killed.
     pub async fn run(&self, plan: &Plan) -> Result<String, ExecError> {
-        match self {
-            Executor::Local(local) => local.run(plan).await,
-            Executor::Ssh(ssh) => ssh.run(plan).await,
+        // The deadline covers the whole run: a wait for the script's gate and a look for the
+        // script on a host that hangs count too.
+        let work = async {
+            match self {
+                Executor::Local(local) => local.run(plan).await,
+                Executor::Ssh(ssh) => ssh.run(plan).await,
+            }
+        };
+        match tokio::time::timeout(plan.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ExecError::Timeout {
+                action: plan.action.to_owned(),
+                secs: plan.deadline.as_secs(),
+            }),
         }
     }
 
@@ -515,12 +526,34 @@ impl Executor {
     }
 }
 
-/// Drops `name` from an executor's uploaded scripts after a failed run of it: the failure may be
-/// the host's copy gone (`R\plans` cleaned), so the next run looks for it again and copies it
-/// if it is gone, rather than fail the same way until slipwayd restarts. A run that failed for
-/// another reason costs one look.
-async fn forget(uploaded: &Mutex<HashSet<String>>, name: &str) {
-    uploaded.lock().await.remove(name);
+/// The plan scripts an executor knows to be on the host: one gate per script, holding whether
+/// it is there. Runs of one plan look for (and copy) its script one at a time; runs of other
+/// plans never wait for that.
+#[derive(Debug, Default)]
+struct Scripts {
+    gates: std::sync::Mutex<HashMap<String, Arc<Mutex<bool>>>>,
+}
+
+impl Scripts {
+    /// Script `name`'s gate.
+    fn gate(&self, name: &str) -> Arc<Mutex<bool>> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        gates.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+/// After a run that failed in a way a missing script would (`R\plans` cleaned: PowerShell
+/// exits non-zero, or answers nothing), the next run looks for the script again and copies it
+/// if it is gone, rather than fail the same way until slipwayd restarts. A host out of reach or
+/// too slow (a timeout) says nothing of the script: the next run does not look again, so runs
+/// that pile up on a hung host do not queue behind each other's looks.
+async fn forget_on(result: &Result<String, ExecError>, gate: &Mutex<bool>) {
+    if matches!(
+        result,
+        Err(ExecError::Exit { .. } | ExecError::Stderr { .. } | ExecError::NoAnswer { .. })
+    ) {
+        *gate.lock().await = false;
+    }
 }
 
 /// The sftp form of the Windows path `win` (`X:\a\b` or `X:/a/b`): `/X:/a/b`. Windows'

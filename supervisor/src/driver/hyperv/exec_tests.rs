@@ -371,6 +371,52 @@ async fn an_unknown_host_key_is_refused() {
     assert!(fake.plans().is_empty());
 }
 
+/// Runs asked of a host that hangs (it takes the connection and never speaks) each end at
+/// their own deadline, together: none waits for another's look for its script, and a timeout
+/// leaves nothing that makes the next run look again first.
+#[tokio::test(flavor = "current_thread")]
+async fn runs_on_a_hung_host_end_together_at_their_deadline() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Holds every connection open, silent.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let fake = FakeHyperV::start();
+    let mut ssh = Ssh::new(fake.target(), ROOT.to_owned());
+    ssh.port = Some(port);
+    ssh.identity = Some(fake.identity());
+    ssh.known_hosts = Some(fake.known_hosts());
+    let ex = std::sync::Arc::new(Executor::Ssh(ssh));
+    let deadline = Duration::from_secs(2);
+    let start = Instant::now();
+    let mut asks = tokio::task::JoinSet::new();
+    for name in ["w-1", "w-2", "w-3", "w-4"] {
+        let (ex, plan) = (
+            ex.clone(),
+            Plan {
+                deadline,
+                ..status(name)
+            },
+        );
+        asks.spawn(async move { ex.run(&plan).await });
+    }
+    let results = asks.join_all().await;
+    let took = start.elapsed();
+    for result in &results {
+        assert!(
+            matches!(result, Err(ExecError::Timeout { secs: 2, .. })),
+            "{result:?}"
+        );
+    }
+    // One after another they would take four deadlines.
+    assert!(took < deadline * 3, "{took:?}");
+    assert!(fake.plans().is_empty());
+}
+
 /// The Local executor runs the program itself, no shell between: the fake's own check of its
 /// command line passes, and the plan is copied under root\plans.
 #[tokio::test]
