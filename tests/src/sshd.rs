@@ -168,12 +168,17 @@ impl FakeHyperV {
 
     /// Puts a VM named `name` that Slipway did not make (no Slipway Notes) on the fake host.
     pub fn put_foreign_vm(&self, name: &str) {
+        self.put_untagged_vm(name, &format!("C:\\Hyper-V\\{name}"));
+    }
+
+    /// Puts a VM named `name` with no Notes whose Path is `directory` on the fake host: someone
+    /// else's, or (in the node's own directory) one a create-vm killed right after New-VM left.
+    pub fn put_untagged_vm(&self, name: &str, directory: &str) {
         let mut state: crate::hyperv::State =
             crate::hyperv::read_json(&self.root().join("hyperv.json")).unwrap_or_default();
-        state.vms.insert(
-            name.to_owned(),
-            crate::hyperv::Vm::foreign(&format!("C:\\Hyper-V\\{name}")),
-        );
+        state
+            .vms
+            .insert(name.to_owned(), crate::hyperv::Vm::foreign(directory));
         crate::hyperv::write_json(
             &self.root().join("hyperv.json"),
             &serde_json::to_value(&state).unwrap(),

@@ -268,7 +268,9 @@ impl<D: Driver> Daemon<D> {
 
     /// Starts a pull of what each channel names, unless one runs: one task pulls them one
     /// after the other (they share the store). The store is collected first, keeping every
-    /// image a node record or a channel names.
+    /// image a node record or a channel names; then the hypervisor gives back the images the
+    /// store no longer keeps ([`Driver::prune_images`]), before the pull's outcome is sent: a
+    /// newly pulled image, not in the kept set, is staged only after the daemon hears of it.
     fn start_pull(&mut self) {
         if self.channels.iter().any(|c| c.pulling) {
             return;
@@ -288,11 +290,13 @@ impl<D: Driver> Daemon<D> {
         self.stages.retain(|image, _| keep.contains(image));
         let (source, state_dir) = (self.config.source.clone(), self.config.state_dir.clone());
         let events = self.events.clone();
+        let driver = self.driver.clone();
         let now = u64::try_from(unix_now()).unwrap_or(0);
         tokio::spawn(async move {
             let oses: Vec<NodeOs> = wanted.iter().map(|(os, _)| *os).collect();
+            let kept = keep.clone();
             let outcomes = tokio::task::spawn_blocking(move || {
-                channel::collect_and_pull(&source, &state_dir, &keep, &wanted, now)
+                channel::collect_and_pull(&source, &state_dir, &kept, &wanted, now)
             })
             .await
             .unwrap_or_else(|e| {
@@ -300,6 +304,12 @@ impl<D: Driver> Daemon<D> {
                     .map(|os| (os, Err(anyhow::anyhow!("the pull task failed: {e}"))))
                     .collect()
             });
+            // Only disk space is at stake: a failure is said, and the pull goes on.
+            if let Err(e) = driver.prune_images(&keep).await {
+                tracing::warn!(
+                    "cannot remove the images the store no longer keeps from the hypervisor: {e:#}"
+                );
+            }
             for (os, outcome) in outcomes {
                 let _ = events.send(Event::Pulled(os, Box::new(outcome)));
             }
@@ -649,5 +659,51 @@ mod tests {
         // Without the Windows channel, its images are no longer kept.
         channels.windows = None;
         assert!(!keep(&records, &channels, &journal).contains(&digest('9')));
+    }
+
+    /// A pull's task collects the store, then has the driver give back what the store no longer
+    /// keeps, with the set the store kept; a pull that fails (here: no signing key) changes
+    /// nothing of that.
+    #[tokio::test]
+    async fn after_the_store_is_collected_the_driver_prunes_what_it_no_longer_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let text = testing::hyperv_config(&state, &[("cp-1", "control-plane", "linux")], 1);
+        let mut daemon = testing::daemon(dir.path(), &text);
+        let digest = Digest::repeated;
+        let root = state.join("store");
+        testing::put(&root, &digest('a'), images::manifest::Os::Linux, "1");
+        testing::put(&root, &digest('b'), images::manifest::Os::Linux, "2");
+        daemon.records.insert(
+            "cp-1".to_owned(),
+            NodeRecord {
+                name: "cp-1".parse().unwrap(),
+                cluster: "lab".into(),
+                image: Some(digest('a')),
+                address: "10.44.0.10".parse().unwrap(),
+                mac: "52:54:00:00:00:01".into(),
+                initialises: false,
+                generation: 0,
+            },
+        );
+        daemon.start_pull();
+        let started = Instant::now();
+        let pruned = loop {
+            if let Some(kept) = daemon.driver.pruned.lock().unwrap().first().cloned() {
+                break kept;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the driver was never asked to prune"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(pruned, BTreeSet::from([digest('a')]));
+        let store = Store::open(&root).unwrap();
+        assert!(store.get(digest('a').as_str()).unwrap().is_some());
+        assert!(
+            store.get(digest('b').as_str()).unwrap().is_none(),
+            "the store was collected"
+        );
     }
 }

@@ -60,7 +60,7 @@ pub fn hyperv_config(state: &Path, nodes: &[(&str, &str, &str)], max_unavailable
 
 /// A supervisor without VMs over `text` (a host.toml) written in `dir`.
 pub fn daemon(dir: &Path, text: &str) -> Daemon<NoVms> {
-    daemon_over(dir, text, NoVms)
+    daemon_over(dir, text, NoVms::default())
 }
 
 /// A supervisor over `text` (a host.toml) written in `dir`, driving `driver`.

@@ -287,7 +287,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let config = HostConfig::parse(&path, &text).unwrap();
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        Daemon::new(&path, config, NoVms, events).unwrap()
+        Daemon::new(&path, config, NoVms::default(), events).unwrap()
     }
 
     fn pki_token(daemon: &Daemon<NoVms>) -> Secret {

@@ -1,6 +1,7 @@
 //! [`AnyDriver`]: the driver a host config names, QEMU or Hyper-V, behind one type so the daemon
 //! stays generic over [`Driver`] and is built once. QEMU exists on Unix builds alone.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::hyperv::driver::HyperV;
@@ -9,6 +10,7 @@ use super::qemu::Qemu;
 use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 use crate::beacon::Port;
 use crate::config::HostConfig;
+use crate::model::Digest;
 
 /// QEMU or Hyper-V.
 pub enum AnyDriver {
@@ -71,5 +73,8 @@ impl Driver for AnyDriver {
     }
     fn stages(&self) -> bool {
         each!(self, d => d.stages())
+    }
+    async fn prune_images(&self, keep: &BTreeSet<Digest>) -> anyhow::Result<()> {
+        each!(self, d => d.prune_images(keep).await)
     }
 }

@@ -12,12 +12,15 @@ pub mod network;
 #[cfg(unix)]
 pub mod qemu;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use any::AnyDriver;
+
+use crate::model::Digest;
 
 /// What a driver needs to make and run one node VM.
 #[derive(Debug, Clone)]
@@ -193,6 +196,19 @@ pub trait Driver: Send + Sync + 'static {
     fn stages(&self) -> bool {
         false
     }
+
+    /// Removes from the hypervisor the images the store no longer keeps, once the store's
+    /// garbage collection has run: `keep` is the set the store kept (every node record's
+    /// image, each channel's target and previous one, both images of every swap in flight).
+    /// The Hyper-V driver removes each image it uploaded that `keep` does not name, but none a
+    /// VM or an OS disk still rests on (a disk kept for a rollback); QEMU reads the images
+    /// where the store keeps them and has nothing to do. The caller only logs an error.
+    fn prune_images(
+        &self,
+        _keep: &BTreeSet<Digest>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The pid in `pidfile` if that process still runs `program` with `marker` on its command line
@@ -226,17 +242,23 @@ pub fn runs(pid: u32, program: &str, marker: &Path) -> bool {
 /// Test support.
 #[cfg(test)]
 pub mod testing {
+    use std::collections::BTreeSet;
     use std::future::Future;
     use std::path::Path;
     use std::pin::Pin;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
-    use super::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
+    use super::{Digest, Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
 
     /// A driver without VMs, for tests of the daemon's parts that never touch one (a drain, a
     /// seed's token): it makes nothing and finds every VM stopped. Its `forget` fails for a run
-    /// directory holding a file [`HELD`], as a hypervisor that cannot give a VM's disks back.
-    pub struct NoVms;
+    /// directory holding a file [`HELD`], as a hypervisor that cannot give a VM's disks back;
+    /// its `prune_images` records the set it is given.
+    #[derive(Default)]
+    pub struct NoVms {
+        /// The `keep` of each `prune_images` call, in order.
+        pub pruned: Mutex<Vec<BTreeSet<Digest>>>,
+    }
 
     /// See [`NoVms`].
     pub const HELD: &str = "held-by-the-hypervisor";
@@ -279,6 +301,13 @@ pub mod testing {
             if dir.join(HELD).exists() {
                 anyhow::bail!("the hypervisor holds {}", dir.display());
             }
+            Ok(())
+        }
+        async fn prune_images(&self, keep: &BTreeSet<Digest>) -> anyhow::Result<()> {
+            self.pruned
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push(keep.clone());
             Ok(())
         }
     }

@@ -33,6 +33,7 @@ pub(super) fn act(
             })
         }
         "remove-vm" => remove_vm(host, state, params),
+        "prune-images" => prune_images(host, state, params),
         other => Err(format!("fake-powershell: no such plan action {other:?}")),
     }
 }
@@ -155,7 +156,8 @@ fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
             }
             return Ok(json!({"created": false, "differs": differs}));
         }
-        if vm.notes != partial_tag(name) {
+        let untagged_here = vm.notes.is_empty() && at_home(&vm.directory, directory, name);
+        if vm.notes != partial_tag(name) && !untagged_here {
             return Err(foreign("create-vm", name));
         }
         // A killed run's VM: removed (its files, the state disk among them, stay) and remade.
@@ -192,6 +194,17 @@ fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
     };
     state.vms.insert(name.to_owned(), vm);
     Ok(json!({"created": true, "differs": []}))
+}
+
+/// Whether a VM's Path `path` is node `name`'s `directory` (what create-vm's New-VM -Path gives
+/// it), or the folder named after the VM under it, as the script compares them: without
+/// trailing backslashes, case-insensitively.
+fn at_home(path: &str, directory: &str, name: &str) -> bool {
+    let (path, here) = (
+        path.trim_end_matches('\\'),
+        directory.trim_end_matches('\\'),
+    );
+    path.eq_ignore_ascii_case(here) || path.eq_ignore_ascii_case(&format!("{here}\\{name}"))
 }
 
 fn os_disk(host: &Host, p: &Params) -> Result<Value, Failure> {
@@ -384,4 +397,91 @@ fn remove_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
         std::fs::remove_dir_all(&dir).map_err(|e| format!("Remove-Item : {e}"))?;
     }
     Ok(json!({"removed": had_vm || had_dir}))
+}
+
+/// What prune-images removes: each `HEX.vhdx` in Images that Keep does not name, unless a VM
+/// holds it or a disk under Vms has it for its parent (compared by file name, as the script
+/// does). Beyond the script, the fake refuses outright to remove a file that a disk it knows
+/// (any VM's, any under Vms) has for its parent, or that a VM holds, comparing whole paths: an
+/// emulation or a plan that went wrong then fails a test loudly instead of leaving a disk
+/// without its parent.
+fn prune_images(host: &Host, state: &State, p: &Params) -> Result<Value, Failure> {
+    p.only(&["Images", "Vms", "Keep"])?;
+    let (images, vms, keep) = (p.text("Images")?, p.text("Vms")?, p.text("Keep")?);
+    let digest = |d: &str| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit());
+    if !keep.split(',').all(digest) {
+        return Err(format!(
+            "prune-images : Cannot validate argument on parameter 'Keep'. The argument \
+             \"{keep}\" does not match the \"^[0-9a-f]{{64}}(,[0-9a-f]{{64}})*$\" pattern."
+        ));
+    }
+    let keep: Vec<String> = keep.split(',').map(str::to_ascii_lowercase).collect();
+    // Every disk a VM holds and every parent a disk under Vms names, as Windows paths.
+    let mut held: Vec<(String, String)> = Vec::new();
+    for (name, vm) in &state.vms {
+        for disk in vm.disks.values() {
+            held.push((disk.clone(), format!("VM '{name}'")));
+        }
+    }
+    let mut pending = vec![host.path(vms)?];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "vhdx") {
+                // A real VHDX (an uploaded seed) is no placeholder: it has no parent.
+                let placeholder: Option<Value> = std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                if let Some(parent) = placeholder.as_ref().and_then(|v| v["parent"].as_str()) {
+                    held.push((parent.to_owned(), path.display().to_string()));
+                }
+            }
+        }
+    }
+    let leaf = |win: &str| {
+        win.rsplit(['\\', '/'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let held_names: Vec<String> = held.iter().map(|(win, _)| leaf(win)).collect();
+    let dir = host.path(images)?;
+    let mut unkept: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| {
+                    f.strip_suffix(".vhdx").is_some_and(|stem| {
+                        digest(stem) && !keep.contains(&stem.to_ascii_lowercase())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    unkept.sort();
+    let mut removed = Vec::new();
+    for file in unkept {
+        if held_names.contains(&file.to_ascii_lowercase()) {
+            continue;
+        }
+        let local = dir.join(&file);
+        if let Some((_, by)) = held
+            .iter()
+            .find(|(win, _)| host.path(win).is_ok_and(|p| p == local))
+        {
+            return Err(format!(
+                "fake-powershell: prune-images would remove {}, which {by} rests on",
+                local.display()
+            ));
+        }
+        std::fs::remove_file(&local).map_err(|e| format!("Remove-Item : {e}"))?;
+        removed.push(file.trim_end_matches(".vhdx").to_ascii_lowercase());
+    }
+    Ok(json!({"removed": removed}))
 }

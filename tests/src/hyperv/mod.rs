@@ -16,7 +16,8 @@
 //! Like Hyper-V with Slipway's plans, a VM is the node's when its Notes are
 //! `slipway-node:NAME` (`...:partial` while create-vm makes it); a VM of the name with other
 //! Notes (a test puts one with [`crate::sshd::FakeHyperV::put_foreign_vm`]) is refused by every
-//! plan with the scripts' own message.
+//! plan with the scripts' own message, but for create-vm's one exception: a VM with no Notes
+//! whose Path is the node's own directory is its unfinished VM, remade.
 //!
 //! Test knobs under the root: `images.json` (64-hex image digest -> `{name, version,
 //! root_hash, never_ready, no_shutdown_service}`, what the guest booted from that image says),

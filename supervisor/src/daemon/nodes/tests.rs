@@ -293,7 +293,7 @@ impl Driver for Together {
         answer.unwrap_or_else(|| Together::running(name))
     }
     fn beacon(&self, dir: &Path) -> crate::beacon::Port {
-        crate::driver::testing::NoVms.beacon(dir)
+        crate::driver::testing::NoVms::default().beacon(dir)
     }
     async fn stop_network(&self, _: &str) {}
 }

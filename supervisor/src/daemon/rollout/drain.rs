@@ -378,7 +378,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let config = HostConfig::parse(&path, &text).unwrap();
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let daemon = Daemon::new(&path, config, NoVms, events).unwrap();
+        let daemon = Daemon::new(&path, config, NoVms::default(), events).unwrap();
         (server, daemon)
     }
 

@@ -50,7 +50,7 @@ impl Driver for Uploads {
         VmStatus::Stopped
     }
     fn beacon(&self, dir: &Path) -> crate::beacon::Port {
-        crate::driver::testing::NoVms.beacon(dir)
+        crate::driver::testing::NoVms::default().beacon(dir)
     }
     async fn stop_network(&self, _: &str) {}
     async fn stage(&self, base: &Path, _: &str) -> anyhow::Result<()> {

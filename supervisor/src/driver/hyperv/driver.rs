@@ -1,15 +1,16 @@
 //! [`HyperV`]: the [`Driver`] that makes and runs node VMs on a Hyper-V host through plans.
 //!
 //! Everything of a VM lives on the host under the root R: the node images as
-//! `R\images\HEX.vhdx` (uploaded once per digest), and per VM `R\vms\NAME\` with its state disk
-//! `state.vhdx`, one differencing OS disk per image `os-HEX16.vhdx`, and the seed
+//! `R\images\HEX.vhdx` (uploaded once per digest, removed once the store no longer keeps it
+//! and no disk rests on it: [`Driver::prune_images`]), and per VM `R\vms\NAME\` with its
+//! state disk `state.vhdx`, one differencing OS disk per image `os-HEX16.vhdx`, and the seed
 //! `seed-HEX16.vhdx` (named by its content: never rewritten in place).
 //! NAME is the run directory's path under `STATE/nodes` joined with `.`: `worker-1`, and
 //! `worker-1.gen-2` for a surge's replacement (a node name has no dot, so no node's NAME is
 //! another's replacement). The run directory here keeps the seed as it was
 //! written and nothing else of the VM.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -18,11 +19,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::exec::{self, Executor};
-use super::parse::{self, BeaconAnswer, Created, HowStopped, Purged, Removed, Started, StopAnswer};
+use super::parse::{
+    self, BeaconAnswer, Created, HowStopped, Pruned, Purged, Removed, Started, StopAnswer,
+};
 use super::plan::{self, NewVm};
 use crate::beacon::{Poll, Port};
 use crate::config::{HostConfig, HyperVHost, Link};
 use crate::driver::{Driver, StopDeadlines, Stopped, VmSpec, VmStatus};
+use crate::model::Digest;
 
 /// The KVP item a node's beacon line is published as.
 pub const BEACON_ITEM: &str = "SlipwayBeacon";
@@ -94,9 +98,14 @@ impl HyperV {
         format!("{}\\vms\\{name}", self.root)
     }
 
+    /// `R\images`.
+    fn images_dir(&self) -> String {
+        format!("{}\\images", self.root)
+    }
+
     /// `R\images\HEX.vhdx` for image `digest` (`sha256:HEX`).
     fn image_path(&self, digest: &str) -> anyhow::Result<String> {
-        Ok(format!("{}\\images\\{}.vhdx", self.root, hex(digest)?))
+        Ok(format!("{}\\{}.vhdx", self.images_dir(), hex(digest)?))
     }
 
     /// The OS disk's file name in the VM's directory for image `digest`.
@@ -311,6 +320,36 @@ impl Driver for HyperV {
 
     fn stages(&self) -> bool {
         true
+    }
+
+    async fn prune_images(&self, keep: &BTreeSet<Digest>) -> anyhow::Result<()> {
+        // A store that keeps nothing is a state directory just made (or lost): the images on
+        // the host may be what VMs this slipwayd does not know of yet rest on. Removing them
+        // would only win disk space, so nothing is removed (nor could the plan be given an
+        // empty Keep).
+        if keep.is_empty() {
+            tracing::debug!("the store keeps no image: none pruned on the Hyper-V host");
+            return Ok(());
+        }
+        let keep: Vec<&str> = keep.iter().map(Digest::hex).collect();
+        // Held while the plan runs: no upload or look for an image (ensure_image) comes between
+        // the plan and the cache forgetting what it removed.
+        let mut known = self.images.lock().await;
+        let pruned: Pruned = self
+            .ask(&plan::prune_images(
+                &self.images_dir(),
+                &format!("{}\\vms", self.root),
+                &keep,
+            ))
+            .await
+            .context("cannot prune the node images on the Hyper-V host")?;
+        for removed in &pruned.removed {
+            known.remove(&self.image_path(&format!("sha256:{removed}"))?);
+        }
+        if !pruned.removed.is_empty() {
+            tracing::info!(removed = ?pruned.removed, "node images the store no longer keeps removed from the Hyper-V host");
+        }
+        Ok(())
     }
 
     async fn forget(&self, dir: &Path) -> anyhow::Result<()> {

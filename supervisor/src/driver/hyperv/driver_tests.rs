@@ -270,6 +270,97 @@ async fn a_node_lives_and_swaps_through_the_plans() {
     );
 }
 
+/// Images the store no longer keeps leave the host, but never one an OS disk rests on (a disk
+/// kept for a rollback); one removed is uploaded again when it is wanted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_the_store_no_longer_keeps_leave_the_host_but_no_disks_parent() {
+    let fake = FakeHyperV::start_with(0.0);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    std::fs::create_dir_all(state.join("nodes/w-1")).unwrap();
+    let bases: Vec<_> = (0..3)
+        .map(|i| work.path().join(format!("image-{i}.vhdx")))
+        .collect();
+    let digests: Vec<String> = (0u8..3)
+        .map(|i| image(&bases[i as usize], 10 + i))
+        .collect();
+    let (kept, unused, parent) = (&digests[0], &digests[1], &digests[2]);
+    let driver = HyperV::open(&host(&fake), &state);
+    let dir = state.join("nodes/w-1");
+    let seed = work.path().join("seed.img");
+    raw_seed(&seed, "kind: JoinConfiguration\n", "10.44.0.21");
+    // The VM's first OS disk rests on `parent`; a swap to `kept` keeps it for a rollback.
+    driver
+        .prepare(&spec(&state, &bases[2], parent, &seed, "none"))
+        .await
+        .unwrap();
+    driver.overlay(&dir, &bases[0], kept).await.unwrap();
+    driver.stage(&bases[1], unused).await.unwrap();
+    let on_host = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        fake.host_path(&format!(r"{ROOT}\images\{hex}.vhdx"))
+    };
+    // Not an image's name: never Slipway's to remove.
+    let other = fake.host_path(&format!(r"{ROOT}\images\notes.vhdx"));
+    std::fs::write(&other, b"someone's").unwrap();
+    for digest in &digests {
+        assert!(on_host(digest).is_file(), "{digest}");
+    }
+    let prunes = || {
+        fake.plans()
+            .into_iter()
+            .filter(|p| p["action"] == "prune-images")
+            .collect::<Vec<_>>()
+    };
+
+    // A store that keeps nothing prunes nothing: no plan runs.
+    driver.prune_images(&BTreeSet::new()).await.unwrap();
+    assert!(prunes().is_empty());
+
+    let keep = BTreeSet::from([Digest::new(kept.clone()).unwrap()]);
+    driver.prune_images(&keep).await.unwrap();
+    let plans = prunes();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        plans[0]["params"]["Keep"],
+        kept.strip_prefix("sha256:").unwrap()
+    );
+    assert!(on_host(kept).is_file(), "kept by the store");
+    assert!(!on_host(unused).exists(), "kept by nothing: removed");
+    assert!(
+        on_host(parent).is_file(),
+        "the parent of the OS disk kept for a rollback stays"
+    );
+    assert!(other.is_file());
+    // A rollback to the old disk still boots: its parent is there.
+    let old = spec(&state, &bases[2], parent, &seed, "none");
+    driver.start(&old).await.unwrap();
+
+    // Wanted again, the removed image is uploaded again: the driver forgot it was there.
+    driver.stage(&bases[1], unused).await.unwrap();
+    assert_eq!(
+        std::fs::read(on_host(unused)).unwrap(),
+        std::fs::read(&bases[1]).unwrap()
+    );
+
+    // A plan that fails is an error for the caller to log.
+    fake.inject(Fault {
+        action: "prune-images".into(),
+        name: None,
+        mode: "exit".into(),
+        times: 1,
+    });
+    let err = driver.prune_images(&keep).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot prune the node images on the Hyper-V host"),
+        "{err:#}"
+    );
+    assert!(
+        on_host(unused).is_file(),
+        "nothing removed by a failed plan"
+    );
+}
+
 #[test]
 fn run_directories_name_their_vms_and_no_node_is_anothers_replacement() {
     let host = HyperVHost {

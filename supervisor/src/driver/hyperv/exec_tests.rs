@@ -580,6 +580,58 @@ async fn a_create_vm_killed_midway_is_made_again() {
     assert_eq!(json(&ex, &status("w-1")).await["state"], "Off");
 }
 
+/// A create-vm killed between New-VM and its first Set-VM leaves a VM with no Notes whose Path
+/// is the node's own directory: the next create-vm takes it for its own unfinished VM, removes
+/// it and makes it again, the state disk kept. A VM with no Notes anywhere else stays refused.
+#[tokio::test]
+async fn an_untagged_vm_is_remade_in_the_nodes_directory_and_refused_elsewhere() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    // Elsewhere: another tool's folder, the directory above the node's, a neighbour's whose
+    // name starts with the node's, and a folder inside the node's directory.
+    for elsewhere in [
+        r"C:\Hyper-V\w-1",
+        r"C:\Slipway\vms",
+        r"C:\Slipway\vms\w-10",
+        r"C:\Slipway\vms\w-1\other",
+    ] {
+        fake.put_untagged_vm("w-1", elsewhere);
+        let err = ex.run(&create_vm("w-1")).await.unwrap_err();
+        assert!(
+            matches!(&err, ExecError::Exit { code: Some(1), stderr, .. }
+                if *stderr == format!("create-vm: {FOREIGN}")),
+            "{elsewhere}: {err}"
+        );
+        let vm = &fake.state()["vms"]["w-1"];
+        assert_eq!(
+            (vm["notes"].as_str(), vm["directory"].as_str()),
+            (Some(""), Some(elsewhere)),
+            "left alone"
+        );
+    }
+    // What a guest wrote on the state disk before the run that was killed.
+    std::fs::create_dir_all(fake.host_path(DIR)).unwrap();
+    let disk = fake.host_path(STATE_DISK);
+    let written = json!({"fake_vhdx": "dynamic", "size": 1 << 30, "node_id": "kept"});
+    std::fs::write(&disk, written.to_string()).unwrap();
+    // The node's directory as given, in another case with a trailing backslash, and the folder
+    // named after the VM that Hyper-V may show as its Path.
+    for home in [DIR, r"c:\slipway\VMS\W-1\", r"C:\Slipway\vms\w-1\w-1"] {
+        fake.put_untagged_vm("w-1", home);
+        assert_eq!(
+            json(&ex, &create_vm("w-1")).await,
+            json!({"created": true, "differs": []}),
+            "{home}"
+        );
+        let vm = &fake.state()["vms"]["w-1"];
+        assert_eq!(vm["notes"], plan::vm_tag("w-1"), "{home}");
+        assert_eq!(vm["directory"], DIR, "{home}");
+        assert_eq!(vm["disks"]["1"], STATE_DISK, "{home}");
+        let kept: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
+        assert_eq!(kept, written, "{home}: the state disk is kept");
+    }
+}
+
 /// stop-vm says what happened: a guest that hears shutdown requests shuts down; one without the
 /// shutdown integration service (or still booting) is turned off.
 #[tokio::test]

@@ -79,6 +79,33 @@ pub struct Removed {
     pub removed: Vec<String>,
 }
 
+/// `prune-images`: the digests (64 lowercase hex digits, without `sha256:`) of the node images
+/// removed from the host. Anything else in the list is refused: the driver drops each entry
+/// from what it knows to be on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pruned {
+    /// The removed images' digests.
+    #[serde(deserialize_with = "image_digests")]
+    pub removed: Vec<String>,
+}
+
+fn image_digests<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let digests = Vec::<String>::deserialize(deserializer)?;
+    if let Some(bad) = digests.iter().find(|d| {
+        d.len() != 64
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }) {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` is not an image digest (64 lowercase hex digits)",
+            excerpt(bad)
+        )));
+    }
+    Ok(digests)
+}
+
 /// `remove-vm`: whether there was anything (VM or directory) to remove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

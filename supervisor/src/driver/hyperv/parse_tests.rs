@@ -34,6 +34,10 @@ const ANSWERS: &[(&str, &str)] = &[
         r#"{"exists":true,"running":true,"items":["<INSTANCE/>"]}"#,
     ),
     ("remove-vm", r#"{"removed":true}"#),
+    (
+        "prune-images",
+        r#"{"removed":["5f2b8c1e9d4a7f3b6c0e2d8a1b4f7c9e3a6d0b2c5e8f1a4d7b0c3e6f9a2d5b8c"]}"#,
+    ),
 ];
 
 /// Reads `json` as every answer type; Ok for those it reads as.
@@ -46,6 +50,7 @@ fn read_all(json: &str) -> usize {
         answer::<StopAnswer>("x", json).is_ok(),
         answer::<VmState>("x", json).is_ok(),
         answer::<BeaconAnswer>("x", json).is_ok(),
+        answer::<Pruned>("x", json).is_ok(),
     ]
     .iter()
     .filter(|ok| **ok)
@@ -126,6 +131,14 @@ fn each_real_answer_reads_as_its_type() {
             .unwrap()
             .removed
     );
+    assert_eq!(
+        answer::<Pruned>("prune-images", read("prune-images"))
+            .unwrap()
+            .removed,
+        ["5f2b8c1e9d4a7f3b6c0e2d8a1b4f7c9e3a6d0b2c5e8f1a4d7b0c3e6f9a2d5b8c"]
+    );
+    let none: Pruned = answer("prune-images", r#"{"removed":[]}"#).unwrap();
+    assert!(none.removed.is_empty());
 }
 
 #[test]
@@ -175,6 +188,29 @@ fn hostile_answers_are_refused_with_the_action_and_a_short_excerpt() {
     );
     // PowerShell 5.1's wrapped-array form, which the plans avoid: refused, not misread.
     assert!(answer::<Removed>("drop-os-disks", r#"{"removed":{"value":[],"Count":0}}"#).is_err());
+    // prune-images names digests only: the driver forgets each one it names.
+    let hex = "5f2b8c1e9d4a7f3b6c0e2d8a1b4f7c9e3a6d0b2c5e8f1a4d7b0c3e6f9a2d5b8c";
+    for json in [
+        format!(r#"{{"removed":"{hex}"}}"#),
+        format!(r#"{{"removed":["{}"]}}"#, hex.to_uppercase()),
+        format!(r#"{{"removed":["sha256:{hex}"]}}"#),
+        format!(r#"{{"removed":["{hex}.vhdx"]}}"#),
+        format!(r#"{{"removed":["{}"]}}"#, &hex[1..]),
+        format!(r#"{{"removed":["{hex}0"]}}"#),
+        format!(r#"{{"removed":["{}\\x"]}}"#, &hex[2..]),
+        format!(r#"{{"removed":["{hex}"],"kept":[]}}"#),
+        format!(r#"{{"removed":{{"value":["{hex}"],"Count":1}}}}"#),
+        r#"{"removed":[1]}"#.to_owned(),
+        r#"{"removed":null}"#.to_owned(),
+        "{}".to_owned(),
+    ] {
+        let err = answer::<Pruned>("prune-images", &json).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the prune-images plan answered"),
+            "{json}: {err}"
+        );
+    }
     // A long answer is quoted by its first characters only.
     let long = format!("{{\"exists\":true,\"state\":\"{}\x07", "A".repeat(100_000));
     let err = answer::<VmState>("status", &long).unwrap_err();

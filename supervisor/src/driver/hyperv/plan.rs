@@ -30,7 +30,9 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(60);
 /// `slipway-node:NAME` ([`vm_tag`]); `slipway-node:NAME:partial` while `create-vm` makes it.
 /// Every plan matches a VM by its name AND this tag: a VM of the node's name with other Notes
 /// is someone else's, refused with "a VM named NAME exists that Slipway did not make; rename
-/// or remove it". Operators must not edit a node VM's Notes.
+/// or remove it" (but by `create-vm` when it has no Notes and its Path is the node's own
+/// directory: one a run killed before its first Set-VM left). Operators must not edit a node
+/// VM's Notes.
 #[cfg(test)]
 pub const TAG_PREFIX: &str = "slipway-node:";
 
@@ -205,6 +207,7 @@ mod scripts {
     pub const STATUS: &str = include_str!("plans/status.ps1");
     pub const BEACON: &str = include_str!("plans/beacon.ps1");
     pub const REMOVE_VM: &str = include_str!("plans/remove-vm.ps1");
+    pub const PRUNE_IMAGES: &str = include_str!("plans/prune-images.ps1");
 }
 
 fn text(value: &str) -> Param {
@@ -222,7 +225,9 @@ fn int(value: u64) -> Param {
 /// removed a partial VM a killed run left, and made it again); for a complete VM that was
 /// there, `differs` names each setting that is not what `vm` asks for (`MemoryBytes`,
 /// `Processors`, `SwitchName`, `MacAddress`, `VlanId`, `SecureBootTemplate`), changed by
-/// nothing: the caller reports it. A VM of that name that is not Slipway's is refused.
+/// nothing: the caller reports it. A VM of that name with no Notes whose Path is `vm.directory`
+/// is one a run killed right after New-VM left: made again like a partial one. Any other VM
+/// of that name that is not Slipway's is refused.
 pub fn create_vm(vm: &NewVm<'_>) -> Plan {
     let mac: String = vm
         .mac
@@ -338,6 +343,24 @@ pub fn remove_vm(name: &str, directory: &str) -> Plan {
     }
 }
 
+/// `prune-images`: removes each image `images\HEX.vhdx` whose HEX is not one of `keep` (64-hex
+/// digests, passed as one comma-separated value), but none that a VM holds or that a disk under
+/// `vms` has for its parent; `{"removed":[HEX...]}` (see
+/// [`crate::driver::hyperv::parse::Pruned`]). `keep` must not be empty: an empty value cannot be
+/// passed ([`check_value`]), and the script's pattern refuses anything but digests.
+pub fn prune_images(images: &str, vms: &str, keep: &[&str]) -> Plan {
+    Plan {
+        action: "prune-images",
+        script: scripts::PRUNE_IMAGES,
+        deadline: RUN_DEADLINE,
+        params: vec![
+            ("Images", text(images)),
+            ("Vms", text(vms)),
+            ("Keep", Param::Text(keep.join(","))),
+        ],
+    }
+}
+
 /// One plan per action with fixed example values under [`EXAMPLE_ROOT`], in the order of the
 /// protocol: what the golden files show and the grammar tests parse.
 #[cfg(test)]
@@ -372,6 +395,14 @@ pub fn all_examples() -> Vec<Plan> {
         status("cp-1"),
         beacon("cp-1"),
         remove_vm("cp-1", dir),
+        prune_images(
+            r"C:\Slipway\images",
+            r"C:\Slipway\vms",
+            &[
+                "5f2b8c1e9d4a7f3b6c0e2d8a1b4f7c9e3a6d0b2c5e8f1a4d7b0c3e6f9a2d5b8c",
+                "0e4a9d2c7b1f5e8a3d6c9b2e5f8a1d4c7b0e3f6a9d2c5b8e1f4a7d0c3b6e9f2a",
+            ],
+        ),
     ]
 }
 
@@ -426,7 +457,8 @@ mod tests {
                 "stop-vm",
                 "status",
                 "beacon",
-                "remove-vm"
+                "remove-vm",
+                "prune-images"
             ]
         );
         for plan in &examples {

@@ -84,6 +84,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "New-VHD",
         &["Path", "SizeBytes", "Dynamic", "ParentPath", "Differencing"],
     ),
+    // hyper-v/Get-VHD.md (its VirtualHardDisk: ParentPath, empty but for a differencing disk)
+    ("Get-VHD", &["Path"]),
     // hyper-v/Get-VMIntegrationService.md (its VMIntegrationComponent: Id, Enabled,
     // PrimaryOperationalStatus)
     ("Get-VMIntegrationService", &["VM"]),
@@ -131,7 +133,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // reference/5.1/Microsoft.PowerShell.Management/Move-Item.md
     ("Move-Item", &["LiteralPath", "Destination"]),
     // reference/5.1/Microsoft.PowerShell.Management/Get-ChildItem.md
-    ("Get-ChildItem", &["LiteralPath", "File"]),
+    ("Get-ChildItem", &["LiteralPath", "File", "Recurse"]),
     // reference/5.1/Microsoft.PowerShell.Utility/ConvertTo-Json.md
     ("ConvertTo-Json", &["InputObject", "Compress"]),
     // reference/5.1/Microsoft.PowerShell.Utility/Write-Output.md

@@ -3,10 +3,11 @@
 # cluster's switch, Secure Boot with the image's template (None: Secure Boot off), COM1 on a
 # named pipe, and its state disk at SCSI 0:1. Its Notes say it is Slipway's: NAME:partial from
 # New-VM on, and the bare tag as the very last step, so a run killed midway leaves a VM that the
-# next run knows is unfinished: it is removed (its state disk kept) and made again. A failure
-# that throws removes what this run made. A finished VM is left as it is, and the answer names
-# the settings in which it differs from the ones asked for. A VM of that name without Slipway's
-# Notes is someone else's: refused.
+# next run knows is unfinished: it is removed (its state disk kept) and made again. So is a VM
+# of that name with no Notes at all whose Path is this node's Directory (a run killed between
+# New-VM and its first Set-VM). A failure that throws removes what this run made. A finished VM
+# is left as it is, and the answer names the settings in which it differs from the ones asked
+# for. Any other VM of that name is someone else's: refused.
 param(
     [Parameter(Mandatory)] [string] $Name,
     [Parameter(Mandatory)] [string] $Directory,
@@ -27,7 +28,16 @@ $tag = 'slipway-node:' + $Name
 $partial = $tag + ':partial'
 # Get-VM -Name takes wildcards; an exact comparison never matches a neighbour.
 $named = @(Get-VM | Where-Object { $_.Name -eq $Name })
-$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $_.Notes -ne $partial })
+# A VM of this name with no Notes in this node's own directory is one New-VM -Path $Directory
+# made: nothing but this node's create-vm puts it there, so it is ours, unfinished. -contains
+# compares text case-insensitively, as Windows compares paths; Hyper-V may show the Path with a
+# trailing backslash, or as the folder named after the VM that it keeps its files in under -Path.
+$here = $Directory.TrimEnd('\')
+$homes = @($here, ($here + '\' + $Name))
+$unfinished = @($named | Where-Object {
+    $_.Notes -eq $partial -or (-not $_.Notes -and $homes -contains $_.Path.TrimEnd('\'))
+})
+$foreign = @($named | Where-Object { $_.Notes -ne $tag -and $unfinished -notcontains $_ })
 if ($foreign.Count -gt 0) {
     throw "create-vm: a VM named $Name exists that Slipway did not make; rename or remove it"
 }
@@ -37,7 +47,7 @@ if ($named.Count -gt 1) {
 $created = $false
 $differs = New-Object 'System.Collections.Generic.List[string]'
 $vm = $null
-if ($named.Count -eq 1 -and $named[0].Notes -eq $partial) {
+if ($named.Count -eq 1 -and $unfinished.Count -eq 1) {
     # Left unfinished by a run that was killed. Remove-VM keeps disk files: the state disk stays.
     if ($named[0].State.ToString() -ne 'Off') { Stop-VM -VM $named[0] -TurnOff -Force }
     Remove-VM -VM $named[0] -Force
