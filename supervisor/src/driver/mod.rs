@@ -311,6 +311,81 @@ pub mod testing {
             Ok(())
         }
     }
+
+    /// What a test's driver does otherwise than [`NoVms`] (each hook's default is NoVms's).
+    pub trait Hooks: Send + Sync + 'static {
+        /// The status of the VM tracked as `name`.
+        fn status(&self, _name: &str) -> impl Future<Output = VmStatus> + Send {
+            async { VmStatus::Stopped }
+        }
+        /// Brings the image at `base` to the hypervisor.
+        fn stage(&self, _base: &Path) -> impl Future<Output = anyhow::Result<()>> + Send {
+            async { Ok(()) }
+        }
+        /// See [`Driver::stages`].
+        fn stages(&self) -> bool {
+            false
+        }
+    }
+
+    /// [`NoVms`] but for the hooks of `H`.
+    #[derive(Default)]
+    pub struct Hooked<H> {
+        /// The hooks (and whatever the test keeps in them).
+        pub hooks: H,
+        base: NoVms,
+    }
+
+    impl<H> Hooked<H> {
+        /// The driver with `hooks`.
+        pub fn new(hooks: H) -> Hooked<H> {
+            Hooked {
+                hooks,
+                base: NoVms::default(),
+            }
+        }
+    }
+
+    impl<H: Hooks> Driver for Hooked<H> {
+        async fn prepare(&self, spec: &VmSpec) -> anyhow::Result<()> {
+            self.base.prepare(spec).await
+        }
+        async fn overlay(&self, dir: &Path, base: &Path, image: &str) -> anyhow::Result<()> {
+            self.base.overlay(dir, base, image).await
+        }
+        async fn drop_overlays(&self, dir: &Path, keep: &str) -> anyhow::Result<()> {
+            self.base.drop_overlays(dir, keep).await
+        }
+        async fn start(&self, spec: &VmSpec) -> anyhow::Result<u32> {
+            self.base.start(spec).await
+        }
+        async fn stop(
+            &self,
+            name: &str,
+            dir: &Path,
+            deadlines: StopDeadlines,
+        ) -> anyhow::Result<Stopped> {
+            self.base.stop(name, dir, deadlines).await
+        }
+        async fn status(&self, name: &str, _: &Path) -> VmStatus {
+            self.hooks.status(name).await
+        }
+        fn beacon(&self, dir: &Path) -> crate::beacon::Port {
+            self.base.beacon(dir)
+        }
+        async fn stop_network(&self, cluster: &str) {
+            self.base.stop_network(cluster).await;
+        }
+        async fn forget(&self, dir: &Path) -> anyhow::Result<()> {
+            self.base.forget(dir).await
+        }
+        async fn stage(&self, base: &Path, _: &str) -> anyhow::Result<()> {
+            self.hooks.stage(base).await
+        }
+        fn stages(&self) -> bool {
+            self.hooks.stages()
+        }
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -1,6 +1,7 @@
 //! Tests of the node executor's crash handling.
 
 use super::*;
+use crate::driver::testing::Hooked;
 
 #[test]
 fn exits_without_a_ready_beacon_back_off_longer_each_time_then_show_crashloop() {
@@ -257,28 +258,8 @@ impl Together {
     }
 }
 
-impl Driver for Together {
-    async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
-        Ok(())
-    }
-    async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn stop(
-        &self,
-        _: &str,
-        _: &Path,
-        _: crate::driver::StopDeadlines,
-    ) -> anyhow::Result<Stopped> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn status(&self, name: &str, _: &Path) -> VmStatus {
+impl crate::driver::testing::Hooks for Together {
+    async fn status(&self, name: &str) -> VmStatus {
         use std::sync::atomic::Ordering::SeqCst;
         assert_ne!(name, "boom", "a status ask that panics");
         let now = self.in_flight.fetch_add(1, SeqCst) + 1;
@@ -292,10 +273,6 @@ impl Driver for Together {
         let answer = self.answers.lock().unwrap().get(name).cloned();
         answer.unwrap_or_else(|| Together::running(name))
     }
-    fn beacon(&self, dir: &Path) -> crate::beacon::Port {
-        crate::driver::testing::NoVms::default().beacon(dir)
-    }
-    async fn stop_network(&self, _: &str) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +295,7 @@ async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
         })
         .collect();
     let text = testing::hyperv_config(&state, &nodes, 1);
-    let daemon = testing::daemon_over(dir.path(), &text, Together::new(3));
+    let daemon = testing::daemon_over(dir.path(), &text, Hooked::new(Together::new(3)));
     for name in &names {
         std::fs::create_dir_all(state.join("nodes").join(name)).unwrap();
     }
@@ -328,7 +305,7 @@ async fn vms_are_asked_for_their_status_together_a_few_at_a_time() {
         .expect("the status asks were not made together");
     assert_eq!(seen.len(), names.len());
     assert!(seen.iter().all(|(name, s)| *s == Together::running(name)));
-    let most = daemon.driver.most.load(SeqCst);
+    let most = daemon.driver.hooks.most.load(SeqCst);
     assert!(
         (3..=STATUS_ASKS).contains(&most),
         "{most} asks in flight at once"
@@ -356,7 +333,7 @@ async fn the_watch_asks_together_and_strays_are_stopped_only_when_known_to_run()
         ("w-3", "worker", "linux"),
     ];
     let text = testing::hyperv_config(&state, &nodes, 1);
-    let mut daemon = testing::daemon_over(dir.path(), &text, Together::new(3));
+    let mut daemon = testing::daemon_over(dir.path(), &text, Hooked::new(Together::new(3)));
     daemon.ensure_records().unwrap();
     for (name, _, _) in nodes {
         let tracked = daemon.tracked(name).unwrap().2;
@@ -364,7 +341,7 @@ async fn the_watch_asks_together_and_strays_are_stopped_only_when_known_to_run()
         tracked.set(NodeState::Ready, "");
         tracked.pid = 1;
     }
-    daemon.driver.answer("w-2", VmStatus::Stopped);
+    daemon.driver.hooks.answer("w-2", VmStatus::Stopped);
     // Asked in turn, the first ask would wait for two more forever.
     tokio::time::timeout(std::time::Duration::from_secs(20), daemon.check())
         .await
@@ -378,11 +355,13 @@ async fn the_watch_asks_together_and_strays_are_stopped_only_when_known_to_run()
     let observed = BTreeMap::from([("w-3".to_owned(), Observed::Running)]);
     daemon
         .driver
+        .hooks
         .answer("w-3/gen-2", VmStatus::unknown("ssh: connection timed out"));
     daemon.stop_strays(&observed).await;
     assert!(daemon.strays.is_empty(), "stopped on a guess");
     daemon
         .driver
+        .hooks
         .answer("w-3/gen-2", Together::running("w-3/gen-2"));
     daemon.stop_strays(&observed).await;
     assert!(daemon.strays.contains("w-3/gen-2"));
@@ -394,15 +373,10 @@ async fn the_watch_asks_together_and_strays_are_stopped_only_when_known_to_run()
 /// node is in flight.
 #[tokio::test]
 async fn leftovers_of_a_generation_a_node_no_longer_runs_are_removed_on_a_later_pass() {
-    use crate::daemon::testing;
     use crate::driver::testing::HELD;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let nodes = [
-        ("cp-1", "control-plane", "linux"),
-        ("win-1", "worker", "windows"),
-    ];
-    let mut daemon = testing::daemon(dir.path(), &testing::hyperv_config(&state, &nodes, 1));
+    let mut daemon = mixed(dir.path());
     daemon.ensure_records().unwrap();
     daemon.records.get_mut("win-1").unwrap().generation = 3;
     let root = records::run_dir(&state, "win-1", 0);

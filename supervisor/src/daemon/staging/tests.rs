@@ -8,7 +8,7 @@ use images::manifest::Os;
 
 use super::*;
 use crate::daemon::testing;
-use crate::driver::{StopDeadlines, Stopped, VmSpec, VmStatus};
+use crate::driver::testing::{Hooked, Hooks};
 use crate::model::NodeState;
 use crate::swap::{Outcome, Swap};
 
@@ -30,30 +30,8 @@ impl Uploads {
     }
 }
 
-impl Driver for Uploads {
-    async fn prepare(&self, _: &VmSpec) -> anyhow::Result<()> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn overlay(&self, _: &Path, _: &Path, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn drop_overlays(&self, _: &Path, _: &str) -> anyhow::Result<()> {
-        Ok(())
-    }
-    async fn start(&self, _: &VmSpec) -> anyhow::Result<u32> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn stop(&self, _: &str, _: &Path, _: StopDeadlines) -> anyhow::Result<Stopped> {
-        anyhow::bail!("no VMs here")
-    }
-    async fn status(&self, _: &str, _: &Path) -> VmStatus {
-        VmStatus::Stopped
-    }
-    fn beacon(&self, dir: &Path) -> crate::beacon::Port {
-        crate::driver::testing::NoVms::default().beacon(dir)
-    }
-    async fn stop_network(&self, _: &str) {}
-    async fn stage(&self, base: &Path, _: &str) -> anyhow::Result<()> {
+impl Hooks for Uploads {
+    async fn stage(&self, base: &Path) -> anyhow::Result<()> {
         assert!(base.is_file(), "the store's VHDX is what goes");
         self.calls.fetch_add(1, SeqCst);
         self.permits.acquire().await?.forget();
@@ -74,7 +52,7 @@ fn lab(
     dir: &Path,
     driver: Uploads,
 ) -> (
-    Daemon<Uploads>,
+    Daemon<Hooked<Uploads>>,
     tokio::sync::mpsc::UnboundedReceiver<Event>,
     Digest,
 ) {
@@ -86,13 +64,13 @@ fn lab(
         ("win-1", "worker", "windows"),
     ];
     let text = testing::hyperv_config(&state, &nodes, 1);
-    let (daemon, inbox) = testing::daemon_heard(dir, &text, driver);
+    let (daemon, inbox) = testing::daemon_heard(dir, &text, Hooked::new(driver));
     (daemon, inbox, image)
 }
 
 /// The next image a stage task says it brought, handed to the daemon as its loop does.
 async fn next_staged(
-    daemon: &mut Daemon<Uploads>,
+    daemon: &mut Daemon<Hooked<Uploads>>,
     inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) {
     loop {
@@ -115,9 +93,13 @@ async fn an_image_is_brought_in_the_background_once_and_again_after_a_failure() 
     assert_eq!(daemon.staged(&image), Ok(false));
     assert_eq!(daemon.staged(&image), Ok(false), "still on its way");
     tokio::task::yield_now().await;
-    assert_eq!(daemon.driver.calls.load(SeqCst), 1, "one upload at a time");
+    assert_eq!(
+        daemon.driver.hooks.calls.load(SeqCst),
+        1,
+        "one upload at a time"
+    );
 
-    daemon.driver.permits.add_permits(1);
+    daemon.driver.hooks.permits.add_permits(1);
     next_staged(&mut daemon, &mut inbox).await;
     let failed = daemon.staged(&image);
     assert!(
@@ -126,7 +108,11 @@ async fn an_image_is_brought_in_the_background_once_and_again_after_a_failure() 
             .is_err_and(|e| e.contains("connection refused")),
         "{failed:?}"
     );
-    assert_eq!(daemon.driver.calls.load(SeqCst), 1, "not again at once");
+    assert_eq!(
+        daemon.driver.hooks.calls.load(SeqCst),
+        1,
+        "not again at once"
+    );
     let why = daemon.waits_for_image(&image).unwrap();
     assert!(
         why.contains("cannot bring") && why.contains("connection refused"),
@@ -139,12 +125,16 @@ async fn an_image_is_brought_in_the_background_once_and_again_after_a_failure() 
     };
     *at = Instant::now().checked_sub(STAGE_RETRY).unwrap();
     assert_eq!(daemon.staged(&image), Ok(false));
-    daemon.driver.permits.add_permits(1);
+    daemon.driver.hooks.permits.add_permits(1);
     next_staged(&mut daemon, &mut inbox).await;
-    assert_eq!(daemon.driver.calls.load(SeqCst), 2);
+    assert_eq!(daemon.driver.hooks.calls.load(SeqCst), 2);
     assert_eq!(daemon.staged(&image), Ok(true));
     assert_eq!(daemon.waits_for_image(&image), None);
-    assert_eq!(daemon.driver.calls.load(SeqCst), 2, "brought once for good");
+    assert_eq!(
+        daemon.driver.hooks.calls.load(SeqCst),
+        2,
+        "brought once for good"
+    );
 
     // An image the store does not have is not waited for: booting it fails with its own reason.
     assert_eq!(daemon.staged(&Digest::repeated('d')), Ok(true));
@@ -172,10 +162,10 @@ async fn a_node_and_a_swap_wait_for_their_image_without_touching_the_node() {
     assert_eq!(daemon.planned(&swap), None);
     let waits = daemon.progress["win-1"].waiting.clone().unwrap_or_default();
     assert!(waits.contains("being brought to the hypervisor"), "{waits}");
-    daemon.driver.permits.add_permits(1);
+    daemon.driver.hooks.permits.add_permits(1);
     next_staged(&mut daemon, &mut inbox).await;
     assert_eq!(daemon.planned(&swap), Some((Outcome::Done, String::new())));
-    assert_eq!(daemon.driver.calls.load(SeqCst), 1);
+    assert_eq!(daemon.driver.hooks.calls.load(SeqCst), 1);
 }
 
 #[tokio::test]
