@@ -418,25 +418,31 @@ impl<D: Driver> Daemon<D> {
     async fn statuses(&self, asks: Vec<(String, PathBuf)>) -> BTreeMap<String, VmStatus> {
         let permits = Arc::new(tokio::sync::Semaphore::new(STATUS_ASKS));
         let mut tasks = tokio::task::JoinSet::new();
-        let names: Vec<String> = asks.iter().map(|(name, _)| name.clone()).collect();
+        let mut names = BTreeMap::new();
         for (name, dir) in asks {
             let (driver, permits) = (self.driver.clone(), permits.clone());
-            tasks.spawn(async move {
+            let task = name.clone();
+            let handle = tasks.spawn(async move {
+                // Never closed: an ask always gets its turn.
                 let _permit = permits.acquire_owned().await;
-                let status = driver.status(&name, &dir).await;
-                (name, status)
+                let status = driver.status(&task, &dir).await;
+                (task, status)
             });
+            names.insert(handle.id(), name);
         }
         // Not join_all: it panics with a task that did.
         let mut seen = BTreeMap::new();
         while let Some(done) = tasks.join_next().await {
-            if let Ok((name, status)) = done {
-                seen.insert(name, status);
+            match done {
+                Ok((name, status)) => {
+                    seen.insert(name, status);
+                }
+                Err(e) => {
+                    let name = names.get(&e.id()).cloned().unwrap_or_default();
+                    tracing::error!(vm = %name, "asking for the VM's status failed: {e}");
+                    seen.insert(name, VmStatus::unknown(format!("asking failed: {e}")));
+                }
             }
-        }
-        for name in names {
-            seen.entry(name)
-                .or_insert_with(|| VmStatus::unknown("the status task failed"));
         }
         seen
     }
@@ -1030,8 +1036,10 @@ impl<D: Driver> Daemon<D> {
             }
             asks.push((name, dir));
         }
-        // Asked together: one slow answer does not wait behind another.
+        // Asked together: one slow answer does not wait behind another. Silence counts up to
+        // the asking: beacons heard meanwhile wait in the inbox until this returns.
         let dirs: BTreeMap<String, PathBuf> = asks.iter().cloned().collect();
+        let asked = Instant::now();
         for (name, status) in self.statuses(asks).await {
             let Some(dir) = dirs.get(&name) else { continue };
             let backoff = self.backoff;
@@ -1044,7 +1052,10 @@ impl<D: Driver> Daemon<D> {
                 due = true;
                 continue;
             }
-            let quiet = tracked.heard.or(tracked.since).map(|t| t.elapsed());
+            let quiet = tracked
+                .heard
+                .or(tracked.since)
+                .map(|t| asked.saturating_duration_since(t));
             if let Some(quiet) = quiet
                 && let Some(limit) = tracked.state.deadline(&deadlines)
                 && quiet > limit
