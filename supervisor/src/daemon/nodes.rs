@@ -332,12 +332,17 @@ impl<D: Driver> Daemon<D> {
             }
         }
         let dirs: BTreeMap<String, PathBuf> = asks.iter().cloned().collect();
+        self.swept.retain(|dir, _| dir.exists());
+        // One sweep a pass at most: each asks the hypervisor on the loop.
+        let mut swept = false;
         for (key, status) in self.statuses(asks).await {
             let (Some(dir), Some((name, _))) = (dirs.get(&key), key.split_once('/')) else {
                 continue;
             };
             if status == VmStatus::Stopped {
-                self.sweep_leftovers(name, dir).await;
+                if !swept {
+                    swept = self.sweep_leftovers(name, dir).await;
+                }
                 continue;
             }
             if status.is_unknown() {
@@ -353,14 +358,14 @@ impl<D: Driver> Daemon<D> {
     /// and which neither its record nor a swap names: a surge's old VM whose removal the
     /// hypervisor refused (on a Hyper-V host its VM, disks and seed, a bootstrap token with
     /// it, stay there), or one slipwayd stopped before deleting. Tried again at most every
-    /// [`SWEEP_AGAIN`]; never while a swap of the node is in flight.
-    async fn sweep_leftovers(&mut self, name: &str, dir: &Path) {
+    /// [`SWEEP_AGAIN`]; never while a swap of the node is in flight. Whether it tried.
+    async fn sweep_leftovers(&mut self, name: &str, dir: &Path) -> bool {
         if self.journal.swaps.contains_key(name) || !self.records.contains_key(name) {
-            return;
+            return false;
         }
         let generation = if dir == records::run_dir(&self.config.state_dir, name, 0) {
             if !has_leftovers(dir) {
-                return;
+                return false;
             }
             0
         } else {
@@ -370,7 +375,7 @@ impl<D: Driver> Daemon<D> {
                 .and_then(records::generation_dir)
             {
                 Some(generation) => generation,
-                None => return,
+                None => return false,
             }
         };
         if self
@@ -378,7 +383,7 @@ impl<D: Driver> Daemon<D> {
             .get(dir)
             .is_some_and(|t| t.elapsed() < SWEEP_AGAIN)
         {
-            return;
+            return false;
         }
         self.swept.insert(dir.to_owned(), Instant::now());
         match self.remove_generation(name, generation).await {
@@ -392,6 +397,7 @@ impl<D: Driver> Daemon<D> {
                 tracing::warn!(node = %name, generation, "cannot remove the leftovers of a generation it no longer runs: {e:#}");
             }
         }
+        true
     }
 
     /// Every node directory in the state directory, with what the VM of its record's

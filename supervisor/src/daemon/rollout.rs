@@ -125,6 +125,11 @@ impl<D: Driver> Daemon<D> {
                 self.abandon(&swap, why);
                 continue;
             }
+            // The fleet's slot is taken only once the swap's image is on the hypervisor: an
+            // upload that fails for as long as its host is down holds no other host's swaps.
+            if swap.step == Step::Planned && self.planned(&swap).is_none() {
+                return;
+            }
             let fenced = if self.progress.get(name).is_some_and(|p| p.fenced) {
                 None
             } else {

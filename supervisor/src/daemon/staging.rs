@@ -50,15 +50,24 @@ impl<D: Driver> Daemon<D> {
         }
         let stored = match self.store.get(image.as_ref()) {
             Ok(Some(stored)) => stored,
-            Ok(None) | Err(_) => return Ok(true),
+            Ok(None) => return Ok(true),
+            Err(e) => return Err(format!("cannot read the store: {e:#}")),
         };
         self.stages.insert(image.clone(), Staging::Busy);
         let (driver, events, image) = (self.driver.clone(), self.events.clone(), image.clone());
-        tokio::spawn(async move {
-            let result = driver
-                .stage(&stored.vhdx, image.as_str())
+        let digest = image.to_string();
+        let upload = tokio::spawn(async move {
+            driver
+                .stage(&stored.vhdx, &digest)
                 .await
-                .map_err(|e| format!("{e:#}"));
+                .map_err(|e| format!("{e:#}"))
+        });
+        // Its end is always told, a panic's too: a stage never told of would hold its nodes
+        // and swaps for good.
+        tokio::spawn(async move {
+            let result = upload
+                .await
+                .unwrap_or_else(|e| Err(format!("the upload task failed: {e}")));
             let _ = events.send(Event::Staged(image, result));
         });
         Ok(false)

@@ -405,6 +405,9 @@ async fn leftovers_of_a_generation_a_node_no_longer_runs_are_removed_on_a_later_
     assert!(root.join("seed.img").exists() && held.is_dir());
     daemon.journal.swaps.remove("win-1");
 
+    // One generation a pass: the held one first, then generation 0's files.
+    daemon.stop_strays(&observed).await;
+    assert!(root.join("seed.img").exists(), "one sweep a pass");
     daemon.stop_strays(&observed).await;
     assert!(!root.join("seed.img").exists(), "generation 0's files go");
     assert!(root.join("record").exists(), "the record stays");

@@ -10,7 +10,7 @@
 //! another's replacement). The run directory here keeps the seed as it was
 //! written and nothing else of the VM.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -41,7 +41,10 @@ pub struct HyperV {
     /// Each cluster's VLAN (0: untagged), from the host config in force.
     vlans: Mutex<BTreeMap<String, u16>>,
     /// Image digests (hex) known to be on the host.
-    images: tokio::sync::Mutex<HashSet<String>>,
+    images: exec::Gates,
+    /// Held (shared) while an image is uploaded or a disk is made over one; the prune runs
+    /// only when it can hold it alone, so it never removes an image in that window.
+    using: tokio::sync::RwLock<()>,
 }
 
 impl HyperV {
@@ -71,7 +74,8 @@ impl HyperV {
             root: host.root.trim_end_matches('\\').to_owned(),
             nodes: state_dir.join("nodes"),
             vlans: Mutex::default(),
-            images: tokio::sync::Mutex::default(),
+            images: exec::Gates::default(),
+            using: tokio::sync::RwLock::default(),
         }
     }
 
@@ -113,16 +117,18 @@ impl HyperV {
         Ok(format!("os-{}.vhdx", &hex(digest)?[..16]))
     }
 
-    /// Uploads the image `digest` from `base` unless the host has it.
+    /// Uploads the image `digest` from `base` unless the host has it (the caller holds
+    /// `using`). An upload of one image never holds up another's, or a disk over another.
     async fn ensure_image(&self, base: &Path, digest: &str) -> anyhow::Result<String> {
         let remote = self.image_path(digest)?;
-        let mut known = self.images.lock().await;
-        if !known.contains(&remote) {
+        let gate = self.images.gate(&remote);
+        let mut there = gate.lock().await;
+        if !*there {
             if !self.exec.exists(&remote).await? {
                 tracing::info!(image = %digest, to = %remote, "uploading the node image to the Hyper-V host");
                 self.exec.upload(base, &remote).await?;
             }
-            known.insert(remote.clone());
+            *there = true;
         }
         Ok(remote)
     }
@@ -135,11 +141,12 @@ impl HyperV {
 
     /// Makes VM `name`'s OS disk over image `digest` (uploaded from `base`) unless it exists.
     async fn os_disk(&self, name: &str, base: &Path, digest: &str) -> anyhow::Result<String> {
+        let _using = self.using.read().await;
         let parent = self.ensure_image(base, digest).await?;
         let path = format!("{}\\{}", self.vm_dir(name), HyperV::os_disk_file(digest)?);
         if let Err(e) = self.ask::<Created>(&plan::os_disk(&parent, &path)).await {
             // The image may be what is gone (pruned by hand): the next try looks for it again.
-            self.images.lock().await.remove(&parent);
+            *self.images.gate(&parent).lock().await = false;
             return Err(e);
         }
         Ok(path)
@@ -314,6 +321,7 @@ impl Driver for HyperV {
     }
 
     async fn stage(&self, base: &Path, digest: &str) -> anyhow::Result<()> {
+        let _using = self.using.read().await;
         self.ensure_image(base, digest).await?;
         Ok(())
     }
@@ -332,9 +340,16 @@ impl Driver for HyperV {
             return Ok(());
         }
         let keep: Vec<&str> = keep.iter().map(Digest::hex).collect();
-        // Held while the plan runs: no upload or look for an image (ensure_image) comes between
-        // the plan and the cache forgetting what it removed.
-        let mut known = self.images.lock().await;
+        // Held alone while the plan runs: no upload, nor a disk made over an image, comes
+        // between the plan and the gates forgetting what it removed. Never waited for (an
+        // upload may take hours, and a waiting prune would hold up every boot): skipped, and
+        // done at a later pull.
+        let Ok(_alone) = self.using.try_write() else {
+            tracing::debug!(
+                "an image is being uploaded or used: the Hyper-V host's images are pruned at a later pull"
+            );
+            return Ok(());
+        };
         let pruned: Pruned = self
             .ask(&plan::prune_images(
                 &self.images_dir(),
@@ -344,7 +359,8 @@ impl Driver for HyperV {
             .await
             .context("cannot prune the node images on the Hyper-V host")?;
         for removed in &pruned.removed {
-            known.remove(&self.image_path(&format!("sha256:{removed}"))?);
+            let path = self.image_path(&format!("sha256:{removed}"))?;
+            *self.images.gate(&path).lock().await = false;
         }
         if !pruned.removed.is_empty() {
             tracing::info!(removed = ?pruned.removed, "node images the store no longer keeps removed from the Hyper-V host");

@@ -318,6 +318,19 @@ async fn images_the_store_no_longer_keeps_leave_the_host_but_no_disks_parent() {
     assert!(prunes().is_empty());
 
     let keep = BTreeSet::from([Digest::new(kept.clone()).unwrap()]);
+    // While an image is being uploaded (or a disk made over one) the prune waits for a later
+    // pull: it never runs between an upload and the disk over it, nor holds either up. One
+    // image's gate never holds up another's.
+    {
+        let _uploading = driver.using.read().await;
+        let gate = driver.images.gate(&driver.image_path(kept).unwrap());
+        let _held = gate.lock().await;
+        driver.prune_images(&keep).await.unwrap();
+        assert!(prunes().is_empty());
+        assert!(on_host(unused).is_file());
+        let other_gate = driver.images.gate(&driver.image_path(unused).unwrap());
+        assert!(other_gate.try_lock().is_ok());
+    }
     driver.prune_images(&keep).await.unwrap();
     let plans = prunes();
     assert_eq!(plans.len(), 1);

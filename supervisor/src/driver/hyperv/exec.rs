@@ -207,7 +207,7 @@ pub struct Local {
     pub program: PathBuf,
     /// The root directory R (plans go to `R\plans`).
     pub root: PathBuf,
-    scripts: Scripts,
+    scripts: Gates,
 }
 
 /// Runs `powershell` on a host over SSH (`ssh`/`sftp` from PATH).
@@ -223,7 +223,7 @@ pub struct Ssh {
     pub known_hosts: Option<PathBuf>,
     /// The root directory R on the host, a Windows path (`C:\ClusterStorage\Volume1\Slipway`).
     pub root: String,
-    scripts: Scripts,
+    scripts: Gates,
 }
 
 impl Local {
@@ -232,7 +232,7 @@ impl Local {
         Local {
             program,
             root,
-            scripts: Scripts::default(),
+            scripts: Gates::default(),
         }
     }
 }
@@ -247,7 +247,7 @@ impl Ssh {
             identity: None,
             known_hosts: None,
             root,
-            scripts: Scripts::default(),
+            scripts: Gates::default(),
         }
     }
 
@@ -526,17 +526,17 @@ impl Executor {
     }
 }
 
-/// The plan scripts an executor knows to be on the host: one gate per script, holding whether
-/// it is there. Runs of one plan look for (and copy) its script one at a time; runs of other
-/// plans never wait for that.
+/// Files known to be on the host (an executor's plan scripts, the driver's images): one gate
+/// per file, holding whether it is there. Looks for (and copies of) one file are made one at a
+/// time; those of other files never wait for them.
 #[derive(Debug, Default)]
-struct Scripts {
+pub struct Gates {
     gates: std::sync::Mutex<HashMap<String, Arc<Mutex<bool>>>>,
 }
 
-impl Scripts {
-    /// Script `name`'s gate.
-    fn gate(&self, name: &str) -> Arc<Mutex<bool>> {
+impl Gates {
+    /// File `name`'s gate.
+    pub fn gate(&self, name: &str) -> Arc<Mutex<bool>> {
         let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
         gates.entry(name.to_owned()).or_default().clone()
     }
