@@ -156,7 +156,8 @@ fn create_vm(host: &Host, state: &mut State, p: &Params) -> Result<Value, Failur
             }
             return Ok(json!({"created": false, "differs": differs}));
         }
-        let untagged_here = vm.notes.is_empty() && at_home(&vm.directory, directory, name);
+        let untagged_here =
+            vm.notes.is_empty() && vm.state == "Off" && at_home(&vm.directory, directory, name);
         if vm.notes != partial_tag(name) && !untagged_here {
             return Err(foreign("create-vm", name));
         }
@@ -422,6 +423,11 @@ fn prune_images(host: &Host, state: &State, p: &Params) -> Result<Value, Failure
         for disk in vm.disks.values() {
             held.push((disk.clone(), format!("VM '{name}'")));
         }
+    }
+    if !host.path(vms)?.is_dir() && !state.vms.is_empty() {
+        return Err(format!(
+            "prune-images: {vms} is not there but VMs exist; nothing removed"
+        ));
     }
     let mut pending = vec![host.path(vms)?];
     while let Some(dir) = pending.pop() {

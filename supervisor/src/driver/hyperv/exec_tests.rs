@@ -630,6 +630,15 @@ async fn an_untagged_vm_is_remade_in_the_nodes_directory_and_refused_elsewhere()
         let kept: Value = serde_json::from_slice(&std::fs::read(&disk).unwrap()).unwrap();
         assert_eq!(kept, written, "{home}: the state disk is kept");
     }
+    // One that runs is not one New-VM just made: never turned off on a guess.
+    fake.put_untagged_vm("w-1", DIR);
+    let file = fake.root().join("hyperv.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    state["vms"]["w-1"]["state"] = json!("Running");
+    std::fs::write(&file, state.to_string()).unwrap();
+    let err = ex.run(&create_vm("w-1")).await.unwrap_err();
+    assert!(err.to_string().contains(FOREIGN), "{err}");
+    assert_eq!(fake.state()["vms"]["w-1"]["state"], "Running");
 }
 
 /// stop-vm says what happened: a guest that hears shutdown requests shuts down; one without the
@@ -745,4 +754,36 @@ fn the_answer_is_between_the_markers() {
         answer("status", &output(&format!("{BEGIN}\n[1]\n{END}\n"))),
         Err(ExecError::BadJson { .. })
     ));
+}
+
+/// Without the VMs' directory the disks resting on images are not known: while any VM exists,
+/// prune-images removes nothing.
+#[tokio::test]
+async fn a_prune_that_cannot_see_the_vms_directory_removes_nothing() {
+    let fake = FakeHyperV::start_with(0.0);
+    let ex = ssh(&fake);
+    let images = format!(r"{ROOT}\images");
+    std::fs::create_dir_all(fake.host_path(&images)).unwrap();
+    let unkept = fake.host_path(&format!(r"{images}\{DIGEST}.vhdx"));
+    std::fs::write(&unkept, b"an image").unwrap();
+    let keep = "c".repeat(64);
+    json(&ex, &create_vm("w-1")).await;
+    let err = ex
+        .run(&plan::prune_images(
+            &images,
+            r"D:\Gone\vms",
+            &[keep.as_str()],
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not there but VMs exist"), "{err}");
+    assert!(unkept.is_file());
+    // With the VMs' directory there, the same image goes.
+    let answer = json(
+        &ex,
+        &plan::prune_images(&images, &format!(r"{ROOT}\vms"), &[keep.as_str()]),
+    )
+    .await;
+    assert_eq!(answer, json!({"removed": [DIGEST]}));
+    assert!(!unkept.exists());
 }

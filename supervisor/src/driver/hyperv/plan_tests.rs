@@ -133,7 +133,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // reference/5.1/Microsoft.PowerShell.Management/Move-Item.md
     ("Move-Item", &["LiteralPath", "Destination"]),
     // reference/5.1/Microsoft.PowerShell.Management/Get-ChildItem.md
-    ("Get-ChildItem", &["LiteralPath", "File", "Recurse"]),
+    (
+        "Get-ChildItem",
+        &["LiteralPath", "File", "Recurse", "Force"],
+    ),
     // reference/5.1/Microsoft.PowerShell.Utility/ConvertTo-Json.md
     ("ConvertTo-Json", &["InputObject", "Compress"]),
     // reference/5.1/Microsoft.PowerShell.Utility/Write-Output.md

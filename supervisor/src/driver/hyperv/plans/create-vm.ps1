@@ -3,11 +3,11 @@
 # cluster's switch, Secure Boot with the image's template (None: Secure Boot off), COM1 on a
 # named pipe, and its state disk at SCSI 0:1. Its Notes say it is Slipway's: NAME:partial from
 # New-VM on, and the bare tag as the very last step, so a run killed midway leaves a VM that the
-# next run knows is unfinished: it is removed (its state disk kept) and made again. So is a VM
-# of that name with no Notes at all whose Path is this node's Directory (a run killed between
-# New-VM and its first Set-VM). A failure that throws removes what this run made. A finished VM
-# is left as it is, and the answer names the settings in which it differs from the ones asked
-# for. Any other VM of that name is someone else's: refused.
+# next run knows is unfinished: it is removed (its state disk kept) and made again. So is an
+# off VM of that name with no Notes at all whose Path is this node's Directory (a run killed
+# between New-VM and its first Set-VM). A failure that throws removes what this run made. A
+# finished VM is left as it is, and the answer names the settings in which it differs from the
+# ones asked for. Any other VM of that name is someone else's: refused.
 param(
     [Parameter(Mandatory)] [string] $Name,
     [Parameter(Mandatory)] [string] $Directory,
@@ -35,7 +35,8 @@ $named = @(Get-VM | Where-Object { $_.Name -eq $Name })
 $here = $Directory.TrimEnd('\')
 $homes = @($here, ($here + '\' + $Name))
 $unfinished = @($named | Where-Object {
-    $_.Notes -eq $partial -or (-not $_.Notes -and $homes -contains $_.Path.TrimEnd('\'))
+    $_.Notes -eq $partial -or
+    (-not $_.Notes -and $_.State.ToString() -eq 'Off' -and $homes -contains $_.Path.TrimEnd('\'))
 })
 $foreign = @($named | Where-Object { $_.Notes -ne $tag -and $unfinished -notcontains $_ })
 if ($foreign.Count -gt 0) {

@@ -13,16 +13,27 @@ $ProgressPreference = 'SilentlyContinue'
 Set-StrictMode -Version 3.0
 
 $keep = $Keep.Split(',')
-# Every disk any VM holds, and every parent a disk under Vms names. A disk Get-VHD cannot read
-# stops the plan before anything is removed: what it may hold on to is not known.
+$vmsNow = @(Get-VM)
+# Without Vms (a volume offline, a root spelled otherwise) the disks resting on images are not
+# known: nothing is removed while any VM exists.
+if (-not (Test-Path -LiteralPath $Vms) -and $vmsNow.Count -gt 0) {
+    throw "prune-images: $Vms is not there but VMs exist; nothing removed"
+}
+# Every disk any VM holds and each parent down its chain, and every parent a disk under Vms
+# names. A disk Get-VHD cannot read stops the plan before anything is removed: what it may hold
+# on to is not known.
 $held = New-Object 'System.Collections.Generic.List[string]'
-foreach ($vm in @(Get-VM)) {
+foreach ($vm in $vmsNow) {
     foreach ($drive in @(Get-VMHardDiskDrive -VM $vm)) {
-        if ($drive.Path) { $held.Add($drive.Path) }
+        $path = $drive.Path
+        while ($path) {
+            $held.Add($path)
+            $path = (Get-VHD -Path $path).ParentPath
+        }
     }
 }
 if (Test-Path -LiteralPath $Vms) {
-    $disks = @(Get-ChildItem -LiteralPath $Vms -File -Recurse |
+    $disks = @(Get-ChildItem -LiteralPath $Vms -File -Recurse -Force |
         Where-Object { $_.Name -like '*.vhdx' })
     foreach ($disk in $disks) {
         $vhd = Get-VHD -Path $disk.FullName
