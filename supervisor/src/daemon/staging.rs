@@ -51,7 +51,18 @@ impl<D: Driver> Daemon<D> {
         let stored = match self.store.get(image.as_ref()) {
             Ok(Some(stored)) => stored,
             Ok(None) => return Ok(true),
-            Err(e) => return Err(format!("cannot read the store: {e:#}")),
+            Err(e) => {
+                let reason = format!("cannot read the store: {e:#}");
+                let at = Instant::now();
+                self.stages.insert(
+                    image.clone(),
+                    Staging::Failed {
+                        reason: reason.clone(),
+                        at,
+                    },
+                );
+                return Err(reason);
+            }
         };
         self.stages.insert(image.clone(), Staging::Busy);
         let (driver, events, image) = (self.driver.clone(), self.events.clone(), image.clone());

@@ -424,9 +424,13 @@ fn prune_images(host: &Host, state: &State, p: &Params) -> Result<Value, Failure
             held.push((disk.clone(), format!("VM '{name}'")));
         }
     }
-    if !host.path(vms)?.is_dir() && !state.vms.is_empty() {
+    let ours = state
+        .vms
+        .values()
+        .any(|vm| vm.notes.starts_with("slipway-node:"));
+    if !host.path(vms)?.is_dir() && ours {
         return Err(format!(
-            "prune-images: {vms} is not there but VMs exist; nothing removed"
+            "prune-images: {vms} is not there but Slipway's VMs exist; nothing removed"
         ));
     }
     let mut pending = vec![host.path(vms)?];

@@ -756,8 +756,8 @@ fn the_answer_is_between_the_markers() {
     ));
 }
 
-/// Without the VMs' directory the disks resting on images are not known: while any VM exists,
-/// prune-images removes nothing.
+/// Without the VMs' directory the disks resting on images are not known: while any VM of
+/// Slipway's exists, prune-images removes nothing (another tool's VMs keep theirs elsewhere).
 #[tokio::test]
 async fn a_prune_that_cannot_see_the_vms_directory_removes_nothing() {
     let fake = FakeHyperV::start_with(0.0);
@@ -767,6 +767,16 @@ async fn a_prune_that_cannot_see_the_vms_directory_removes_nothing() {
     let unkept = fake.host_path(&format!(r"{images}\{DIGEST}.vhdx"));
     std::fs::write(&unkept, b"an image").unwrap();
     let keep = "c".repeat(64);
+    // Another tool's VM alone: its disks are not under the VMs' directory, which is not made
+    // before Slipway's first VM.
+    fake.put_foreign_vm("other");
+    let answer = json(
+        &ex,
+        &plan::prune_images(&images, r"D:\Gone\vms", &[keep.as_str()]),
+    )
+    .await;
+    assert_eq!(answer, json!({"removed": [DIGEST]}));
+    std::fs::write(&unkept, b"an image").unwrap();
     json(&ex, &create_vm("w-1")).await;
     let err = ex
         .run(&plan::prune_images(
@@ -776,7 +786,11 @@ async fn a_prune_that_cannot_see_the_vms_directory_removes_nothing() {
         ))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not there but VMs exist"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not there but Slipway's VMs exist"),
+        "{err}"
+    );
     assert!(unkept.is_file());
     // With the VMs' directory there, the same image goes.
     let answer = json(

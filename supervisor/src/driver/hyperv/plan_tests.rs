@@ -127,7 +127,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["InputObject", "ResultClassName"],
     ),
     // reference/5.1/Microsoft.PowerShell.Management/Test-Path.md
-    ("Test-Path", &["LiteralPath"]),
+    ("Test-Path", &["LiteralPath", "PathType"]),
     // reference/5.1/Microsoft.PowerShell.Management/Remove-Item.md
     ("Remove-Item", &["LiteralPath", "Force", "Recurse"]),
     // reference/5.1/Microsoft.PowerShell.Management/Move-Item.md

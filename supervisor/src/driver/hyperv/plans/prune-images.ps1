@@ -14,21 +14,27 @@ Set-StrictMode -Version 3.0
 
 $keep = $Keep.Split(',')
 $vmsNow = @(Get-VM)
-# Without Vms (a volume offline, a root spelled otherwise) the disks resting on images are not
-# known: nothing is removed while any VM exists.
-if (-not (Test-Path -LiteralPath $Vms) -and $vmsNow.Count -gt 0) {
-    throw "prune-images: $Vms is not there but VMs exist; nothing removed"
+# Slipway's VMs keep their disks under Vms: without it (a volume offline, a root spelled
+# otherwise) the disks resting on images are not known, and nothing is removed.
+$ours = @($vmsNow | Where-Object { $_.Notes -like 'slipway-node:*' })
+if (-not (Test-Path -LiteralPath $Vms) -and $ours.Count -gt 0) {
+    throw "prune-images: $Vms is not there but Slipway's VMs exist; nothing removed"
 }
 # Every disk any VM holds and each parent down its chain, and every parent a disk under Vms
-# names. A disk Get-VHD cannot read stops the plan before anything is removed: what it may hold
-# on to is not known.
+# names. Only files are followed (a pass-through disk's Path names a physical disk), each once
+# (a chain that loops ends), at most 64 deep. A disk Get-VHD cannot read stops the plan before
+# anything is removed: what it may hold on to is not known.
 $held = New-Object 'System.Collections.Generic.List[string]'
+$seen = New-Object 'System.Collections.Generic.HashSet[string]'
 foreach ($vm in $vmsNow) {
     foreach ($drive in @(Get-VMHardDiskDrive -VM $vm)) {
         $path = $drive.Path
-        while ($path) {
+        $depth = 0
+        while ($path -and $depth -lt 64 -and $seen.Add($path.ToLowerInvariant())) {
             $held.Add($path)
+            if (-not (Test-Path -LiteralPath $path -PathType Leaf)) { break }
             $path = (Get-VHD -Path $path).ParentPath
+            $depth++
         }
     }
 }
