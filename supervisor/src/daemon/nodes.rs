@@ -308,6 +308,7 @@ impl<D: Driver> Daemon<D> {
     /// whose status is unknown (its hypervisor out of reach) is left alone.
     async fn stop_strays(&mut self, observed: &BTreeMap<String, Observed>) {
         let mut asks = Vec::new();
+        let mut generations = BTreeMap::new();
         for name in observed.keys() {
             let own = self.node_dir(name);
             let next = self
@@ -320,13 +321,22 @@ impl<D: Driver> Daemon<D> {
                 if dir == own || Some(&dir) == next.as_ref() {
                     continue;
                 }
-                if dir == records::run_dir(&self.config.state_dir, name, 0) && !has_leftovers(&dir)
-                {
+                // Generation 0's directory is the node's own, where its record stays: asked only
+                // while it holds a VM's files.
+                let generation = if dir == records::run_dir(&self.config.state_dir, name, 0) {
+                    has_leftovers(&dir).then_some(0)
+                } else {
+                    dir.file_name()
+                        .and_then(|f| f.to_str())
+                        .and_then(records::generation_dir)
+                };
+                let Some(generation) = generation else {
                     continue;
-                }
+                };
                 let sub = dir.file_name().unwrap_or_default().to_string_lossy();
                 let key = format!("{name}/{sub}");
                 if !self.strays.contains(&key) {
+                    generations.insert(key.clone(), generation);
                     asks.push((key, dir));
                 }
             }
@@ -340,8 +350,8 @@ impl<D: Driver> Daemon<D> {
                 continue;
             };
             if status == VmStatus::Stopped {
-                if !swept {
-                    swept = self.sweep_leftovers(name, dir).await;
+                if !swept && let Some(generation) = generations.get(&key) {
+                    swept = self.sweep_leftovers(name, dir, *generation).await;
                 }
                 continue;
             }
@@ -354,30 +364,15 @@ impl<D: Driver> Daemon<D> {
         }
     }
 
-    /// Removes what is left of generation directory `dir` of node `name`, in which no VM runs
-    /// and which neither its record nor a swap names: a surge's old VM whose removal the
+    /// Removes what is left in `dir`, generation `generation`'s directory of node `name`, in
+    /// which no VM runs and which neither its record nor a swap names: a surge's old VM whose removal the
     /// hypervisor refused (on a Hyper-V host its VM, disks and seed, a bootstrap token with
     /// it, stay there), or one slipwayd stopped before deleting. Tried again at most every
     /// [`SWEEP_AGAIN`]; never while a swap of the node is in flight. Whether it tried.
-    async fn sweep_leftovers(&mut self, name: &str, dir: &Path) -> bool {
+    async fn sweep_leftovers(&mut self, name: &str, dir: &Path, generation: u32) -> bool {
         if self.journal.swaps.contains_key(name) || !self.records.contains_key(name) {
             return false;
         }
-        let generation = if dir == records::run_dir(&self.config.state_dir, name, 0) {
-            if !has_leftovers(dir) {
-                return false;
-            }
-            0
-        } else {
-            match dir
-                .file_name()
-                .and_then(|f| f.to_str())
-                .and_then(records::generation_dir)
-            {
-                Some(generation) => generation,
-                None => return false,
-            }
-        };
         if self
             .swept
             .get(dir)
